@@ -1,0 +1,137 @@
+//! One analysis: every gate measured at both sites, plus each site's request rate.
+//!
+//! Measuring is the only effectful part; [`Analysis::evaluate`] is pure.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use crate::gate::{Gate, GateMeasurement, GateResult};
+use crate::promql::Site;
+use crate::source::{Measure, MetricSource, Reading};
+
+/// The readings of one analysis.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Analysis {
+    /// When it was taken.
+    pub at: SystemTime,
+    /// The analysis window (the stage's interval).
+    #[serde(with = "crate::serde_secs")]
+    pub window: Duration,
+    /// Requests per second at the primary over the window.
+    pub primary_rate: Reading,
+    /// Requests per second at DR over the window.
+    pub dr_rate: Reading,
+    /// Each gate's readings.
+    pub gates: Vec<GateMeasurement>,
+}
+
+impl Analysis {
+    /// The primary's observed share of requests, in [0, 1]; `None` without traffic data.
+    pub fn primary_share(&self) -> Option<f64> {
+        let p = self.primary_rate.finite()?;
+        let d = self.dr_rate.finite().unwrap_or(0.0);
+        if p + d <= 0.0 { None } else { Some(p / (p + d)) }
+    }
+
+    /// Evaluates every gate against its readings. Pure.
+    pub fn evaluate(
+        &self,
+        gates: &[Gate],
+        min_requests: u64,
+        dr_baselines: &BTreeMap<String, f64>,
+    ) -> Vec<GateResult> {
+        gates
+            .iter()
+            .zip(&self.gates)
+            .map(|(g, m)| g.evaluate(m, min_requests, dr_baselines.get(&g.name).copied()))
+            .collect()
+    }
+}
+
+/// Takes analyses: measures every gate through a [`MetricSource`].
+#[derive(Clone)]
+pub struct Analyzer {
+    source: Arc<dyn MetricSource>,
+    gates: Vec<Gate>,
+}
+
+impl Analyzer {
+    /// An analyzer of `gates` reading from `source`.
+    pub fn new(source: Arc<dyn MetricSource>, gates: Vec<Gate>) -> Analyzer {
+        Analyzer { source, gates }
+    }
+
+    /// The gates, in policy order.
+    pub fn gates(&self) -> &[Gate] {
+        &self.gates
+    }
+
+    /// The metric source.
+    pub fn source(&self) -> &Arc<dyn MetricSource> {
+        &self.source
+    }
+
+    /// Measures every gate at both sites, and both sites' request rates, as of `now`.
+    /// Failures become [`Reading::Error`]; this never fails as a whole.
+    pub async fn analyze(&self, now: SystemTime, interval: Duration) -> Analysis {
+        let rate = |site| Measure::RequestRate {
+            site,
+            window: interval,
+        };
+        let primary_rate = self.read(&rate(Site::Primary), now).await;
+        let dr_rate = self.read(&rate(Site::Dr), now).await;
+        let mut counts: BTreeMap<Duration, Reading> = BTreeMap::new();
+        let mut gates = Vec::with_capacity(self.gates.len());
+        for g in &self.gates {
+            let window = g.window(interval);
+            let primary_requests = match counts.get(&window) {
+                Some(r) => r.clone(),
+                None => {
+                    let r = self
+                        .read(
+                            &Measure::RequestCount {
+                                site: Site::Primary,
+                                window,
+                            },
+                            now,
+                        )
+                        .await;
+                    counts.insert(window, r.clone());
+                    r
+                }
+            };
+            let primary = self.read(&g.measure(Site::Primary, window), now).await;
+            let dr = if g.is_per_site() {
+                self.read(&g.measure(Site::Dr, window), now).await
+            } else {
+                // The query is the same for both sites: DR has no value of its own.
+                Reading::Empty
+            };
+            gates.push(GateMeasurement {
+                name: g.name.clone(),
+                window,
+                primary_requests,
+                primary,
+                dr,
+            });
+        }
+        Analysis {
+            at: now,
+            window: interval,
+            primary_rate,
+            dr_rate,
+            gates,
+        }
+    }
+
+    async fn read(&self, m: &Measure, now: SystemTime) -> Reading {
+        let r = self.source.measure(m, now).await;
+        if let Err(e) = &r {
+            tracing::debug!(query = %self.source.render(m), error = %e, "measurement failed");
+        }
+        r.into()
+    }
+}

@@ -1,0 +1,563 @@
+//! Gates: the policy's checks of the primary, and their pure evaluation.
+//!
+//! A gate has bounds: absolute (`min`/`max`, an SLO on the primary) and relative to DR
+//! (`max_vs_dr`: `primary <= dr * (1 + max_vs_dr) + slack`). Evaluation is pure: it takes
+//! readings and gives [`GateResult`]. No data — too few requests, an empty vector, NaN or
+//! ±Inf — is [`GateStatus::NoData`], never a pass.
+
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::promql::{Site, render_template};
+use crate::source::{Measure, Reading};
+use crate::units::{Percent, Span};
+
+/// One gate of a policy (`gates:`): exactly one of `error_rate`, `latency` or `query`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GateSpec {
+    /// A unique name, used in logs, metrics and reports.
+    pub name: String,
+    /// Look-back window of the gate's queries; default: the stage's analysis interval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<Span>,
+    /// The primary's share of requests that are errors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_rate: Option<ErrorRateGate>,
+    /// A latency quantile of the primary, from the `traffic.latency` histogram.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency: Option<LatencyGate>,
+    /// Any PromQL returning one number; `{{site}}` and `{{service}}` are replaced by the
+    /// site's label value and the service name, escaped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+    /// With `query`: the lowest passing value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+    /// With `query`: the highest passing value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+    /// With `query`: how far above DR's value the primary's may be, e.g. `20%`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_vs_dr: Option<Percent>,
+    /// With `query` and `max_vs_dr`: an absolute allowance added to DR's value. Default 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slack: Option<f64>,
+}
+
+/// `error_rate:` bounds. At least one of `max` and `max_vs_dr`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorRateGate {
+    /// The highest passing error rate of the primary, e.g. `1%`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<Percent>,
+    /// How far the primary's error rate may exceed DR's, relatively: `50%` allows 1.5x DR's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_vs_dr: Option<Percent>,
+    /// With `max_vs_dr`: an absolute allowance in percentage points added to DR's rate, so
+    /// that a DR at 0 % errors does not fail the primary on its first error. Default `0.1%`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slack: Option<Percent>,
+}
+
+/// `latency:` bounds. `quantile` and at least one of `max` and `max_vs_dr`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LatencyGate {
+    /// The quantile, strictly between 0 and 1, e.g. `0.99`.
+    pub quantile: f64,
+    /// The highest passing latency of the primary at that quantile, e.g. `500ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<Span>,
+    /// How far the primary's quantile may exceed DR's, relatively, e.g. `20%`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_vs_dr: Option<Percent>,
+    /// With `max_vs_dr`: an absolute allowance added to DR's quantile. Default `10ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slack: Option<Span>,
+}
+
+/// What a gate's numbers are, for display.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Unit {
+    /// A fraction shown as percent.
+    Ratio,
+    /// Seconds shown as milliseconds.
+    Seconds,
+    /// A plain number.
+    Number,
+}
+
+impl Unit {
+    /// Formats a value in this unit: `1.25%`, `420ms`, `17`.
+    pub fn format(self, v: f64) -> String {
+        match self {
+            Unit::Ratio => format!("{:.3}%", v * 100.0),
+            Unit::Seconds => format!("{:.1}ms", v * 1000.0),
+            Unit::Number => format!("{v}"),
+        }
+    }
+}
+
+/// What a gate measures.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Metric {
+    /// Errors over requests.
+    ErrorRate,
+    /// A latency quantile in seconds.
+    Latency(f64),
+    /// A policy's PromQL template.
+    Query(String),
+}
+
+/// A gate checked and turned into numbers, ready to measure and evaluate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Gate {
+    /// The gate's name.
+    pub name: String,
+    /// What it measures.
+    pub metric: Metric,
+    /// Its own window, if it has one.
+    pub window: Option<Duration>,
+    /// Absolute lower bound.
+    pub min: Option<f64>,
+    /// Absolute upper bound.
+    pub max: Option<f64>,
+    /// Relative bound to DR: `(ratio, slack)` meaning `primary <= dr * (1 + ratio) + slack`.
+    pub vs_dr: Option<(f64, f64)>,
+    /// Display unit.
+    pub unit: Unit,
+}
+
+/// A problem in a gate's definition: the field under `gates[i]` and what is wrong with it.
+pub type GateProblem = (String, String);
+
+impl GateSpec {
+    /// Checks the gate and turns it into a [`Gate`]; every problem names its field.
+    pub fn compile(&self) -> Result<Gate, Vec<GateProblem>> {
+        let mut problems: Vec<GateProblem> = Vec::new();
+        let mut p = |field: &str, msg: String| problems.push((field.to_string(), msg));
+        if self.name.trim().is_empty() {
+            p("name", "a gate needs a name".into());
+        }
+        let kinds = [
+            self.error_rate.is_some(),
+            self.latency.is_some(),
+            self.query.is_some(),
+        ]
+        .iter()
+        .filter(|k| **k)
+        .count();
+        if kinds != 1 {
+            p(
+                "",
+                format!(
+                    "gate `{}` has {kinds} kinds; give exactly one of error_rate, latency or query",
+                    self.name
+                ),
+            );
+        }
+        if self.query.is_none() {
+            for (field, set) in [
+                ("min", self.min.is_some()),
+                ("max", self.max.is_some()),
+                ("max_vs_dr", self.max_vs_dr.is_some()),
+                ("slack", self.slack.is_some()),
+            ] {
+                if set {
+                    p(
+                        field,
+                        format!("`{field}` at gate level belongs to a `query` gate; put it inside error_rate: or latency:"),
+                    );
+                }
+            }
+        }
+        if let Some(w) = self.window
+            && w.get().is_zero()
+        {
+            p("window", "0s is not a window; write e.g. 1m".into());
+        }
+        let window = self.window.map(Span::get);
+        let mut gate = Gate {
+            name: self.name.clone(),
+            metric: Metric::ErrorRate,
+            window,
+            min: None,
+            max: None,
+            vs_dr: None,
+            unit: Unit::Ratio,
+        };
+        if let Some(e) = &self.error_rate {
+            if e.max.is_none() && e.max_vs_dr.is_none() {
+                p("error_rate", "give max (e.g. 1%) or max_vs_dr (e.g. 50%)".into());
+            }
+            if let Some(m) = e.max
+                && m.fraction() > 1.0
+            {
+                p("error_rate.max", format!("{m} is above 100%; an error rate is at most 100%"));
+            }
+            if e.slack.is_some() && e.max_vs_dr.is_none() {
+                p("error_rate.slack", "slack goes with max_vs_dr".into());
+            }
+            gate.max = e.max.map(Percent::fraction);
+            gate.vs_dr = e.max_vs_dr.map(|r| {
+                (
+                    r.fraction(),
+                    e.slack.map(Percent::fraction).unwrap_or(0.001),
+                )
+            });
+        } else if let Some(l) = &self.latency {
+            if !(l.quantile > 0.0 && l.quantile < 1.0) {
+                p(
+                    "latency.quantile",
+                    format!("{} is not strictly between 0 and 1; write e.g. 0.99 for p99", l.quantile),
+                );
+            }
+            if l.max.is_none() && l.max_vs_dr.is_none() {
+                p("latency", "give max (e.g. 500ms) or max_vs_dr (e.g. 20%)".into());
+            }
+            if l.slack.is_some() && l.max_vs_dr.is_none() {
+                p("latency.slack", "slack goes with max_vs_dr".into());
+            }
+            gate.metric = Metric::Latency(l.quantile);
+            gate.unit = Unit::Seconds;
+            gate.max = l.max.map(|m| m.get().as_secs_f64());
+            gate.vs_dr = l.max_vs_dr.map(|r| {
+                (
+                    r.fraction(),
+                    l.slack.map(|s| s.get().as_secs_f64()).unwrap_or(0.010),
+                )
+            });
+        } else if let Some(q) = &self.query {
+            if q.trim().is_empty() {
+                p("query", "the query is empty; write PromQL returning one number".into());
+            }
+            if self.min.is_none() && self.max.is_none() && self.max_vs_dr.is_none() {
+                p("", format!("query gate `{}` has no bound; give min, max or max_vs_dr", self.name));
+            }
+            if let (Some(lo), Some(hi)) = (self.min, self.max)
+                && lo > hi
+            {
+                p("min", format!("min {lo} is above max {hi}"));
+            }
+            if self.slack.is_some() && self.max_vs_dr.is_none() {
+                p("slack", "slack goes with max_vs_dr".into());
+            }
+            if self.max_vs_dr.is_some() && !q.contains("{{site}}") {
+                p(
+                    "max_vs_dr",
+                    "comparing with DR needs `{{site}}` in the query, so it can run once per site"
+                        .into(),
+                );
+            }
+            gate.metric = Metric::Query(q.clone());
+            gate.unit = Unit::Number;
+            gate.min = self.min;
+            gate.max = self.max;
+            gate.vs_dr = self.max_vs_dr.map(|r| (r.fraction(), self.slack.unwrap_or(0.0)));
+        }
+        if problems.is_empty() {
+            Ok(gate)
+        } else {
+            Err(problems)
+        }
+    }
+}
+
+impl Gate {
+    /// The window this gate looks back over, given the stage's analysis interval.
+    pub fn window(&self, interval: Duration) -> Duration {
+        self.window.unwrap_or(interval)
+    }
+
+    /// The measurement of this gate at a site.
+    pub fn measure(&self, site: Site, window: Duration) -> Measure {
+        match &self.metric {
+            Metric::ErrorRate => Measure::ErrorRatio { site, window },
+            Metric::Latency(q) => Measure::LatencyQuantile {
+                quantile: *q,
+                site,
+                window,
+            },
+            Metric::Query(t) => Measure::Custom {
+                template: t.clone(),
+                site: Some(site),
+            },
+        }
+    }
+
+    /// Whether the gate compares the primary with DR.
+    pub fn is_relative(&self) -> bool {
+        self.vs_dr.is_some()
+    }
+
+    /// Whether the gate's query differs per site (custom queries without `{{site}}` do not).
+    pub fn is_per_site(&self) -> bool {
+        match &self.metric {
+            Metric::Query(t) => render_template(t, "a", "s") != render_template(t, "b", "s"),
+            _ => true,
+        }
+    }
+
+    /// A human description of the bounds, e.g. `<= 1.000% and <= DR x1.5 + 0.100%`.
+    pub fn describe_bounds(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(lo) = self.min {
+            parts.push(format!(">= {}", self.unit.format(lo)));
+        }
+        if let Some(hi) = self.max {
+            parts.push(format!("<= {}", self.unit.format(hi)));
+        }
+        if let Some((r, s)) = self.vs_dr {
+            parts.push(format!("<= DR x{} + {}", 1.0 + r, self.unit.format(s)));
+        }
+        parts.join(" and ")
+    }
+
+    /// Evaluates one measurement of this gate. Pure.
+    ///
+    /// `dr_baseline` is DR's last good value, used only when DR serves no traffic (the
+    /// 100 % stage) so that relative gates still have something to compare with.
+    pub fn evaluate(
+        &self,
+        m: &GateMeasurement,
+        min_requests: u64,
+        dr_baseline: Option<f64>,
+    ) -> GateResult {
+        let mut r = GateResult {
+            name: self.name.clone(),
+            status: GateStatus::NoData,
+            primary: m.primary.finite(),
+            dr: m.dr.finite(),
+            min: self.min,
+            max: None,
+            dr_breaching: false,
+            reason: String::new(),
+        };
+        if let Reading::Error(e) = &m.primary_requests {
+            return r.error(format!("counting primary requests failed: {e}"));
+        }
+        if let Reading::Error(e) = &m.primary {
+            return r.error(format!("primary query failed: {e}"));
+        }
+        if self.is_relative()
+            && let Reading::Error(e) = &m.dr
+        {
+            return r.error(format!("DR query failed: {e}"));
+        }
+        let requests = m.primary_requests.finite().unwrap_or(0.0);
+        if requests < min_requests as f64 {
+            return r.no_data(format!(
+                "{} primary requests in the window, fewer than min_requests {min_requests}",
+                requests.round()
+            ));
+        }
+        let Some(value) = m.primary.finite() else {
+            return r.no_data(format!("primary query gave {}", describe_nodata(&m.primary)));
+        };
+        let mut upper = self.max;
+        if let Some((ratio, slack)) = self.vs_dr {
+            let (dr, from) = match (m.dr.finite(), dr_baseline) {
+                (Some(d), _) => (d, "DR"),
+                (None, Some(b)) => (b, "DR's last value"),
+                (None, None) => {
+                    return r.no_data(format!(
+                        "DR query gave {}: nothing to compare with",
+                        describe_nodata(&m.dr)
+                    ));
+                }
+            };
+            let bound = dr * (1.0 + ratio) + slack;
+            upper = Some(upper.map_or(bound, |u| u.min(bound)));
+            r.reason = format!("{from} {}", self.unit.format(dr));
+        }
+        r.max = upper;
+        let low = self.min.is_some_and(|lo| value < lo);
+        let high = upper.is_some_and(|hi| value > hi);
+        if low || high {
+            r.status = GateStatus::Fail;
+            r.dr_breaching = m.dr.finite().is_some_and(|d| {
+                self.min.is_some_and(|lo| d < lo) || self.max.is_some_and(|hi| d > hi)
+            });
+            r.reason = format!(
+                "primary {} is {} {}{}",
+                self.unit.format(value),
+                if low { "below" } else { "above" },
+                self.unit.format(if low { self.min.unwrap_or(0.0) } else { upper.unwrap_or(0.0) }),
+                if r.reason.is_empty() { String::new() } else { format!(" ({})", r.reason) }
+            );
+        } else {
+            r.status = GateStatus::Pass;
+            r.reason = format!("primary {} within {}", self.unit.format(value), self.describe_bounds());
+        }
+        r
+    }
+}
+
+fn describe_nodata(r: &Reading) -> String {
+    match r {
+        Reading::Value(v) => format!("{v} (not a finite number)"),
+        other => other.to_string(),
+    }
+}
+
+/// The readings one gate needs for one analysis.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GateMeasurement {
+    /// The gate's name.
+    pub name: String,
+    /// The window the readings cover.
+    #[serde(with = "crate::serde_secs")]
+    pub window: Duration,
+    /// Primary requests in that window (for `min_requests`).
+    pub primary_requests: Reading,
+    /// The gate's value at the primary.
+    pub primary: Reading,
+    /// The gate's value at DR.
+    pub dr: Reading,
+}
+
+/// A gate's result in one analysis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GateStatus {
+    /// Within bounds, with enough data.
+    Pass,
+    /// Out of bounds.
+    Fail,
+    /// Not enough data to judge: never a pass.
+    NoData,
+    /// The query failed.
+    Error,
+}
+
+/// One gate's verdict in one analysis, with the numbers behind it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GateResult {
+    /// The gate.
+    pub name: String,
+    /// Its status.
+    pub status: GateStatus,
+    /// The primary's value, if it was a number.
+    pub primary: Option<f64>,
+    /// DR's value, if it was a number.
+    pub dr: Option<f64>,
+    /// The lower bound applied.
+    pub min: Option<f64>,
+    /// The upper bound applied (the tighter of absolute and relative).
+    pub max: Option<f64>,
+    /// On a failure: DR breaches the same absolute bound (a global incident).
+    pub dr_breaching: bool,
+    /// Why, in words.
+    pub reason: String,
+}
+
+impl GateResult {
+    fn no_data(mut self, why: String) -> GateResult {
+        self.status = GateStatus::NoData;
+        self.reason = why;
+        self
+    }
+    fn error(mut self, why: String) -> GateResult {
+        self.status = GateStatus::Error;
+        self.reason = why;
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(yaml_like: serde_json::Value) -> Gate {
+        serde_json::from_value::<GateSpec>(yaml_like).unwrap().compile().unwrap()
+    }
+
+    fn m(req: Reading, p: Reading, d: Reading) -> GateMeasurement {
+        GateMeasurement {
+            name: "g".into(),
+            window: Duration::from_secs(30),
+            primary_requests: req,
+            primary: p,
+            dr: d,
+        }
+    }
+
+    #[test]
+    fn no_data_is_never_a_pass() {
+        let g = spec(serde_json::json!({"name": "g", "error_rate": {"max": "1%"}}));
+        let v = Reading::Value;
+        for (case, meas) in [
+            ("NaN", m(v(500.0), v(f64::NAN), v(0.0))),
+            ("+Inf", m(v(500.0), v(f64::INFINITY), v(0.0))),
+            ("empty", m(v(500.0), Reading::Empty, v(0.0))),
+            ("too few requests", m(v(199.0), v(0.0), v(0.0))),
+            ("no requests at all", m(Reading::Empty, v(0.0), v(0.0))),
+            ("NaN requests", m(v(f64::NAN), v(0.0), v(0.0))),
+        ] {
+            let r = g.evaluate(&meas, 200, None);
+            assert_eq!(r.status, GateStatus::NoData, "{case}: {r:?}");
+        }
+        let r = g.evaluate(&m(v(200.0), v(0.0), v(0.0)), 200, None);
+        assert_eq!(r.status, GateStatus::Pass);
+    }
+
+    #[test]
+    fn absolute_and_relative_bounds() {
+        let g = spec(serde_json::json!({"name": "g", "error_rate": {"max": "1%", "max_vs_dr": "50%"}}));
+        let v = Reading::Value;
+        // DR at 0.4%: relative bound 0.4*1.5+0.1 = 0.7% is tighter than 1%.
+        let r = g.evaluate(&m(v(1000.0), v(0.008), v(0.004)), 200, None);
+        assert_eq!(r.status, GateStatus::Fail, "{r:?}");
+        assert!((r.max.unwrap() - 0.007).abs() < 1e-12);
+        assert!(!r.dr_breaching);
+        let r = g.evaluate(&m(v(1000.0), v(0.006), v(0.004)), 200, None);
+        assert_eq!(r.status, GateStatus::Pass, "{r:?}");
+        // DR also above 1%: a failing primary is part of a global incident.
+        let r = g.evaluate(&m(v(1000.0), v(0.05), v(0.04)), 200, None);
+        assert_eq!(r.status, GateStatus::Fail);
+        assert!(r.dr_breaching);
+    }
+
+    #[test]
+    fn relative_gate_uses_baseline_only_when_dr_is_silent() {
+        let g = spec(serde_json::json!({"name": "g", "latency": {"quantile": 0.99, "max_vs_dr": "20%"}}));
+        let v = Reading::Value;
+        let r = g.evaluate(&m(v(1000.0), v(0.3), Reading::Empty), 200, None);
+        assert_eq!(r.status, GateStatus::NoData);
+        let r = g.evaluate(&m(v(1000.0), v(0.3), Reading::Empty), 200, Some(0.2));
+        assert_eq!(r.status, GateStatus::Fail, "0.3 > 0.2*1.2+0.01: {r:?}");
+        let r = g.evaluate(&m(v(1000.0), v(0.3), Reading::Error("x".into())), 200, Some(0.2));
+        assert_eq!(r.status, GateStatus::Error);
+    }
+
+    #[test]
+    fn query_gate_min_and_errors() {
+        let g = spec(serde_json::json!({"name": "g", "query": "up{site=\"{{site}}\"}", "min": 1}));
+        let v = Reading::Value;
+        assert_eq!(g.evaluate(&m(v(300.0), v(0.0), v(1.0)), 200, None).status, GateStatus::Fail);
+        assert_eq!(
+            g.evaluate(&m(v(300.0), Reading::Error("down".into()), v(1.0)), 200, None).status,
+            GateStatus::Error
+        );
+    }
+
+    #[test]
+    fn compile_names_the_field_at_fault() {
+        let bad = |j: serde_json::Value| {
+            serde_json::from_value::<GateSpec>(j).unwrap().compile().unwrap_err()
+        };
+        let e = bad(serde_json::json!({"name": "g", "latency": {"quantile": 1.5, "max": "1s"}}));
+        assert_eq!(e[0].0, "latency.quantile");
+        let e = bad(serde_json::json!({"name": "g", "error_rate": {"max": "1%"}, "query": "x"}));
+        assert!(e[0].1.contains("exactly one"));
+        let e = bad(serde_json::json!({"name": "g", "query": "x"}));
+        assert!(e[0].1.contains("no bound"));
+        let e = bad(serde_json::json!({"name": "g", "error_rate": {}}));
+        assert_eq!(e[0].0, "error_rate");
+    }
+}

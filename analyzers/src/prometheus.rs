@@ -1,0 +1,208 @@
+//! [`MetricSource`] on a real Prometheus server, through `prometheus-http-query`.
+//!
+//! Instant queries only, evaluated at the server's "now" (so a clock skew between the
+//! controller and Prometheus cannot make a query look into the future and come back empty).
+//! Each query has a timeout; bearer tokens and basic-auth passwords are read from files on
+//! every query (so a rotated token is picked up) and are never logged.
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use base64::Engine as _;
+use prometheus_http_query::{Client, Error as PromError, response::Data};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::promql::PromqlBuilder;
+use crate::source::{Measure, MetricError, MetricSource, Sample};
+use crate::units::Span;
+
+/// `prometheus:` in a policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PrometheusConfig {
+    /// Base URL of the Prometheus HTTP API, e.g. `http://prometheus.monitoring:9090`.
+    pub url: String,
+    /// Timeout of each query. Default `10s`.
+    #[serde(default = "default_timeout")]
+    pub timeout: Span,
+    /// A file holding a bearer token, sent as `Authorization: Bearer ...`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer_token_file: Option<PathBuf>,
+    /// HTTP basic authentication.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub basic_auth: Option<BasicAuth>,
+    /// A PEM bundle of CA certificates to trust, for a Prometheus behind a private CA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// Accept any TLS certificate. For tests only; never in production.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure_skip_verify: bool,
+}
+
+fn default_timeout() -> Span {
+    Span::secs(10)
+}
+
+/// Basic-auth credentials; the password is read from a file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BasicAuth {
+    /// The user name.
+    pub username: String,
+    /// A file holding the password.
+    pub password_file: PathBuf,
+}
+
+/// Measurements from a Prometheus server.
+pub struct PrometheusSource {
+    client: Client,
+    url: String,
+    timeout: Duration,
+    promql: PromqlBuilder,
+    bearer_token_file: Option<PathBuf>,
+    basic_auth: Option<BasicAuth>,
+}
+
+impl PrometheusSource {
+    /// Builds the HTTP client (rustls, optional CA bundle) for `config`.
+    pub fn new(config: &PrometheusConfig, promql: PromqlBuilder) -> Result<PrometheusSource, String> {
+        let timeout = config.timeout.get();
+        let mut http = reqwest::Client::builder()
+            .timeout(timeout + Duration::from_secs(1))
+            .connect_timeout(timeout.min(Duration::from_secs(5)));
+        if let Some(ca) = &config.ca_file {
+            let pem = std::fs::read(ca)
+                .map_err(|e| format!("prometheus.ca_file: cannot read {}: {e}", ca.display()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                format!("prometheus.ca_file: {} is not a PEM bundle: {e}", ca.display())
+            })?;
+            for c in certs {
+                http = http.add_root_certificate(c);
+            }
+        }
+        if config.insecure_skip_verify {
+            http = http.danger_accept_invalid_certs(true);
+        }
+        let http = http
+            .build()
+            .map_err(|e| format!("prometheus: cannot build an HTTP client: {e}"))?;
+        let client = Client::from(http, &config.url).map_err(|e| {
+            format!(
+                "prometheus.url: `{}` is not a usable URL ({e}); write e.g. http://prometheus:9090",
+                config.url
+            )
+        })?;
+        Ok(PrometheusSource {
+            client,
+            url: config.url.clone(),
+            timeout,
+            promql,
+            bearer_token_file: config.bearer_token_file.clone(),
+            basic_auth: config.basic_auth.clone(),
+        })
+    }
+
+    fn auth_header(&self) -> Result<Option<String>, MetricError> {
+        let read = |p: &PathBuf, what: &str| {
+            std::fs::read_to_string(p)
+                .map(|s| s.trim().to_string())
+                .map_err(|e| MetricError::Unreachable {
+                    source_name: self.describe(),
+                    message: format!("cannot read {what} {}: {e}", p.display()),
+                })
+        };
+        if let Some(p) = &self.bearer_token_file {
+            return Ok(Some(format!("Bearer {}", read(p, "bearer_token_file")?)));
+        }
+        if let Some(b) = &self.basic_auth {
+            let password = read(&b.password_file, "basic_auth.password_file")?;
+            return Ok(Some(format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD
+                    .encode(format!("{}:{password}", b.username))
+            )));
+        }
+        Ok(None)
+    }
+
+    /// Runs an instant query that must return one number (or nothing).
+    pub async fn query_one(&self, promql: &str) -> Result<Sample, MetricError> {
+        let mut q = self
+            .client
+            .query(promql)
+            .timeout(self.timeout.as_millis() as i64);
+        if let Some(h) = self.auth_header()? {
+            let value = reqwest::header::HeaderValue::from_str(&h).map_err(|_| {
+                MetricError::Unsupported("the credential file holds characters not allowed in an HTTP header".into())
+            })?;
+            q = q.header(reqwest::header::AUTHORIZATION, value);
+        }
+        let result = q.get().await.map_err(|e| self.map_error(promql, e))?;
+        match result.data() {
+            Data::Scalar(s) => Ok(Some(s.value())),
+            Data::Vector(v) if v.is_empty() => Ok(None),
+            Data::Vector(v) if v.len() == 1 => Ok(Some(v[0].sample().value())),
+            Data::Vector(v) => Err(MetricError::NotOneNumber {
+                query: promql.to_string(),
+                found: format!("{} series", v.len()),
+            }),
+            Data::Matrix(m) => Err(MetricError::NotOneNumber {
+                query: promql.to_string(),
+                found: format!("a range vector of {} series", m.len()),
+            }),
+        }
+    }
+
+    fn map_error(&self, promql: &str, e: PromError) -> MetricError {
+        match e {
+            PromError::Prometheus(p) => MetricError::Refused {
+                source_name: self.describe(),
+                query: promql.to_string(),
+                message: format!("{:?}: {}", p.error_type(), p.message()),
+            },
+            other => {
+                let mut message = other.to_string();
+                let mut src = std::error::Error::source(&other);
+                while let Some(s) = src {
+                    message.push_str(&format!(": {s}"));
+                    src = s.source();
+                }
+                MetricError::Unreachable {
+                    source_name: self.describe(),
+                    message,
+                }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl MetricSource for PrometheusSource {
+    fn describe(&self) -> String {
+        format!("prometheus {}", self.url)
+    }
+
+    fn render(&self, m: &Measure) -> String {
+        match m {
+            Measure::RequestRate { site, window } => self.promql.request_rate(*site, *window),
+            Measure::RequestCount { site, window } => self.promql.request_count(*site, *window),
+            Measure::ErrorRatio { site, window } => self.promql.error_ratio(*site, *window),
+            Measure::LatencyQuantile {
+                quantile,
+                site,
+                window,
+            } => self.promql.latency_quantile(*quantile, *site, *window),
+            Measure::Custom { template, site } => match site {
+                Some(s) => self.promql.custom(template, *s),
+                None => self.promql.custom_siteless(template),
+            },
+        }
+    }
+
+    async fn measure(&self, m: &Measure, _now: SystemTime) -> Result<Sample, MetricError> {
+        self.query_one(&self.render(m)).await
+    }
+}
+

@@ -1,0 +1,528 @@
+//! A simulated pair of sites, for the demo, the benchmark and tests of the state machine.
+//!
+//! Per-site Poisson request arrivals, a per-request error probability and a log-normal
+//! latency distribution counted into histogram buckets, generated one virtual second at a
+//! time from a seeded RNG (deterministic for a seed). The traffic split follows the weight
+//! the controller writes, optionally converging slowly as DNS clients do. A scenario script
+//! changes a site's behaviour at a virtual time or when the primary weight reaches a stage.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rand_distr::{Binomial, Distribution, Poisson};
+use serde::{Deserialize, Serialize};
+
+use crate::promql::{PromqlBuilder, Site};
+use crate::source::{Measure, MetricError, MetricSource, Sample};
+
+/// Upper bounds (seconds) of the simulated latency histogram; `+Inf` is implied.
+pub const BUCKETS: [f64; 11] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// How one site behaves.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SiteProfile {
+    /// Probability that a request fails.
+    pub error_rate: f64,
+    /// Median latency in seconds.
+    pub latency_median: f64,
+    /// Log-normal shape (sigma of the log); 0.5 gives p99 ~ 3.2x the median.
+    pub latency_sigma: f64,
+    /// Whether requests routed here arrive at all (false: a broken route, no traffic).
+    pub reachable: bool,
+}
+
+impl SiteProfile {
+    /// A healthy site: the given error rate, 80 ms median latency.
+    pub fn healthy(error_rate: f64) -> SiteProfile {
+        SiteProfile {
+            error_rate,
+            latency_median: 0.08,
+            latency_sigma: 0.5,
+            reachable: true,
+        }
+    }
+}
+
+/// When a scenario change happens.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    /// Once the primary's target weight reaches this percent.
+    PrimaryWeightAtLeast(u8),
+    /// This long after the simulation starts.
+    After(#[serde(with = "crate::serde_secs")] Duration),
+}
+
+/// One scripted change of a site's behaviour.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Change {
+    /// When it happens.
+    pub when: Trigger,
+    /// Which site; `None` for both.
+    pub site: Option<Site>,
+    /// New error probability.
+    pub error_rate: Option<f64>,
+    /// Multiplies the median latency.
+    pub latency_factor: Option<f64>,
+    /// New reachability.
+    pub reachable: Option<bool>,
+}
+
+/// A whole simulated world: traffic, both sites, and what changes when.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Scenario {
+    /// Its name.
+    pub name: String,
+    /// Requests per second over both sites.
+    pub total_rps: f64,
+    /// The primary at the start.
+    pub primary: SiteProfile,
+    /// DR at the start.
+    pub dr: SiteProfile,
+    /// Scripted changes.
+    pub changes: Vec<Change>,
+    /// Time constant of the traffic split following a weight change (0: at once).
+    #[serde(with = "crate::serde_secs")]
+    pub convergence: Duration,
+    /// Answers to custom queries, by query template.
+    pub custom: BTreeMap<String, f64>,
+    /// RNG seed.
+    pub seed: u64,
+}
+
+/// Counts of one site in one second.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Counts {
+    requests: u64,
+    errors: u64,
+    /// Non-cumulative counts per bucket; the last is above the highest bound.
+    buckets: [u64; BUCKETS.len() + 1],
+}
+
+impl Counts {
+    fn add(&mut self, o: &Counts) {
+        self.requests += o.requests;
+        self.errors += o.errors;
+        for (a, b) in self.buckets.iter_mut().zip(o.buckets.iter()) {
+            *a += b;
+        }
+    }
+}
+
+struct World {
+    scenario: Scenario,
+    rng: StdRng,
+    start: u64,
+    /// The last second generated.
+    last: u64,
+    share: f64,
+    target: f64,
+    target_weight: u8,
+    sites: [SiteProfile; 2],
+    applied: Vec<bool>,
+    seconds: VecDeque<(u64, [Counts; 2])>,
+}
+
+/// How long generated seconds are kept for queries.
+const RETAIN_SECS: u64 = 3 * 3600;
+
+fn unix(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn idx(site: Site) -> usize {
+    match site {
+        Site::Primary => 0,
+        Site::Dr => 1,
+    }
+}
+
+impl World {
+    fn advance_to(&mut self, now: u64) {
+        // Bounded: at most RETAIN_SECS seconds are generated per call.
+        let from = self.last.max(now.saturating_sub(RETAIN_SECS));
+        for s in from + 1..=now {
+            self.apply_changes(s);
+            self.step_share();
+            let counts = self.generate();
+            self.seconds.push_back((s, counts));
+        }
+        self.last = self.last.max(now);
+        while let Some((s, _)) = self.seconds.front() {
+            if *s + RETAIN_SECS < now {
+                self.seconds.pop_front();
+            } else {
+                break;
+            }
+        }
+    }
+
+    fn apply_changes(&mut self, second: u64) {
+        for i in 0..self.scenario.changes.len() {
+            if self.applied[i] {
+                continue;
+            }
+            let c = self.scenario.changes[i].clone();
+            let due = match c.when {
+                Trigger::PrimaryWeightAtLeast(w) => self.target_weight >= w,
+                Trigger::After(d) => second >= self.start + d.as_secs(),
+            };
+            if !due {
+                continue;
+            }
+            self.applied[i] = true;
+            let sites: Vec<usize> = match c.site {
+                Some(s) => vec![idx(s)],
+                None => vec![0, 1],
+            };
+            for s in sites {
+                let p = &mut self.sites[s];
+                if let Some(e) = c.error_rate {
+                    p.error_rate = e;
+                }
+                if let Some(f) = c.latency_factor {
+                    p.latency_median *= f;
+                }
+                if let Some(r) = c.reachable {
+                    p.reachable = r;
+                }
+            }
+        }
+    }
+
+    fn step_share(&mut self) {
+        let tau = self.scenario.convergence.as_secs_f64();
+        if tau <= 0.0 {
+            self.share = self.target;
+        } else {
+            self.share += (self.target - self.share) * (1.0 - (-1.0 / tau).exp());
+        }
+    }
+
+    fn generate(&mut self) -> [Counts; 2] {
+        let rps = self.scenario.total_rps;
+        let mut share = self.share;
+        if !self.sites[0].reachable {
+            share = 0.0;
+        }
+        if !self.sites[1].reachable {
+            share = 1.0;
+        }
+        let mut out = [Counts::default(); 2];
+        for (i, lambda) in [rps * share, rps * (1.0 - share)].into_iter().enumerate() {
+            if lambda <= 0.0 || !self.sites[i].reachable {
+                continue;
+            }
+            let n = Poisson::new(lambda).map(|p| p.sample(&mut self.rng) as u64).unwrap_or(0);
+            let prof = self.sites[i];
+            out[i].requests = n;
+            out[i].errors = binomial(&mut self.rng, n, prof.error_rate);
+            // Multinomial over buckets as a chain of binomials.
+            let mut left = n;
+            let mut prev_cdf = 0.0;
+            for (b, bound) in BUCKETS.iter().enumerate() {
+                let cdf = lognormal_cdf(*bound, prof.latency_median, prof.latency_sigma);
+                let p = if prev_cdf >= 1.0 { 0.0 } else { ((cdf - prev_cdf) / (1.0 - prev_cdf)).clamp(0.0, 1.0) };
+                let k = binomial(&mut self.rng, left, p);
+                out[i].buckets[b] = k;
+                left -= k;
+                prev_cdf = cdf;
+            }
+            out[i].buckets[BUCKETS.len()] = left;
+        }
+        out
+    }
+
+    fn window(&self, site: Site, now: u64, window: Duration) -> Counts {
+        let w = window.as_secs().max(1);
+        let mut c = Counts::default();
+        for (s, counts) in self.seconds.iter().rev() {
+            if *s > now {
+                continue;
+            }
+            if *s + w <= now {
+                break;
+            }
+            c.add(&counts[idx(site)]);
+        }
+        c
+    }
+}
+
+fn binomial(rng: &mut StdRng, n: u64, p: f64) -> u64 {
+    if n == 0 || p <= 0.0 {
+        return 0;
+    }
+    if p >= 1.0 {
+        return n;
+    }
+    Binomial::new(n, p).map(|b| b.sample(rng)).unwrap_or(0)
+}
+
+fn lognormal_cdf(x: f64, median: f64, sigma: f64) -> f64 {
+    if x <= 0.0 {
+        return 0.0;
+    }
+    if sigma <= 0.0 {
+        return if x >= median { 1.0 } else { 0.0 };
+    }
+    let z = (x.ln() - median.ln()) / sigma;
+    0.5 * (1.0 + statrs::function::erf::erf(z / std::f64::consts::SQRT_2))
+}
+
+/// Prometheus' `histogram_quantile` on non-cumulative bucket counts: linear interpolation
+/// inside the bucket holding the rank; the `+Inf` bucket answers the highest finite bound.
+pub fn histogram_quantile(q: f64, bounds: &[f64], counts: &[u64]) -> f64 {
+    let total: u64 = counts.iter().sum();
+    if total == 0 || !(0.0..=1.0).contains(&q) {
+        return f64::NAN;
+    }
+    let rank = q * total as f64;
+    let mut cum = 0u64;
+    for (i, c) in counts.iter().enumerate() {
+        let before = cum;
+        cum += c;
+        if cum as f64 >= rank {
+            if i >= bounds.len() {
+                return bounds[bounds.len() - 1];
+            }
+            let lo = if i == 0 { 0.0 } else { bounds[i - 1] };
+            let hi = bounds[i];
+            if *c == 0 {
+                return hi;
+            }
+            return lo + (hi - lo) * (rank - before as f64) / *c as f64;
+        }
+    }
+    bounds[bounds.len() - 1]
+}
+
+/// The simulated world, shared by the source that measures it and whoever moves its split.
+#[derive(Clone)]
+pub struct SimWorld {
+    inner: Arc<Mutex<World>>,
+}
+
+impl SimWorld {
+    /// Starts a world at `start` with all traffic on DR.
+    pub fn new(scenario: Scenario, start: SystemTime) -> SimWorld {
+        let s = unix(start);
+        let n = scenario.changes.len();
+        let sites = [scenario.primary, scenario.dr];
+        SimWorld {
+            inner: Arc::new(Mutex::new(World {
+                rng: StdRng::seed_from_u64(scenario.seed),
+                scenario,
+                start: s,
+                last: s,
+                share: 0.0,
+                target: 0.0,
+                target_weight: 0,
+                sites,
+                applied: vec![false; n],
+                seconds: VecDeque::new(),
+            })),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, World> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Generates traffic up to `now` under the current split, then moves the split's target.
+    pub fn set_primary_weight(&self, now: SystemTime, weight: u8) {
+        let mut w = self.lock();
+        w.advance_to(unix(now));
+        w.target_weight = weight;
+        w.target = f64::from(weight) / 100.0;
+    }
+
+    /// Generates traffic up to `now`.
+    pub fn advance_to(&self, now: SystemTime) {
+        self.lock().advance_to(unix(now));
+    }
+
+    /// The primary's actual share of traffic now (after convergence).
+    pub fn actual_share(&self) -> f64 {
+        self.lock().share
+    }
+
+    fn measure(&self, m: &Measure, now: SystemTime) -> Result<Sample, MetricError> {
+        let mut w = self.lock();
+        let t = unix(now);
+        w.advance_to(t);
+        let reachable = |w: &World, s: Site| w.sites[idx(s)].reachable || w.window(s, t, Duration::from_secs(3600)).requests > 0;
+        Ok(match m {
+            Measure::RequestRate { site, window } => {
+                if !reachable(&w, *site) {
+                    return Ok(None);
+                }
+                let c = w.window(*site, t, *window);
+                Some(c.requests as f64 / window.as_secs_f64().max(1.0))
+            }
+            Measure::RequestCount { site, window } => {
+                if !reachable(&w, *site) {
+                    return Ok(None);
+                }
+                Some(w.window(*site, t, *window).requests as f64)
+            }
+            Measure::ErrorRatio { site, window } => {
+                if !reachable(&w, *site) {
+                    return Ok(None);
+                }
+                let c = w.window(*site, t, *window);
+                Some(c.errors as f64 / c.requests as f64)
+            }
+            Measure::LatencyQuantile {
+                quantile,
+                site,
+                window,
+            } => {
+                if !reachable(&w, *site) {
+                    return Ok(None);
+                }
+                let c = w.window(*site, t, *window);
+                Some(histogram_quantile(*quantile, &BUCKETS, &c.buckets))
+            }
+            Measure::Custom { template, .. } => match w.scenario.custom.get(template) {
+                Some(v) => Some(*v),
+                None => {
+                    return Err(MetricError::Unsupported(format!(
+                        "the simulator has no value for custom query `{template}`; add it to the scenario's `custom` answers"
+                    )));
+                }
+            },
+        })
+    }
+}
+
+/// [`MetricSource`] over a [`SimWorld`]; renders the PromQL a real run would send.
+pub struct SimulatedSource {
+    world: SimWorld,
+    promql: PromqlBuilder,
+}
+
+impl SimulatedSource {
+    /// A source measuring `world`, rendering queries with `promql`.
+    pub fn new(world: SimWorld, promql: PromqlBuilder) -> SimulatedSource {
+        SimulatedSource { world, promql }
+    }
+}
+
+#[async_trait]
+impl MetricSource for SimulatedSource {
+    fn describe(&self) -> String {
+        "simulated traffic".into()
+    }
+
+    fn render(&self, m: &Measure) -> String {
+        match m {
+            Measure::RequestRate { site, window } => self.promql.request_rate(*site, *window),
+            Measure::RequestCount { site, window } => self.promql.request_count(*site, *window),
+            Measure::ErrorRatio { site, window } => self.promql.error_ratio(*site, *window),
+            Measure::LatencyQuantile {
+                quantile,
+                site,
+                window,
+            } => self.promql.latency_quantile(*quantile, *site, *window),
+            Measure::Custom { template, site } => match site {
+                Some(s) => self.promql.custom(template, *s),
+                None => self.promql.custom_siteless(template),
+            },
+        }
+    }
+
+    async fn measure(&self, m: &Measure, now: SystemTime) -> Result<Sample, MetricError> {
+        self.world.measure(m, now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_quantile_matches_prometheus_rules() {
+        let b = [0.1, 0.5, 1.0];
+        // 10 in (0,0.1], 80 in (0.1,0.5], 10 in (0.5,1]: p50 rank 50 -> 0.1 + 0.4*40/80.
+        assert!((histogram_quantile(0.5, &b, &[10, 80, 10, 0]) - 0.3).abs() < 1e-12);
+        // Rank in +Inf bucket: the highest finite bound.
+        assert_eq!(histogram_quantile(0.99, &b, &[0, 0, 0, 5]), 1.0);
+        assert!(histogram_quantile(0.5, &b, &[0, 0, 0, 0]).is_nan());
+    }
+
+    fn scenario() -> Scenario {
+        Scenario {
+            name: "t".into(),
+            total_rps: 200.0,
+            primary: SiteProfile::healthy(0.01),
+            dr: SiteProfile::healthy(0.01),
+            changes: vec![Change {
+                when: Trigger::PrimaryWeightAtLeast(50),
+                site: Some(Site::Primary),
+                error_rate: Some(0.2),
+                latency_factor: None,
+                reachable: None,
+            }],
+            convergence: Duration::ZERO,
+            custom: BTreeMap::new(),
+            seed: 7,
+        }
+    }
+
+    #[tokio::test]
+    async fn split_follows_the_weight_and_changes_fire() {
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let world = SimWorld::new(scenario(), t0);
+        let w = Duration::from_secs(60);
+        let m = |site| Measure::RequestRate { site, window: w };
+        let t1 = t0 + Duration::from_secs(60);
+        assert_eq!(world.measure(&m(Site::Primary), t1).unwrap(), Some(0.0));
+        world.set_primary_weight(t1, 25);
+        let t2 = t1 + Duration::from_secs(60);
+        let p = world.measure(&m(Site::Primary), t2).unwrap().unwrap();
+        assert!((p - 50.0).abs() < 8.0, "25% of 200 rps: {p}");
+        let e = world
+            .measure(&Measure::ErrorRatio { site: Site::Primary, window: w }, t2)
+            .unwrap()
+            .unwrap();
+        assert!(e < 0.05, "{e}");
+        world.set_primary_weight(t2, 50);
+        let t3 = t2 + Duration::from_secs(60);
+        let e = world
+            .measure(&Measure::ErrorRatio { site: Site::Primary, window: w }, t3)
+            .unwrap()
+            .unwrap();
+        assert!(e > 0.15, "change at 50% fired: {e}");
+        let q = world
+            .measure(
+                &Measure::LatencyQuantile { quantile: 0.5, site: Site::Dr, window: w },
+                t3,
+            )
+            .unwrap()
+            .unwrap();
+        assert!((0.06..0.1).contains(&q), "median near 80ms: {q}");
+    }
+
+    #[test]
+    fn deterministic_for_a_seed() {
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let run = || {
+            let world = SimWorld::new(scenario(), t0);
+            world.set_primary_weight(t0, 10);
+            world
+                .measure(
+                    &Measure::RequestCount { site: Site::Primary, window: Duration::from_secs(300) },
+                    t0 + Duration::from_secs(300),
+                )
+                .unwrap()
+        };
+        assert_eq!(run(), run());
+    }
+}
