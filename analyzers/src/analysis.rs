@@ -30,8 +30,12 @@ pub struct Analysis {
 
 impl Analysis {
     /// The primary's observed share of requests, in [0, 1]; `None` without traffic data.
+    /// A site with no series at all counts as serving nothing; a failed query gives `None`.
     pub fn primary_share(&self) -> Option<f64> {
-        let p = self.primary_rate.finite()?;
+        if self.primary_rate.is_error() || self.dr_rate.is_error() {
+            return None;
+        }
+        let p = self.primary_rate.finite().unwrap_or(0.0);
         let d = self.dr_rate.finite().unwrap_or(0.0);
         if p + d <= 0.0 { None } else { Some(p / (p + d)) }
     }

@@ -336,6 +336,7 @@ impl Gate {
             min: self.min,
             max: None,
             dr_breaching: false,
+            unit: self.unit,
             reason: String::new(),
         };
         if let Reading::Error(e) = &m.primary_requests {
@@ -376,6 +377,11 @@ impl Gate {
             r.reason = format!("{from} {}", self.unit.format(dr));
         }
         r.max = upper;
+        if r.reason.is_empty()
+            && let Some(d) = m.dr.finite()
+        {
+            r.reason = format!("DR {}", self.unit.format(d));
+        }
         let low = self.min.is_some_and(|lo| value < lo);
         let high = upper.is_some_and(|hi| value > hi);
         if low || high {
@@ -452,6 +458,8 @@ pub struct GateResult {
     pub max: Option<f64>,
     /// On a failure: DR breaches the same absolute bound (a global incident).
     pub dr_breaching: bool,
+    /// The unit of the values, for display.
+    pub unit: Unit,
     /// Why, in words.
     pub reason: String,
 }

@@ -185,20 +185,7 @@ impl MetricSource for PrometheusSource {
     }
 
     fn render(&self, m: &Measure) -> String {
-        match m {
-            Measure::RequestRate { site, window } => self.promql.request_rate(*site, *window),
-            Measure::RequestCount { site, window } => self.promql.request_count(*site, *window),
-            Measure::ErrorRatio { site, window } => self.promql.error_ratio(*site, *window),
-            Measure::LatencyQuantile {
-                quantile,
-                site,
-                window,
-            } => self.promql.latency_quantile(*quantile, *site, *window),
-            Measure::Custom { template, site } => match site {
-                Some(s) => self.promql.custom(template, *s),
-                None => self.promql.custom_siteless(template),
-            },
-        }
+        self.promql.render(m)
     }
 
     async fn measure(&self, m: &Measure, _now: SystemTime) -> Result<Sample, MetricError> {

@@ -319,6 +319,25 @@ impl PromqlBuilder {
         render_template(template, self.site_value(site), &self.service)
     }
 
+    /// The PromQL of any measurement.
+    pub fn render(&self, m: &crate::source::Measure) -> String {
+        use crate::source::Measure;
+        match m {
+            Measure::RequestRate { site, window } => self.request_rate(*site, *window),
+            Measure::RequestCount { site, window } => self.request_count(*site, *window),
+            Measure::ErrorRatio { site, window } => self.error_ratio(*site, *window),
+            Measure::LatencyQuantile {
+                quantile,
+                site,
+                window,
+            } => self.latency_quantile(*quantile, *site, *window),
+            Measure::Custom { template, site } => match site {
+                Some(s) => self.custom(template, *s),
+                None => self.custom_siteless(template),
+            },
+        }
+    }
+
     /// A site-less query (preflight): only `{{service}}` is replaced.
     pub fn custom_siteless(&self, template: &str) -> String {
         template.replace("{{service}}", &escape_label_value(&self.service))

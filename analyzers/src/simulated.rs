@@ -129,6 +129,9 @@ struct World {
     seconds: VecDeque<(u64, [Counts; 2])>,
 }
 
+/// History generated before a world's start.
+pub const WARMUP: Duration = Duration::from_secs(600);
+
 /// How long generated seconds are kept for queries.
 const RETAIN_SECS: u64 = 3 * 3600;
 
@@ -310,17 +313,18 @@ pub struct SimWorld {
 }
 
 impl SimWorld {
-    /// Starts a world at `start` with all traffic on DR.
+    /// Starts a world at `start` with all traffic on DR, and [`WARMUP`] of history before it
+    /// (DR has been serving all along).
     pub fn new(scenario: Scenario, start: SystemTime) -> SimWorld {
         let s = unix(start);
         let n = scenario.changes.len();
         let sites = [scenario.primary, scenario.dr];
-        SimWorld {
+        let world = SimWorld {
             inner: Arc::new(Mutex::new(World {
                 rng: StdRng::seed_from_u64(scenario.seed),
                 scenario,
                 start: s,
-                last: s,
+                last: s.saturating_sub(WARMUP.as_secs()),
                 share: 0.0,
                 target: 0.0,
                 target_weight: 0,
@@ -328,7 +332,9 @@ impl SimWorld {
                 applied: vec![false; n],
                 seconds: VecDeque::new(),
             })),
-        }
+        };
+        world.advance_to(start);
+        world
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, World> {
@@ -422,20 +428,7 @@ impl MetricSource for SimulatedSource {
     }
 
     fn render(&self, m: &Measure) -> String {
-        match m {
-            Measure::RequestRate { site, window } => self.promql.request_rate(*site, *window),
-            Measure::RequestCount { site, window } => self.promql.request_count(*site, *window),
-            Measure::ErrorRatio { site, window } => self.promql.error_ratio(*site, *window),
-            Measure::LatencyQuantile {
-                quantile,
-                site,
-                window,
-            } => self.promql.latency_quantile(*quantile, *site, *window),
-            Measure::Custom { template, site } => match site {
-                Some(s) => self.promql.custom(template, *s),
-                None => self.promql.custom_siteless(template),
-            },
-        }
+        self.promql.render(m)
     }
 
     async fn measure(&self, m: &Measure, now: SystemTime) -> Result<Sample, MetricError> {

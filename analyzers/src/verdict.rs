@@ -202,6 +202,7 @@ mod tests {
             min: None,
             max: None,
             dr_breaching,
+            unit: crate::gate::Unit::Number,
             reason: "r".into(),
         }
     }

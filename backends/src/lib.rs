@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod file;
+pub mod spec;
 
 use std::fmt;
 
@@ -14,6 +15,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 pub use file::{FileBackend, FileBackendConfig};
+pub use spec::{BackendKind, BackendSpec};
 
 /// The split of traffic between the two sites, in whole percent; always sums to 100.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -130,6 +132,33 @@ pub trait TrafficBackend: Send + Sync {
     /// Seconds a client may keep serving the old split after a change (DNS TTL); 0 if none.
     fn propagation_delay(&self) -> std::time::Duration {
         std::time::Duration::ZERO
+    }
+}
+
+/// Options of connecting to a backend that do not belong in a policy.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectOptions {
+    /// A kubeconfig file (Kubernetes backends); default: in-cluster, then `~/.kube/config`.
+    pub kubeconfig: Option<std::path::PathBuf>,
+    /// A kubeconfig context.
+    pub context: Option<String>,
+    /// An AWS endpoint override (emulators).
+    pub aws_endpoint_url: Option<String>,
+}
+
+/// Connects to the backend a policy names: the factory that picks one implementation.
+pub async fn connect(
+    spec: &BackendSpec,
+    _options: &ConnectOptions,
+) -> Result<std::sync::Arc<dyn TrafficBackend>, BackendError> {
+    match spec.kind().map_err(BackendError::Invalid)? {
+        BackendKind::File => {
+            let cfg = spec.file.as_ref().expect("kind() checked");
+            Ok(std::sync::Arc::new(FileBackend::new(cfg)))
+        }
+        other => Err(BackendError::Invalid(format!(
+            "the {other:?} backend is not part of this build yet; use the file backend"
+        ))),
     }
 }
 

@@ -1,1 +1,369 @@
-fn main() {}
+//! The `cutover` command line.
+#![deny(warnings, rust_2018_idioms)]
+#![forbid(unsafe_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use cutover::clock::RealClock;
+use cutover::console::{Console, LogObserver};
+use cutover::demo::{DemoOptions, DemoScenario};
+use cutover::driver::{Driver, Observer, Shutdown, write_and_verify};
+use cutover::policy::{self, LoadedPolicy};
+use cutover::run::{Outcome, Run};
+use cutover::store::{FileStore, StateStore};
+use cutover_analyzers::Analyzer;
+use cutover_analyzers::prometheus::PrometheusSource;
+use cutover_backends::{ConnectOptions, TrafficBackend, Weights};
+use tokio::sync::watch;
+
+/// Moves traffic back from the DR site to the repaired primary in stages, judging the
+/// primary from Prometheus after each step, and puts everything back on DR on a breach.
+///
+/// Exit codes: 0 promoted · 1 rolled back on a breach · 2 bad policy or usage ·
+/// 3 preflight failed, nothing changed · 4 aborted by a signal · 5 held (inconclusive or
+/// global incident) · 10 rollback could not be applied: page now.
+#[derive(Parser)]
+#[command(name = "cutover", version, about, long_about)]
+struct Cli {
+    /// Log format: `text` for people, `json` for log pipelines (default in a pod).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check policy files; prints every problem found. Exit 0 if all are valid, else 2.
+    Validate {
+        /// Policy files.
+        #[arg(required = true)]
+        policies: Vec<PathBuf>,
+    },
+    /// Show what a run would do: stages, timings, worst-case duration, each gate's PromQL.
+    Plan {
+        /// The policy file.
+        policy: PathBuf,
+    },
+    /// Run a cutover: preflight, then each stage, judged from Prometheus.
+    Run {
+        /// The policy file.
+        policy: PathBuf,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Show the live weights and the persisted run.
+    Status {
+        /// The policy file.
+        policy: PathBuf,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Put all traffic on DR now, verified by reading back. Exit 0, or 10 if it did not stick.
+    Rollback {
+        /// The policy file.
+        policy: PathBuf,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Play a cutover on simulated traffic and the file backend, in accelerated time.
+    Demo {
+        /// What the simulated primary does.
+        #[arg(long, value_enum, default_value_t = DemoScenario::Healthy)]
+        scenario: DemoScenario,
+        /// Virtual seconds per real second; 0 plays as fast as possible.
+        #[arg(long, default_value_t = 60.0)]
+        speed: f64,
+        /// Seed of the simulated traffic (same seed, same run).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Folder for the demo's weights and state files (default: a temporary folder).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Print the policy JSON Schema (policies/policy.schema.json).
+    Schema,
+}
+
+#[derive(clap::Args)]
+struct Common {
+    /// Where the run state is kept (default: .cutover/<service>.state.json).
+    #[arg(long)]
+    state_file: Option<PathBuf>,
+    /// Kubeconfig for the istio and gateway_api backends (default: in-cluster, then ~/.kube/config).
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context.
+    #[arg(long)]
+    context: Option<String>,
+    /// AWS endpoint override for the route53 backend (emulators).
+    #[arg(long)]
+    aws_endpoint_url: Option<String>,
+}
+
+impl Common {
+    fn connect_options(&self) -> ConnectOptions {
+        ConnectOptions {
+            kubeconfig: self.kubeconfig.clone(),
+            context: self.context.clone(),
+            aws_endpoint_url: self.aws_endpoint_url.clone(),
+        }
+    }
+    fn store(&self, service: &str) -> FileStore {
+        FileStore::new(
+            self.state_file
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(format!(".cutover/{service}.state.json"))),
+        )
+    }
+}
+
+const EXIT_USAGE: u8 = 2;
+const EXIT_ROLLBACK_FAILED: u8 = 10;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cutover: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    match rt.block_on(dispatch(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("cutover: {e:#}");
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
+    match cli.command {
+        Command::Validate { policies } => Ok(validate(&policies)),
+        Command::Plan { policy } => {
+            let Some(p) = load_or_report(&policy) else { return Ok(EXIT_USAGE) };
+            print!("{}", cutover::plan::render(&p.policy, &policy.display().to_string()));
+            Ok(0)
+        }
+        Command::Run { policy, common } => {
+            let Some(p) = load_or_report(&policy) else { return Ok(EXIT_USAGE) };
+            run(p, common, cli.log_format).await
+        }
+        Command::Status { policy, common } => {
+            let Some(p) = load_or_report(&policy) else { return Ok(EXIT_USAGE) };
+            status(p, common).await
+        }
+        Command::Rollback { policy, common } => {
+            let Some(p) = load_or_report(&policy) else { return Ok(EXIT_USAGE) };
+            rollback(p, common).await
+        }
+        Command::Demo { scenario, speed, seed, dir } => demo(scenario, speed, seed, dir).await,
+        Command::Schema => {
+            print!("{}", policy::json_schema());
+            Ok(0)
+        }
+    }
+}
+
+fn validate(paths: &[PathBuf]) -> u8 {
+    let mut bad = 0;
+    for p in paths {
+        match policy::load(p) {
+            Ok(_) => println!("{}: ok", p.display()),
+            Err(errors) => {
+                bad += 1;
+                eprintln!("{errors}");
+            }
+        }
+    }
+    if bad == 0 { 0 } else { EXIT_USAGE }
+}
+
+fn load_or_report(path: &Path) -> Option<LoadedPolicy> {
+    match policy::load(path) {
+        Ok(p) => Some(p),
+        Err(errors) => {
+            eprintln!("{errors}");
+            None
+        }
+    }
+}
+
+fn signals() -> Shutdown {
+    let (tx, rx) = watch::channel(None);
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+                tracing::error!("cannot install signal handlers");
+                return;
+            };
+            let name = tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            };
+            let _ = tx.send(Some(name.to_string()));
+            // Keep the sender alive so receivers never see a closed channel.
+            std::future::pending::<()>().await;
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            let _ = tx.send(Some("Ctrl-C".to_string()));
+            std::future::pending::<()>().await;
+        }
+    });
+    rx
+}
+
+fn run_id(service: &str) -> String {
+    let t = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    format!("{service}-{}-{}", t.as_secs(), std::process::id())
+}
+
+fn observers(format: LogFormat) -> Vec<Arc<dyn Observer>> {
+    match format {
+        LogFormat::Text => vec![Arc::new(Console::new(Box::new(std::io::stdout()))), Arc::new(LogObserver)],
+        LogFormat::Json => vec![Arc::new(LogObserver)],
+    }
+}
+
+async fn connect(p: &LoadedPolicy, common: &Common) -> anyhow::Result<Arc<dyn TrafficBackend>> {
+    cutover_backends::connect(&p.policy.backend, &common.connect_options())
+        .await
+        .with_context(|| format!("{}: backend", p.path.display()))
+}
+
+async fn run(p: LoadedPolicy, common: Common, format: LogFormat) -> anyhow::Result<u8> {
+    let policy = &p.policy;
+    let backend = connect(&p, &common).await?;
+    let source = PrometheusSource::new(&policy.prometheus, policy.promql())
+        .map_err(|e| anyhow::anyhow!("{}: {e}", p.path.display()))?;
+    let analyzer = Analyzer::new(Arc::new(source), policy.compiled_gates());
+    let plan = policy.plan(backend.propagation_delay());
+    let mut run = Run::new(plan, run_id(&policy.service));
+    let mut driver = Driver {
+        backend,
+        analyzer,
+        preflight: policy.preflight.clone(),
+        clock: Arc::new(RealClock),
+        store: Some(Box::new(common.store(&policy.service))),
+        observers: observers(format),
+        shutdown: signals(),
+    };
+    let outcome = driver.drive(&mut run).await;
+    Ok(report_outcome(&outcome))
+}
+
+fn report_outcome(o: &Outcome) -> u8 {
+    let code = o.exit_code();
+    if code == i32::from(EXIT_ROLLBACK_FAILED) {
+        tracing::error!("PAGE NOW: {}", o.reason);
+        eprintln!("cutover: PAGE NOW: {}", o.reason);
+    }
+    code as u8
+}
+
+async fn status(p: LoadedPolicy, common: Common) -> anyhow::Result<u8> {
+    let backend = connect(&p, &common).await?;
+    let store = common.store(&p.policy.service);
+    match backend.get_weights().await {
+        Ok(w) => println!("live:   {w} ({})", backend.describe()),
+        Err(e) => println!("live:   cannot read: {e} ({})", backend.describe()),
+    }
+    match store.load() {
+        Ok(None) => println!("run:    none recorded in {}", store.describe()),
+        Ok(Some(s)) => {
+            println!("run:    {} phase {:?}", s.run_id, s.phase);
+            if let Some(i) = s.stage {
+                println!("stage:  {}/{} ", i + 1, p.policy.stages.len());
+            }
+            if let Some(o) = &s.outcome {
+                println!("result: {:?} (exit {}): {}", o.phase, o.exit_code(), o.reason);
+            }
+            for h in &s.history {
+                println!("  {}  {}", humantime::format_rfc3339_seconds(h.at), h.weights);
+            }
+        }
+        Err(e) => println!("run:    {e}"),
+    }
+    Ok(0)
+}
+
+async fn rollback(p: LoadedPolicy, common: Common) -> anyhow::Result<u8> {
+    let backend = connect(&p, &common).await?;
+    let spec = &p.policy.rollback;
+    let mut wait = spec.retry_interval.get();
+    for attempt in 1..=spec.max_attempts {
+        match write_and_verify(backend.as_ref(), Weights::ALL_DR).await {
+            Ok(w) => {
+                println!("rolled back: {w} on {} (verified by reading back)", backend.describe());
+                return Ok(0);
+            }
+            Err((e, _)) => {
+                eprintln!("rollback attempt {attempt}/{} failed: {e}", spec.max_attempts);
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+    eprintln!("cutover: PAGE NOW: rollback to DR could not be applied on {}", backend.describe());
+    Ok(EXIT_ROLLBACK_FAILED)
+}
+
+async fn demo(scenario: DemoScenario, speed: f64, seed: u64, dir: Option<PathBuf>) -> anyhow::Result<u8> {
+    let dir = dir.unwrap_or_else(|| std::env::temp_dir().join(format!("cutover-demo-{}", std::process::id())));
+    let speed = if speed <= 0.0 { f64::INFINITY } else { speed };
+    println!(
+        "cutover demo: scenario {scenario:?}, simulated traffic, file backend in {}, {}x time",
+        dir.display(),
+        speed
+    );
+    let wall = std::time::Instant::now();
+    let opts = DemoOptions { scenario, speed, seed, dir };
+    let console: Arc<dyn Observer> = Arc::new(Console::new(Box::new(std::io::stdout())));
+    let result = cutover::demo::run_demo(opts, vec![console], signals()).await?;
+    let (outcome, state) = (&result.outcome, result.run.state());
+    let outcome: &Outcome = outcome;
+    println!();
+    println!("verdict:  {:?} (exit {})", outcome.phase, outcome.exit_code());
+    println!("why:      {}", outcome.reason);
+    println!(
+        "weights:  {}",
+        std::iter::once("0".to_string())
+            .chain(state.history.iter().map(|h| h.weights.primary.to_string()))
+            .collect::<Vec<_>>()
+            .join(" -> ")
+    );
+    println!(
+        "time:     {} of simulated cutover in {:.1}s",
+        cutover::run::fmt_d(result.elapsed),
+        wall.elapsed().as_secs_f64()
+    );
+    Ok(report_outcome(outcome))
+}

@@ -1,0 +1,109 @@
+//! Human-readable progress lines, and structured `tracing` events, for every run event.
+
+use std::io::Write;
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use cutover_analyzers::gate::{GateResult, GateStatus};
+
+use crate::driver::Observer;
+use crate::run::{Event, EventKind, Phase, RunState};
+
+/// Prints one line per event, with the time since the run started.
+pub struct Console {
+    out: Mutex<Box<dyn Write + Send>>,
+    start: Mutex<Option<SystemTime>>,
+}
+
+impl Console {
+    /// A console printing to `out`.
+    pub fn new(out: Box<dyn Write + Send>) -> Console {
+        Console {
+            out: Mutex::new(out),
+            start: Mutex::new(None),
+        }
+    }
+}
+
+fn mark(r: &GateResult) -> &'static str {
+    match r.status {
+        GateStatus::Pass => "ok",
+        GateStatus::Fail => "FAIL",
+        GateStatus::NoData => "no data",
+        GateStatus::Error => "ERROR",
+    }
+}
+
+/// One gate in a few words: `error-rate 0.210%<=1.000% ok`.
+pub fn gate_brief(r: &GateResult) -> String {
+    let value = r.primary.map(|v| r.unit.format(v)).unwrap_or_else(|| "-".into());
+    let bound = match (r.min, r.max) {
+        (_, Some(hi)) => format!("<={}", r.unit.format(hi)),
+        (Some(lo), None) => format!(">={}", r.unit.format(lo)),
+        (None, None) => String::new(),
+    };
+    format!("{} {value}{bound} {}", r.name, mark(r))
+}
+
+/// The line an event prints as, or `None` for events not worth a line.
+pub fn describe(e: &Event, state: &RunState) -> Option<String> {
+    let stages = |i: usize| format!("stage {}", i + 1);
+    Some(match &e.kind {
+        EventKind::RunStarted { live, stages } => format!(
+            "start      {} live {live}; plan {}",
+            state.service,
+            stages.iter().map(|w| format!("{w}%")).collect::<Vec<_>>().join(" -> ")
+        ),
+        EventKind::PreflightPassed { results } => format!("preflight  passed ({} checks)", results.len()),
+        EventKind::PreflightFailed { .. } => "preflight  FAILED; nothing was changed".into(),
+        EventKind::WeightRequested { .. } => return None,
+        EventKind::WeightConfirmed { weights, stage } => match stage {
+            Some(i) => format!("{:<10} {weights} written and read back", stages(*i)),
+            None => format!("rollback   {weights} written and read back"),
+        },
+        EventKind::WriteFailed { error, attempts } => format!("write      failed (attempt {attempts}): {error}"),
+        EventKind::Analyzed { stage, phase, share, results, decision, .. } => {
+            let what = if *phase == Phase::Settling { "settling" } else { "judging" };
+            let share = share.map(|s| format!("share {:.1}%", s * 100.0)).unwrap_or_else(|| "share -".into());
+            let gates: Vec<String> = results.iter().map(gate_brief).collect();
+            format!("{:<10} {what}: {share} | {} | {decision}", stages(*stage), gates.join(" | "))
+        }
+        EventKind::Settled { .. } | EventKind::StagePassed { .. } => return None,
+        EventKind::RollbackStarted { cause, reason } => format!("ROLLBACK   ({cause:?}) {reason}"),
+        EventKind::Finished { outcome } => format!(
+            "finished   {:?} (exit {}): {}",
+            outcome.phase,
+            outcome.exit_code(),
+            outcome.reason
+        ),
+    })
+}
+
+impl Observer for Console {
+    fn event(&self, e: &Event, state: &RunState) {
+        let start = {
+            let mut s = self.start.lock().unwrap_or_else(|p| p.into_inner());
+            *s.get_or_insert(e.at)
+        };
+        let Some(line) = describe(e, state) else { return };
+        let t = e.at.duration_since(start).unwrap_or_default().as_secs();
+        let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = writeln!(out, "+{}:{:02}:{:02}  {line}", t / 3600, (t / 60) % 60, t % 60);
+        let _ = out.flush();
+    }
+}
+
+/// Logs every event through `tracing` as structured data (JSON in a pod).
+pub struct LogObserver;
+
+impl Observer for LogObserver {
+    fn event(&self, e: &Event, state: &RunState) {
+        let json = serde_json::to_string(e).unwrap_or_default();
+        match &e.kind {
+            EventKind::RollbackStarted { .. } | EventKind::PreflightFailed { .. } | EventKind::WriteFailed { .. } => {
+                tracing::warn!(service = %state.service, run_id = %state.run_id, event = %json, "{}", describe(e, state).unwrap_or_default())
+            }
+            _ => tracing::info!(service = %state.service, run_id = %state.run_id, event = %json, "{}", describe(e, state).unwrap_or_default()),
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! `cutover demo`: the real state machine and analyzers on the file backend and simulated
+//! traffic, in accelerated virtual time. Nothing outside a temporary folder is touched.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use clap::ValueEnum;
+use cutover_analyzers::simulated::{Change, Scenario, SimWorld, SimulatedSource, SiteProfile, Trigger};
+use cutover_analyzers::{Analyzer, Site};
+use cutover_backends::{Applied, BackendError, FileBackend, TrafficBackend, Weights};
+
+use crate::clock::{Clock, SimClock};
+use crate::driver::{Driver, Observer, Shutdown};
+use crate::policy::{self, Policy};
+use crate::run::{Outcome, Run};
+use crate::store::FileStore;
+
+/// The demo's policy, a real policy file (validated with the others).
+pub const DEMO_POLICY: &str = include_str!("../../policies/demo.yaml");
+
+/// What the simulated primary does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DemoScenario {
+    /// The primary is as healthy as DR: promoted to 100 %, exit 0.
+    Healthy,
+    /// At 25 % the primary's error rate jumps to 5 %: rolled back, exit 1.
+    ErrorSpike,
+    /// At 50 % the primary's latency quadruples: rolled back, exit 1.
+    LatencyRegression,
+    /// Requests never reach the primary: never settles, held at 10 %, exit 5.
+    NoTraffic,
+    /// At 25 % both sites fail at 5 %: frozen, not rolled back, exit 5.
+    GlobalIncident,
+}
+
+impl DemoScenario {
+    /// The simulated world of this scenario.
+    pub fn scenario(self, seed: u64) -> Scenario {
+        let change = |at: u8, site: Option<Site>, error_rate: Option<f64>, latency_factor: Option<f64>, reachable: Option<bool>| Change {
+            when: Trigger::PrimaryWeightAtLeast(at),
+            site,
+            error_rate,
+            latency_factor,
+            reachable,
+        };
+        let (name, changes) = match self {
+            DemoScenario::Healthy => ("healthy", vec![]),
+            DemoScenario::ErrorSpike => ("error-spike", vec![change(25, Some(Site::Primary), Some(0.05), None, None)]),
+            DemoScenario::LatencyRegression => (
+                "latency-regression",
+                vec![change(50, Some(Site::Primary), None, Some(4.0), None)],
+            ),
+            DemoScenario::NoTraffic => ("no-traffic", vec![change(0, Some(Site::Primary), None, None, Some(false))]),
+            DemoScenario::GlobalIncident => ("global-incident", vec![change(25, None, Some(0.05), None, None)]),
+        };
+        let mut custom = BTreeMap::new();
+        custom.insert("max(pg_replication_lag_seconds)".to_string(), 3.0);
+        Scenario {
+            name: name.into(),
+            total_rps: 200.0,
+            primary: SiteProfile::healthy(0.002),
+            dr: SiteProfile::healthy(0.002),
+            changes,
+            convergence: Duration::ZERO,
+            custom,
+            seed,
+        }
+    }
+}
+
+/// The file backend, telling the simulated world each new split (as a load balancer would).
+struct FollowedBackend {
+    inner: FileBackend,
+    world: SimWorld,
+    clock: Arc<dyn Clock>,
+}
+
+#[async_trait]
+impl TrafficBackend for FollowedBackend {
+    fn describe(&self) -> String {
+        format!("{} (simulated traffic follows it)", self.inner.describe())
+    }
+    async fn get_weights(&self) -> Result<Weights, BackendError> {
+        self.inner.get_weights().await
+    }
+    async fn set_weights(&self, w: Weights) -> Result<Applied, BackendError> {
+        let applied = self.inner.set_weights(w).await?;
+        self.world.set_primary_weight(self.clock.now(), w.primary);
+        Ok(applied)
+    }
+}
+
+/// Options of a demo run.
+pub struct DemoOptions {
+    /// The scenario.
+    pub scenario: DemoScenario,
+    /// Virtual seconds per real second (infinite: no real waiting).
+    pub speed: f64,
+    /// RNG seed of the simulated traffic.
+    pub seed: u64,
+    /// Where the weights and state files go.
+    pub dir: PathBuf,
+}
+
+/// The demo policy with its weights file moved into `dir`.
+pub fn demo_policy(dir: &Path) -> Policy {
+    let mut p = policy::parse("policies/demo.yaml", DEMO_POLICY, Default::default())
+        .expect("the built-in demo policy is valid");
+    if let Some(f) = p.backend.file.as_mut() {
+        f.path = dir.join("weights.json");
+        f.create = true;
+    }
+    p
+}
+
+/// How a demo ended.
+pub struct DemoResult {
+    /// The outcome.
+    pub outcome: Outcome,
+    /// The run, with its history.
+    pub run: Run,
+    /// Virtual time the cutover took.
+    pub elapsed: Duration,
+}
+
+/// Runs a demo to its end.
+pub async fn run_demo(opts: DemoOptions, observers: Vec<Arc<dyn Observer>>, shutdown: Shutdown) -> anyhow::Result<DemoResult> {
+    std::fs::create_dir_all(&opts.dir)?;
+    let policy = demo_policy(&opts.dir);
+    let file = policy.backend.file.clone().expect("demo uses the file backend");
+    // Always start from all traffic on DR.
+    let _ = std::fs::remove_file(&file.path);
+    let start = SystemTime::now();
+    let clock: Arc<dyn Clock> = Arc::new(SimClock::new(start, opts.speed));
+    let world = SimWorld::new(opts.scenario.scenario(opts.seed), start);
+    let backend = Arc::new(FollowedBackend {
+        inner: FileBackend::new(&file),
+        world: world.clone(),
+        clock: clock.clone(),
+    });
+    let source = Arc::new(SimulatedSource::new(world, policy.promql()));
+    let analyzer = Analyzer::new(source, policy.compiled_gates());
+    let plan = policy.plan(backend.propagation_delay());
+    let mut run = Run::new(plan, format!("demo-{}", opts.seed));
+    let mut driver = Driver {
+        backend,
+        analyzer,
+        preflight: policy.preflight.clone(),
+        clock: clock.clone(),
+        store: Some(Box::new(FileStore::new(opts.dir.join("state.json")))),
+        observers,
+        shutdown,
+    };
+    let outcome = driver.drive(&mut run).await;
+    let elapsed = clock.now().duration_since(start).unwrap_or_default();
+    Ok(DemoResult { outcome, run, elapsed })
+}

@@ -1,0 +1,141 @@
+//! The driver: performs what the pure [`Run`] asks for — preflight, weight writes with
+//! read-back, sleeps, analyses — and feeds the results back, persisting the state and
+//! telling observers after every step.
+
+use std::sync::Arc;
+
+use cutover_analyzers::Analyzer;
+use cutover_analyzers::preflight::{PreflightCheck, run_preflight};
+use cutover_backends::{BackendError, TrafficBackend, Weights};
+use tokio::sync::watch;
+
+use crate::clock::Clock;
+use crate::run::{Event, Observation, Outcome, Request, Run, RunState};
+use crate::store::StateStore;
+
+/// Something that wants to hear about every event (console, logs, notifications, report).
+pub trait Observer: Send + Sync {
+    /// Called for each event, with the state after the step that produced it.
+    fn event(&self, event: &Event, state: &RunState);
+}
+
+/// A receiver of termination signals: holds the signal's name once one arrived.
+pub type Shutdown = watch::Receiver<Option<String>>;
+
+/// Everything a run needs from the outside world.
+pub struct Driver {
+    /// Where the split is written.
+    pub backend: Arc<dyn TrafficBackend>,
+    /// Takes analyses.
+    pub analyzer: Analyzer,
+    /// The policy's preflight checks.
+    pub preflight: Vec<PreflightCheck>,
+    /// Now and waiting.
+    pub clock: Arc<dyn Clock>,
+    /// Where the run state is persisted, if anywhere.
+    pub store: Option<Box<dyn StateStore>>,
+    /// Who hears about events.
+    pub observers: Vec<Arc<dyn Observer>>,
+    /// Termination signals.
+    pub shutdown: Shutdown,
+}
+
+impl Driver {
+    /// Drives `run` to its end and returns the outcome.
+    pub async fn drive(&mut self, run: &mut Run) -> Outcome {
+        let live = self.backend.get_weights().await.map_err(|e| e.to_string());
+        let mut obs = Observation::Started {
+            now: self.clock.now(),
+            live,
+        };
+        loop {
+            let step = run.step(obs);
+            if let Some(store) = &self.store
+                && let Err(e) = store.save(run.state())
+            {
+                tracing::error!(error = %e, "cannot persist the run state");
+            }
+            for e in &step.events {
+                for o in &self.observers {
+                    o.event(e, run.state());
+                }
+            }
+            obs = match step.request {
+                Request::Finish(outcome) => return outcome,
+                Request::Preflight => {
+                    let gates = self.analyzer.gates().to_vec();
+                    let interval = run.plan().stages.first().map(|s| s.interval).unwrap_or_default();
+                    let results = run_preflight(
+                        self.analyzer.source().as_ref(),
+                        &self.preflight,
+                        &gates,
+                        interval,
+                        self.clock.now(),
+                    )
+                    .await;
+                    Observation::PreflightDone {
+                        now: self.clock.now(),
+                        results,
+                    }
+                }
+                Request::SetWeights(w) => match write_and_verify(self.backend.as_ref(), w).await {
+                    Ok(weights) => Observation::WeightsSet {
+                        now: self.clock.now(),
+                        weights,
+                    },
+                    Err((error, retryable)) => Observation::WeightsFailed {
+                        now: self.clock.now(),
+                        error,
+                        retryable,
+                    },
+                },
+                Request::Sleep(d) => {
+                    let clock = self.clock.clone();
+                    tokio::select! {
+                        _ = clock.sleep(d) => Observation::Slept { now: self.clock.now() },
+                        s = wait_signal(&mut self.shutdown) => Observation::Interrupted { now: self.clock.now(), signal: s },
+                    }
+                }
+                Request::Analyze { interval } => {
+                    let now = self.clock.now();
+                    let analyzer = self.analyzer.clone();
+                    tokio::select! {
+                        a = analyzer.analyze(now, interval) => Observation::Analyzed { now: self.clock.now(), analysis: a },
+                        s = wait_signal(&mut self.shutdown) => Observation::Interrupted { now: self.clock.now(), signal: s },
+                    }
+                }
+            };
+        }
+    }
+}
+
+/// Writes, waits until applied, then reads back: only a read-back equal to what was
+/// written counts. Errors carry whether a retry may help.
+pub async fn write_and_verify(
+    backend: &dyn TrafficBackend,
+    w: Weights,
+) -> Result<Weights, (String, bool)> {
+    let err = |e: BackendError| {
+        let retry = e.is_retryable();
+        (e.to_string(), retry)
+    };
+    let applied = backend.set_weights(w).await.map_err(err)?;
+    backend.wait_applied(&applied).await.map_err(err)?;
+    let back = backend.get_weights().await.map_err(err)?;
+    if back != w {
+        return Err((format!("wrote {w} but read back {back}"), true));
+    }
+    Ok(back)
+}
+
+/// Resolves once a signal has arrived (at once if one already has); never if the sender is gone.
+async fn wait_signal(rx: &mut Shutdown) -> String {
+    loop {
+        if let Some(s) = rx.borrow_and_update().clone() {
+            return s;
+        }
+        if rx.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}

@@ -1,0 +1,93 @@
+//! `cutover plan`: the stages, their timings, the worst-case duration, and the exact PromQL
+//! each gate and preflight check will run.
+
+use std::fmt::Write;
+use std::time::Duration;
+
+use cutover_analyzers::Site;
+
+use crate::policy::Policy;
+use crate::run::fmt_d;
+
+/// Renders the plan of a valid policy as text.
+pub fn render(policy: &Policy, file: &str) -> String {
+    let mut s = String::new();
+    let promql = policy.promql();
+    let stages = policy.resolved_stages();
+    let _ = writeln!(s, "Plan of {file}: service {}", policy.service);
+    let _ = writeln!(s, "backend: {}", backend_line(policy));
+    let _ = writeln!(s, "prometheus: {} (timeout {})", policy.prometheus.url, policy.prometheus.timeout);
+    let _ = writeln!(s, "\nStages (primary weight; a stage advances when every gate passes after its bake):");
+    let _ = writeln!(s, "  {:>6}  {:>8}  {:>8}  {:>12}", "weight", "bake", "interval", "max_duration");
+    let mut best = Duration::ZERO;
+    let mut worst = Duration::ZERO;
+    for st in &stages {
+        let _ = writeln!(
+            s,
+            "  {:>5}%  {:>8}  {:>8}  {:>12}",
+            st.weight,
+            fmt_d(st.bake),
+            fmt_d(st.interval),
+            fmt_d(st.max_duration)
+        );
+        // Best: one interval to settle, then the bake (rounded up to whole intervals).
+        let intervals = st.bake.as_secs().div_ceil(st.interval.as_secs().max(1)).max(1) as u32;
+        best += st.interval + st.interval * intervals;
+        worst += st.max_duration + st.interval;
+    }
+    let _ = writeln!(s, "Duration: at best about {}, at worst {} before the run holds or rolls back.", fmt_d(best), fmt_d(worst));
+    let _ = writeln!(
+        s,
+        "Analysis: min_requests {}, failure_limit {}, consecutive_error_limit {}, on_inconclusive {:?}; settle within {} of the target; rollback {:?}.",
+        policy.analysis.min_requests,
+        policy.analysis.failure_limit,
+        policy.analysis.consecutive_error_limit,
+        policy.analysis.on_inconclusive,
+        policy.settle.tolerance,
+        policy.rollback.mode
+    );
+    let interval = stages.first().map(|s| s.interval).unwrap_or(Duration::from_secs(30));
+    let _ = writeln!(s, "\nGates (window = the stage's interval unless the gate sets its own):");
+    for g in policy.compiled_gates() {
+        let w = g.window(interval);
+        let _ = writeln!(s, "  {} — {}", g.name, g.describe_bounds());
+        for site in [Site::Primary, Site::Dr] {
+            let q = promql.render(&g.measure(site, w));
+            let _ = writeln!(s, "    {site:<7}  {q}");
+        }
+        let _ = writeln!(s, "    requests {}", promql.request_count(Site::Primary, w));
+    }
+    let _ = writeln!(s, "\nObserved share (settling):");
+    for site in [Site::Primary, Site::Dr] {
+        let _ = writeln!(s, "  {site:<7}  {}", promql.request_rate(site, interval));
+    }
+    if !policy.preflight.is_empty() {
+        let _ = writeln!(s, "\nPreflight (each must hold before any weight changes):");
+        for c in &policy.preflight {
+            let bounds = match (c.min, c.max) {
+                (Some(lo), Some(hi)) => format!("between {lo} and {hi}"),
+                (Some(lo), None) => format!(">= {lo}"),
+                (None, Some(hi)) => format!("<= {hi}"),
+                (None, None) => String::new(),
+            };
+            let q = promql.custom_siteless(&c.query);
+            let _ = writeln!(s, "  {} ({bounds}): {q}", c.name);
+        }
+    }
+    s
+}
+
+fn backend_line(p: &Policy) -> String {
+    let b = &p.backend;
+    if let Some(i) = &b.istio {
+        format!("istio VirtualService {}/{} route {}", i.namespace, i.virtual_service, i.route)
+    } else if let Some(g) = &b.gateway_api {
+        format!("gateway_api HTTPRoute {}/{}", g.namespace, g.http_route)
+    } else if let Some(r) = &b.route53 {
+        format!("route53 {} {} in zone {}", r.record_name, r.record_type, r.hosted_zone_id)
+    } else if let Some(f) = &b.file {
+        format!("file {}", f.path.display())
+    } else {
+        "none".into()
+    }
+}

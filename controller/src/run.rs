@@ -1,0 +1,888 @@
+//! The run: a pure state machine. `Run::step(observation) -> Step` has no I/O and no clock;
+//! time comes in with each observation, and the driver performs the one request a step
+//! makes and feeds its result back. Every decision is therefore unit-testable and runs the
+//! same in virtual time (demo, benchmark) as in a real cutover.
+//!
+//! Phases: `Preflight → Stage(i) {Settling → Judging} → Promoted | RolledBack | Held | Aborted`.
+//! The only weights ever requested are 0 and the plan's stage weights.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use cutover_analyzers::Analysis;
+use cutover_analyzers::gate::GateResult;
+use cutover_analyzers::preflight::PreflightResult;
+use cutover_analyzers::verdict::{AnalysisVerdict, StageCounters, StageVerdict, judge, summarize};
+use cutover_backends::Weights;
+use serde::{Deserialize, Serialize};
+
+use crate::policy::{OnInconclusive, OnSignal, Plan, RollbackMode};
+
+/// Where a run is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Checking that a cutover may start; nothing changed yet.
+    Preflight,
+    /// A stage's weight is written; waiting until the observed share is near it.
+    Settling,
+    /// Analysing the primary at the current stage.
+    Judging,
+    /// Putting traffic back on DR.
+    RollingBack,
+    /// All traffic on the primary; done (exit 0).
+    Promoted,
+    /// All traffic back on DR after a breach (exit 1).
+    RolledBack,
+    /// Preflight failed; nothing was changed (exit 3).
+    PreflightFailed,
+    /// Stopped by a signal or operator; traffic held or restored as configured (exit 4).
+    Aborted,
+    /// Inconclusive or global incident; traffic held at a planned weight (exit 5).
+    Held,
+    /// A rollback could not be applied (exit 10): page now.
+    RollbackFailed,
+}
+
+impl Phase {
+    /// Whether the run is over.
+    pub fn is_terminal(self) -> bool {
+        !matches!(
+            self,
+            Phase::Preflight | Phase::Settling | Phase::Judging | Phase::RollingBack
+        )
+    }
+
+    /// A small number per phase, for the `cutover_phase` metric.
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outcome {
+    /// The terminal phase.
+    pub phase: Phase,
+    /// Why, in words.
+    pub reason: String,
+}
+
+impl Outcome {
+    /// The process exit code a runbook reads (DESIGN.md).
+    pub fn exit_code(&self) -> i32 {
+        match self.phase {
+            Phase::Promoted => 0,
+            Phase::RolledBack => 1,
+            Phase::PreflightFailed => 3,
+            Phase::Aborted => 4,
+            Phase::Held => 5,
+            Phase::RollbackFailed => 10,
+            // Not terminal: never an outcome.
+            Phase::Preflight | Phase::Settling | Phase::Judging | Phase::RollingBack => 10,
+        }
+    }
+}
+
+/// Why a rollback started; decides the outcome once traffic is on DR.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RollbackCause {
+    /// A gate breached or the error limit was reached.
+    Breach,
+    /// A stage stayed undecided and `on_inconclusive: rollback`.
+    Inconclusive,
+    /// A weight write kept failing.
+    WriteFailed,
+    /// A signal with `on_signal: rollback`, or `cutover rollback`.
+    Signal,
+}
+
+/// A write the run is waiting on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingWrite {
+    /// The weights to write.
+    pub weights: Weights,
+    /// The stage it starts, or `None` for a rollback step.
+    pub stage: Option<usize>,
+    /// Failed attempts so far.
+    pub attempts: u32,
+}
+
+/// A rollback in progress.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RollbackProgress {
+    /// Why.
+    pub cause: RollbackCause,
+    /// The breach or reason, in words.
+    pub reason: String,
+    /// Primary weights still to write, in order; the last is 0.
+    pub remaining: Vec<u8>,
+}
+
+/// One change of the live weights, as confirmed by reading back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WeightChange {
+    /// When it was confirmed.
+    pub at: SystemTime,
+    /// The weights.
+    pub weights: Weights,
+    /// The stage it started, or `None` for a rollback step.
+    pub stage: Option<usize>,
+}
+
+/// The whole state of a run: persisted after every step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunState {
+    /// A unique id of this run.
+    pub run_id: String,
+    /// The service.
+    pub service: String,
+    /// The phase.
+    pub phase: Phase,
+    /// The current stage (index into the plan).
+    pub stage: Option<usize>,
+    /// When the current stage's weight was confirmed.
+    pub stage_started: Option<SystemTime>,
+    /// When the current stage settled and judging began.
+    pub judging_started: Option<SystemTime>,
+    /// The current stage's counters.
+    pub counters: StageCounters,
+    /// DR's last good value per relative gate, for stages where DR serves nothing.
+    pub dr_baselines: BTreeMap<String, f64>,
+    /// The last weights confirmed live.
+    pub weights: Option<Weights>,
+    /// A write under way or to retry.
+    pub pending: Option<PendingWrite>,
+    /// A rollback under way.
+    pub rollback: Option<RollbackProgress>,
+    /// Every confirmed weight change.
+    pub history: Vec<WeightChange>,
+    /// When the run started.
+    pub started: Option<SystemTime>,
+    /// How the run ended.
+    pub outcome: Option<Outcome>,
+}
+
+/// What the driver saw, with the time it saw it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Observation {
+    /// The run starts; the backend's live weights, or why they could not be read.
+    Started {
+        /// Now.
+        now: SystemTime,
+        /// The live weights.
+        live: Result<Weights, String>,
+    },
+    /// Preflight checks ran.
+    PreflightDone {
+        /// Now.
+        now: SystemTime,
+        /// Each check.
+        results: Vec<PreflightResult>,
+    },
+    /// The requested weights were written and read back.
+    WeightsSet {
+        /// Now.
+        now: SystemTime,
+        /// The weights read back.
+        weights: Weights,
+    },
+    /// The write failed, or read back something else.
+    WeightsFailed {
+        /// Now.
+        now: SystemTime,
+        /// What went wrong.
+        error: String,
+        /// Whether a retry may succeed.
+        retryable: bool,
+    },
+    /// A requested sleep is over.
+    Slept {
+        /// Now.
+        now: SystemTime,
+    },
+    /// An analysis was taken.
+    Analyzed {
+        /// Now.
+        now: SystemTime,
+        /// Its readings.
+        analysis: Analysis,
+    },
+    /// A termination signal arrived.
+    Interrupted {
+        /// Now.
+        now: SystemTime,
+        /// Which signal.
+        signal: String,
+    },
+}
+
+impl Observation {
+    fn now(&self) -> SystemTime {
+        match self {
+            Observation::Started { now, .. }
+            | Observation::PreflightDone { now, .. }
+            | Observation::WeightsSet { now, .. }
+            | Observation::WeightsFailed { now, .. }
+            | Observation::Slept { now }
+            | Observation::Analyzed { now, .. }
+            | Observation::Interrupted { now, .. } => *now,
+        }
+    }
+}
+
+/// The one thing the run asks the driver to do next.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Request {
+    /// Run the preflight checks.
+    Preflight,
+    /// Write these weights, wait until applied, read back.
+    SetWeights(Weights),
+    /// Wait this long.
+    Sleep(Duration),
+    /// Take an analysis over this interval.
+    Analyze {
+        /// The analysis window.
+        interval: Duration,
+    },
+    /// Stop with this outcome.
+    Finish(Outcome),
+}
+
+/// Something worth telling people, with the numbers behind it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// When.
+    pub at: SystemTime,
+    /// What.
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+/// The kinds of [`Event`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum EventKind {
+    /// The run started from these live weights.
+    RunStarted {
+        /// Live weights.
+        live: Weights,
+        /// The plan's weights.
+        stages: Vec<u8>,
+    },
+    /// Preflight passed.
+    PreflightPassed {
+        /// Each check.
+        results: Vec<PreflightResult>,
+    },
+    /// Preflight failed; nothing changed.
+    PreflightFailed {
+        /// Why.
+        reason: String,
+    },
+    /// A weight write is requested.
+    WeightRequested {
+        /// The weights.
+        weights: Weights,
+        /// The stage it starts, or `None` for a rollback step.
+        stage: Option<usize>,
+    },
+    /// A weight write was confirmed by reading back.
+    WeightConfirmed {
+        /// The weights.
+        weights: Weights,
+        /// The stage it starts, or `None`.
+        stage: Option<usize>,
+    },
+    /// A weight write failed.
+    WriteFailed {
+        /// Why.
+        error: String,
+        /// Attempts so far.
+        attempts: u32,
+    },
+    /// An analysis and what the run made of it.
+    Analyzed {
+        /// Stage index.
+        stage: usize,
+        /// The phase it was taken in.
+        phase: Phase,
+        /// Observed primary share of requests.
+        share: Option<f64>,
+        /// Each gate.
+        results: Vec<GateResult>,
+        /// The analysis verdict.
+        verdict: AnalysisVerdict,
+        /// What the stage does now, in words.
+        decision: String,
+    },
+    /// The observed share reached the target; judging begins.
+    Settled {
+        /// Stage index.
+        stage: usize,
+        /// Observed share.
+        share: f64,
+    },
+    /// The stage passed its gates and its bake.
+    StagePassed {
+        /// Stage index.
+        stage: usize,
+    },
+    /// A rollback started.
+    RollbackStarted {
+        /// Why.
+        cause: RollbackCause,
+        /// The breach, in words.
+        reason: String,
+    },
+    /// The run ended.
+    Finished {
+        /// How.
+        outcome: Outcome,
+    },
+}
+
+/// The events of one step and its one request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
+    /// Things to tell.
+    pub events: Vec<Event>,
+    /// The next thing to do.
+    pub request: Request,
+}
+
+/// A run of one plan.
+#[derive(Debug, Clone)]
+pub struct Run {
+    plan: Plan,
+    state: RunState,
+}
+
+/// The longest pause between two retries of a failed write.
+const MAX_RETRY_WAIT: Duration = Duration::from_secs(30);
+/// Forward (advancing) writes tried this often before rolling back.
+const FORWARD_WRITE_ATTEMPTS: u32 = 3;
+
+impl Run {
+    /// A fresh run of `plan`.
+    pub fn new(plan: Plan, run_id: String) -> Run {
+        let state = RunState {
+            run_id,
+            service: plan.service.clone(),
+            phase: Phase::Preflight,
+            stage: None,
+            stage_started: None,
+            judging_started: None,
+            counters: StageCounters::default(),
+            dr_baselines: BTreeMap::new(),
+            weights: None,
+            pending: None,
+            rollback: None,
+            history: Vec::new(),
+            started: None,
+            outcome: None,
+        };
+        Run { plan, state }
+    }
+
+    /// The state, for persisting and reporting.
+    pub fn state(&self) -> &RunState {
+        &self.state
+    }
+
+    /// The plan.
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// Takes one observation and decides the next request. Pure: no I/O, no clock.
+    pub fn step(&mut self, obs: Observation) -> Step {
+        let now = obs.now();
+        let mut ev = Vec::new();
+        if self.state.phase.is_terminal() {
+            let outcome = self.state.outcome.clone().unwrap_or(Outcome {
+                phase: self.state.phase,
+                reason: "the run had already ended".into(),
+            });
+            return Step {
+                events: ev,
+                request: Request::Finish(outcome),
+            };
+        }
+        let request = match obs {
+            Observation::Started { now, live } => self.on_started(now, live, &mut ev),
+            Observation::PreflightDone { now, results } => self.on_preflight(now, results, &mut ev),
+            Observation::WeightsSet { now, weights } => self.on_weights_set(now, weights, &mut ev),
+            Observation::WeightsFailed {
+                now,
+                error,
+                retryable,
+            } => self.on_write_failed(now, error, retryable, &mut ev),
+            Observation::Slept { now } => self.on_slept(now, &mut ev),
+            Observation::Analyzed { now, analysis } => self.on_analyzed(now, analysis, &mut ev),
+            Observation::Interrupted { now, signal } => self.on_signal(now, signal, &mut ev),
+        };
+        if let Request::Finish(o) = &request {
+            self.state.phase = o.phase;
+            self.state.outcome = Some(o.clone());
+            ev.push(Event {
+                at: now,
+                kind: EventKind::Finished { outcome: o.clone() },
+            });
+        }
+        Step {
+            events: ev,
+            request,
+        }
+    }
+
+    fn finish(&self, phase: Phase, reason: String) -> Request {
+        Request::Finish(Outcome { phase, reason })
+    }
+
+    fn stage_label(&self, i: usize) -> String {
+        format!(
+            "stage {}/{} ({}%)",
+            i + 1,
+            self.plan.stages.len(),
+            self.plan.stages[i].weight
+        )
+    }
+
+    fn on_started(&mut self, now: SystemTime, live: Result<Weights, String>, ev: &mut Vec<Event>) -> Request {
+        self.state.started = Some(now);
+        if self.state.phase != Phase::Preflight {
+            return self.unexpected(now, "a second start", ev);
+        }
+        let live = match live {
+            Ok(w) => w,
+            Err(e) => {
+                let reason = format!("cannot read the live weights: {e}");
+                ev.push(Event { at: now, kind: EventKind::PreflightFailed { reason: reason.clone() } });
+                return self.finish(Phase::PreflightFailed, reason);
+            }
+        };
+        self.state.weights = Some(live);
+        ev.push(Event {
+            at: now,
+            kind: EventKind::RunStarted {
+                live,
+                stages: self.plan.stages.iter().map(|s| s.weight).collect(),
+            },
+        });
+        if live != Weights::ALL_DR {
+            let reason = format!(
+                "the backend sends {live}, but a cutover starts with all traffic on DR; \
+                 if an earlier run stopped half-way, run `cutover rollback` first"
+            );
+            ev.push(Event { at: now, kind: EventKind::PreflightFailed { reason: reason.clone() } });
+            return self.finish(Phase::PreflightFailed, reason);
+        }
+        Request::Preflight
+    }
+
+    fn on_preflight(&mut self, now: SystemTime, results: Vec<PreflightResult>, ev: &mut Vec<Event>) -> Request {
+        if self.state.phase != Phase::Preflight {
+            return self.unexpected(now, "preflight results", ev);
+        }
+        let failed: Vec<String> = results
+            .iter()
+            .filter(|r| !r.ok)
+            .map(|r| format!("{}: {} (query: {})", r.name, r.detail, r.query))
+            .collect();
+        if !failed.is_empty() {
+            let reason = format!("preflight failed, nothing changed: {}", failed.join("; "));
+            ev.push(Event { at: now, kind: EventKind::PreflightFailed { reason: reason.clone() } });
+            return self.finish(Phase::PreflightFailed, reason);
+        }
+        ev.push(Event { at: now, kind: EventKind::PreflightPassed { results } });
+        self.request_stage(0, now, ev)
+    }
+
+    fn request_stage(&mut self, i: usize, now: SystemTime, ev: &mut Vec<Event>) -> Request {
+        let weights = Weights {
+            primary: self.plan.stages[i].weight,
+            dr: 100 - self.plan.stages[i].weight,
+        };
+        self.state.pending = Some(PendingWrite {
+            weights,
+            stage: Some(i),
+            attempts: 0,
+        });
+        ev.push(Event {
+            at: now,
+            kind: EventKind::WeightRequested {
+                weights,
+                stage: Some(i),
+            },
+        });
+        Request::SetWeights(weights)
+    }
+
+    fn on_weights_set(&mut self, now: SystemTime, weights: Weights, ev: &mut Vec<Event>) -> Request {
+        let Some(pending) = self.state.pending.take() else {
+            return self.unexpected(now, "a weight confirmation with no write pending", ev);
+        };
+        if weights != pending.weights {
+            // The driver reads back and reports mismatches as failures; keep it that way.
+            self.state.pending = Some(pending);
+            return self.on_write_failed(
+                now,
+                format!("read back {weights} after a write of a different split"),
+                true,
+                ev,
+            );
+        }
+        self.state.weights = Some(weights);
+        self.state.history.push(WeightChange {
+            at: now,
+            weights,
+            stage: pending.stage,
+        });
+        ev.push(Event {
+            at: now,
+            kind: EventKind::WeightConfirmed {
+                weights,
+                stage: pending.stage,
+            },
+        });
+        if self.state.phase == Phase::RollingBack {
+            return self.rollback_step_done(now, ev);
+        }
+        let Some(i) = pending.stage else {
+            return self.unexpected(now, "a rollback weight outside a rollback", ev);
+        };
+        let stage = self.plan.stages[i];
+        self.state.stage = Some(i);
+        self.state.stage_started = Some(now);
+        self.state.judging_started = None;
+        self.state.counters = StageCounters::default();
+        self.state.phase = Phase::Settling;
+        Request::Sleep(stage.interval.max(self.plan.propagation).max(self.plan.burn_in))
+    }
+
+    fn on_write_failed(&mut self, now: SystemTime, error: String, retryable: bool, ev: &mut Vec<Event>) -> Request {
+        let Some(pending) = self.state.pending.as_mut() else {
+            return self.unexpected(now, "a write failure with no write pending", ev);
+        };
+        pending.attempts += 1;
+        let attempts = pending.attempts;
+        ev.push(Event {
+            at: now,
+            kind: EventKind::WriteFailed {
+                error: error.clone(),
+                attempts,
+            },
+        });
+        let wait = self.retry_wait(attempts);
+        if self.state.phase == Phase::RollingBack {
+            // A rollback is retried whatever the error, until it sticks or attempts run out.
+            if attempts >= self.plan.rollback.max_attempts {
+                return self.finish(
+                    Phase::RollbackFailed,
+                    format!(
+                        "ROLLBACK COULD NOT BE APPLIED after {attempts} attempts; traffic may still reach the primary. Last error: {error}"
+                    ),
+                );
+            }
+            return Request::Sleep(wait);
+        }
+        if retryable && attempts < FORWARD_WRITE_ATTEMPTS {
+            return Request::Sleep(wait);
+        }
+        let reason = format!("could not write the next stage's weights after {attempts} attempts: {error}");
+        self.begin_rollback(RollbackCause::WriteFailed, reason, now, ev)
+    }
+
+    fn retry_wait(&self, attempts: u32) -> Duration {
+        let base = self.plan.rollback.retry_interval.get();
+        let factor = 1u32 << attempts.saturating_sub(1).min(10);
+        (base * factor).min(MAX_RETRY_WAIT)
+    }
+
+    fn on_slept(&mut self, now: SystemTime, ev: &mut Vec<Event>) -> Request {
+        if let Some(p) = &self.state.pending {
+            return Request::SetWeights(p.weights);
+        }
+        match (self.state.phase, self.state.stage) {
+            (Phase::Settling | Phase::Judging, Some(i)) => Request::Analyze {
+                interval: self.plan.stages[i].interval,
+            },
+            _ => self.unexpected(now, "the end of a sleep", ev),
+        }
+    }
+
+    fn on_analyzed(&mut self, now: SystemTime, analysis: Analysis, ev: &mut Vec<Event>) -> Request {
+        let (Some(i), Some(started)) = (self.state.stage, self.state.stage_started) else {
+            return self.unexpected(now, "an analysis outside a stage", ev);
+        };
+        if !matches!(self.state.phase, Phase::Settling | Phase::Judging) {
+            return self.unexpected(now, "an analysis", ev);
+        }
+        let stage = self.plan.stages[i];
+        let dr_serves = stage.weight < 100;
+        let empty = BTreeMap::new();
+        let baselines = if dr_serves { &empty } else { &self.state.dr_baselines };
+        let results = analysis.evaluate(&self.plan.gates, self.plan.min_requests, baselines);
+        if dr_serves {
+            for (g, r) in self.plan.gates.iter().zip(&results) {
+                if let (true, Some(d)) = (g.is_relative(), r.dr) {
+                    self.state.dr_baselines.insert(g.name.clone(), d);
+                }
+            }
+        }
+        let verdict = summarize(&results);
+        let share = analysis.primary_share();
+        let elapsed = now.duration_since(started).unwrap_or_default();
+        let phase = self.state.phase;
+        let sv = judge(&mut self.state.counters, &verdict, self.plan.limits);
+        let push = |decision: String, ev: &mut Vec<Event>| {
+            ev.push(Event {
+                at: now,
+                kind: EventKind::Analyzed {
+                    stage: i,
+                    phase,
+                    share,
+                    results: results.clone(),
+                    verdict: verdict.clone(),
+                    decision,
+                },
+            })
+        };
+        // A breach is acted on in either phase: settling never hides a failing primary.
+        match &sv {
+            StageVerdict::Rollback { reason } => {
+                push("roll back".into(), ev);
+                let reason = format!("{} {reason}", self.stage_label(i));
+                return self.begin_rollback(RollbackCause::Breach, reason, now, ev);
+            }
+            StageVerdict::Freeze { reason } => {
+                push("freeze".into(), ev);
+                return self.finish(
+                    Phase::Held,
+                    format!("{}: {reason}; traffic held at {}", self.stage_label(i), self.weights_text()),
+                );
+            }
+            _ => {}
+        }
+        if phase == Phase::Settling {
+            let target = f64::from(stage.weight) / 100.0;
+            let converged = share.is_some_and(|s| (s - target).abs() <= self.plan.settle_tolerance + 1e-9);
+            if converged && elapsed >= self.plan.burn_in {
+                push("settled; judging starts".into(), ev);
+                self.state.phase = Phase::Judging;
+                self.state.judging_started = Some(now);
+                self.state.counters.consecutive_passes = 0;
+                ev.push(Event {
+                    at: now,
+                    kind: EventKind::Settled {
+                        stage: i,
+                        share: share.unwrap_or_default(),
+                    },
+                });
+                return Request::Sleep(stage.interval);
+            }
+            let why = match share {
+                None => "no traffic observed at either site".to_string(),
+                Some(s) => format!(
+                    "observed primary share {:.1}% is not within {:.1} points of the target {}%",
+                    s * 100.0,
+                    self.plan.settle_tolerance * 100.0,
+                    stage.weight
+                ),
+            };
+            if elapsed >= stage.max_duration {
+                push("inconclusive".into(), ev);
+                return self.inconclusive(
+                    format!("{} never settled within max_duration {}: {why}", self.stage_label(i), fmt_d(stage.max_duration)),
+                    now,
+                    ev,
+                );
+            }
+            push(format!("settling: {why}"), ev);
+            return Request::Sleep(stage.interval);
+        }
+        match sv {
+            StageVerdict::Passing if elapsed >= stage.bake => {
+                push("advance".into(), ev);
+                ev.push(Event { at: now, kind: EventKind::StagePassed { stage: i } });
+                if i + 1 == self.plan.stages.len() {
+                    return self.finish(
+                        Phase::Promoted,
+                        format!("all {} stages passed; the primary serves 100% of traffic", self.plan.stages.len()),
+                    );
+                }
+                self.request_stage(i + 1, now, ev)
+            }
+            StageVerdict::Passing | StageVerdict::Hold { .. } if elapsed >= stage.max_duration => {
+                push("inconclusive".into(), ev);
+                let why = match &sv {
+                    StageVerdict::Hold { reason } => reason.clone(),
+                    _ => "gates passing but bake not over".into(),
+                };
+                self.inconclusive(
+                    format!("{} undecided after max_duration {}: {why}", self.stage_label(i), fmt_d(stage.max_duration)),
+                    now,
+                    ev,
+                )
+            }
+            StageVerdict::Passing => {
+                let left = stage.bake.saturating_sub(elapsed);
+                push(format!("passing; bake ends in {}", fmt_d(left)), ev);
+                Request::Sleep(stage.interval)
+            }
+            StageVerdict::Hold { reason } => {
+                push(format!("hold: {reason}"), ev);
+                Request::Sleep(stage.interval)
+            }
+            StageVerdict::Rollback { .. } | StageVerdict::Freeze { .. } => unreachable!("handled above"),
+        }
+    }
+
+    fn weights_text(&self) -> String {
+        self.state
+            .weights
+            .map(|w| w.to_string())
+            .unwrap_or_else(|| "an unread split".into())
+    }
+
+    fn inconclusive(&mut self, reason: String, now: SystemTime, ev: &mut Vec<Event>) -> Request {
+        match self.plan.on_inconclusive {
+            OnInconclusive::Hold => {
+                let r = format!("{reason}; traffic held at {} (on_inconclusive: hold)", self.weights_text());
+                self.finish(Phase::Held, r)
+            }
+            OnInconclusive::Rollback => self.begin_rollback(
+                RollbackCause::Inconclusive,
+                format!("{reason} (on_inconclusive: rollback)"),
+                now,
+                ev,
+            ),
+        }
+    }
+
+    /// Starts a rollback: immediate (one write to 0 %) or stepped down the plan's lower stages.
+    fn begin_rollback(&mut self, cause: RollbackCause, reason: String, now: SystemTime, ev: &mut Vec<Event>) -> Request {
+        let current = self.state.weights.map(|w| w.primary).unwrap_or(100);
+        let mut remaining: Vec<u8> = match self.plan.rollback.mode {
+            RollbackMode::Immediate => Vec::new(),
+            RollbackMode::Stepped => self
+                .plan
+                .stages
+                .iter()
+                .rev()
+                .map(|s| s.weight)
+                .filter(|w| *w < current)
+                .collect(),
+        };
+        remaining.push(0);
+        self.state.phase = Phase::RollingBack;
+        self.state.rollback = Some(RollbackProgress {
+            cause,
+            reason: reason.clone(),
+            remaining,
+        });
+        ev.push(Event {
+            at: now,
+            kind: EventKind::RollbackStarted { cause, reason },
+        });
+        self.request_rollback_write(now, ev)
+    }
+
+    fn request_rollback_write(&mut self, now: SystemTime, ev: &mut Vec<Event>) -> Request {
+        let next = self
+            .state
+            .rollback
+            .as_ref()
+            .and_then(|r| r.remaining.first().copied())
+            .unwrap_or(0);
+        let weights = Weights {
+            primary: next,
+            dr: 100 - next,
+        };
+        self.state.pending = Some(PendingWrite {
+            weights,
+            stage: None,
+            attempts: 0,
+        });
+        ev.push(Event {
+            at: now,
+            kind: EventKind::WeightRequested { weights, stage: None },
+        });
+        Request::SetWeights(weights)
+    }
+
+    fn rollback_step_done(&mut self, now: SystemTime, ev: &mut Vec<Event>) -> Request {
+        let Some(rb) = self.state.rollback.as_mut() else {
+            return self.unexpected(now, "a rollback step outside a rollback", ev);
+        };
+        if !rb.remaining.is_empty() {
+            rb.remaining.remove(0);
+        }
+        if rb.remaining.is_empty() {
+            let (cause, reason) = (rb.cause, rb.reason.clone());
+            let phase = if cause == RollbackCause::Signal { Phase::Aborted } else { Phase::RolledBack };
+            return self.finish(phase, format!("{reason}; all traffic is back on DR (verified by reading back)"));
+        }
+        let next = rb.remaining[0];
+        let weights = Weights { primary: next, dr: 100 - next };
+        self.state.pending = Some(PendingWrite { weights, stage: None, attempts: 0 });
+        ev.push(Event { at: now, kind: EventKind::WeightRequested { weights, stage: None } });
+        // Stepped: pause before the next step; the pending write is issued after the sleep.
+        Request::Sleep(self.plan.rollback.step_interval.get())
+    }
+
+    fn on_signal(&mut self, now: SystemTime, signal: String, ev: &mut Vec<Event>) -> Request {
+        match self.state.phase {
+            Phase::RollingBack => {
+                // Already restoring DR: keep going; a second signal must not stop a rollback.
+                match &self.state.pending {
+                    Some(p) => Request::SetWeights(p.weights),
+                    None => self.request_rollback_write(now, ev),
+                }
+            }
+            Phase::Preflight => self.finish(
+                Phase::Aborted,
+                format!("{signal} during preflight; nothing was changed"),
+            ),
+            _ => match self.plan.on_signal {
+                OnSignal::Hold => self.finish(
+                    Phase::Aborted,
+                    format!(
+                        "{signal} received; traffic held at {} (on_signal: hold); a restarted run resumes",
+                        self.weights_text()
+                    ),
+                ),
+                OnSignal::Rollback => self.begin_rollback(
+                    RollbackCause::Signal,
+                    format!("{signal} received (on_signal: rollback)"),
+                    now,
+                    ev,
+                ),
+            },
+        }
+    }
+
+    /// An observation that cannot happen in this phase: a driver bug. Fail safe: roll back.
+    fn unexpected(&mut self, now: SystemTime, what: &str, ev: &mut Vec<Event>) -> Request {
+        let reason = format!("internal error: {what} in phase {:?}; rolling back to be safe", self.state.phase);
+        tracing::error!("{reason}");
+        if self.state.phase == Phase::Preflight {
+            return self.finish(Phase::PreflightFailed, reason);
+        }
+        if self.state.phase == Phase::RollingBack {
+            return self.request_rollback_write(now, ev);
+        }
+        self.begin_rollback(RollbackCause::Breach, reason, now, ev)
+    }
+}
+
+/// Formats a duration for people: `2m 30s`.
+pub fn fmt_d(d: Duration) -> String {
+    humantime::format_duration(Duration::from_secs(d.as_secs())).to_string()
+}
+
+#[cfg(test)]
+#[path = "run_tests.rs"]
+mod tests;

@@ -1,0 +1,65 @@
+//! Where run state is persisted after every step: a trait, and a JSON file for local runs.
+
+use std::path::{Path, PathBuf};
+
+use crate::run::RunState;
+
+/// Persists and loads run state.
+pub trait StateStore: Send + Sync {
+    /// Saves the state; must be atomic (a crash leaves the old or the new state, never half).
+    fn save(&self, state: &RunState) -> Result<(), String>;
+    /// Loads the last saved state, if any.
+    fn load(&self) -> Result<Option<RunState>, String>;
+    /// A description for logs.
+    fn describe(&self) -> String;
+}
+
+/// Run state in a local JSON file, written atomically (temporary file, fsync, rename).
+#[derive(Debug, Clone)]
+pub struct FileStore {
+    path: PathBuf,
+}
+
+impl FileStore {
+    /// A store at `path`.
+    pub fn new(path: impl Into<PathBuf>) -> FileStore {
+        FileStore { path: path.into() }
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl StateStore for FileStore {
+    fn save(&self, state: &RunState) -> Result<(), String> {
+        use std::io::Write;
+        let fail = |what: &str, e: std::io::Error| format!("{what} {}: {e}", self.path.display());
+        if let Some(dir) = self.path.parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir).map_err(|e| fail("cannot create the folder of", e))?;
+        }
+        let tmp = self.path.with_extension("json.tmp");
+        let body = serde_json::to_vec_pretty(state).map_err(|e| e.to_string())?;
+        let mut f = std::fs::File::create(&tmp).map_err(|e| fail("cannot write", e))?;
+        f.write_all(&body).map_err(|e| fail("cannot write", e))?;
+        f.sync_all().map_err(|e| fail("cannot sync", e))?;
+        std::fs::rename(&tmp, &self.path).map_err(|e| fail("cannot replace", e))
+    }
+
+    fn load(&self) -> Result<Option<RunState>, String> {
+        match std::fs::read(&self.path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!("cannot read {}: {e}", self.path.display())),
+            Ok(b) => serde_json::from_slice(&b)
+                .map(Some)
+                .map_err(|e| format!("{} is not a run state: {e}", self.path.display())),
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!("file {}", self.path.display())
+    }
+}
