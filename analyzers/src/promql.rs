@@ -21,7 +21,7 @@ pub enum Site {
 
 impl fmt::Display for Site {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+        f.pad(match self {
             Site::Primary => "primary",
             Site::Dr => "dr",
         })

@@ -38,7 +38,7 @@ pub fn render(policy: &Policy, file: &str) -> String {
     let _ = writeln!(s, "Duration: at best about {}, at worst {} before the run holds or rolls back.", fmt_d(best), fmt_d(worst));
     let _ = writeln!(
         s,
-        "Analysis: min_requests {}, failure_limit {}, consecutive_error_limit {}, on_inconclusive {:?}; settle within {} of the target; rollback {:?}.",
+        "Analysis: min_requests {}, failure_limit {}, consecutive_error_limit {}, on_inconclusive {:?}; settle within {} points of the target; rollback {:?}.",
         policy.analysis.min_requests,
         policy.analysis.failure_limit,
         policy.analysis.consecutive_error_limit,

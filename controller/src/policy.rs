@@ -758,3 +758,7 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+#[path = "policy_tests.rs"]
+mod table_tests;

@@ -1,1 +1,452 @@
+//! Unit tests of every transition of the state machine, driven by a scripted world.
 
+use std::time::{Duration, SystemTime};
+
+use cutover_analyzers::gate::{GateMeasurement, GateSpec};
+use cutover_analyzers::preflight::PreflightResult;
+use cutover_analyzers::verdict::Limits;
+use cutover_analyzers::{Analysis, Reading, Span};
+use cutover_backends::Weights;
+
+use super::*;
+use crate::policy::{OnInconclusive, OnSignal, Plan, RollbackMode, RollbackSpec, Stage};
+
+const T0: u64 = 1_700_000_000;
+
+fn t(s: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(T0 + s)
+}
+
+fn plan(weights: &[u8]) -> Plan {
+    let gate = |j: serde_json::Value| serde_json::from_value::<GateSpec>(j).unwrap().compile().unwrap();
+    Plan {
+        service: "svc".into(),
+        stages: weights
+            .iter()
+            .map(|w| Stage {
+                weight: *w,
+                bake: Duration::from_secs(60),
+                interval: Duration::from_secs(15),
+                max_duration: Duration::from_secs(300),
+            })
+            .collect(),
+        gates: vec![
+            gate(serde_json::json!({"name": "errors", "error_rate": {"max": "1%"}})),
+            gate(serde_json::json!({"name": "errors-vs-dr", "error_rate": {"max_vs_dr": "50%"}})),
+        ],
+        min_requests: 100,
+        limits: Limits {
+            failure_limit: 2,
+            consecutive_error_limit: 3,
+        },
+        on_inconclusive: OnInconclusive::Hold,
+        settle_tolerance: 0.05,
+        burn_in: Duration::ZERO,
+        propagation: Duration::ZERO,
+        rollback: RollbackSpec {
+            mode: RollbackMode::Immediate,
+            step_interval: Span::secs(10),
+            retry_interval: Span::secs(1),
+            max_attempts: 4,
+        },
+        on_signal: OnSignal::Hold,
+    }
+}
+
+/// What the scripted world answers to one analysis.
+#[derive(Clone)]
+struct Traffic {
+    share: f64,
+    requests: Reading,
+    primary_errors: Reading,
+    dr_errors: Reading,
+}
+
+fn healthy(weight: u8) -> Traffic {
+    Traffic {
+        share: f64::from(weight) / 100.0,
+        requests: Reading::Value(1000.0),
+        primary_errors: Reading::Value(0.001),
+        dr_errors: Reading::Value(0.001),
+    }
+}
+
+fn analysis(now: SystemTime, tr: &Traffic) -> Analysis {
+    let m = |name: &str| GateMeasurement {
+        name: name.into(),
+        window: Duration::from_secs(15),
+        primary_requests: tr.requests.clone(),
+        primary: tr.primary_errors.clone(),
+        dr: tr.dr_errors.clone(),
+    };
+    Analysis {
+        at: now,
+        window: Duration::from_secs(15),
+        primary_rate: Reading::Value(100.0 * tr.share),
+        dr_rate: Reading::Value(100.0 * (1.0 - tr.share)),
+        gates: vec![m("errors"), m("errors-vs-dr")],
+    }
+}
+
+/// Drives a run against a scripted world and records every write requested.
+struct Harness {
+    run: Run,
+    now: u64,
+    live: Weights,
+    writes: Vec<Weights>,
+    events: Vec<Event>,
+}
+
+impl Harness {
+    fn new(plan: Plan) -> Harness {
+        Harness {
+            run: Run::new(plan, "test".into()),
+            now: 0,
+            live: Weights::ALL_DR,
+            writes: Vec::new(),
+            events: Vec::new(),
+        }
+    }
+
+    /// Runs to the end. `world(now, live)` gives the traffic; `write(attempt_no, w)` says
+    /// whether a write works; `signal_at` delivers SIGTERM during the first sleep after it.
+    fn go(
+        &mut self,
+        mut world: impl FnMut(u64, Weights) -> Traffic,
+        mut write: impl FnMut(usize, Weights) -> Result<(), String>,
+        signal_at: Option<u64>,
+        preflight_ok: bool,
+    ) -> Outcome {
+        let mut obs = Observation::Started { now: t(0), live: Ok(self.live) };
+        for _ in 0..10_000 {
+            let step = self.run.step(obs);
+            self.events.extend(step.events);
+            obs = match step.request {
+                Request::Finish(o) => return o,
+                Request::Preflight => Observation::PreflightDone {
+                    now: t(self.now),
+                    results: vec![PreflightResult {
+                        name: "lag".into(),
+                        query: "q".into(),
+                        ok: preflight_ok,
+                        detail: "d".into(),
+                    }],
+                },
+                Request::SetWeights(w) => {
+                    self.writes.push(w);
+                    match write(self.writes.len(), w) {
+                        Ok(()) => {
+                            self.live = w;
+                            Observation::WeightsSet { now: t(self.now), weights: w }
+                        }
+                        Err(e) => Observation::WeightsFailed { now: t(self.now), error: e, retryable: true },
+                    }
+                }
+                Request::Sleep(d) => {
+                    self.now += d.as_secs();
+                    if signal_at.is_some_and(|s| self.now >= s) && !self.run.state().phase.is_terminal()
+                        && self.run.state().phase != Phase::RollingBack
+                    {
+                        Observation::Interrupted { now: t(self.now), signal: "SIGTERM".into() }
+                    } else {
+                        Observation::Slept { now: t(self.now) }
+                    }
+                }
+                Request::Analyze { .. } => {
+                    let tr = world(self.now, self.live);
+                    Observation::Analyzed { now: t(self.now), analysis: analysis(t(self.now), &tr) }
+                }
+            };
+        }
+        panic!("the run did not end within 10000 steps");
+    }
+
+    fn primary_writes(&self) -> Vec<u8> {
+        self.writes.iter().map(|w| w.primary).collect()
+    }
+}
+
+fn ok_writes(_: usize, _: Weights) -> Result<(), String> {
+    Ok(())
+}
+
+#[test]
+fn healthy_run_is_promoted_through_every_stage_and_only_plan_weights() {
+    let mut h = Harness::new(plan(&[10, 25, 50, 100]));
+    let o = h.go(|_, w| healthy(w.primary), ok_writes, None, true);
+    assert_eq!(o.phase, Phase::Promoted, "{o:?}");
+    assert_eq!(o.exit_code(), 0);
+    assert_eq!(h.primary_writes(), [10, 25, 50, 100]);
+    // Each stage baked at least 60 s after its weight was confirmed.
+    let hist = &h.run.state().history;
+    for pair in hist.windows(2) {
+        assert!(pair[1].at.duration_since(pair[0].at).unwrap() >= Duration::from_secs(60));
+    }
+}
+
+#[test]
+fn live_weights_not_all_on_dr_fail_preflight_without_writing() {
+    let mut h = Harness::new(plan(&[10, 100]));
+    h.live = Weights { primary: 30, dr: 70 };
+    let o = h.go(|_, w| healthy(w.primary), ok_writes, None, true);
+    assert_eq!(o.phase, Phase::PreflightFailed);
+    assert_eq!(o.exit_code(), 3);
+    assert!(h.writes.is_empty());
+    assert!(o.reason.contains("primary 30%"), "{}", o.reason);
+}
+
+#[test]
+fn unreadable_backend_fails_preflight() {
+    let mut run = Run::new(plan(&[10, 100]), "t".into());
+    let s = run.step(Observation::Started { now: t(0), live: Err("404 virtualservice".into()) });
+    assert!(matches!(s.request, Request::Finish(Outcome { phase: Phase::PreflightFailed, .. })));
+}
+
+#[test]
+fn failed_preflight_changes_nothing() {
+    let mut h = Harness::new(plan(&[10, 100]));
+    let o = h.go(|_, w| healthy(w.primary), ok_writes, None, false);
+    assert_eq!(o.phase, Phase::PreflightFailed);
+    assert!(h.writes.is_empty());
+}
+
+#[test]
+fn nan_empty_and_too_few_requests_never_count_as_a_pass() {
+    for (case, tr) in [
+        ("NaN", Traffic { primary_errors: Reading::Value(f64::NAN), ..healthy(10) }),
+        ("empty", Traffic { primary_errors: Reading::Empty, ..healthy(10) }),
+        ("too few requests", Traffic { requests: Reading::Value(99.0), ..healthy(10) }),
+        ("no request series", Traffic { requests: Reading::Empty, ..healthy(10) }),
+        ("DR silent for a relative gate", Traffic { dr_errors: Reading::Empty, ..healthy(10) }),
+    ] {
+        let mut h = Harness::new(plan(&[10, 100]));
+        let o = h.go(|_, _| tr.clone(), ok_writes, None, true);
+        assert_eq!(o.phase, Phase::Held, "{case}: {o:?}");
+        assert_eq!(o.exit_code(), 5, "{case}");
+        assert_eq!(h.primary_writes(), [10], "{case}: never advanced");
+        assert!(o.reason.contains("no data"), "{case}: {}", o.reason);
+    }
+}
+
+#[test]
+fn failure_limit_rolls_back_with_one_write_to_dr() {
+    let mut h = Harness::new(plan(&[10, 25, 100]));
+    let mut n = 0;
+    let o = h.go(
+        |_, w| {
+            n += 1;
+            // At 25 %, every other analysis fails: not consecutive, still counted.
+            if w.primary == 25 && n % 2 == 0 {
+                Traffic { primary_errors: Reading::Value(0.05), ..healthy(25) }
+            } else {
+                healthy(w.primary)
+            }
+        },
+        ok_writes,
+        None,
+        true,
+    );
+    assert_eq!(o.phase, Phase::RolledBack, "{o:?}");
+    assert_eq!(o.exit_code(), 1);
+    assert_eq!(h.primary_writes(), [10, 25, 0]);
+    assert!(o.reason.contains("failure_limit"), "{}", o.reason);
+}
+
+#[test]
+fn a_breach_while_settling_is_not_hidden() {
+    let mut h = Harness::new(plan(&[10, 100]));
+    // The share never converges, but the primary fails hard meanwhile.
+    let o = h.go(
+        |_, _| Traffic { share: 0.5, primary_errors: Reading::Value(0.2), ..healthy(10) },
+        ok_writes,
+        None,
+        true,
+    );
+    assert_eq!(o.phase, Phase::RolledBack, "{o:?}");
+    assert_eq!(h.primary_writes(), [10, 0]);
+}
+
+#[test]
+fn consecutive_query_errors_roll_back_fail_safe() {
+    let mut h = Harness::new(plan(&[10, 100]));
+    let o = h.go(
+        |now, w| {
+            if now > 40 {
+                Traffic { primary_errors: Reading::Error("connection refused".into()), ..healthy(w.primary) }
+            } else {
+                healthy(w.primary)
+            }
+        },
+        ok_writes,
+        None,
+        true,
+    );
+    assert_eq!(o.phase, Phase::RolledBack, "{o:?}");
+    assert!(o.reason.contains("consecutive_error_limit"), "{}", o.reason);
+    assert_eq!(h.primary_writes(), [10, 0]);
+}
+
+#[test]
+fn global_incident_freezes_instead_of_rolling_back() {
+    let mut h = Harness::new(plan(&[10, 25, 100]));
+    let o = h.go(
+        |_, w| {
+            if w.primary == 25 {
+                Traffic { primary_errors: Reading::Value(0.05), dr_errors: Reading::Value(0.05), ..healthy(25) }
+            } else {
+                healthy(w.primary)
+            }
+        },
+        ok_writes,
+        None,
+        true,
+    );
+    assert_eq!(o.phase, Phase::Held, "{o:?}");
+    assert_eq!(o.exit_code(), 5);
+    assert_eq!(h.primary_writes(), [10, 25], "no rollback write");
+    assert!(o.reason.contains("global incident"), "{}", o.reason);
+}
+
+#[test]
+fn inconclusive_holds_by_default_and_rolls_back_when_asked() {
+    let nodata = |_: u64, _: Weights| Traffic { requests: Reading::Value(5.0), ..healthy(10) };
+    let mut h = Harness::new(plan(&[10, 100]));
+    let o = h.go(nodata, ok_writes, None, true);
+    assert_eq!(o.phase, Phase::Held);
+    assert!(o.reason.contains("max_duration"), "{}", o.reason);
+    let mut p = plan(&[10, 100]);
+    p.on_inconclusive = OnInconclusive::Rollback;
+    let mut h = Harness::new(p);
+    let o = h.go(nodata, ok_writes, None, true);
+    assert_eq!(o.phase, Phase::RolledBack);
+    assert_eq!(h.primary_writes(), [10, 0]);
+}
+
+#[test]
+fn a_share_that_never_converges_is_an_alarm_not_a_pass() {
+    let mut h = Harness::new(plan(&[10, 100]));
+    let o = h.go(|_, _| Traffic { share: 0.0, ..healthy(10) }, ok_writes, None, true);
+    assert_eq!(o.phase, Phase::Held, "{o:?}");
+    assert!(o.reason.contains("never settled"), "{}", o.reason);
+    assert_eq!(h.primary_writes(), [10]);
+}
+
+#[test]
+fn stepped_rollback_walks_down_the_plan_then_to_zero() {
+    let mut p = plan(&[10, 25, 50, 100]);
+    p.rollback.mode = RollbackMode::Stepped;
+    let mut h = Harness::new(p);
+    let o = h.go(
+        |_, w| {
+            if w.primary == 50 {
+                Traffic { primary_errors: Reading::Value(0.5), ..healthy(50) }
+            } else {
+                healthy(w.primary)
+            }
+        },
+        ok_writes,
+        None,
+        true,
+    );
+    assert_eq!(o.phase, Phase::RolledBack, "{o:?}");
+    assert_eq!(h.primary_writes(), [10, 25, 50, 25, 10, 0]);
+}
+
+#[test]
+fn rollback_writes_are_retried_then_page_with_exit_10() {
+    let mut h = Harness::new(plan(&[10, 100]));
+    let o = h.go(
+        |_, _| Traffic { primary_errors: Reading::Value(0.5), ..healthy(10) },
+        |_, w| if w.primary == 0 { Err("API down".into()) } else { Ok(()) },
+        None,
+        true,
+    );
+    assert_eq!(o.phase, Phase::RollbackFailed, "{o:?}");
+    assert_eq!(o.exit_code(), 10);
+    assert_eq!(h.primary_writes(), [10, 0, 0, 0, 0], "max_attempts 4");
+}
+
+#[test]
+fn a_rollback_write_that_fails_once_is_retried_until_it_sticks() {
+    let mut h = Harness::new(plan(&[10, 100]));
+    let mut failed = false;
+    let o = h.go(
+        |_, _| Traffic { primary_errors: Reading::Value(0.5), ..healthy(10) },
+        |_, w| {
+            if w.primary == 0 && !failed {
+                failed = true;
+                Err("409 conflict".into())
+            } else {
+                Ok(())
+            }
+        },
+        None,
+        true,
+    );
+    assert_eq!(o.phase, Phase::RolledBack);
+    assert_eq!(h.primary_writes(), [10, 0, 0]);
+}
+
+#[test]
+fn forward_write_failures_are_retried_then_rolled_back() {
+    let mut h = Harness::new(plan(&[10, 25, 100]));
+    let o = h.go(|_, w| healthy(w.primary), |_, w| if w.primary == 25 { Err("503".into()) } else { Ok(()) }, None, true);
+    assert_eq!(o.phase, Phase::RolledBack, "{o:?}");
+    assert_eq!(h.primary_writes(), [10, 25, 25, 25, 0]);
+}
+
+#[test]
+fn signal_holds_by_default_and_rolls_back_when_asked() {
+    let mut h = Harness::new(plan(&[10, 25, 100]));
+    let o = h.go(|_, w| healthy(w.primary), ok_writes, Some(100), true);
+    assert_eq!(o.phase, Phase::Aborted, "{o:?}");
+    assert_eq!(o.exit_code(), 4);
+    assert_eq!(h.primary_writes(), [10, 25], "held at a planned weight");
+    let mut p = plan(&[10, 25, 100]);
+    p.on_signal = OnSignal::Rollback;
+    let mut h = Harness::new(p);
+    let o = h.go(|_, w| healthy(w.primary), ok_writes, Some(100), true);
+    assert_eq!(o.phase, Phase::Aborted);
+    assert_eq!(*h.primary_writes().last().unwrap(), 0);
+}
+
+#[test]
+fn relative_gates_at_100_percent_compare_with_the_last_dr_value() {
+    let mut h = Harness::new(plan(&[50, 100]));
+    let o = h.go(
+        |_, w| {
+            if w.primary == 100 {
+                // DR serves nothing now; the primary's 0.5 % is far above DR's last 0.1 %.
+                Traffic { primary_errors: Reading::Value(0.005), dr_errors: Reading::Empty, ..healthy(100) }
+            } else {
+                healthy(w.primary)
+            }
+        },
+        ok_writes,
+        None,
+        true,
+    );
+    assert_eq!(o.phase, Phase::RolledBack, "{o:?}");
+    assert!(o.reason.contains("DR's last value"), "{}", o.reason);
+}
+
+#[test]
+fn a_read_back_that_differs_is_a_failed_write() {
+    let mut run = Run::new(plan(&[10, 100]), "t".into());
+    run.step(Observation::Started { now: t(0), live: Ok(Weights::ALL_DR) });
+    let s = run.step(Observation::PreflightDone { now: t(0), results: vec![] });
+    assert_eq!(s.request, Request::SetWeights(Weights { primary: 10, dr: 90 }));
+    let s = run.step(Observation::WeightsSet { now: t(1), weights: Weights { primary: 20, dr: 80 } });
+    assert!(matches!(s.request, Request::Sleep(_)), "{s:?}");
+    assert_eq!(run.state().pending.as_ref().unwrap().attempts, 1);
+    let s = run.step(Observation::Slept { now: t(2) });
+    assert_eq!(s.request, Request::SetWeights(Weights { primary: 10, dr: 90 }));
+}
+
+#[test]
+fn a_terminal_run_stays_terminal() {
+    let mut run = Run::new(plan(&[10, 100]), "t".into());
+    run.step(Observation::Started { now: t(0), live: Ok(Weights { primary: 5, dr: 95 }) });
+    let s = run.step(Observation::Slept { now: t(1) });
+    assert!(matches!(s.request, Request::Finish(Outcome { phase: Phase::PreflightFailed, .. })));
+}
