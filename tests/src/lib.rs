@@ -1,1 +1,103 @@
-//! placeholder
+//! Harness of the end-to-end tests: a real Prometheus on loopback, a workload exporter
+//! whose traffic follows the weights file, and the `cutover` binary.
+//!
+//! A missing component is installed by `tests/setup.sh`; if it still cannot be found the
+//! test fails (never skips). Every process started here is killed when its handle drops.
+#![forbid(unsafe_code)]
+
+pub mod exporter;
+pub mod prometheus;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+}
+
+/// The `cutover` binary, built once per test process (a no-op when it is fresh).
+pub fn cutover_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "-q", "-p", "cutover", "--bin", "cutover"])
+            .current_dir(workspace())
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building the cutover binary failed");
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| workspace().join("target"));
+        let bin = target.join("debug").join("cutover");
+        assert!(bin.exists(), "{} is missing after the build", bin.display());
+        bin
+    })
+    .clone()
+}
+
+/// A fresh temporary folder for one test, removed when dropped.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// Creates `$TMPDIR/cutover-e2e-<name>-<pid>-<n>`.
+    pub fn new(name: &str) -> TempDir {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "cutover-e2e-{name}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("temp dir");
+        TempDir(p)
+    }
+
+    /// The folder.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// Finds a program, running `tests/setup.sh` once if it is missing; panics (fails the
+/// test) if it is still missing.
+pub fn require_program(name: &str) -> PathBuf {
+    let find = || {
+        std::env::var_os("PATH").and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|d| d.join(name))
+                .find(|p| p.is_file())
+        })
+    };
+    if let Some(p) = find() {
+        return p;
+    }
+    static SETUP: OnceLock<bool> = OnceLock::new();
+    SETUP.get_or_init(|| {
+        Command::new("bash")
+            .arg(workspace().join("tests/setup.sh"))
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    });
+    find().unwrap_or_else(|| {
+        panic!("`{name}` is required by this test and could not be installed by tests/setup.sh; install it and rerun")
+    })
+}

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs what the end-to-end tests need, if it is missing:
+#   prometheus  — Debian's package (the tests start their own servers on loopback)
+#   moto[server] — the Route 53 emulator, from PyPI
+# Safe to run again; does nothing when everything is there. Needs root (or sudo) for apt.
+set -euo pipefail
+
+need_apt=()
+command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  echo "setup: installing ${need_apt[*]} from Debian's packages" >&2
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+# Debian starts no server for us here; the tests start their own. Stop a packaged one if
+# the package's postinst started it, so it does not hold port 9090.
+if command -v systemctl >/dev/null 2>&1; then systemctl stop prometheus >/dev/null 2>&1 || true; fi
+
+if [ "${CUTOVER_SETUP_SKIP_MOTO:-}" != "1" ] && ! python3 -c "import moto.server" >/dev/null 2>&1; then
+  echo "setup: installing moto[server] from PyPI" >&2
+  python3 -m pip install -q 'moto[server]>=5,<6' >/dev/null
+fi
+echo "setup: prometheus $(prometheus --version 2>&1 | head -1 | awk '{print $3}'), moto $(python3 -c 'import moto; print(moto.__version__)' 2>/dev/null || echo absent)" >&2

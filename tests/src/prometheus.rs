@@ -1,0 +1,101 @@
+//! A real Prometheus server (Debian's package) on a loopback port, 1 s scrape interval,
+//! temporary TSDB; killed on drop.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::{TempDir, free_port, require_program};
+
+/// A running Prometheus.
+pub struct Prometheus {
+    child: Option<Child>,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    _dir: TempDir,
+}
+
+impl Prometheus {
+    /// Starts Prometheus scraping `targets` (host:port) every second, and waits until ready.
+    pub async fn start(targets: &[String]) -> Prometheus {
+        let bin = require_program("prometheus");
+        let dir = TempDir::new("prometheus");
+        let port = free_port();
+        let list = targets.iter().map(|t| format!("'{t}'")).collect::<Vec<_>>().join(", ");
+        let config = format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: workload\n    static_configs:\n      - targets: [{list}]\n"
+        );
+        let cfg = dir.path().join("prometheus.yml");
+        std::fs::write(&cfg, config).expect("write prometheus.yml");
+        let log = std::fs::File::create(dir.path().join("prometheus.log")).expect("log file");
+        let child = Command::new(bin)
+            .arg(format!("--config.file={}", cfg.display()))
+            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--storage.tsdb.retention.time=1h")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("prometheus starts");
+        let p = Prometheus { child: Some(child), port, _dir: dir };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let http = reqwest::Client::new();
+        loop {
+            if let Ok(r) = http.get(format!("{}/-/ready", p.url())).send().await
+                && r.status().is_success()
+            {
+                break;
+            }
+            assert!(Instant::now() < deadline, "prometheus did not become ready in 30s");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        p
+    }
+
+    /// Its base URL.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Runs an instant query and returns the JSON `data.result`.
+    pub async fn query(&self, q: &str) -> anyhow::Result<serde_json::Value> {
+        let r: serde_json::Value = reqwest::Client::new()
+            .get(format!("{}/api/v1/query", self.url()))
+            .query(&[("query", q)])
+            .send()
+            .await?
+            .json()
+            .await?;
+        if r["status"] != "success" {
+            anyhow::bail!("query `{q}` failed: {r}");
+        }
+        Ok(r["data"]["result"].clone())
+    }
+
+    /// Polls (bounded) until `q` returns at least one series.
+    pub async fn wait_for_data(&self, q: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(v) = self.query(q).await
+                && v.as_array().is_some_and(|a| !a.is_empty())
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "no data for `{q}` within {within:?}");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Kills the server now (a crash, from the controller's point of view).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
