@@ -37,7 +37,11 @@ impl Analysis {
         }
         let p = self.primary_rate.finite().unwrap_or(0.0);
         let d = self.dr_rate.finite().unwrap_or(0.0);
-        if p + d <= 0.0 { None } else { Some(p / (p + d)) }
+        if p + d <= 0.0 {
+            None
+        } else {
+            Some(p / (p + d))
+        }
     }
 
     /// Evaluates every gate against its readings. Pure.

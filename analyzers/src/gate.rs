@@ -171,7 +171,9 @@ impl GateSpec {
                 if set {
                     p(
                         field,
-                        format!("`{field}` at gate level belongs to a `query` gate; put it inside error_rate: or latency:"),
+                        format!(
+                            "`{field}` at gate level belongs to a `query` gate; put it inside error_rate: or latency:"
+                        ),
                     );
                 }
             }
@@ -193,12 +195,18 @@ impl GateSpec {
         };
         if let Some(e) = &self.error_rate {
             if e.max.is_none() && e.max_vs_dr.is_none() {
-                p("error_rate", "give max (e.g. 1%) or max_vs_dr (e.g. 50%)".into());
+                p(
+                    "error_rate",
+                    "give max (e.g. 1%) or max_vs_dr (e.g. 50%)".into(),
+                );
             }
             if let Some(m) = e.max
                 && m.fraction() > 1.0
             {
-                p("error_rate.max", format!("{m} is above 100%; an error rate is at most 100%"));
+                p(
+                    "error_rate.max",
+                    format!("{m} is above 100%; an error rate is at most 100%"),
+                );
             }
             if e.slack.is_some() && e.max_vs_dr.is_none() {
                 p("error_rate.slack", "slack goes with max_vs_dr".into());
@@ -214,11 +222,17 @@ impl GateSpec {
             if !(l.quantile > 0.0 && l.quantile < 1.0) {
                 p(
                     "latency.quantile",
-                    format!("{} is not strictly between 0 and 1; write e.g. 0.99 for p99", l.quantile),
+                    format!(
+                        "{} is not strictly between 0 and 1; write e.g. 0.99 for p99",
+                        l.quantile
+                    ),
                 );
             }
             if l.max.is_none() && l.max_vs_dr.is_none() {
-                p("latency", "give max (e.g. 500ms) or max_vs_dr (e.g. 20%)".into());
+                p(
+                    "latency",
+                    "give max (e.g. 500ms) or max_vs_dr (e.g. 20%)".into(),
+                );
             }
             if l.slack.is_some() && l.max_vs_dr.is_none() {
                 p("latency.slack", "slack goes with max_vs_dr".into());
@@ -234,10 +248,19 @@ impl GateSpec {
             });
         } else if let Some(q) = &self.query {
             if q.trim().is_empty() {
-                p("query", "the query is empty; write PromQL returning one number".into());
+                p(
+                    "query",
+                    "the query is empty; write PromQL returning one number".into(),
+                );
             }
             if self.min.is_none() && self.max.is_none() && self.max_vs_dr.is_none() {
-                p("", format!("query gate `{}` has no bound; give min, max or max_vs_dr", self.name));
+                p(
+                    "",
+                    format!(
+                        "query gate `{}` has no bound; give min, max or max_vs_dr",
+                        self.name
+                    ),
+                );
             }
             if let (Some(lo), Some(hi)) = (self.min, self.max)
                 && lo > hi
@@ -258,7 +281,9 @@ impl GateSpec {
             gate.unit = Unit::Number;
             gate.min = self.min;
             gate.max = self.max;
-            gate.vs_dr = self.max_vs_dr.map(|r| (r.fraction(), self.slack.unwrap_or(0.0)));
+            gate.vs_dr = self
+                .max_vs_dr
+                .map(|r| (r.fraction(), self.slack.unwrap_or(0.0)));
         }
         if problems.is_empty() {
             Ok(gate)
@@ -358,7 +383,10 @@ impl Gate {
             ));
         }
         let Some(value) = m.primary.finite() else {
-            return r.no_data(format!("primary query gave {}", describe_nodata(&m.primary)));
+            return r.no_data(format!(
+                "primary query gave {}",
+                describe_nodata(&m.primary)
+            ));
         };
         let mut upper = self.max;
         if let Some((ratio, slack)) = self.vs_dr {
@@ -393,12 +421,24 @@ impl Gate {
                 "primary {} is {} {}{}",
                 self.unit.format(value),
                 if low { "below" } else { "above" },
-                self.unit.format(if low { self.min.unwrap_or(0.0) } else { upper.unwrap_or(0.0) }),
-                if r.reason.is_empty() { String::new() } else { format!(" ({})", r.reason) }
+                self.unit.format(if low {
+                    self.min.unwrap_or(0.0)
+                } else {
+                    upper.unwrap_or(0.0)
+                }),
+                if r.reason.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", r.reason)
+                }
             );
         } else {
             r.status = GateStatus::Pass;
-            r.reason = format!("primary {} within {}", self.unit.format(value), self.describe_bounds());
+            r.reason = format!(
+                "primary {} within {}",
+                self.unit.format(value),
+                self.describe_bounds()
+            );
         }
         r
     }
@@ -482,7 +522,10 @@ mod tests {
     use super::*;
 
     fn spec(yaml_like: serde_json::Value) -> Gate {
-        serde_json::from_value::<GateSpec>(yaml_like).unwrap().compile().unwrap()
+        serde_json::from_value::<GateSpec>(yaml_like)
+            .unwrap()
+            .compile()
+            .unwrap()
     }
 
     fn m(req: Reading, p: Reading, d: Reading) -> GateMeasurement {
@@ -516,7 +559,8 @@ mod tests {
 
     #[test]
     fn absolute_and_relative_bounds() {
-        let g = spec(serde_json::json!({"name": "g", "error_rate": {"max": "1%", "max_vs_dr": "50%"}}));
+        let g =
+            spec(serde_json::json!({"name": "g", "error_rate": {"max": "1%", "max_vs_dr": "50%"}}));
         let v = Reading::Value;
         // DR at 0.4%: relative bound 0.4*1.5+0.1 = 0.7% is tighter than 1%.
         let r = g.evaluate(&m(v(1000.0), v(0.008), v(0.004)), 200, None);
@@ -533,13 +577,19 @@ mod tests {
 
     #[test]
     fn relative_gate_uses_baseline_only_when_dr_is_silent() {
-        let g = spec(serde_json::json!({"name": "g", "latency": {"quantile": 0.99, "max_vs_dr": "20%"}}));
+        let g = spec(
+            serde_json::json!({"name": "g", "latency": {"quantile": 0.99, "max_vs_dr": "20%"}}),
+        );
         let v = Reading::Value;
         let r = g.evaluate(&m(v(1000.0), v(0.3), Reading::Empty), 200, None);
         assert_eq!(r.status, GateStatus::NoData);
         let r = g.evaluate(&m(v(1000.0), v(0.3), Reading::Empty), 200, Some(0.2));
         assert_eq!(r.status, GateStatus::Fail, "0.3 > 0.2*1.2+0.01: {r:?}");
-        let r = g.evaluate(&m(v(1000.0), v(0.3), Reading::Error("x".into())), 200, Some(0.2));
+        let r = g.evaluate(
+            &m(v(1000.0), v(0.3), Reading::Error("x".into())),
+            200,
+            Some(0.2),
+        );
         assert_eq!(r.status, GateStatus::Error);
     }
 
@@ -547,9 +597,17 @@ mod tests {
     fn query_gate_min_and_errors() {
         let g = spec(serde_json::json!({"name": "g", "query": "up{site=\"{{site}}\"}", "min": 1}));
         let v = Reading::Value;
-        assert_eq!(g.evaluate(&m(v(300.0), v(0.0), v(1.0)), 200, None).status, GateStatus::Fail);
         assert_eq!(
-            g.evaluate(&m(v(300.0), Reading::Error("down".into()), v(1.0)), 200, None).status,
+            g.evaluate(&m(v(300.0), v(0.0), v(1.0)), 200, None).status,
+            GateStatus::Fail
+        );
+        assert_eq!(
+            g.evaluate(
+                &m(v(300.0), Reading::Error("down".into()), v(1.0)),
+                200,
+                None
+            )
+            .status,
             GateStatus::Error
         );
     }
@@ -557,7 +615,10 @@ mod tests {
     #[test]
     fn compile_names_the_field_at_fault() {
         let bad = |j: serde_json::Value| {
-            serde_json::from_value::<GateSpec>(j).unwrap().compile().unwrap_err()
+            serde_json::from_value::<GateSpec>(j)
+                .unwrap()
+                .compile()
+                .unwrap_err()
         };
         let e = bad(serde_json::json!({"name": "g", "latency": {"quantile": 1.5, "max": "1s"}}));
         assert_eq!(e[0].0, "latency.quantile");

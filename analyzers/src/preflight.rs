@@ -59,13 +59,22 @@ pub async fn run_preflight(
         let query = source.render(&m);
         let (ok, detail) = match source.measure(&m, now).await {
             Err(e) => (false, e.to_string()),
-            Ok(None) => (false, "returned no data (an empty vector); no data is never a pass".into()),
+            Ok(None) => (
+                false,
+                "returned no data (an empty vector); no data is never a pass".into(),
+            ),
             Ok(Some(v)) if !v.is_finite() => (false, format!("returned {v}, not a finite number")),
             Ok(Some(v)) => {
                 if c.min.is_some_and(|lo| v < lo) {
-                    (false, format!("{v} is below min {}", c.min.unwrap_or_default()))
+                    (
+                        false,
+                        format!("{v} is below min {}", c.min.unwrap_or_default()),
+                    )
                 } else if c.max.is_some_and(|hi| v > hi) {
-                    (false, format!("{v} is above max {}", c.max.unwrap_or_default()))
+                    (
+                        false,
+                        format!("{v} is above max {}", c.max.unwrap_or_default()),
+                    )
                 } else {
                     (true, format!("{v} within bounds"))
                 }
@@ -79,14 +88,26 @@ pub async fn run_preflight(
         });
     }
     for g in gates {
-        let site = if g.is_per_site() { Site::Dr } else { Site::Primary };
+        let site = if g.is_per_site() {
+            Site::Dr
+        } else {
+            Site::Primary
+        };
         let m = g.measure(site, g.window(interval));
         let query = source.render(&m);
         let (ok, detail) = match source.measure(&m, now).await {
             Err(e) => (false, e.to_string()),
             Ok(Some(v)) if v.is_finite() => (true, format!("DR value {v}")),
-            Ok(Some(v)) => (false, format!("DR value is {v}: does DR serve traffic, and do the selectors in traffic: match it?")),
-            Ok(None) => (false, "no data for DR: check traffic: selectors and sites: label values".into()),
+            Ok(Some(v)) => (
+                false,
+                format!(
+                    "DR value is {v}: does DR serve traffic, and do the selectors in traffic: match it?"
+                ),
+            ),
+            Ok(None) => (
+                false,
+                "no data for DR: check traffic: selectors and sites: label values".into(),
+            ),
         };
         out.push(PreflightResult {
             name: format!("gate {} has DR data", g.name),

@@ -67,7 +67,10 @@ pub struct PrometheusSource {
 
 impl PrometheusSource {
     /// Builds the HTTP client (rustls, optional CA bundle) for `config`.
-    pub fn new(config: &PrometheusConfig, promql: PromqlBuilder) -> Result<PrometheusSource, String> {
+    pub fn new(
+        config: &PrometheusConfig,
+        promql: PromqlBuilder,
+    ) -> Result<PrometheusSource, String> {
         let timeout = config.timeout.get();
         let mut http = reqwest::Client::builder()
             .timeout(timeout + Duration::from_secs(1))
@@ -76,7 +79,10 @@ impl PrometheusSource {
             let pem = std::fs::read(ca)
                 .map_err(|e| format!("prometheus.ca_file: cannot read {}: {e}", ca.display()))?;
             let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                format!("prometheus.ca_file: {} is not a PEM bundle: {e}", ca.display())
+                format!(
+                    "prometheus.ca_file: {} is not a PEM bundle: {e}",
+                    ca.display()
+                )
             })?;
             for c in certs {
                 http = http.add_root_certificate(c);
@@ -135,7 +141,9 @@ impl PrometheusSource {
             .timeout(self.timeout.as_millis() as i64);
         if let Some(h) = self.auth_header()? {
             let value = reqwest::header::HeaderValue::from_str(&h).map_err(|_| {
-                MetricError::Unsupported("the credential file holds characters not allowed in an HTTP header".into())
+                MetricError::Unsupported(
+                    "the credential file holds characters not allowed in an HTTP header".into(),
+                )
             })?;
             q = q.header(reqwest::header::AUTHORIZATION, value);
         }
@@ -162,20 +170,52 @@ impl PrometheusSource {
                 query: promql.to_string(),
                 message: format!("{:?}: {}", p.error_type(), p.message()),
             },
-            other => {
-                let mut message = other.to_string();
-                let mut src = std::error::Error::source(&other);
-                while let Some(s) = src {
-                    message.push_str(&format!(": {s}"));
-                    src = s.source();
-                }
+            PromError::Client(c) => {
+                // The reqwest error without its URL: the URL repeats the whole query.
+                let message = match c.inner() {
+                    Some(r) => {
+                        let kind = if r.is_timeout() {
+                            "timed out".to_string()
+                        } else if r.is_connect() {
+                            "cannot connect".to_string()
+                        } else if let Some(st) = r.status() {
+                            format!("HTTP {st}")
+                        } else if r.is_decode() {
+                            "the answer is not Prometheus API JSON".to_string()
+                        } else {
+                            c.to_string()
+                        };
+                        match std::error::Error::source(r) {
+                            Some(src) => format!("{kind}: {}", error_chain(src)),
+                            None => kind,
+                        }
+                    }
+                    None => c.to_string(),
+                };
                 MetricError::Unreachable {
                     source_name: self.describe(),
                     message,
                 }
             }
+            other => MetricError::Unreachable {
+                source_name: self.describe(),
+                message: error_chain(&other),
+            },
         }
     }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut message = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        let m = s.to_string();
+        if !message.contains(&m) {
+            message.push_str(&format!(": {m}"));
+        }
+        src = s.source();
+    }
+    message
 }
 
 #[async_trait]
@@ -192,4 +232,3 @@ impl MetricSource for PrometheusSource {
         self.query_one(&self.render(m)).await
     }
 }
-

@@ -235,7 +235,8 @@ impl PromqlBuilder {
             Selector::parse(&traffic.requests).map_err(|e| ("traffic.requests".to_string(), e))?;
         let latency =
             Selector::parse(&traffic.latency).map_err(|e| ("traffic.latency".to_string(), e))?;
-        let errors = split_matchers(&traffic.errors).map_err(|e| ("traffic.errors".to_string(), e))?;
+        let errors =
+            split_matchers(&traffic.errors).map_err(|e| ("traffic.errors".to_string(), e))?;
         if errors.is_empty() {
             return Err((
                 "traffic.errors".into(),
@@ -415,10 +416,17 @@ mod tests {
         assert!(Selector::parse("rate(x[5m])").is_err());
         assert!(Selector::parse("x{a=\"b\"").is_err());
         assert!(Selector::parse("x{a}").is_err());
-        assert!(split_matchers("status=~\"5..\", code!=\"404\"").unwrap().len() == 2);
+        assert!(
+            split_matchers("status=~\"5..\", code!=\"404\"")
+                .unwrap()
+                .len()
+                == 2
+        );
         assert!(split_matchers("a=\"b").is_err());
         assert_eq!(
-            Selector::parse("x{a=\"b,c\"}").unwrap().with(&["d=\"e\"".into()]),
+            Selector::parse("x{a=\"b,c\"}")
+                .unwrap()
+                .with(&["d=\"e\"".into()]),
             "x{a=\"b,c\",d=\"e\"}"
         );
     }

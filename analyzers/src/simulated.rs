@@ -136,7 +136,9 @@ pub const WARMUP: Duration = Duration::from_secs(600);
 const RETAIN_SECS: u64 = 3 * 3600;
 
 fn unix(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 fn idx(site: Site) -> usize {
@@ -222,7 +224,9 @@ impl World {
             if lambda <= 0.0 || !self.sites[i].reachable {
                 continue;
             }
-            let n = Poisson::new(lambda).map(|p| p.sample(&mut self.rng) as u64).unwrap_or(0);
+            let n = Poisson::new(lambda)
+                .map(|p| p.sample(&mut self.rng) as u64)
+                .unwrap_or(0);
             let prof = self.sites[i];
             out[i].requests = n;
             out[i].errors = binomial(&mut self.rng, n, prof.error_rate);
@@ -231,7 +235,11 @@ impl World {
             let mut prev_cdf = 0.0;
             for (b, bound) in BUCKETS.iter().enumerate() {
                 let cdf = lognormal_cdf(*bound, prof.latency_median, prof.latency_sigma);
-                let p = if prev_cdf >= 1.0 { 0.0 } else { ((cdf - prev_cdf) / (1.0 - prev_cdf)).clamp(0.0, 1.0) };
+                let p = if prev_cdf >= 1.0 {
+                    0.0
+                } else {
+                    ((cdf - prev_cdf) / (1.0 - prev_cdf)).clamp(0.0, 1.0)
+                };
                 let k = binomial(&mut self.rng, left, p);
                 out[i].buckets[b] = k;
                 left -= k;
@@ -363,7 +371,9 @@ impl SimWorld {
         let mut w = self.lock();
         let t = unix(now);
         w.advance_to(t);
-        let reachable = |w: &World, s: Site| w.sites[idx(s)].reachable || w.window(s, t, Duration::from_secs(3600)).requests > 0;
+        let reachable = |w: &World, s: Site| {
+            w.sites[idx(s)].reachable || w.window(s, t, Duration::from_secs(3600)).requests > 0
+        };
         Ok(match m {
             Measure::RequestRate { site, window } => {
                 if !reachable(&w, *site) {
@@ -482,20 +492,36 @@ mod tests {
         let p = world.measure(&m(Site::Primary), t2).unwrap().unwrap();
         assert!((p - 50.0).abs() < 8.0, "25% of 200 rps: {p}");
         let e = world
-            .measure(&Measure::ErrorRatio { site: Site::Primary, window: w }, t2)
+            .measure(
+                &Measure::ErrorRatio {
+                    site: Site::Primary,
+                    window: w,
+                },
+                t2,
+            )
             .unwrap()
             .unwrap();
         assert!(e < 0.05, "{e}");
         world.set_primary_weight(t2, 50);
         let t3 = t2 + Duration::from_secs(60);
         let e = world
-            .measure(&Measure::ErrorRatio { site: Site::Primary, window: w }, t3)
+            .measure(
+                &Measure::ErrorRatio {
+                    site: Site::Primary,
+                    window: w,
+                },
+                t3,
+            )
             .unwrap()
             .unwrap();
         assert!(e > 0.15, "change at 50% fired: {e}");
         let q = world
             .measure(
-                &Measure::LatencyQuantile { quantile: 0.5, site: Site::Dr, window: w },
+                &Measure::LatencyQuantile {
+                    quantile: 0.5,
+                    site: Site::Dr,
+                    window: w,
+                },
                 t3,
             )
             .unwrap()
@@ -511,7 +537,10 @@ mod tests {
             world.set_primary_weight(t0, 10);
             world
                 .measure(
-                    &Measure::RequestCount { site: Site::Primary, window: Duration::from_secs(300) },
+                    &Measure::RequestCount {
+                        site: Site::Primary,
+                        window: Duration::from_secs(300),
+                    },
                     t0 + Duration::from_secs(300),
                 )
                 .unwrap()

@@ -77,7 +77,9 @@ pub enum MetricError {
         message: String,
     },
     /// The answer is not one number (several series, a matrix).
-    #[error("`{query}` returned {found}; a gate query must return one number, e.g. wrap it in sum() or max()")]
+    #[error(
+        "`{query}` returned {found}; a gate query must return one number, e.g. wrap it in sum() or max()"
+    )]
     NotOneNumber {
         /// The query sent.
         query: String,

@@ -186,10 +186,20 @@ mod tests {
     #[test]
     fn spans() {
         assert_eq!(Span::parse("5m").unwrap().get(), Duration::from_secs(300));
-        assert_eq!(Span::parse("500ms").unwrap().get(), Duration::from_millis(500));
-        assert_eq!(Span::parse("1h30m").unwrap().get(), Duration::from_secs(5400));
+        assert_eq!(
+            Span::parse("500ms").unwrap().get(),
+            Duration::from_millis(500)
+        );
+        assert_eq!(
+            Span::parse("1h30m").unwrap().get(),
+            Duration::from_secs(5400)
+        );
         assert!(Span::parse("30").unwrap_err().contains("no unit"));
-        assert!(Span::parse("5 minutes please").unwrap_err().contains("not a duration"));
+        assert!(
+            Span::parse("5 minutes please")
+                .unwrap_err()
+                .contains("not a duration")
+        );
         assert_eq!(Span::secs(90).to_string(), "1m 30s");
     }
 
@@ -209,7 +219,9 @@ mod tests {
         assert_eq!(s, Span::secs(30));
         let e = serde_json::from_str::<Span>("30").unwrap_err().to_string();
         assert!(e.contains("no unit"), "{e}");
-        let e = serde_json::from_str::<Percent>("0.01").unwrap_err().to_string();
+        let e = serde_json::from_str::<Percent>("0.01")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("percent sign"), "{e}");
     }
 }

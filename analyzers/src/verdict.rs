@@ -42,12 +42,20 @@ pub enum AnalysisVerdict {
 
 /// Combines the gates' results of one analysis.
 pub fn summarize(results: &[GateResult]) -> AnalysisVerdict {
-    let with = |s: GateStatus| -> Vec<&GateResult> {
-        results.iter().filter(|r| r.status == s).collect()
-    };
+    let with =
+        |s: GateStatus| -> Vec<&GateResult> { results.iter().filter(|r| r.status == s).collect() };
+    // Gates failing for the same reason (Prometheus down) are listed once.
     let list = |rs: &[&GateResult]| -> String {
-        rs.iter()
-            .map(|r| format!("{}: {}", r.name, r.reason))
+        let mut groups: Vec<(Vec<&str>, &str)> = Vec::new();
+        for r in rs {
+            match groups.iter_mut().find(|(_, reason)| *reason == r.reason) {
+                Some((names, _)) => names.push(&r.name),
+                None => groups.push((vec![&r.name], &r.reason)),
+            }
+        }
+        groups
+            .iter()
+            .map(|(names, reason)| format!("{}: {reason}", names.join(", ")))
             .collect::<Vec<_>>()
             .join("; ")
     };
@@ -131,7 +139,11 @@ pub enum StageVerdict {
 }
 
 /// Updates the stage's counters with one analysis and says what to do. Pure.
-pub fn judge(counters: &mut StageCounters, verdict: &AnalysisVerdict, limits: Limits) -> StageVerdict {
+pub fn judge(
+    counters: &mut StageCounters,
+    verdict: &AnalysisVerdict,
+    limits: Limits,
+) -> StageVerdict {
     counters.analyses += 1;
     if !matches!(verdict, AnalysisVerdict::Error { .. }) {
         counters.consecutive_errors = 0;
@@ -243,31 +255,61 @@ mod tests {
     fn failure_limit_counts_non_consecutive_failures() {
         let mut c = StageCounters::default();
         let fail = AnalysisVerdict::Fail { reason: "x".into() };
-        assert!(matches!(judge(&mut c, &fail, LIMITS), StageVerdict::Hold { .. }));
-        assert_eq!(judge(&mut c, &AnalysisVerdict::Pass, LIMITS), StageVerdict::Passing);
-        assert!(matches!(judge(&mut c, &fail, LIMITS), StageVerdict::Rollback { .. }));
+        assert!(matches!(
+            judge(&mut c, &fail, LIMITS),
+            StageVerdict::Hold { .. }
+        ));
+        assert_eq!(
+            judge(&mut c, &AnalysisVerdict::Pass, LIMITS),
+            StageVerdict::Passing
+        );
+        assert!(matches!(
+            judge(&mut c, &fail, LIMITS),
+            StageVerdict::Rollback { .. }
+        ));
     }
 
     #[test]
     fn consecutive_errors_reset_on_a_good_analysis() {
         let mut c = StageCounters::default();
-        let err = AnalysisVerdict::Error { reason: "down".into() };
+        let err = AnalysisVerdict::Error {
+            reason: "down".into(),
+        };
         judge(&mut c, &err, LIMITS);
         judge(&mut c, &err, LIMITS);
-        judge(&mut c, &AnalysisVerdict::NoData { reason: "n".into() }, LIMITS);
+        judge(
+            &mut c,
+            &AnalysisVerdict::NoData { reason: "n".into() },
+            LIMITS,
+        );
         assert_eq!(c.consecutive_errors, 0);
         judge(&mut c, &err, LIMITS);
         judge(&mut c, &err, LIMITS);
-        assert!(matches!(judge(&mut c, &err, LIMITS), StageVerdict::Rollback { .. }));
+        assert!(matches!(
+            judge(&mut c, &err, LIMITS),
+            StageVerdict::Rollback { .. }
+        ));
     }
 
     #[test]
     fn no_data_holds_and_global_incident_freezes() {
         let mut c = StageCounters::default();
-        let v = judge(&mut c, &AnalysisVerdict::NoData { reason: "NaN".into() }, LIMITS);
+        let v = judge(
+            &mut c,
+            &AnalysisVerdict::NoData {
+                reason: "NaN".into(),
+            },
+            LIMITS,
+        );
         assert!(matches!(v, StageVerdict::Hold { .. }));
         assert_eq!(c.consecutive_passes, 0);
-        let v = judge(&mut c, &AnalysisVerdict::GlobalIncident { reason: "both".into() }, LIMITS);
+        let v = judge(
+            &mut c,
+            &AnalysisVerdict::GlobalIncident {
+                reason: "both".into(),
+            },
+            LIMITS,
+        );
         assert!(matches!(v, StageVerdict::Freeze { .. }));
     }
 }

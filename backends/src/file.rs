@@ -134,17 +134,29 @@ mod tests {
     async fn round_trip_and_atomic_write() {
         let path = temp("rt");
         let _ = std::fs::remove_file(&path);
-        let b = FileBackend::new(&FileBackendConfig { path: path.clone(), create: true });
+        let b = FileBackend::new(&FileBackendConfig {
+            path: path.clone(),
+            create: true,
+        });
         assert_eq!(b.get_weights().await.unwrap(), Weights::ALL_DR);
         b.set_weights(Weights::primary(25).unwrap()).await.unwrap();
-        assert_eq!(b.get_weights().await.unwrap(), Weights { primary: 25, dr: 75 });
+        assert_eq!(
+            b.get_weights().await.unwrap(),
+            Weights {
+                primary: 25,
+                dr: 75
+            }
+        );
         assert!(!path.with_extension("json.tmp").exists());
     }
 
     #[tokio::test]
     async fn missing_file_is_not_found_without_create() {
         let path = temp("missing").with_file_name("absent.json");
-        let b = FileBackend::new(&FileBackendConfig { path, create: false });
+        let b = FileBackend::new(&FileBackendConfig {
+            path,
+            create: false,
+        });
         let err = b.get_weights().await.unwrap_err();
         assert!(matches!(err, BackendError::NotFound { .. }), "{err}");
         assert!(err.to_string().contains("absent.json"));
@@ -154,7 +166,10 @@ mod tests {
     async fn bad_content_is_invalid() {
         let path = temp("bad");
         std::fs::write(&path, r#"{"primary": 60, "dr": 60}"#).unwrap();
-        let b = FileBackend::new(&FileBackendConfig { path, create: false });
+        let b = FileBackend::new(&FileBackendConfig {
+            path,
+            create: false,
+        });
         let err = b.get_weights().await.unwrap_err();
         assert!(err.to_string().contains("do not sum to 100"), "{err}");
     }

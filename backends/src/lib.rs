@@ -28,7 +28,10 @@ pub struct Weights {
 
 impl Weights {
     /// All traffic on the DR site: where a failback starts and where a rollback ends.
-    pub const ALL_DR: Weights = Weights { primary: 0, dr: 100 };
+    pub const ALL_DR: Weights = Weights {
+        primary: 0,
+        dr: 100,
+    };
 
     /// The split that sends `primary` percent to the primary site and the rest to DR.
     ///
@@ -168,9 +171,22 @@ mod tests {
 
     #[test]
     fn weights_from_primary() {
-        assert_eq!(Weights::primary(25).unwrap(), Weights { primary: 25, dr: 75 });
+        assert_eq!(
+            Weights::primary(25).unwrap(),
+            Weights {
+                primary: 25,
+                dr: 75
+            }
+        );
         assert!(Weights::primary(101).is_err());
-        assert!(Weights { primary: 50, dr: 40 }.validate().is_err());
+        assert!(
+            Weights {
+                primary: 50,
+                dr: 40
+            }
+            .validate()
+            .is_err()
+        );
         assert_eq!(Weights::ALL_DR.to_string(), "primary 0% / dr 100%");
     }
 }

@@ -121,7 +121,11 @@ impl BackendSpec {
     pub fn kind(&self) -> Result<BackendKind, String> {
         let set: Vec<(BackendKind, &str)> = [
             (self.istio.is_some(), BackendKind::Istio, "istio"),
-            (self.gateway_api.is_some(), BackendKind::GatewayApi, "gateway_api"),
+            (
+                self.gateway_api.is_some(),
+                BackendKind::GatewayApi,
+                "gateway_api",
+            ),
             (self.route53.is_some(), BackendKind::Route53, "route53"),
             (self.file.is_some(), BackendKind::File, "file"),
         ]
@@ -131,7 +135,9 @@ impl BackendSpec {
         .collect();
         match set.as_slice() {
             [(k, _)] => Ok(*k),
-            [] => Err("no backend is set; give exactly one of istio, gateway_api, route53, file".into()),
+            [] => Err(
+                "no backend is set; give exactly one of istio, gateway_api, route53, file".into(),
+            ),
             many => Err(format!(
                 "{} backends are set ({}); give exactly one",
                 many.len(),

@@ -36,7 +36,10 @@ fn mark(r: &GateResult) -> &'static str {
 
 /// One gate in a few words: `error-rate 0.210%<=1.000% ok`.
 pub fn gate_brief(r: &GateResult) -> String {
-    let value = r.primary.map(|v| r.unit.format(v)).unwrap_or_else(|| "-".into());
+    let value = r
+        .primary
+        .map(|v| r.unit.format(v))
+        .unwrap_or_else(|| "-".into());
     let bound = match (r.min, r.max) {
         (_, Some(hi)) => format!("<={}", r.unit.format(hi)),
         (Some(lo), None) => format!(">={}", r.unit.format(lo)),
@@ -52,21 +55,46 @@ pub fn describe(e: &Event, state: &RunState) -> Option<String> {
         EventKind::RunStarted { live, stages } => format!(
             "start      {} live {live}; plan {}",
             state.service,
-            stages.iter().map(|w| format!("{w}%")).collect::<Vec<_>>().join(" -> ")
+            stages
+                .iter()
+                .map(|w| format!("{w}%"))
+                .collect::<Vec<_>>()
+                .join(" -> ")
         ),
-        EventKind::PreflightPassed { results } => format!("preflight  passed ({} checks)", results.len()),
+        EventKind::PreflightPassed { results } => {
+            format!("preflight  passed ({} checks)", results.len())
+        }
         EventKind::PreflightFailed { .. } => "preflight  FAILED; nothing was changed".into(),
         EventKind::WeightRequested { .. } => return None,
         EventKind::WeightConfirmed { weights, stage } => match stage {
             Some(i) => format!("{:<10} {weights} written and read back", stages(*i)),
             None => format!("rollback   {weights} written and read back"),
         },
-        EventKind::WriteFailed { error, attempts } => format!("write      failed (attempt {attempts}): {error}"),
-        EventKind::Analyzed { stage, phase, share, results, decision, .. } => {
-            let what = if *phase == Phase::Settling { "settling" } else { "judging" };
-            let share = share.map(|s| format!("share {:.1}%", s * 100.0)).unwrap_or_else(|| "share -".into());
+        EventKind::WriteFailed { error, attempts } => {
+            format!("write      failed (attempt {attempts}): {error}")
+        }
+        EventKind::Analyzed {
+            stage,
+            phase,
+            share,
+            results,
+            decision,
+            ..
+        } => {
+            let what = if *phase == Phase::Settling {
+                "settling"
+            } else {
+                "judging"
+            };
+            let share = share
+                .map(|s| format!("share {:.1}%", s * 100.0))
+                .unwrap_or_else(|| "share -".into());
             let gates: Vec<String> = results.iter().map(gate_brief).collect();
-            format!("{:<10} {what}: {share} | {} | {decision}", stages(*stage), gates.join(" | "))
+            format!(
+                "{:<10} {what}: {share} | {} | {decision}",
+                stages(*stage),
+                gates.join(" | ")
+            )
         }
         EventKind::Settled { .. } | EventKind::StagePassed { .. } => return None,
         EventKind::RollbackStarted { cause, reason } => format!("ROLLBACK   ({cause:?}) {reason}"),
@@ -85,10 +113,18 @@ impl Observer for Console {
             let mut s = self.start.lock().unwrap_or_else(|p| p.into_inner());
             *s.get_or_insert(e.at)
         };
-        let Some(line) = describe(e, state) else { return };
+        let Some(line) = describe(e, state) else {
+            return;
+        };
         let t = e.at.duration_since(start).unwrap_or_default().as_secs();
         let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
-        let _ = writeln!(out, "+{}:{:02}:{:02}  {line}", t / 3600, (t / 60) % 60, t % 60);
+        let _ = writeln!(
+            out,
+            "+{}:{:02}:{:02}  {line}",
+            t / 3600,
+            (t / 60) % 60,
+            t % 60
+        );
         let _ = out.flush();
     }
 }
@@ -100,10 +136,14 @@ impl Observer for LogObserver {
     fn event(&self, e: &Event, state: &RunState) {
         let json = serde_json::to_string(e).unwrap_or_default();
         match &e.kind {
-            EventKind::RollbackStarted { .. } | EventKind::PreflightFailed { .. } | EventKind::WriteFailed { .. } => {
+            EventKind::RollbackStarted { .. }
+            | EventKind::PreflightFailed { .. }
+            | EventKind::WriteFailed { .. } => {
                 tracing::warn!(service = %state.service, run_id = %state.run_id, event = %json, "{}", describe(e, state).unwrap_or_default())
             }
-            _ => tracing::info!(service = %state.service, run_id = %state.run_id, event = %json, "{}", describe(e, state).unwrap_or_default()),
+            _ => {
+                tracing::info!(service = %state.service, run_id = %state.run_id, event = %json, "{}", describe(e, state).unwrap_or_default())
+            }
         }
     }
 }

@@ -8,7 +8,9 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use clap::ValueEnum;
-use cutover_analyzers::simulated::{Change, Scenario, SimWorld, SimulatedSource, SiteProfile, Trigger};
+use cutover_analyzers::simulated::{
+    Change, Scenario, SimWorld, SimulatedSource, SiteProfile, Trigger,
+};
 use cutover_analyzers::{Analyzer, Site};
 use cutover_backends::{Applied, BackendError, FileBackend, TrafficBackend, Weights};
 
@@ -39,7 +41,11 @@ pub enum DemoScenario {
 impl DemoScenario {
     /// The simulated world of this scenario.
     pub fn scenario(self, seed: u64) -> Scenario {
-        let change = |at: u8, site: Option<Site>, error_rate: Option<f64>, latency_factor: Option<f64>, reachable: Option<bool>| Change {
+        let change = |at: u8,
+                      site: Option<Site>,
+                      error_rate: Option<f64>,
+                      latency_factor: Option<f64>,
+                      reachable: Option<bool>| Change {
             when: Trigger::PrimaryWeightAtLeast(at),
             site,
             error_rate,
@@ -48,13 +54,22 @@ impl DemoScenario {
         };
         let (name, changes) = match self {
             DemoScenario::Healthy => ("healthy", vec![]),
-            DemoScenario::ErrorSpike => ("error-spike", vec![change(25, Some(Site::Primary), Some(0.05), None, None)]),
+            DemoScenario::ErrorSpike => (
+                "error-spike",
+                vec![change(25, Some(Site::Primary), Some(0.05), None, None)],
+            ),
             DemoScenario::LatencyRegression => (
                 "latency-regression",
                 vec![change(50, Some(Site::Primary), None, Some(4.0), None)],
             ),
-            DemoScenario::NoTraffic => ("no-traffic", vec![change(0, Some(Site::Primary), None, None, Some(false))]),
-            DemoScenario::GlobalIncident => ("global-incident", vec![change(25, None, Some(0.05), None, None)]),
+            DemoScenario::NoTraffic => (
+                "no-traffic",
+                vec![change(0, Some(Site::Primary), None, None, Some(false))],
+            ),
+            DemoScenario::GlobalIncident => (
+                "global-incident",
+                vec![change(25, None, Some(0.05), None, None)],
+            ),
         };
         let mut custom = BTreeMap::new();
         custom.insert("max(pg_replication_lag_seconds)".to_string(), 3.0);
@@ -127,10 +142,18 @@ pub struct DemoResult {
 }
 
 /// Runs a demo to its end.
-pub async fn run_demo(opts: DemoOptions, observers: Vec<Arc<dyn Observer>>, shutdown: Shutdown) -> anyhow::Result<DemoResult> {
+pub async fn run_demo(
+    opts: DemoOptions,
+    observers: Vec<Arc<dyn Observer>>,
+    shutdown: Shutdown,
+) -> anyhow::Result<DemoResult> {
     std::fs::create_dir_all(&opts.dir)?;
     let policy = demo_policy(&opts.dir);
-    let file = policy.backend.file.clone().expect("demo uses the file backend");
+    let file = policy
+        .backend
+        .file
+        .clone()
+        .expect("demo uses the file backend");
     // Always start from all traffic on DR.
     let _ = std::fs::remove_file(&file.path);
     let start = SystemTime::now();
@@ -156,5 +179,9 @@ pub async fn run_demo(opts: DemoOptions, observers: Vec<Arc<dyn Observer>>, shut
     };
     let outcome = driver.drive(&mut run).await;
     let elapsed = clock.now().duration_since(start).unwrap_or_default();
-    Ok(DemoResult { outcome, run, elapsed })
+    Ok(DemoResult {
+        outcome,
+        run,
+        elapsed,
+    })
 }

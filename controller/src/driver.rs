@@ -64,7 +64,12 @@ impl Driver {
                 Request::Finish(outcome) => return outcome,
                 Request::Preflight => {
                     let gates = self.analyzer.gates().to_vec();
-                    let interval = run.plan().stages.first().map(|s| s.interval).unwrap_or_default();
+                    let interval = run
+                        .plan()
+                        .stages
+                        .first()
+                        .map(|s| s.interval)
+                        .unwrap_or_default();
                     let results = run_preflight(
                         self.analyzer.source().as_ref(),
                         &self.preflight,

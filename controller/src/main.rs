@@ -135,7 +135,10 @@ const EXIT_ROLLBACK_FAILED: u8 = 10;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cutover: cannot start the async runtime: {e}");
@@ -154,7 +157,9 @@ fn main() -> ExitCode {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
@@ -165,23 +170,39 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Validate { policies } => Ok(validate(&policies)),
         Command::Plan { policy } => {
-            let Some(p) = load_or_report(&policy) else { return Ok(EXIT_USAGE) };
-            print!("{}", cutover::plan::render(&p.policy, &policy.display().to_string()));
+            let Some(p) = load_or_report(&policy) else {
+                return Ok(EXIT_USAGE);
+            };
+            print!(
+                "{}",
+                cutover::plan::render(&p.policy, &policy.display().to_string())
+            );
             Ok(0)
         }
         Command::Run { policy, common } => {
-            let Some(p) = load_or_report(&policy) else { return Ok(EXIT_USAGE) };
+            let Some(p) = load_or_report(&policy) else {
+                return Ok(EXIT_USAGE);
+            };
             run(p, common, cli.log_format).await
         }
         Command::Status { policy, common } => {
-            let Some(p) = load_or_report(&policy) else { return Ok(EXIT_USAGE) };
+            let Some(p) = load_or_report(&policy) else {
+                return Ok(EXIT_USAGE);
+            };
             status(p, common).await
         }
         Command::Rollback { policy, common } => {
-            let Some(p) = load_or_report(&policy) else { return Ok(EXIT_USAGE) };
+            let Some(p) = load_or_report(&policy) else {
+                return Ok(EXIT_USAGE);
+            };
             rollback(p, common).await
         }
-        Command::Demo { scenario, speed, seed, dir } => demo(scenario, speed, seed, dir).await,
+        Command::Demo {
+            scenario,
+            speed,
+            seed,
+            dir,
+        } => demo(scenario, speed, seed, dir).await,
         Command::Schema => {
             print!("{}", policy::json_schema());
             Ok(0)
@@ -219,7 +240,10 @@ fn signals() -> Shutdown {
         #[cfg(unix)]
         {
             use tokio::signal::unix::{SignalKind, signal};
-            let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+            let (Ok(mut term), Ok(mut int)) = (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) else {
                 tracing::error!("cannot install signal handlers");
                 return;
             };
@@ -242,13 +266,18 @@ fn signals() -> Shutdown {
 }
 
 fn run_id(service: &str) -> String {
-    let t = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let t = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
     format!("{service}-{}-{}", t.as_secs(), std::process::id())
 }
 
 fn observers(format: LogFormat) -> Vec<Arc<dyn Observer>> {
     match format {
-        LogFormat::Text => vec![Arc::new(Console::new(Box::new(std::io::stdout()))), Arc::new(LogObserver)],
+        LogFormat::Text => vec![
+            Arc::new(Console::new(Box::new(std::io::stdout()))),
+            Arc::new(LogObserver),
+        ],
         LogFormat::Json => vec![Arc::new(LogObserver)],
     }
 }
@@ -304,10 +333,19 @@ async fn status(p: LoadedPolicy, common: Common) -> anyhow::Result<u8> {
                 println!("stage:  {}/{} ", i + 1, p.policy.stages.len());
             }
             if let Some(o) = &s.outcome {
-                println!("result: {:?} (exit {}): {}", o.phase, o.exit_code(), o.reason);
+                println!(
+                    "result: {:?} (exit {}): {}",
+                    o.phase,
+                    o.exit_code(),
+                    o.reason
+                );
             }
             for h in &s.history {
-                println!("  {}  {}", humantime::format_rfc3339_seconds(h.at), h.weights);
+                println!(
+                    "  {}  {}",
+                    humantime::format_rfc3339_seconds(h.at),
+                    h.weights
+                );
             }
         }
         Err(e) => println!("run:    {e}"),
@@ -322,22 +360,38 @@ async fn rollback(p: LoadedPolicy, common: Common) -> anyhow::Result<u8> {
     for attempt in 1..=spec.max_attempts {
         match write_and_verify(backend.as_ref(), Weights::ALL_DR).await {
             Ok(w) => {
-                println!("rolled back: {w} on {} (verified by reading back)", backend.describe());
+                println!(
+                    "rolled back: {w} on {} (verified by reading back)",
+                    backend.describe()
+                );
                 return Ok(0);
             }
             Err((e, _)) => {
-                eprintln!("rollback attempt {attempt}/{} failed: {e}", spec.max_attempts);
+                eprintln!(
+                    "rollback attempt {attempt}/{} failed: {e}",
+                    spec.max_attempts
+                );
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(Duration::from_secs(30));
             }
         }
     }
-    eprintln!("cutover: PAGE NOW: rollback to DR could not be applied on {}", backend.describe());
+    eprintln!(
+        "cutover: PAGE NOW: rollback to DR could not be applied on {}",
+        backend.describe()
+    );
     Ok(EXIT_ROLLBACK_FAILED)
 }
 
-async fn demo(scenario: DemoScenario, speed: f64, seed: u64, dir: Option<PathBuf>) -> anyhow::Result<u8> {
-    let dir = dir.unwrap_or_else(|| std::env::temp_dir().join(format!("cutover-demo-{}", std::process::id())));
+async fn demo(
+    scenario: DemoScenario,
+    speed: f64,
+    seed: u64,
+    dir: Option<PathBuf>,
+) -> anyhow::Result<u8> {
+    let dir = dir.unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("cutover-demo-{}", std::process::id()))
+    });
     let speed = if speed <= 0.0 { f64::INFINITY } else { speed };
     println!(
         "cutover demo: scenario {scenario:?}, simulated traffic, file backend in {}, {}x time",
@@ -345,13 +399,22 @@ async fn demo(scenario: DemoScenario, speed: f64, seed: u64, dir: Option<PathBuf
         speed
     );
     let wall = std::time::Instant::now();
-    let opts = DemoOptions { scenario, speed, seed, dir };
+    let opts = DemoOptions {
+        scenario,
+        speed,
+        seed,
+        dir,
+    };
     let console: Arc<dyn Observer> = Arc::new(Console::new(Box::new(std::io::stdout())));
     let result = cutover::demo::run_demo(opts, vec![console], signals()).await?;
     let (outcome, state) = (&result.outcome, result.run.state());
     let outcome: &Outcome = outcome;
     println!();
-    println!("verdict:  {:?} (exit {})", outcome.phase, outcome.exit_code());
+    println!(
+        "verdict:  {:?} (exit {})",
+        outcome.phase,
+        outcome.exit_code()
+    );
     println!("why:      {}", outcome.reason);
     println!(
         "weights:  {}",

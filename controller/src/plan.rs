@@ -16,9 +16,20 @@ pub fn render(policy: &Policy, file: &str) -> String {
     let stages = policy.resolved_stages();
     let _ = writeln!(s, "Plan of {file}: service {}", policy.service);
     let _ = writeln!(s, "backend: {}", backend_line(policy));
-    let _ = writeln!(s, "prometheus: {} (timeout {})", policy.prometheus.url, policy.prometheus.timeout);
-    let _ = writeln!(s, "\nStages (primary weight; a stage advances when every gate passes after its bake):");
-    let _ = writeln!(s, "  {:>6}  {:>8}  {:>8}  {:>12}", "weight", "bake", "interval", "max_duration");
+    let _ = writeln!(
+        s,
+        "prometheus: {} (timeout {})",
+        policy.prometheus.url, policy.prometheus.timeout
+    );
+    let _ = writeln!(
+        s,
+        "\nStages (primary weight; a stage advances when every gate passes after its bake):"
+    );
+    let _ = writeln!(
+        s,
+        "  {:>6}  {:>8}  {:>8}  {:>12}",
+        "weight", "bake", "interval", "max_duration"
+    );
     let mut best = Duration::ZERO;
     let mut worst = Duration::ZERO;
     for st in &stages {
@@ -31,11 +42,20 @@ pub fn render(policy: &Policy, file: &str) -> String {
             fmt_d(st.max_duration)
         );
         // Best: one interval to settle, then the bake (rounded up to whole intervals).
-        let intervals = st.bake.as_secs().div_ceil(st.interval.as_secs().max(1)).max(1) as u32;
+        let intervals = st
+            .bake
+            .as_secs()
+            .div_ceil(st.interval.as_secs().max(1))
+            .max(1) as u32;
         best += st.interval + st.interval * intervals;
         worst += st.max_duration + st.interval;
     }
-    let _ = writeln!(s, "Duration: at best about {}, at worst {} before the run holds or rolls back.", fmt_d(best), fmt_d(worst));
+    let _ = writeln!(
+        s,
+        "Duration: at best about {}, at worst {} before the run holds or rolls back.",
+        fmt_d(best),
+        fmt_d(worst)
+    );
     let _ = writeln!(
         s,
         "Analysis: min_requests {}, failure_limit {}, consecutive_error_limit {}, on_inconclusive {:?}; settle within {} points of the target; rollback {:?}.",
@@ -46,8 +66,14 @@ pub fn render(policy: &Policy, file: &str) -> String {
         policy.settle.tolerance,
         policy.rollback.mode
     );
-    let interval = stages.first().map(|s| s.interval).unwrap_or(Duration::from_secs(30));
-    let _ = writeln!(s, "\nGates (window = the stage's interval unless the gate sets its own):");
+    let interval = stages
+        .first()
+        .map(|s| s.interval)
+        .unwrap_or(Duration::from_secs(30));
+    let _ = writeln!(
+        s,
+        "\nGates (window = the stage's interval unless the gate sets its own):"
+    );
     for g in policy.compiled_gates() {
         let w = g.window(interval);
         let _ = writeln!(s, "  {} — {}", g.name, g.describe_bounds());
@@ -80,11 +106,17 @@ pub fn render(policy: &Policy, file: &str) -> String {
 fn backend_line(p: &Policy) -> String {
     let b = &p.backend;
     if let Some(i) = &b.istio {
-        format!("istio VirtualService {}/{} route {}", i.namespace, i.virtual_service, i.route)
+        format!(
+            "istio VirtualService {}/{} route {}",
+            i.namespace, i.virtual_service, i.route
+        )
     } else if let Some(g) = &b.gateway_api {
         format!("gateway_api HTTPRoute {}/{}", g.namespace, g.http_route)
     } else if let Some(r) = &b.route53 {
-        format!("route53 {} {} in zone {}", r.record_name, r.record_type, r.hosted_zone_id)
+        format!(
+            "route53 {} {} in zone {}",
+            r.record_name, r.record_type, r.hosted_zone_id
+        )
     } else if let Some(f) = &b.file {
         format!("file {}", f.path.display())
     } else {

@@ -433,7 +433,9 @@ pub fn parse(
 
 fn explain_serde(msg: &str) -> String {
     if msg.starts_with("unknown field") {
-        format!("{msg}; remove it or fix its spelling (policies/policy.schema.json lists every field)")
+        format!(
+            "{msg}; remove it or fix its spelling (policies/policy.schema.json lists every field)"
+        )
     } else if msg.starts_with("missing field") {
         format!("{msg}; it is required")
     } else {
@@ -444,7 +446,8 @@ fn explain_serde(msg: &str) -> String {
 fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
@@ -483,32 +486,50 @@ pub fn validate(p: &Policy) -> Vec<(String, String)> {
             }
             if let Some(r) = &p.backend.route53 {
                 let t = r.record_type.to_ascii_uppercase();
-                if !["A", "AAAA", "CNAME", "TXT", "MX", "SRV", "CAA", "NS", "PTR", "SPF", "NAPTR", "DS"]
-                    .contains(&t.as_str())
+                if ![
+                    "A", "AAAA", "CNAME", "TXT", "MX", "SRV", "CAA", "NS", "PTR", "SPF", "NAPTR",
+                    "DS",
+                ]
+                .contains(&t.as_str())
                 {
                     bad(
                         "backend.route53.record_type",
-                        format!("`{}` is not a Route 53 record type; write e.g. CNAME or A", r.record_type),
+                        format!(
+                            "`{}` is not a Route 53 record type; write e.g. CNAME or A",
+                            r.record_type
+                        ),
                     );
                 }
                 if r.primary_set_identifier == r.dr_set_identifier {
                     bad(
                         "backend.route53.dr_set_identifier",
-                        format!("`{}` is also the primary's; the two records need different SetIdentifiers", r.dr_set_identifier),
+                        format!(
+                            "`{}` is also the primary's; the two records need different SetIdentifiers",
+                            r.dr_set_identifier
+                        ),
                     );
                 }
             }
             if let Some(i) = &p.backend.istio
                 && i.primary == i.dr
             {
-                bad("backend.istio.dr", "primary and dr name the same destination".into());
+                bad(
+                    "backend.istio.dr",
+                    "primary and dr name the same destination".into(),
+                );
             }
             if let Some(g) = &p.backend.gateway_api {
                 if g.primary == g.dr {
-                    bad("backend.gateway_api.dr", "primary and dr name the same backendRef".into());
+                    bad(
+                        "backend.gateway_api.dr",
+                        "primary and dr name the same backendRef".into(),
+                    );
                 }
                 if g.rule.is_some() && g.rule_index.is_some() {
-                    bad("backend.gateway_api.rule_index", "give rule or rule_index, not both".into());
+                    bad(
+                        "backend.gateway_api.rule_index",
+                        "give rule or rule_index, not both".into(),
+                    );
                 }
             }
         }
@@ -516,17 +537,26 @@ pub fn validate(p: &Policy) -> Vec<(String, String)> {
     check_url("prometheus.url", &p.prometheus.url, &mut out);
     let mut bad = |f: &str, m: String| out.push((f.to_string(), m));
     if p.prometheus.timeout.get().is_zero() {
-        bad("prometheus.timeout", "0s is no time to answer; write e.g. 10s".into());
+        bad(
+            "prometheus.timeout",
+            "0s is no time to answer; write e.g. 10s".into(),
+        );
     }
     if p.prometheus.bearer_token_file.is_some() && p.prometheus.basic_auth.is_some() {
-        bad("prometheus.basic_auth", "give bearer_token_file or basic_auth, not both".into());
+        bad(
+            "prometheus.basic_auth",
+            "give bearer_token_file or basic_auth, not both".into(),
+        );
     }
     if p.sites.primary.is_empty() || p.sites.dr.is_empty() {
         bad("sites", "both sites need a label value".into());
     } else if p.sites.primary == p.sites.dr {
         bad(
             "sites.dr",
-            format!("`{}` is also the primary's label value; the sites must differ", p.sites.dr),
+            format!(
+                "`{}` is also the primary's label value; the sites must differ",
+                p.sites.dr
+            ),
         );
     }
     if let Err((field, msg)) = PromqlBuilder::new(&p.service, &p.traffic, &p.sites) {
@@ -536,43 +566,69 @@ pub fn validate(p: &Policy) -> Vec<(String, String)> {
     // Stages.
     let d = &p.defaults;
     if d.interval.get().is_zero() {
-        bad("defaults.interval", "0s: analyses need time between them; write e.g. 30s".into());
+        bad(
+            "defaults.interval",
+            "0s: analyses need time between them; write e.g. 30s".into(),
+        );
     }
     if d.bake > d.max_duration {
         bad(
             "defaults.bake",
-            format!("{} is longer than defaults.max_duration {}; a stage could never advance", d.bake, d.max_duration),
+            format!(
+                "{} is longer than defaults.max_duration {}; a stage could never advance",
+                d.bake, d.max_duration
+            ),
         );
     }
     if p.stages.is_empty() {
-        bad("stages", "no stages; write e.g. weights 10, 25, 50, 75, 100".into());
+        bad(
+            "stages",
+            "no stages; write e.g. weights 10, 25, 50, 75, 100".into(),
+        );
     }
     let mut prev: Option<u32> = None;
     for (i, s) in p.stages.iter().enumerate() {
         let f = |n: &str| format!("stages[{i}].{n}");
         if s.weight == 0 {
-            bad(&f("weight"), "0 is where a cutover starts, not a stage; stages start at 1".into());
+            bad(
+                &f("weight"),
+                "0 is where a cutover starts, not a stage; stages start at 1".into(),
+            );
         } else if s.weight > 100 {
-            bad(&f("weight"), format!("{} is above 100; weights are percent of traffic to primary", s.weight));
+            bad(
+                &f("weight"),
+                format!(
+                    "{} is above 100; weights are percent of traffic to primary",
+                    s.weight
+                ),
+            );
         }
         if let Some(pw) = prev
             && s.weight <= pw
         {
             bad(
                 &f("weight"),
-                format!("{} does not go up from the previous stage's {pw}; stages must strictly increase", s.weight),
+                format!(
+                    "{} does not go up from the previous stage's {pw}; stages must strictly increase",
+                    s.weight
+                ),
             );
         }
         prev = Some(s.weight);
         let bake = s.bake.unwrap_or(d.bake);
         let maxd = s.max_duration.unwrap_or(d.max_duration);
         if s.interval.is_some_and(|iv| iv.get().is_zero()) {
-            bad(&f("interval"), "0s: analyses need time between them; write e.g. 30s".into());
+            bad(
+                &f("interval"),
+                "0s: analyses need time between them; write e.g. 30s".into(),
+            );
         }
         if bake > maxd && (s.bake.is_some() || s.max_duration.is_some()) {
             bad(
                 &f("bake"),
-                format!("{bake} is longer than this stage's max_duration {maxd}; the stage could never advance"),
+                format!(
+                    "{bake} is longer than this stage's max_duration {maxd}; the stage could never advance"
+                ),
             );
         }
     }
@@ -581,22 +637,38 @@ pub fn validate(p: &Policy) -> Vec<(String, String)> {
     {
         bad(
             &format!("stages[{}].weight", p.stages.len() - 1),
-            format!("the last stage is {}, not 100; a cutover ends with all traffic on the primary", last.weight),
+            format!(
+                "the last stage is {}, not 100; a cutover ends with all traffic on the primary",
+                last.weight
+            ),
         );
     }
 
     // Gates.
     if p.gates.is_empty() {
-        bad("gates", "no gates; cutover never advances blind, so give at least one (e.g. error_rate)".into());
+        bad(
+            "gates",
+            "no gates; cutover never advances blind, so give at least one (e.g. error_rate)".into(),
+        );
     }
     let mut names = BTreeSet::new();
     for (i, g) in p.gates.iter().enumerate() {
         if !names.insert(g.name.clone()) {
-            bad(&format!("gates[{i}].name"), format!("`{}` is used by an earlier gate; names must be unique", g.name));
+            bad(
+                &format!("gates[{i}].name"),
+                format!(
+                    "`{}` is used by an earlier gate; names must be unique",
+                    g.name
+                ),
+            );
         }
         if let Err(problems) = g.compile() {
             for (field, msg) in problems {
-                let path = if field.is_empty() { format!("gates[{i}]") } else { format!("gates[{i}].{field}") };
+                let path = if field.is_empty() {
+                    format!("gates[{i}]")
+                } else {
+                    format!("gates[{i}].{field}")
+                };
                 bad(&path, msg);
             }
         }
@@ -604,38 +676,65 @@ pub fn validate(p: &Policy) -> Vec<(String, String)> {
 
     let a = &p.analysis;
     if a.min_requests == 0 {
-        bad("analysis.min_requests", "0 would let a gate pass on no traffic; write e.g. 200".into());
+        bad(
+            "analysis.min_requests",
+            "0 would let a gate pass on no traffic; write e.g. 200".into(),
+        );
     }
     if a.failure_limit == 0 {
-        bad("analysis.failure_limit", "0 is not a limit; write 1 to roll back on the first failure".into());
+        bad(
+            "analysis.failure_limit",
+            "0 is not a limit; write 1 to roll back on the first failure".into(),
+        );
     }
     if a.consecutive_error_limit == 0 {
-        bad("analysis.consecutive_error_limit", "0 is not a limit; write e.g. 3".into());
+        bad(
+            "analysis.consecutive_error_limit",
+            "0 is not a limit; write e.g. 3".into(),
+        );
     }
     for (i, c) in p.preflight.iter().enumerate() {
         if c.query.trim().is_empty() {
-            bad(&format!("preflight[{i}].query"), "the query is empty".into());
+            bad(
+                &format!("preflight[{i}].query"),
+                "the query is empty".into(),
+            );
         }
         if c.min.is_none() && c.max.is_none() {
-            bad(&format!("preflight[{i}]"), format!("check `{}` has no bound; give min or max", c.name));
+            bad(
+                &format!("preflight[{i}]"),
+                format!("check `{}` has no bound; give min or max", c.name),
+            );
         }
         if let (Some(lo), Some(hi)) = (c.min, c.max)
             && lo > hi
         {
-            bad(&format!("preflight[{i}].min"), format!("min {lo} is above max {hi}"));
+            bad(
+                &format!("preflight[{i}].min"),
+                format!("min {lo} is above max {hi}"),
+            );
         }
     }
     if p.settle.tolerance.fraction() <= 0.0 || p.settle.tolerance.fraction() > 0.5 {
         bad(
             "settle.tolerance",
-            format!("{} is outside (0%, 50%]; it is the allowed gap between observed share and target weight", p.settle.tolerance),
+            format!(
+                "{} is outside (0%, 50%]; it is the allowed gap between observed share and target weight",
+                p.settle.tolerance
+            ),
         );
     }
     if p.rollback.mode == RollbackMode::Stepped && p.rollback.step_interval.get().is_zero() {
-        bad("rollback.step_interval", "0s: a stepped rollback needs time between steps".into());
+        bad(
+            "rollback.step_interval",
+            "0s: a stepped rollback needs time between steps".into(),
+        );
     }
     if p.rollback.max_attempts == 0 {
-        bad("rollback.max_attempts", "0 would never try to roll back; write e.g. 20".into());
+        bad(
+            "rollback.max_attempts",
+            "0 would never try to roll back; write e.g. 20".into(),
+        );
     }
     for (i, n) in p.notify.iter().enumerate() {
         check_url(&format!("notify[{i}].webhook"), &n.webhook, &mut out);
@@ -659,10 +758,7 @@ impl Policy {
 
     /// The compiled gates; the policy must be valid.
     pub fn compiled_gates(&self) -> Vec<Gate> {
-        self.gates
-            .iter()
-            .filter_map(|g| g.compile().ok())
-            .collect()
+        self.gates.iter().filter_map(|g| g.compile().ok()).collect()
     }
 
     /// The PromQL renderer; the policy must be valid.
@@ -741,8 +837,14 @@ mod tests {
     #[test]
     fn environment_overrides_fields() {
         let mut env = config::Map::new();
-        env.insert("CUTOVER_PROMETHEUS__URL".to_string(), "http://127.0.0.1:9999".to_string());
-        env.insert("CUTOVER_ANALYSIS__MIN_REQUESTS".to_string(), "50".to_string());
+        env.insert(
+            "CUTOVER_PROMETHEUS__URL".to_string(),
+            "http://127.0.0.1:9999".to_string(),
+        );
+        env.insert(
+            "CUTOVER_ANALYSIS__MIN_REQUESTS".to_string(),
+            "50".to_string(),
+        );
         let p = parse("p.yaml", CHECKOUT, env).unwrap();
         assert_eq!(p.prometheus.url, "http://127.0.0.1:9999");
         assert_eq!(p.analysis.min_requests, 50);

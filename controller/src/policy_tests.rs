@@ -13,29 +13,159 @@ fn edit(from: &str, to: &str) -> String {
 fn broken_policies_are_refused_with_the_field_named() {
     let cases: Vec<(&str, String, &str, &str)> = vec![
         // (case, policy text, field path expected, words expected in the message)
-        ("unknown top-level field", format!("{CHECKOUT}\nservce: typo\n"), "servce", "unknown field `servce`"),
-        ("unknown nested field", edit("error_rate: { max: 1% }", "error_rate: { maxx: 1% }"), "gates[0].error_rate.maxx", "unknown field `maxx`"),
-        ("weight above 100", edit("  - weight: 50\n", "  - weight: 125\n"), "stages[2].weight", "125 is above 100"),
-        ("stages that go down", edit("  - weight: 75\n", "  - weight: 40\n"), "stages[3].weight", "strictly increase"),
-        ("last stage not 100", edit("  - weight: 100\n", "  - weight: 90\n"), "stages[4].weight", "not 100"),
-        ("stage weight 0", edit("  - weight: 10\n", "  - weight: 0\n"), "stages[0].weight", "start at 1"),
-        ("negative weight", edit("  - weight: 10\n", "  - weight: -5\n"), "stages[0].weight", "-5"),
-        ("malformed duration", edit("bake: 5m ", "bake: 5 minutes please "), "defaults.bake", "not a duration"),
-        ("duration without unit", edit("interval: 30s", "interval: 30"), "defaults.interval", "no unit"),
-        ("zero interval", edit("interval: 30s", "interval: 0s"), "defaults.interval", "0s"),
-        ("percent without sign", edit("error_rate: { max: 1% }", "error_rate: { max: 1 }"), "gates[0].error_rate.max", "percent sign"),
-        ("quantile out of range", edit("quantile: 0.99", "quantile: 1.5"), "gates[2].latency.quantile", "between 0 and 1"),
-        ("duplicate gate names", edit("name: error-rate-vs-dr", "name: error-rate"), "gates[1].name", "unique"),
-        ("bake longer than max_duration", edit("    bake: 10m\n", "    bake: 45m\n"), "stages[2].bake", "max_duration"),
-        ("two backends", edit("  # file:\n  #   path: /var/run/cutover/checkout-weights.json", "  file:\n    path: /tmp/w.json"), "backend", "2 backends"),
-        ("same label value for both sites", edit("  dr: dr\n", "  dr: primary\n"), "sites.dr", "must differ"),
-        ("bad Prometheus URL", edit("url: http://prometheus.monitoring:9090", "url: prometheus:9090"), "prometheus.url", "not an http(s) URL"),
-        ("bad requests selector", edit("requests: http_requests_total{service=\"checkout\"}", "requests: rate(http_requests_total[5m])"), "traffic.requests", "not a metric name"),
-        ("unknown on_inconclusive", edit("on_inconclusive: hold", "on_inconclusive: maybe"), "analysis.on_inconclusive", "maybe"),
-        ("zero failure_limit", edit("failure_limit: 2", "failure_limit: 0"), "analysis.failure_limit", "not a limit"),
-        ("gate with two kinds", edit("    query: 'max(queue_depth{site=\"{{site}}\"})'", "    query: 'max(queue_depth{site=\"{{site}}\"})'\n    error_rate: { max: 1% }"), "gates[3]", "exactly one"),
-        ("preflight without bounds", edit("    max: 60\n", "\n"), "preflight[0]", "no bound"),
-        ("bad webhook URL", edit("webhook: https://hooks.example.com/services/cutover", "webhook: hooks.example.com"), "notify[0].webhook", "not an http(s) URL"),
+        (
+            "unknown top-level field",
+            format!("{CHECKOUT}\nservce: typo\n"),
+            "servce",
+            "unknown field `servce`",
+        ),
+        (
+            "unknown nested field",
+            edit("error_rate: { max: 1% }", "error_rate: { maxx: 1% }"),
+            "gates[0].error_rate.maxx",
+            "unknown field `maxx`",
+        ),
+        (
+            "weight above 100",
+            edit("  - weight: 50\n", "  - weight: 125\n"),
+            "stages[2].weight",
+            "125 is above 100",
+        ),
+        (
+            "stages that go down",
+            edit("  - weight: 75\n", "  - weight: 40\n"),
+            "stages[3].weight",
+            "strictly increase",
+        ),
+        (
+            "last stage not 100",
+            edit("  - weight: 100\n", "  - weight: 90\n"),
+            "stages[4].weight",
+            "not 100",
+        ),
+        (
+            "stage weight 0",
+            edit("  - weight: 10\n", "  - weight: 0\n"),
+            "stages[0].weight",
+            "start at 1",
+        ),
+        (
+            "negative weight",
+            edit("  - weight: 10\n", "  - weight: -5\n"),
+            "stages[0].weight",
+            "-5",
+        ),
+        (
+            "malformed duration",
+            edit("bake: 5m ", "bake: 5 minutes please "),
+            "defaults.bake",
+            "not a duration",
+        ),
+        (
+            "duration without unit",
+            edit("interval: 30s", "interval: 30"),
+            "defaults.interval",
+            "no unit",
+        ),
+        (
+            "zero interval",
+            edit("interval: 30s", "interval: 0s"),
+            "defaults.interval",
+            "0s",
+        ),
+        (
+            "percent without sign",
+            edit("error_rate: { max: 1% }", "error_rate: { max: 1 }"),
+            "gates[0].error_rate.max",
+            "percent sign",
+        ),
+        (
+            "quantile out of range",
+            edit("quantile: 0.99", "quantile: 1.5"),
+            "gates[2].latency.quantile",
+            "between 0 and 1",
+        ),
+        (
+            "duplicate gate names",
+            edit("name: error-rate-vs-dr", "name: error-rate"),
+            "gates[1].name",
+            "unique",
+        ),
+        (
+            "bake longer than max_duration",
+            edit("    bake: 10m\n", "    bake: 45m\n"),
+            "stages[2].bake",
+            "max_duration",
+        ),
+        (
+            "two backends",
+            edit(
+                "  # file:\n  #   path: /var/run/cutover/checkout-weights.json",
+                "  file:\n    path: /tmp/w.json",
+            ),
+            "backend",
+            "2 backends",
+        ),
+        (
+            "same label value for both sites",
+            edit("  dr: dr\n", "  dr: primary\n"),
+            "sites.dr",
+            "must differ",
+        ),
+        (
+            "bad Prometheus URL",
+            edit(
+                "url: http://prometheus.monitoring:9090",
+                "url: prometheus:9090",
+            ),
+            "prometheus.url",
+            "not an http(s) URL",
+        ),
+        (
+            "bad requests selector",
+            edit(
+                "requests: http_requests_total{service=\"checkout\"}",
+                "requests: rate(http_requests_total[5m])",
+            ),
+            "traffic.requests",
+            "not a metric name",
+        ),
+        (
+            "unknown on_inconclusive",
+            edit("on_inconclusive: hold", "on_inconclusive: maybe"),
+            "analysis.on_inconclusive",
+            "maybe",
+        ),
+        (
+            "zero failure_limit",
+            edit("failure_limit: 2", "failure_limit: 0"),
+            "analysis.failure_limit",
+            "not a limit",
+        ),
+        (
+            "gate with two kinds",
+            edit(
+                "    query: 'max(queue_depth{site=\"{{site}}\"})'",
+                "    query: 'max(queue_depth{site=\"{{site}}\"})'\n    error_rate: { max: 1% }",
+            ),
+            "gates[3]",
+            "exactly one",
+        ),
+        (
+            "preflight without bounds",
+            edit("    max: 60\n", "\n"),
+            "preflight[0]",
+            "no bound",
+        ),
+        (
+            "bad webhook URL",
+            edit(
+                "webhook: https://hooks.example.com/services/cutover",
+                "webhook: hooks.example.com",
+            ),
+            "notify[0].webhook",
+            "not an http(s) URL",
+        ),
     ];
     assert!(cases.len() >= 12);
     for (case, text, field, words) in cases {
@@ -47,17 +177,27 @@ fn broken_policies_are_refused_with_the_field_named() {
             panic!("{case}: no error names field `{field}`; got {errors:?}");
         };
         let line = e.to_string();
-        assert!(line.starts_with("policies/checkout.yaml: "), "{case}: {line}");
+        assert!(
+            line.starts_with("policies/checkout.yaml: "),
+            "{case}: {line}"
+        );
         assert!(line.contains(words), "{case}: `{line}` lacks `{words}`");
     }
 }
 
 #[test]
 fn every_problem_is_reported_at_once() {
-    let text = edit("  - weight: 50\n", "  - weight: 125\n").replacen("failure_limit: 2", "failure_limit: 0", 1);
+    let text = edit("  - weight: 50\n", "  - weight: 125\n").replacen(
+        "failure_limit: 2",
+        "failure_limit: 0",
+        1,
+    );
     let errors = parse("p.yaml", &text, config::Map::new()).unwrap_err().0;
     let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
-    assert!(fields.contains(&"stages[2].weight") && fields.contains(&"analysis.failure_limit"), "{fields:?}");
+    assert!(
+        fields.contains(&"stages[2].weight") && fields.contains(&"analysis.failure_limit"),
+        "{fields:?}"
+    );
 }
 
 #[test]

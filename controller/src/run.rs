@@ -450,7 +450,12 @@ impl Run {
         )
     }
 
-    fn on_started(&mut self, now: SystemTime, live: Result<Weights, String>, ev: &mut Vec<Event>) -> Request {
+    fn on_started(
+        &mut self,
+        now: SystemTime,
+        live: Result<Weights, String>,
+        ev: &mut Vec<Event>,
+    ) -> Request {
         self.state.started = Some(now);
         if self.state.phase != Phase::Preflight {
             return self.unexpected(now, "a second start", ev);
@@ -459,7 +464,12 @@ impl Run {
             Ok(w) => w,
             Err(e) => {
                 let reason = format!("cannot read the live weights: {e}");
-                ev.push(Event { at: now, kind: EventKind::PreflightFailed { reason: reason.clone() } });
+                ev.push(Event {
+                    at: now,
+                    kind: EventKind::PreflightFailed {
+                        reason: reason.clone(),
+                    },
+                });
                 return self.finish(Phase::PreflightFailed, reason);
             }
         };
@@ -476,13 +486,23 @@ impl Run {
                 "the backend sends {live}, but a cutover starts with all traffic on DR; \
                  if an earlier run stopped half-way, run `cutover rollback` first"
             );
-            ev.push(Event { at: now, kind: EventKind::PreflightFailed { reason: reason.clone() } });
+            ev.push(Event {
+                at: now,
+                kind: EventKind::PreflightFailed {
+                    reason: reason.clone(),
+                },
+            });
             return self.finish(Phase::PreflightFailed, reason);
         }
         Request::Preflight
     }
 
-    fn on_preflight(&mut self, now: SystemTime, results: Vec<PreflightResult>, ev: &mut Vec<Event>) -> Request {
+    fn on_preflight(
+        &mut self,
+        now: SystemTime,
+        results: Vec<PreflightResult>,
+        ev: &mut Vec<Event>,
+    ) -> Request {
         if self.state.phase != Phase::Preflight {
             return self.unexpected(now, "preflight results", ev);
         }
@@ -493,10 +513,18 @@ impl Run {
             .collect();
         if !failed.is_empty() {
             let reason = format!("preflight failed, nothing changed: {}", failed.join("; "));
-            ev.push(Event { at: now, kind: EventKind::PreflightFailed { reason: reason.clone() } });
+            ev.push(Event {
+                at: now,
+                kind: EventKind::PreflightFailed {
+                    reason: reason.clone(),
+                },
+            });
             return self.finish(Phase::PreflightFailed, reason);
         }
-        ev.push(Event { at: now, kind: EventKind::PreflightPassed { results } });
+        ev.push(Event {
+            at: now,
+            kind: EventKind::PreflightPassed { results },
+        });
         self.request_stage(0, now, ev)
     }
 
@@ -520,7 +548,12 @@ impl Run {
         Request::SetWeights(weights)
     }
 
-    fn on_weights_set(&mut self, now: SystemTime, weights: Weights, ev: &mut Vec<Event>) -> Request {
+    fn on_weights_set(
+        &mut self,
+        now: SystemTime,
+        weights: Weights,
+        ev: &mut Vec<Event>,
+    ) -> Request {
         let Some(pending) = self.state.pending.take() else {
             return self.unexpected(now, "a weight confirmation with no write pending", ev);
         };
@@ -559,10 +592,21 @@ impl Run {
         self.state.judging_started = None;
         self.state.counters = StageCounters::default();
         self.state.phase = Phase::Settling;
-        Request::Sleep(stage.interval.max(self.plan.propagation).max(self.plan.burn_in))
+        Request::Sleep(
+            stage
+                .interval
+                .max(self.plan.propagation)
+                .max(self.plan.burn_in),
+        )
     }
 
-    fn on_write_failed(&mut self, now: SystemTime, error: String, retryable: bool, ev: &mut Vec<Event>) -> Request {
+    fn on_write_failed(
+        &mut self,
+        now: SystemTime,
+        error: String,
+        retryable: bool,
+        ev: &mut Vec<Event>,
+    ) -> Request {
         let Some(pending) = self.state.pending.as_mut() else {
             return self.unexpected(now, "a write failure with no write pending", ev);
         };
@@ -591,7 +635,8 @@ impl Run {
         if retryable && attempts < FORWARD_WRITE_ATTEMPTS {
             return Request::Sleep(wait);
         }
-        let reason = format!("could not write the next stage's weights after {attempts} attempts: {error}");
+        let reason =
+            format!("could not write the next stage's weights after {attempts} attempts: {error}");
         self.begin_rollback(RollbackCause::WriteFailed, reason, now, ev)
     }
 
@@ -623,7 +668,11 @@ impl Run {
         let stage = self.plan.stages[i];
         let dr_serves = stage.weight < 100;
         let empty = BTreeMap::new();
-        let baselines = if dr_serves { &empty } else { &self.state.dr_baselines };
+        let baselines = if dr_serves {
+            &empty
+        } else {
+            &self.state.dr_baselines
+        };
         let results = analysis.evaluate(&self.plan.gates, self.plan.min_requests, baselines);
         if dr_serves {
             for (g, r) in self.plan.gates.iter().zip(&results) {
@@ -661,14 +710,19 @@ impl Run {
                 push("freeze".into(), ev);
                 return self.finish(
                     Phase::Held,
-                    format!("{}: {reason}; traffic held at {}", self.stage_label(i), self.weights_text()),
+                    format!(
+                        "{}: {reason}; traffic held at {}",
+                        self.stage_label(i),
+                        self.weights_text()
+                    ),
                 );
             }
             _ => {}
         }
         if phase == Phase::Settling {
             let target = f64::from(stage.weight) / 100.0;
-            let converged = share.is_some_and(|s| (s - target).abs() <= self.plan.settle_tolerance + 1e-9);
+            let converged =
+                share.is_some_and(|s| (s - target).abs() <= self.plan.settle_tolerance + 1e-9);
             if converged && elapsed >= self.plan.burn_in {
                 push("settled; judging starts".into(), ev);
                 self.state.phase = Phase::Judging;
@@ -695,7 +749,11 @@ impl Run {
             if elapsed >= stage.max_duration {
                 push("inconclusive".into(), ev);
                 return self.inconclusive(
-                    format!("{} never settled within max_duration {}: {why}", self.stage_label(i), fmt_d(stage.max_duration)),
+                    format!(
+                        "{} never settled within max_duration {}: {why}",
+                        self.stage_label(i),
+                        fmt_d(stage.max_duration)
+                    ),
                     now,
                     ev,
                 );
@@ -706,11 +764,17 @@ impl Run {
         match sv {
             StageVerdict::Passing if elapsed >= stage.bake => {
                 push("advance".into(), ev);
-                ev.push(Event { at: now, kind: EventKind::StagePassed { stage: i } });
+                ev.push(Event {
+                    at: now,
+                    kind: EventKind::StagePassed { stage: i },
+                });
                 if i + 1 == self.plan.stages.len() {
                     return self.finish(
                         Phase::Promoted,
-                        format!("all {} stages passed; the primary serves 100% of traffic", self.plan.stages.len()),
+                        format!(
+                            "all {} stages passed; the primary serves 100% of traffic",
+                            self.plan.stages.len()
+                        ),
                     );
                 }
                 self.request_stage(i + 1, now, ev)
@@ -722,7 +786,11 @@ impl Run {
                     _ => "gates passing but bake not over".into(),
                 };
                 self.inconclusive(
-                    format!("{} undecided after max_duration {}: {why}", self.stage_label(i), fmt_d(stage.max_duration)),
+                    format!(
+                        "{} undecided after max_duration {}: {why}",
+                        self.stage_label(i),
+                        fmt_d(stage.max_duration)
+                    ),
                     now,
                     ev,
                 )
@@ -736,7 +804,9 @@ impl Run {
                 push(format!("hold: {reason}"), ev);
                 Request::Sleep(stage.interval)
             }
-            StageVerdict::Rollback { .. } | StageVerdict::Freeze { .. } => unreachable!("handled above"),
+            StageVerdict::Rollback { .. } | StageVerdict::Freeze { .. } => {
+                unreachable!("handled above")
+            }
         }
     }
 
@@ -750,7 +820,10 @@ impl Run {
     fn inconclusive(&mut self, reason: String, now: SystemTime, ev: &mut Vec<Event>) -> Request {
         match self.plan.on_inconclusive {
             OnInconclusive::Hold => {
-                let r = format!("{reason}; traffic held at {} (on_inconclusive: hold)", self.weights_text());
+                let r = format!(
+                    "{reason}; traffic held at {} (on_inconclusive: hold)",
+                    self.weights_text()
+                );
                 self.finish(Phase::Held, r)
             }
             OnInconclusive::Rollback => self.begin_rollback(
@@ -763,7 +836,13 @@ impl Run {
     }
 
     /// Starts a rollback: immediate (one write to 0 %) or stepped down the plan's lower stages.
-    fn begin_rollback(&mut self, cause: RollbackCause, reason: String, now: SystemTime, ev: &mut Vec<Event>) -> Request {
+    fn begin_rollback(
+        &mut self,
+        cause: RollbackCause,
+        reason: String,
+        now: SystemTime,
+        ev: &mut Vec<Event>,
+    ) -> Request {
         let current = self.state.weights.map(|w| w.primary).unwrap_or(100);
         let mut remaining: Vec<u8> = match self.plan.rollback.mode {
             RollbackMode::Immediate => Vec::new(),
@@ -808,7 +887,10 @@ impl Run {
         });
         ev.push(Event {
             at: now,
-            kind: EventKind::WeightRequested { weights, stage: None },
+            kind: EventKind::WeightRequested {
+                weights,
+                stage: None,
+            },
         });
         Request::SetWeights(weights)
     }
@@ -822,13 +904,33 @@ impl Run {
         }
         if rb.remaining.is_empty() {
             let (cause, reason) = (rb.cause, rb.reason.clone());
-            let phase = if cause == RollbackCause::Signal { Phase::Aborted } else { Phase::RolledBack };
-            return self.finish(phase, format!("{reason}; all traffic is back on DR (verified by reading back)"));
+            let phase = if cause == RollbackCause::Signal {
+                Phase::Aborted
+            } else {
+                Phase::RolledBack
+            };
+            return self.finish(
+                phase,
+                format!("{reason}; all traffic is back on DR (verified by reading back)"),
+            );
         }
         let next = rb.remaining[0];
-        let weights = Weights { primary: next, dr: 100 - next };
-        self.state.pending = Some(PendingWrite { weights, stage: None, attempts: 0 });
-        ev.push(Event { at: now, kind: EventKind::WeightRequested { weights, stage: None } });
+        let weights = Weights {
+            primary: next,
+            dr: 100 - next,
+        };
+        self.state.pending = Some(PendingWrite {
+            weights,
+            stage: None,
+            attempts: 0,
+        });
+        ev.push(Event {
+            at: now,
+            kind: EventKind::WeightRequested {
+                weights,
+                stage: None,
+            },
+        });
         // Stepped: pause before the next step; the pending write is issued after the sleep.
         Request::Sleep(self.plan.rollback.step_interval.get())
     }
@@ -866,7 +968,10 @@ impl Run {
 
     /// An observation that cannot happen in this phase: a driver bug. Fail safe: roll back.
     fn unexpected(&mut self, now: SystemTime, what: &str, ev: &mut Vec<Event>) -> Request {
-        let reason = format!("internal error: {what} in phase {:?}; rolling back to be safe", self.state.phase);
+        let reason = format!(
+            "internal error: {what} in phase {:?}; rolling back to be safe",
+            self.state.phase
+        );
         tracing::error!("{reason}");
         if self.state.phase == Phase::Preflight {
             return self.finish(Phase::PreflightFailed, reason);

@@ -18,7 +18,12 @@ fn t(s: u64) -> SystemTime {
 }
 
 fn plan(weights: &[u8]) -> Plan {
-    let gate = |j: serde_json::Value| serde_json::from_value::<GateSpec>(j).unwrap().compile().unwrap();
+    let gate = |j: serde_json::Value| {
+        serde_json::from_value::<GateSpec>(j)
+            .unwrap()
+            .compile()
+            .unwrap()
+    };
     Plan {
         service: "svc".into(),
         stages: weights
@@ -117,7 +122,10 @@ impl Harness {
         signal_at: Option<u64>,
         preflight_ok: bool,
     ) -> Outcome {
-        let mut obs = Observation::Started { now: t(0), live: Ok(self.live) };
+        let mut obs = Observation::Started {
+            now: t(0),
+            live: Ok(self.live),
+        };
         for _ in 0..10_000 {
             let step = self.run.step(obs);
             self.events.extend(step.events);
@@ -137,24 +145,38 @@ impl Harness {
                     match write(self.writes.len(), w) {
                         Ok(()) => {
                             self.live = w;
-                            Observation::WeightsSet { now: t(self.now), weights: w }
+                            Observation::WeightsSet {
+                                now: t(self.now),
+                                weights: w,
+                            }
                         }
-                        Err(e) => Observation::WeightsFailed { now: t(self.now), error: e, retryable: true },
+                        Err(e) => Observation::WeightsFailed {
+                            now: t(self.now),
+                            error: e,
+                            retryable: true,
+                        },
                     }
                 }
                 Request::Sleep(d) => {
                     self.now += d.as_secs();
-                    if signal_at.is_some_and(|s| self.now >= s) && !self.run.state().phase.is_terminal()
+                    if signal_at.is_some_and(|s| self.now >= s)
+                        && !self.run.state().phase.is_terminal()
                         && self.run.state().phase != Phase::RollingBack
                     {
-                        Observation::Interrupted { now: t(self.now), signal: "SIGTERM".into() }
+                        Observation::Interrupted {
+                            now: t(self.now),
+                            signal: "SIGTERM".into(),
+                        }
                     } else {
                         Observation::Slept { now: t(self.now) }
                     }
                 }
                 Request::Analyze { .. } => {
                     let tr = world(self.now, self.live);
-                    Observation::Analyzed { now: t(self.now), analysis: analysis(t(self.now), &tr) }
+                    Observation::Analyzed {
+                        now: t(self.now),
+                        analysis: analysis(t(self.now), &tr),
+                    }
                 }
             };
         }
@@ -187,7 +209,10 @@ fn healthy_run_is_promoted_through_every_stage_and_only_plan_weights() {
 #[test]
 fn live_weights_not_all_on_dr_fail_preflight_without_writing() {
     let mut h = Harness::new(plan(&[10, 100]));
-    h.live = Weights { primary: 30, dr: 70 };
+    h.live = Weights {
+        primary: 30,
+        dr: 70,
+    };
     let o = h.go(|_, w| healthy(w.primary), ok_writes, None, true);
     assert_eq!(o.phase, Phase::PreflightFailed);
     assert_eq!(o.exit_code(), 3);
@@ -198,8 +223,17 @@ fn live_weights_not_all_on_dr_fail_preflight_without_writing() {
 #[test]
 fn unreadable_backend_fails_preflight() {
     let mut run = Run::new(plan(&[10, 100]), "t".into());
-    let s = run.step(Observation::Started { now: t(0), live: Err("404 virtualservice".into()) });
-    assert!(matches!(s.request, Request::Finish(Outcome { phase: Phase::PreflightFailed, .. })));
+    let s = run.step(Observation::Started {
+        now: t(0),
+        live: Err("404 virtualservice".into()),
+    });
+    assert!(matches!(
+        s.request,
+        Request::Finish(Outcome {
+            phase: Phase::PreflightFailed,
+            ..
+        })
+    ));
 }
 
 #[test]
@@ -213,11 +247,41 @@ fn failed_preflight_changes_nothing() {
 #[test]
 fn nan_empty_and_too_few_requests_never_count_as_a_pass() {
     for (case, tr) in [
-        ("NaN", Traffic { primary_errors: Reading::Value(f64::NAN), ..healthy(10) }),
-        ("empty", Traffic { primary_errors: Reading::Empty, ..healthy(10) }),
-        ("too few requests", Traffic { requests: Reading::Value(99.0), ..healthy(10) }),
-        ("no request series", Traffic { requests: Reading::Empty, ..healthy(10) }),
-        ("DR silent for a relative gate", Traffic { dr_errors: Reading::Empty, ..healthy(10) }),
+        (
+            "NaN",
+            Traffic {
+                primary_errors: Reading::Value(f64::NAN),
+                ..healthy(10)
+            },
+        ),
+        (
+            "empty",
+            Traffic {
+                primary_errors: Reading::Empty,
+                ..healthy(10)
+            },
+        ),
+        (
+            "too few requests",
+            Traffic {
+                requests: Reading::Value(99.0),
+                ..healthy(10)
+            },
+        ),
+        (
+            "no request series",
+            Traffic {
+                requests: Reading::Empty,
+                ..healthy(10)
+            },
+        ),
+        (
+            "DR silent for a relative gate",
+            Traffic {
+                dr_errors: Reading::Empty,
+                ..healthy(10)
+            },
+        ),
     ] {
         let mut h = Harness::new(plan(&[10, 100]));
         let o = h.go(|_, _| tr.clone(), ok_writes, None, true);
@@ -237,7 +301,10 @@ fn failure_limit_rolls_back_with_one_write_to_dr() {
             n += 1;
             // At 25 %, every other analysis fails: not consecutive, still counted.
             if w.primary == 25 && n % 2 == 0 {
-                Traffic { primary_errors: Reading::Value(0.05), ..healthy(25) }
+                Traffic {
+                    primary_errors: Reading::Value(0.05),
+                    ..healthy(25)
+                }
             } else {
                 healthy(w.primary)
             }
@@ -257,7 +324,11 @@ fn a_breach_while_settling_is_not_hidden() {
     let mut h = Harness::new(plan(&[10, 100]));
     // The share never converges, but the primary fails hard meanwhile.
     let o = h.go(
-        |_, _| Traffic { share: 0.5, primary_errors: Reading::Value(0.2), ..healthy(10) },
+        |_, _| Traffic {
+            share: 0.5,
+            primary_errors: Reading::Value(0.2),
+            ..healthy(10)
+        },
         ok_writes,
         None,
         true,
@@ -272,7 +343,10 @@ fn consecutive_query_errors_roll_back_fail_safe() {
     let o = h.go(
         |now, w| {
             if now > 40 {
-                Traffic { primary_errors: Reading::Error("connection refused".into()), ..healthy(w.primary) }
+                Traffic {
+                    primary_errors: Reading::Error("connection refused".into()),
+                    ..healthy(w.primary)
+                }
             } else {
                 healthy(w.primary)
             }
@@ -292,7 +366,11 @@ fn global_incident_freezes_instead_of_rolling_back() {
     let o = h.go(
         |_, w| {
             if w.primary == 25 {
-                Traffic { primary_errors: Reading::Value(0.05), dr_errors: Reading::Value(0.05), ..healthy(25) }
+                Traffic {
+                    primary_errors: Reading::Value(0.05),
+                    dr_errors: Reading::Value(0.05),
+                    ..healthy(25)
+                }
             } else {
                 healthy(w.primary)
             }
@@ -309,7 +387,10 @@ fn global_incident_freezes_instead_of_rolling_back() {
 
 #[test]
 fn inconclusive_holds_by_default_and_rolls_back_when_asked() {
-    let nodata = |_: u64, _: Weights| Traffic { requests: Reading::Value(5.0), ..healthy(10) };
+    let nodata = |_: u64, _: Weights| Traffic {
+        requests: Reading::Value(5.0),
+        ..healthy(10)
+    };
     let mut h = Harness::new(plan(&[10, 100]));
     let o = h.go(nodata, ok_writes, None, true);
     assert_eq!(o.phase, Phase::Held);
@@ -325,7 +406,15 @@ fn inconclusive_holds_by_default_and_rolls_back_when_asked() {
 #[test]
 fn a_share_that_never_converges_is_an_alarm_not_a_pass() {
     let mut h = Harness::new(plan(&[10, 100]));
-    let o = h.go(|_, _| Traffic { share: 0.0, ..healthy(10) }, ok_writes, None, true);
+    let o = h.go(
+        |_, _| Traffic {
+            share: 0.0,
+            ..healthy(10)
+        },
+        ok_writes,
+        None,
+        true,
+    );
     assert_eq!(o.phase, Phase::Held, "{o:?}");
     assert!(o.reason.contains("never settled"), "{}", o.reason);
     assert_eq!(h.primary_writes(), [10]);
@@ -339,7 +428,10 @@ fn stepped_rollback_walks_down_the_plan_then_to_zero() {
     let o = h.go(
         |_, w| {
             if w.primary == 50 {
-                Traffic { primary_errors: Reading::Value(0.5), ..healthy(50) }
+                Traffic {
+                    primary_errors: Reading::Value(0.5),
+                    ..healthy(50)
+                }
             } else {
                 healthy(w.primary)
             }
@@ -356,8 +448,17 @@ fn stepped_rollback_walks_down_the_plan_then_to_zero() {
 fn rollback_writes_are_retried_then_page_with_exit_10() {
     let mut h = Harness::new(plan(&[10, 100]));
     let o = h.go(
-        |_, _| Traffic { primary_errors: Reading::Value(0.5), ..healthy(10) },
-        |_, w| if w.primary == 0 { Err("API down".into()) } else { Ok(()) },
+        |_, _| Traffic {
+            primary_errors: Reading::Value(0.5),
+            ..healthy(10)
+        },
+        |_, w| {
+            if w.primary == 0 {
+                Err("API down".into())
+            } else {
+                Ok(())
+            }
+        },
         None,
         true,
     );
@@ -371,7 +472,10 @@ fn a_rollback_write_that_fails_once_is_retried_until_it_sticks() {
     let mut h = Harness::new(plan(&[10, 100]));
     let mut failed = false;
     let o = h.go(
-        |_, _| Traffic { primary_errors: Reading::Value(0.5), ..healthy(10) },
+        |_, _| Traffic {
+            primary_errors: Reading::Value(0.5),
+            ..healthy(10)
+        },
         |_, w| {
             if w.primary == 0 && !failed {
                 failed = true;
@@ -390,7 +494,18 @@ fn a_rollback_write_that_fails_once_is_retried_until_it_sticks() {
 #[test]
 fn forward_write_failures_are_retried_then_rolled_back() {
     let mut h = Harness::new(plan(&[10, 25, 100]));
-    let o = h.go(|_, w| healthy(w.primary), |_, w| if w.primary == 25 { Err("503".into()) } else { Ok(()) }, None, true);
+    let o = h.go(
+        |_, w| healthy(w.primary),
+        |_, w| {
+            if w.primary == 25 {
+                Err("503".into())
+            } else {
+                Ok(())
+            }
+        },
+        None,
+        true,
+    );
     assert_eq!(o.phase, Phase::RolledBack, "{o:?}");
     assert_eq!(h.primary_writes(), [10, 25, 25, 25, 0]);
 }
@@ -417,7 +532,11 @@ fn relative_gates_at_100_percent_compare_with_the_last_dr_value() {
         |_, w| {
             if w.primary == 100 {
                 // DR serves nothing now; the primary's 0.5 % is far above DR's last 0.1 %.
-                Traffic { primary_errors: Reading::Value(0.005), dr_errors: Reading::Empty, ..healthy(100) }
+                Traffic {
+                    primary_errors: Reading::Value(0.005),
+                    dr_errors: Reading::Empty,
+                    ..healthy(100)
+                }
             } else {
                 healthy(w.primary)
             }
@@ -433,20 +552,53 @@ fn relative_gates_at_100_percent_compare_with_the_last_dr_value() {
 #[test]
 fn a_read_back_that_differs_is_a_failed_write() {
     let mut run = Run::new(plan(&[10, 100]), "t".into());
-    run.step(Observation::Started { now: t(0), live: Ok(Weights::ALL_DR) });
-    let s = run.step(Observation::PreflightDone { now: t(0), results: vec![] });
-    assert_eq!(s.request, Request::SetWeights(Weights { primary: 10, dr: 90 }));
-    let s = run.step(Observation::WeightsSet { now: t(1), weights: Weights { primary: 20, dr: 80 } });
+    run.step(Observation::Started {
+        now: t(0),
+        live: Ok(Weights::ALL_DR),
+    });
+    let s = run.step(Observation::PreflightDone {
+        now: t(0),
+        results: vec![],
+    });
+    assert_eq!(
+        s.request,
+        Request::SetWeights(Weights {
+            primary: 10,
+            dr: 90
+        })
+    );
+    let s = run.step(Observation::WeightsSet {
+        now: t(1),
+        weights: Weights {
+            primary: 20,
+            dr: 80,
+        },
+    });
     assert!(matches!(s.request, Request::Sleep(_)), "{s:?}");
     assert_eq!(run.state().pending.as_ref().unwrap().attempts, 1);
     let s = run.step(Observation::Slept { now: t(2) });
-    assert_eq!(s.request, Request::SetWeights(Weights { primary: 10, dr: 90 }));
+    assert_eq!(
+        s.request,
+        Request::SetWeights(Weights {
+            primary: 10,
+            dr: 90
+        })
+    );
 }
 
 #[test]
 fn a_terminal_run_stays_terminal() {
     let mut run = Run::new(plan(&[10, 100]), "t".into());
-    run.step(Observation::Started { now: t(0), live: Ok(Weights { primary: 5, dr: 95 }) });
+    run.step(Observation::Started {
+        now: t(0),
+        live: Ok(Weights { primary: 5, dr: 95 }),
+    });
     let s = run.step(Observation::Slept { now: t(1) });
-    assert!(matches!(s.request, Request::Finish(Outcome { phase: Phase::PreflightFailed, .. })));
+    assert!(matches!(
+        s.request,
+        Request::Finish(Outcome {
+            phase: Phase::PreflightFailed,
+            ..
+        })
+    ));
 }

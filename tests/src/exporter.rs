@@ -14,7 +14,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 /// Upper bounds (seconds) of the exported latency histogram.
-pub const BUCKETS: [f64; 11] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+pub const BUCKETS: [f64; 11] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
 
 /// How one site behaves.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -29,7 +31,11 @@ pub struct Behaviour {
 
 impl Default for Behaviour {
     fn default() -> Self {
-        Behaviour { error_rate: 0.002, latency_median: 0.05, reachable: true }
+        Behaviour {
+            error_rate: 0.002,
+            latency_median: 0.05,
+            reachable: true,
+        }
     }
 }
 
@@ -70,7 +76,9 @@ impl Exporter {
     /// Starts serving `/metrics`; traffic of `rps` requests/s is split by the weights in
     /// `weights_file` (all on DR while it is missing).
     pub async fn start(weights_file: PathBuf, rps: f64) -> Exporter {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind exporter");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind exporter");
         let port = listener.local_addr().expect("addr").port();
         let state = Arc::new(Mutex::new(State {
             weights_file,
@@ -94,7 +102,9 @@ impl Exporter {
         let st = state.clone();
         let server = tokio::spawn(async move {
             loop {
-                let Ok((mut sock, _)) = listener.accept().await else { continue };
+                let Ok((mut sock, _)) = listener.accept().await else {
+                    continue;
+                };
                 let body = st.lock().unwrap().render();
                 tokio::spawn(async move {
                     let mut buf = [0u8; 2048];
@@ -108,7 +118,11 @@ impl Exporter {
                 });
             }
         });
-        Exporter { state, port, tasks: vec![ticker, server] }
+        Exporter {
+            state,
+            port,
+            tasks: vec![ticker, server],
+        }
     }
 
     /// `127.0.0.1:port`, for a scrape config.
@@ -125,7 +139,11 @@ impl Exporter {
 
     /// Sets a site's behaviour once the primary weight reaches `weight`.
     pub fn on_weight(&self, weight: u8, site: usize, b: Behaviour) {
-        self.state.lock().unwrap().rules.push((weight, site, b, false));
+        self.state
+            .lock()
+            .unwrap()
+            .rules
+            .push((weight, site, b, false));
     }
 
     /// Sets a gauge served as `name value`.
@@ -204,8 +222,16 @@ impl State {
                 continue;
             }
             let c = &self.counters[i];
-            let _ = writeln!(out, "http_requests_total{{service=\"checkout\",site=\"{site}\",status=\"200\"}} {}", c.ok.floor());
-            let _ = writeln!(out, "http_requests_total{{service=\"checkout\",site=\"{site}\",status=\"500\"}} {}", c.errors.floor());
+            let _ = writeln!(
+                out,
+                "http_requests_total{{service=\"checkout\",site=\"{site}\",status=\"200\"}} {}",
+                c.ok.floor()
+            );
+            let _ = writeln!(
+                out,
+                "http_requests_total{{service=\"checkout\",site=\"{site}\",status=\"500\"}} {}",
+                c.errors.floor()
+            );
         }
         let _ = writeln!(out, "# TYPE http_request_duration_seconds histogram");
         for (i, site) in sites.iter().enumerate() {
@@ -214,11 +240,27 @@ impl State {
             }
             let c = &self.counters[i];
             for (k, bound) in BUCKETS.iter().enumerate() {
-                let _ = writeln!(out, "http_request_duration_seconds_bucket{{service=\"checkout\",site=\"{site}\",le=\"{bound}\"}} {}", c.buckets[k].floor());
+                let _ = writeln!(
+                    out,
+                    "http_request_duration_seconds_bucket{{service=\"checkout\",site=\"{site}\",le=\"{bound}\"}} {}",
+                    c.buckets[k].floor()
+                );
             }
-            let _ = writeln!(out, "http_request_duration_seconds_bucket{{service=\"checkout\",site=\"{site}\",le=\"+Inf\"}} {}", c.count.floor());
-            let _ = writeln!(out, "http_request_duration_seconds_sum{{service=\"checkout\",site=\"{site}\"}} {}", c.sum);
-            let _ = writeln!(out, "http_request_duration_seconds_count{{service=\"checkout\",site=\"{site}\"}} {}", c.count.floor());
+            let _ = writeln!(
+                out,
+                "http_request_duration_seconds_bucket{{service=\"checkout\",site=\"{site}\",le=\"+Inf\"}} {}",
+                c.count.floor()
+            );
+            let _ = writeln!(
+                out,
+                "http_request_duration_seconds_sum{{service=\"checkout\",site=\"{site}\"}} {}",
+                c.sum
+            );
+            let _ = writeln!(
+                out,
+                "http_request_duration_seconds_count{{service=\"checkout\",site=\"{site}\"}} {}",
+                c.count.floor()
+            );
         }
         for (i, site) in sites.iter().enumerate() {
             let _ = writeln!(out, "queue_depth{{site=\"{site}\"}} {}", 10 + i * 5);

@@ -20,7 +20,11 @@ impl Prometheus {
         let bin = require_program("prometheus");
         let dir = TempDir::new("prometheus");
         let port = free_port();
-        let list = targets.iter().map(|t| format!("'{t}'")).collect::<Vec<_>>().join(", ");
+        let list = targets
+            .iter()
+            .map(|t| format!("'{t}'"))
+            .collect::<Vec<_>>()
+            .join(", ");
         let config = format!(
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: workload\n    static_configs:\n      - targets: [{list}]\n"
         );
@@ -29,14 +33,21 @@ impl Prometheus {
         let log = std::fs::File::create(dir.path().join("prometheus.log")).expect("log file");
         let child = Command::new(bin)
             .arg(format!("--config.file={}", cfg.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .arg("--storage.tsdb.retention.time=1h")
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
             .spawn()
             .expect("prometheus starts");
-        let p = Prometheus { child: Some(child), port, _dir: dir };
+        let p = Prometheus {
+            child: Some(child),
+            port,
+            _dir: dir,
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
         let http = reqwest::Client::new();
         loop {
@@ -45,7 +56,10 @@ impl Prometheus {
             {
                 break;
             }
-            assert!(Instant::now() < deadline, "prometheus did not become ready in 30s");
+            assert!(
+                Instant::now() < deadline,
+                "prometheus did not become ready in 30s"
+            );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         p
@@ -80,7 +94,10 @@ impl Prometheus {
             {
                 return;
             }
-            assert!(Instant::now() < deadline, "no data for `{q}` within {within:?}");
+            assert!(
+                Instant::now() < deadline,
+                "no data for `{q}` within {within:?}"
+            );
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }

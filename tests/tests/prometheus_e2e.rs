@@ -32,7 +32,11 @@ impl Env {
             Duration::from_secs(40),
         )
         .await;
-        Env { dir, exporter, prom }
+        Env {
+            dir,
+            exporter,
+            prom,
+        }
     }
 
     fn policy(&self, extra: &str, max_duration: &str) -> PathBuf {
@@ -128,7 +132,11 @@ impl Run {
     fn primary_history(&self) -> Vec<u64> {
         self.state["history"]
             .as_array()
-            .map(|h| h.iter().map(|c| c["weights"]["primary"].as_u64().unwrap()).collect())
+            .map(|h| {
+                h.iter()
+                    .map(|c| c["weights"]["primary"].as_u64().unwrap())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -162,8 +170,14 @@ async fn healthy_primary_is_promoted_to_100() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn error_spike_at_25_is_rolled_back_within_three_intervals() {
     let env = Env::start("error-spike").await;
-    env.exporter
-        .on_weight(25, 0, Behaviour { error_rate: 0.05, ..Behaviour::default() });
+    env.exporter.on_weight(
+        25,
+        0,
+        Behaviour {
+            error_rate: 0.05,
+            ..Behaviour::default()
+        },
+    );
     let run = env.run(&env.policy("", "60s")).await;
     assert_eq!(run.code, 1, "{}", run.output);
     assert_eq!(run.primary_history(), [10, 25, 0]);
@@ -172,14 +186,23 @@ async fn error_spike_at_25_is_rolled_back_within_three_intervals() {
     let took = run.last_change_at().duration_since(jump).unwrap();
     println!("rolled back {took:?} after the error spike");
     assert!(took <= Duration::from_secs(3 * INTERVAL), "took {took:?}");
-    assert!(run.output.contains("error-rate"), "the breaching gate is named");
+    assert!(
+        run.output.contains("error-rate"),
+        "the breaching gate is named"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn p99_doubling_past_the_gate_is_rolled_back() {
     let env = Env::start("latency").await;
-    env.exporter
-        .on_weight(50, 0, Behaviour { latency_median: 0.1, ..Behaviour::default() });
+    env.exporter.on_weight(
+        50,
+        0,
+        Behaviour {
+            latency_median: 0.1,
+            ..Behaviour::default()
+        },
+    );
     let run = env.run(&env.policy("", "60s")).await;
     assert_eq!(run.code, 1, "{}", run.output);
     assert_eq!(run.primary_history(), [10, 25, 50, 0]);
@@ -189,7 +212,13 @@ async fn p99_doubling_past_the_gate_is_rolled_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn primary_without_traffic_never_advances_and_holds() {
     let env = Env::start("no-traffic").await;
-    env.exporter.set(0, Behaviour { reachable: false, ..Behaviour::default() });
+    env.exporter.set(
+        0,
+        Behaviour {
+            reachable: false,
+            ..Behaviour::default()
+        },
+    );
     let run = env.run(&env.policy("", "16s")).await;
     assert_eq!(run.code, 5, "{}", run.output);
     assert_eq!(run.primary_history(), [10], "never advanced");
@@ -225,7 +254,13 @@ async fn prometheus_killed_mid_run_holds_then_rolls_back() {
         .unwrap();
     let mut out = String::new();
     use tokio::io::AsyncReadExt;
-    child.stdout.take().unwrap().read_to_string(&mut out).await.unwrap();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .await
+        .unwrap();
     println!("{out}");
     assert_eq!(status.code(), Some(1), "{out}");
     assert!(out.contains("consecutive_error_limit"), "{out}");
@@ -233,9 +268,17 @@ async fn prometheus_killed_mid_run_holds_then_rolls_back() {
     assert!(weights.contains("\"primary\":0"), "{weights}");
     // Held (no advance) while Prometheus was down: the last stage written before the rollback is 25.
     let st: serde_json::Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
-    let hist: Vec<u64> = st["history"].as_array().unwrap().iter().map(|c| c["weights"]["primary"].as_u64().unwrap()).collect();
+    let hist: Vec<u64> = st["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["weights"]["primary"].as_u64().unwrap())
+        .collect();
     assert_eq!(hist, [10, 25, 0]);
-    println!("rolled back {:?} after Prometheus died", SystemTime::now().duration_since(killed).unwrap());
+    println!(
+        "rolled back {:?} after Prometheus died",
+        SystemTime::now().duration_since(killed).unwrap()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -245,11 +288,20 @@ async fn preflight_out_of_bounds_exits_3_and_touches_nothing() {
     env.prom
         .wait_for_data("pg_replication_lag_seconds > 100", Duration::from_secs(20))
         .await;
-    let before = std::fs::metadata(weights_path(env.dir.path())).unwrap().modified().unwrap();
+    let before = std::fs::metadata(weights_path(env.dir.path()))
+        .unwrap()
+        .modified()
+        .unwrap();
     let run = env.run(&env.policy("", "60s")).await;
     assert_eq!(run.code, 3, "{}", run.output);
-    assert_eq!(run.weights, r#"{"primary":0,"dr":100}"#, "weights untouched");
-    let after = std::fs::metadata(weights_path(env.dir.path())).unwrap().modified().unwrap();
+    assert_eq!(
+        run.weights, r#"{"primary":0,"dr":100}"#,
+        "weights untouched"
+    );
+    let after = std::fs::metadata(weights_path(env.dir.path()))
+        .unwrap()
+        .modified()
+        .unwrap();
     assert_eq!(before, after, "the weights file was not even rewritten");
     assert!(run.output.contains("replication-lag"), "{}", run.output);
     assert!(run.output.contains("above max 60"), "{}", run.output);

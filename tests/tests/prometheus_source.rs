@@ -1,0 +1,171 @@
+//! The Prometheus metric source against a real server and against misbehaving ones:
+//! one number or nothing is accepted; several series, a matrix, bad PromQL, a down server
+//! and an HTTP error page are clear errors; credentials are sent.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cutover_analyzers::MetricError;
+use cutover_analyzers::prometheus::{BasicAuth, PrometheusConfig, PrometheusSource};
+use cutover_analyzers::{PromqlBuilder, SitesSpec, Span, TrafficSpec};
+use cutover_tests::exporter::Exporter;
+use cutover_tests::prometheus::Prometheus;
+use cutover_tests::{TempDir, free_port};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn source(url: &str, f: impl FnOnce(&mut PrometheusConfig)) -> PrometheusSource {
+    let mut cfg = PrometheusConfig {
+        url: url.into(),
+        timeout: Span::secs(2),
+        bearer_token_file: None,
+        basic_auth: None,
+        ca_file: None,
+        insecure_skip_verify: false,
+    };
+    f(&mut cfg);
+    let promql = PromqlBuilder::new(
+        "checkout",
+        &TrafficSpec {
+            requests: "http_requests_total".into(),
+            errors: "status=~\"5..\"".into(),
+            latency: "http_request_duration_seconds_bucket".into(),
+        },
+        &SitesSpec {
+            label: "site".into(),
+            primary: "primary".into(),
+            dr: "dr".into(),
+        },
+    )
+    .unwrap();
+    PrometheusSource::new(&cfg, promql).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_and_refusals_of_a_real_prometheus() {
+    let dir = TempDir::new("source");
+    let exporter = Exporter::start(dir.path().join("w.json"), 100.0).await;
+    let prom = Prometheus::start(&[exporter.target()]).await;
+    prom.wait_for_data("http_requests_total", Duration::from_secs(40))
+        .await;
+    let s = source(&prom.url(), |_| {});
+
+    let one = s.query_one("sum(http_requests_total)").await.unwrap();
+    assert!(one.is_some_and(|v| v > 0.0), "{one:?}");
+    assert_eq!(
+        s.query_one("sum(no_such_metric)").await.unwrap(),
+        None,
+        "empty vector is no data"
+    );
+    let nan = s.query_one("vector(0) / vector(0)").await.unwrap().unwrap();
+    assert!(
+        nan.is_nan(),
+        "0/0 comes back as NaN for the gate to call no data"
+    );
+    assert_eq!(s.query_one("scalar(vector(3))").await.unwrap(), Some(3.0));
+
+    let e = s.query_one("http_requests_total").await.unwrap_err();
+    assert!(matches!(e, MetricError::NotOneNumber { .. }), "{e}");
+    assert!(
+        e.to_string().contains("series") && e.to_string().contains("sum()"),
+        "{e}"
+    );
+    let e = s.query_one("http_requests_total[5s]").await.unwrap_err();
+    assert!(e.to_string().contains("range vector"), "{e}");
+    let e = s.query_one("sum(rate(x[5m]").await.unwrap_err();
+    assert!(matches!(e, MetricError::Refused { .. }), "{e}");
+
+    let down = source(&format!("http://127.0.0.1:{}", free_port()), |_| {});
+    let e = down.query_one("up").await.unwrap_err();
+    assert!(matches!(e, MetricError::Unreachable { .. }), "{e}");
+    assert!(e.to_string().contains("cannot connect"), "{e}");
+}
+
+/// A loopback HTTP server that records request heads and answers with `status` and `body`.
+async fn fake_server(
+    status: &'static str,
+    body: &'static str,
+) -> (String, Arc<Mutex<Vec<String>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let rec = seen.clone();
+    tokio::spawn(async move {
+        for _ in 0..20 {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            let mut buf = vec![0u8; 8192];
+            let n = sock.read(&mut buf).await.unwrap_or(0);
+            rec.lock()
+                .unwrap()
+                .push(String::from_utf8_lossy(&buf[..n]).to_string());
+            let resp = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = sock.write_all(resp.as_bytes()).await;
+        }
+    });
+    (url, seen)
+}
+
+#[tokio::test]
+async fn an_http_error_page_is_a_clear_error() {
+    let (url, _) = fake_server("502 Bad Gateway", "<html>bad gateway</html>").await;
+    let e = source(&url, |_| {}).query_one("up").await.unwrap_err();
+    let text = e.to_string();
+    assert!(text.contains(&url), "names the source: {text}");
+    assert!(
+        !text.contains("query="),
+        "does not repeat the URL with the query: {text}"
+    );
+}
+
+#[tokio::test]
+async fn bearer_token_and_basic_auth_are_sent_from_files() {
+    const OK: &str = r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#;
+    let dir = TempDir::new("auth");
+    let token = dir.path().join("token");
+    std::fs::write(&token, "s3cret-token\n").unwrap();
+    let (url, seen) = fake_server("200 OK", OK).await;
+    let s = source(&url, |c| c.bearer_token_file = Some(token.clone()));
+    assert_eq!(s.query_one("up").await.unwrap(), None);
+    // A rotated token is picked up on the next query.
+    std::fs::write(&token, "rotated-token").unwrap();
+    s.query_one("up").await.unwrap();
+    let heads = seen.lock().unwrap().clone();
+    assert!(
+        heads[0]
+            .to_ascii_lowercase()
+            .contains("authorization: bearer s3cret-token"),
+        "{}",
+        heads[0]
+    );
+    assert!(
+        heads[1]
+            .to_ascii_lowercase()
+            .contains("authorization: bearer rotated-token"),
+        "{}",
+        heads[1]
+    );
+
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, "open sesame").unwrap();
+    let (url, seen) = fake_server("200 OK", OK).await;
+    let s = source(&url, |c| {
+        c.basic_auth = Some(BasicAuth {
+            username: "ops".into(),
+            password_file: pw.clone(),
+        })
+    });
+    s.query_one("up").await.unwrap();
+    // base64("ops:open sesame")
+    let head = seen.lock().unwrap()[0].clone();
+    assert!(head.contains("b3BzOm9wZW4gc2VzYW1l"), "{head}");
+
+    let s = source(&url, |c| {
+        c.bearer_token_file = Some(dir.path().join("missing"))
+    });
+    let e = s.query_one("up").await.unwrap_err();
+    assert!(e.to_string().contains("bearer_token_file"), "{e}");
+}
