@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod file;
+pub mod route53;
 pub mod spec;
 
 use std::fmt;
@@ -136,6 +137,9 @@ pub trait TrafficBackend: Send + Sync {
     fn propagation_delay(&self) -> std::time::Duration {
         std::time::Duration::ZERO
     }
+    /// A note (run id, stage) to record with the next write, where the backend can
+    /// (a Route 53 change comment, an annotation). Default: ignored.
+    fn note(&self, _note: String) {}
 }
 
 /// Options of connecting to a backend that do not belong in a policy.
@@ -152,12 +156,18 @@ pub struct ConnectOptions {
 /// Connects to the backend a policy names: the factory that picks one implementation.
 pub async fn connect(
     spec: &BackendSpec,
-    _options: &ConnectOptions,
+    options: &ConnectOptions,
 ) -> Result<std::sync::Arc<dyn TrafficBackend>, BackendError> {
     match spec.kind().map_err(BackendError::Invalid)? {
         BackendKind::File => {
             let cfg = spec.file.as_ref().expect("kind() checked");
             Ok(std::sync::Arc::new(FileBackend::new(cfg)))
+        }
+        BackendKind::Route53 => {
+            let cfg = spec.route53.as_ref().expect("kind() checked");
+            let b =
+                route53::Route53Backend::connect(cfg, options.aws_endpoint_url.as_deref()).await?;
+            Ok(std::sync::Arc::new(b))
         }
         other => Err(BackendError::Invalid(format!(
             "the {other:?} backend is not part of this build yet; use the file backend"

@@ -4,6 +4,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::file::FileBackendConfig;
+pub use crate::route53::Route53Config;
 
 /// A destination of an Istio route: a host and an optional subset.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -64,25 +65,6 @@ pub struct GatewayApiConfig {
     pub primary: BackendRefSpec,
     /// The DR site's backendRef.
     pub dr: BackendRefSpec,
-}
-
-/// `backend.route53`: two weighted records of one name.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Route53Config {
-    /// The hosted zone id, e.g. `Z0123456789ABC`.
-    pub hosted_zone_id: String,
-    /// The record name, with or without the trailing dot.
-    pub record_name: String,
-    /// The record type, e.g. `CNAME`, `A`, `AAAA`.
-    pub record_type: String,
-    /// `SetIdentifier` of the primary's weighted record.
-    pub primary_set_identifier: String,
-    /// `SetIdentifier` of DR's weighted record.
-    pub dr_set_identifier: String,
-    /// An endpoint override for emulators (the SDK otherwise uses `AWS_ENDPOINT_URL`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub endpoint_url: Option<String>,
 }
 
 /// `backend:` — exactly one must be set; [`BackendSpec::kind`] checks.

@@ -44,6 +44,7 @@ impl Driver {
     /// Drives `run` to its end and returns the outcome.
     pub async fn drive(&mut self, run: &mut Run) -> Outcome {
         let live = self.backend.get_weights().await.map_err(|e| e.to_string());
+        run.set_propagation(self.backend.propagation_delay());
         let mut obs = Observation::Started {
             now: self.clock.now(),
             live,
@@ -83,17 +84,25 @@ impl Driver {
                         results,
                     }
                 }
-                Request::SetWeights(w) => match write_and_verify(self.backend.as_ref(), w).await {
-                    Ok(weights) => Observation::WeightsSet {
-                        now: self.clock.now(),
-                        weights,
-                    },
-                    Err((error, retryable)) => Observation::WeightsFailed {
-                        now: self.clock.now(),
-                        error,
-                        retryable,
-                    },
-                },
+                Request::SetWeights(w) => {
+                    let st = run.state();
+                    let what = match st.pending.as_ref().and_then(|p| p.stage) {
+                        Some(i) => format!("stage {}/{}", i + 1, run.plan().stages.len()),
+                        None => "rollback".to_string(),
+                    };
+                    self.backend.note(format!("run {} {what}", st.run_id));
+                    match write_and_verify(self.backend.as_ref(), w).await {
+                        Ok(weights) => Observation::WeightsSet {
+                            now: self.clock.now(),
+                            weights,
+                        },
+                        Err((error, retryable)) => Observation::WeightsFailed {
+                            now: self.clock.now(),
+                            error,
+                            retryable,
+                        },
+                    }
+                }
                 Request::Sleep(d) => {
                     let clock = self.clock.clone();
                     tokio::select! {

@@ -396,6 +396,12 @@ impl Run {
         &self.plan
     }
 
+    /// Sets how long clients may keep an old split (the DNS TTL), once the backend has
+    /// read its records: settling never judges before it has passed.
+    pub fn set_propagation(&mut self, d: std::time::Duration) {
+        self.plan.propagation = d;
+    }
+
     /// Takes one observation and decides the next request. Pure: no I/O, no clock.
     pub fn step(&mut self, obs: Observation) -> Step {
         let now = obs.now();

@@ -602,3 +602,30 @@ fn a_terminal_run_stays_terminal() {
         })
     ));
 }
+
+#[test]
+fn settling_waits_for_the_dns_ttl_before_judging() {
+    let mut p = plan(&[10, 100]);
+    p.propagation = Duration::from_secs(60);
+    let mut run = Run::new(p, "t".into());
+    run.step(Observation::Started {
+        now: t(0),
+        live: Ok(Weights::ALL_DR),
+    });
+    run.step(Observation::PreflightDone {
+        now: t(0),
+        results: vec![],
+    });
+    let s = run.step(Observation::WeightsSet {
+        now: t(1),
+        weights: Weights {
+            primary: 10,
+            dr: 90,
+        },
+    });
+    assert_eq!(
+        s.request,
+        Request::Sleep(Duration::from_secs(60)),
+        "TTL 60 s, interval 15 s"
+    );
+}

@@ -1,9 +1,9 @@
 //! A workload exporter: serves per-site request counters and latency histograms on
 //! loopback, with traffic that follows the primary weight in a `file` backend's JSON file.
 //!
-//! Counts are expectations, not random draws (fractions carry over between ticks), so a
-//! test's numbers are exact and its verdicts repeatable. Behaviour can change during a test,
-//! directly or when the primary weight reaches a stage.
+//! Counts are expectations, not random draws, exported as fractional counters (the text
+//! format allows them), so a test's numbers are exact and its verdicts repeatable.
+//! Behaviour can change during a test, directly or when the primary weight reaches a stage.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -225,12 +225,12 @@ impl State {
             let _ = writeln!(
                 out,
                 "http_requests_total{{service=\"checkout\",site=\"{site}\",status=\"200\"}} {}",
-                c.ok.floor()
+                c.ok
             );
             let _ = writeln!(
                 out,
                 "http_requests_total{{service=\"checkout\",site=\"{site}\",status=\"500\"}} {}",
-                c.errors.floor()
+                c.errors
             );
         }
         let _ = writeln!(out, "# TYPE http_request_duration_seconds histogram");
@@ -243,13 +243,13 @@ impl State {
                 let _ = writeln!(
                     out,
                     "http_request_duration_seconds_bucket{{service=\"checkout\",site=\"{site}\",le=\"{bound}\"}} {}",
-                    c.buckets[k].floor()
+                    c.buckets[k]
                 );
             }
             let _ = writeln!(
                 out,
                 "http_request_duration_seconds_bucket{{service=\"checkout\",site=\"{site}\",le=\"+Inf\"}} {}",
-                c.count.floor()
+                c.count
             );
             let _ = writeln!(
                 out,
@@ -259,7 +259,7 @@ impl State {
             let _ = writeln!(
                 out,
                 "http_request_duration_seconds_count{{service=\"checkout\",site=\"{site}\"}} {}",
-                c.count.floor()
+                c.count
             );
         }
         for (i, site) in sites.iter().enumerate() {

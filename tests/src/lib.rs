@@ -5,8 +5,11 @@
 //! test fails (never skips). Every process started here is killed when its handle drops.
 #![forbid(unsafe_code)]
 
+pub mod cli;
 pub mod exporter;
+pub mod moto;
 pub mod prometheus;
+pub mod proxy;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -8,11 +8,10 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+use cutover_tests::cli::{Finished, INTERVAL, policy_text, run_cutover};
 use cutover_tests::exporter::{Behaviour, Exporter};
 use cutover_tests::prometheus::Prometheus;
 use cutover_tests::{TempDir, cutover_bin};
-
-const INTERVAL: u64 = 4;
 
 struct Env {
     dir: TempDir,
@@ -40,49 +39,16 @@ impl Env {
     }
 
     fn policy(&self, extra: &str, max_duration: &str) -> PathBuf {
-        let text = format!(
-            r#"service: checkout
-backend:
-  file:
-    path: {weights}
-prometheus:
-  url: {url}
-  timeout: 2s
-sites: {{ label: site, primary: primary, dr: dr }}
-traffic:
-  requests: http_requests_total{{service="checkout"}}
-  errors: 'status=~"5.."'
-  latency: http_request_duration_seconds_bucket{{service="checkout"}}
-defaults: {{ bake: 8s, interval: {INTERVAL}s, max_duration: {max_duration} }}
-stages:
-  - weight: 10
-  - weight: 25
-  - weight: 50
-  - weight: 100
-gates:
-  - name: error-rate
-    window: 8s
-    error_rate: {{ max: 1% }}
-  - name: error-rate-vs-dr
-    window: 8s
-    error_rate: {{ max_vs_dr: 50%, slack: 0.5% }}
-  - name: p99-latency
-    window: 8s
-    latency: {{ quantile: 0.99, max: 300ms }}
-  - name: queue-depth
-    query: 'max(queue_depth{{site="{{{{site}}}}"}})'
-    max: 1000
-analysis:
-  min_requests: 50
-  failure_limit: 2
-  consecutive_error_limit: 3
-preflight:
-  - name: replication-lag
-    query: max(pg_replication_lag_seconds)
-    max: 60
-{extra}"#,
-            weights = weights_path(self.dir.path()).display(),
-            url = self.prom.url(),
+        let backend = format!(
+            "  file:\n    path: {}",
+            weights_path(self.dir.path()).display()
+        );
+        let text = policy_text(
+            &backend,
+            &self.prom.url(),
+            &[10, 25, 50, 100],
+            max_duration,
+            extra,
         );
         let p = self.dir.path().join("checkout.yaml");
         std::fs::write(&p, text).unwrap();
@@ -91,66 +57,37 @@ preflight:
 
     async fn run(&self, policy: &Path) -> Run {
         let state = self.dir.path().join("state.json");
-        let child = tokio::process::Command::new(cutover_bin())
-            .arg("run")
-            .arg(policy)
-            .arg("--state-file")
-            .arg(&state)
-            .kill_on_drop(true)
-            .output();
-        let out = tokio::time::timeout(Duration::from_secs(180), child)
-            .await
-            .expect("cutover run ends within 180 s")
-            .expect("cutover runs");
-        let text = format!(
-            "{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        println!("{text}");
-        let state: serde_json::Value = std::fs::read(&state)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or(serde_json::Value::Null);
+        let f = run_cutover(
+            &["run", policy.to_str().unwrap()],
+            &state,
+            &[],
+            Duration::from_secs(180),
+        )
+        .await;
         Run {
-            code: out.status.code().unwrap_or(-1),
-            output: text,
-            state,
+            f,
             weights: std::fs::read_to_string(weights_path(self.dir.path())).unwrap(),
         }
     }
 }
 
 struct Run {
-    code: i32,
-    output: String,
-    state: serde_json::Value,
+    f: Finished,
     weights: String,
 }
 
-impl Run {
-    fn primary_history(&self) -> Vec<u64> {
-        self.state["history"]
-            .as_array()
-            .map(|h| {
-                h.iter()
-                    .map(|c| c["weights"]["primary"].as_u64().unwrap())
-                    .collect()
-            })
-            .unwrap_or_default()
+impl std::ops::Deref for Run {
+    type Target = Finished;
+    fn deref(&self) -> &Finished {
+        &self.f
     }
+}
 
+impl Run {
     fn primary_now(&self) -> u64 {
         serde_json::from_str::<serde_json::Value>(&self.weights).unwrap()["primary"]
             .as_u64()
             .unwrap()
-    }
-
-    fn last_change_at(&self) -> SystemTime {
-        let at = &self.state["history"].as_array().unwrap().last().unwrap()["at"];
-        let secs = at["secs_since_epoch"].as_u64().unwrap();
-        let nanos = at["nanos_since_epoch"].as_u64().unwrap();
-        SystemTime::UNIX_EPOCH + Duration::new(secs, nanos as u32)
     }
 }
 

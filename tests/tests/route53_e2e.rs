@@ -1,0 +1,425 @@
+//! End to end on Route 53: the real `aws-sdk-route53` (real serialization and request
+//! signing) against a real `moto` server, through a fault-injecting proxy, with the gates
+//! judged by a real Prometheus scraping a workload that follows the records' weights.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_route53::types::{
+    AliasTarget, Change, ChangeAction, ChangeBatch, ResourceRecord, ResourceRecordSet, RrType,
+};
+use cutover_backends::TrafficBackend;
+use cutover_backends::route53::{Route53Backend, Route53Config};
+use cutover_tests::TempDir;
+use cutover_tests::cli::{Finished, policy_text, run_cutover};
+use cutover_tests::exporter::{Behaviour, Exporter};
+use cutover_tests::moto::Moto;
+use cutover_tests::prometheus::Prometheus;
+use cutover_tests::proxy::{FaultProxy, Faults, weights_in};
+
+const NAME: &str = "api.example.com.";
+
+struct Env {
+    dir: TempDir,
+    moto: Moto,
+    zone: String,
+    exporter: Exporter,
+    prom: Prometheus,
+    follower: tokio::task::JoinHandle<()>,
+}
+
+fn record(id: &str, weight: i64, alias: bool) -> ResourceRecordSet {
+    let b = ResourceRecordSet::builder()
+        .name(NAME)
+        .set_identifier(id)
+        .weight(weight);
+    let b = if alias {
+        b.r#type(RrType::A).alias_target(
+            AliasTarget::builder()
+                .hosted_zone_id("Z35SXDOTRQ7X7K")
+                .dns_name(format!("{id}-lb-123.us-east-1.elb.amazonaws.com."))
+                .evaluate_target_health(true)
+                .build()
+                .unwrap(),
+        )
+    } else {
+        b.r#type(RrType::Cname).ttl(2).resource_records(
+            ResourceRecord::builder()
+                .value(format!("{id}.example.net"))
+                .build()
+                .unwrap(),
+        )
+    };
+    b.build().unwrap()
+}
+
+fn route53_config(zone: &str, rtype: &str, primary_id: &str) -> Route53Config {
+    Route53Config {
+        hosted_zone_id: zone.into(),
+        record_name: "api.example.com".into(),
+        record_type: rtype.into(),
+        primary_set_identifier: primary_id.into(),
+        dr_set_identifier: "dr".into(),
+        endpoint_url: None,
+        insync_timeout: Duration::from_secs(30),
+        max_attempts: 8,
+    }
+}
+
+impl Env {
+    /// Given a zone with two weighted records (primary 0, DR 100) in moto, a workload
+    /// whose split follows them, and a Prometheus scraping it.
+    async fn start(name: &str, alias: bool) -> Env {
+        let dir = TempDir::new(name);
+        let moto = Moto::start().await;
+        let client = moto.client().await;
+        let zone = client
+            .create_hosted_zone()
+            .name("example.com.")
+            .caller_reference(format!("cutover-{name}"))
+            .send()
+            .await
+            .expect("create zone")
+            .hosted_zone()
+            .unwrap()
+            .id()
+            .trim_start_matches("/hostedzone/")
+            .to_string();
+        let batch = ChangeBatch::builder()
+            .changes(
+                Change::builder()
+                    .action(ChangeAction::Create)
+                    .resource_record_set(record("primary", 0, alias))
+                    .build()
+                    .unwrap(),
+            )
+            .changes(
+                Change::builder()
+                    .action(ChangeAction::Create)
+                    .resource_record_set(record("dr", 100, alias))
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+            .unwrap();
+        client
+            .change_resource_record_sets()
+            .hosted_zone_id(&zone)
+            .change_batch(batch)
+            .send()
+            .await
+            .expect("create records");
+        let weights = dir.path().join("weights.json");
+        let exporter = Exporter::start(weights.clone(), 200.0).await;
+        // The workload follows the records, as resolvers would (without their cache).
+        let rtype = if alias { "A" } else { "CNAME" };
+        let reader = Arc::new(Route53Backend::from_client(
+            client.clone(),
+            &route53_config(&zone, rtype, "primary"),
+        ));
+        let follower = tokio::spawn(follow(reader, weights));
+        let prom = Prometheus::start(&[exporter.target()]).await;
+        prom.wait_for_data(
+            "sum(rate(http_requests_total{site=\"dr\"}[8s])) > 0",
+            Duration::from_secs(40),
+        )
+        .await;
+        Env {
+            dir,
+            moto,
+            zone,
+            exporter,
+            prom,
+            follower,
+        }
+    }
+
+    fn policy(&self, proxy: &FaultProxy, rtype: &str, primary_id: &str, stages: &[u8]) -> PathBuf {
+        self.policy_with(proxy, rtype, primary_id, stages, "")
+    }
+
+    fn policy_with(
+        &self,
+        proxy: &FaultProxy,
+        rtype: &str,
+        primary_id: &str,
+        stages: &[u8],
+        extra: &str,
+    ) -> PathBuf {
+        let backend = format!(
+            "  route53:\n    hosted_zone_id: {}\n    record_name: api.example.com\n    record_type: {rtype}\n    primary_set_identifier: {primary_id}\n    dr_set_identifier: dr\n    endpoint_url: {}\n    insync_timeout: 30s",
+            self.zone, proxy.url
+        );
+        let p = self.dir.path().join("api.yaml");
+        std::fs::write(
+            &p,
+            policy_text(&backend, &self.prom.url(), stages, "60s", extra),
+        )
+        .unwrap();
+        p
+    }
+
+    async fn run(&self, policy: &std::path::Path) -> Finished {
+        let env = [
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+            ("AWS_REGION", "us-east-1"),
+            ("RUST_LOG", "cutover=info,warn"),
+        ];
+        run_cutover(
+            &["run", policy.to_str().unwrap()],
+            &self.dir.path().join("state.json"),
+            &env,
+            Duration::from_secs(180),
+        )
+        .await
+    }
+
+    async fn records(&self) -> Vec<ResourceRecordSet> {
+        self.moto
+            .client()
+            .await
+            .list_resource_record_sets()
+            .hosted_zone_id(&self.zone)
+            .send()
+            .await
+            .unwrap()
+            .resource_record_sets()
+            .iter()
+            .filter(|r| r.set_identifier().is_some())
+            .cloned()
+            .collect()
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        self.follower.abort();
+    }
+}
+
+async fn follow(reader: Arc<Route53Backend>, file: PathBuf) {
+    loop {
+        if let Ok(w) = reader.get_weights().await {
+            let _ = std::fs::write(&file, serde_json::to_string(&w).unwrap());
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn weight_of(records: &[ResourceRecordSet], id: &str) -> Option<i64> {
+    records
+        .iter()
+        .find(|r| r.set_identifier() == Some(id))
+        .and_then(|r| r.weight)
+}
+
+fn assert_no_both_zero(proxy: &FaultProxy) {
+    assert!(
+        proxy.both_zero_batches().is_empty(),
+        "a batch set both weights to 0: {:?}",
+        proxy.both_zero_batches()
+    );
+    for b in &proxy.seen.lock().unwrap().change_batches {
+        assert_eq!(
+            weights_in(b).len(),
+            2,
+            "both weights in one ChangeBatch: {b}"
+        );
+        assert!(
+            b.contains("<Comment>cutover: "),
+            "the batch names the run: {b}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_step_through_every_stage_and_keep_their_fields() {
+    let env = Env::start("r53-promote", false).await;
+    let before = env.records().await;
+    let proxy = FaultProxy::start(env.moto.url(), 0).await;
+    let run = env
+        .run(&env.policy(&proxy, "CNAME", "primary", &[10, 50, 100]))
+        .await;
+    assert_eq!(run.code, 0, "{}", run.output);
+    assert_eq!(run.primary_history(), [10, 50, 100]);
+    let after = env.records().await;
+    assert_eq!(weight_of(&after, "primary"), Some(100));
+    assert_eq!(weight_of(&after, "dr"), Some(0));
+    // Everything but the weights is as it was: TTL, identifiers, values.
+    for id in ["primary", "dr"] {
+        let strip = |rs: &[ResourceRecordSet]| {
+            let mut r = rs
+                .iter()
+                .find(|r| r.set_identifier() == Some(id))
+                .unwrap()
+                .clone();
+            r.weight = None;
+            r
+        };
+        assert_eq!(
+            strip(&before),
+            strip(&after),
+            "record {id} changed beyond its weight"
+        );
+    }
+    assert_no_both_zero(&proxy);
+    let batches = proxy.seen.lock().unwrap().change_batches.clone();
+    assert!(
+        batches[0].contains("run checkout-") && batches[0].contains("stage 1/3"),
+        "the comment names run and stage: {}",
+        batches[0]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_breach_puts_all_traffic_back_on_dr() {
+    let env = Env::start("r53-breach", false).await;
+    env.exporter.on_weight(
+        50,
+        0,
+        Behaviour {
+            error_rate: 0.05,
+            ..Behaviour::default()
+        },
+    );
+    let proxy = FaultProxy::start(env.moto.url(), 0).await;
+    let run = env
+        .run(&env.policy(&proxy, "CNAME", "primary", &[10, 50, 100]))
+        .await;
+    assert_eq!(run.code, 1, "{}", run.output);
+    let after = env.records().await;
+    assert_eq!(weight_of(&after, "primary"), Some(0));
+    assert_eq!(weight_of(&after, "dr"), Some(100));
+    assert_no_both_zero(&proxy);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alias_records_keep_their_alias_targets() {
+    let env = Env::start("r53-alias", true).await;
+    let before = env.records().await;
+    let proxy = FaultProxy::start(env.moto.url(), 0).await;
+    let run = env
+        .run(&env.policy(&proxy, "A", "primary", &[50, 100]))
+        .await;
+    assert_eq!(run.code, 0, "{}", run.output);
+    let after = env.records().await;
+    assert_eq!(weight_of(&after, "primary"), Some(100));
+    for id in ["primary", "dr"] {
+        let alias = |rs: &[ResourceRecordSet]| {
+            rs.iter()
+                .find(|r| r.set_identifier() == Some(id))
+                .unwrap()
+                .alias_target
+                .clone()
+        };
+        assert!(alias(&after).is_some());
+        assert_eq!(
+            alias(&before),
+            alias(&after),
+            "alias target of {id} untouched"
+        );
+    }
+    assert_no_both_zero(&proxy);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_record_is_refused_and_nothing_changes() {
+    let env = Env::start("r53-missing", false).await;
+    let proxy = FaultProxy::start(env.moto.url(), 0).await;
+    let run = env
+        .run(&env.policy(&proxy, "CNAME", "primray", &[10, 100]))
+        .await;
+    assert_eq!(run.code, 3, "{}", run.output);
+    assert!(
+        run.output.contains("`primray`"),
+        "names the missing identifier: {}",
+        run.output
+    );
+    assert!(
+        run.output.contains("SetIdentifiers: "),
+        "lists what is there: {}",
+        run.output
+    );
+    assert!(
+        proxy.seen.lock().unwrap().change_batches.is_empty(),
+        "nothing written"
+    );
+    assert_eq!(weight_of(&env.records().await, "dr"), Some(100));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_request_in_three_throttled_still_completes_with_retries_logged() {
+    let env = Env::start("r53-throttle", false).await;
+    let proxy = FaultProxy::start(env.moto.url(), 3).await;
+    let run = env
+        .run(&env.policy(&proxy, "CNAME", "primary", &[10, 50, 100]))
+        .await;
+    assert_eq!(run.code, 0, "{}", run.output);
+    let throttled = proxy.seen.lock().unwrap().throttled;
+    assert!(throttled >= 3, "the proxy throttled {throttled} requests");
+    assert!(
+        run.output.contains("retrying after"),
+        "the log shows the retries: {}",
+        run.output
+    );
+    assert_eq!(weight_of(&env.records().await, "primary"), Some(100));
+    assert_no_both_zero(&proxy);
+    println!(
+        "throttled {throttled} of {} requests",
+        proxy.seen.lock().unwrap().requests
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_change_is_waited_for_until_insync() {
+    let env = Env::start("r53-pending", false).await;
+    let proxy = FaultProxy::with_faults(
+        env.moto.url(),
+        Faults {
+            pending_get_changes: 2,
+            ..Faults::default()
+        },
+    )
+    .await;
+    let run = env
+        .run(&env.policy(&proxy, "CNAME", "primary", &[50, 100]))
+        .await;
+    assert_eq!(run.code, 0, "{}", run.output);
+    let seen = proxy.seen.lock().unwrap();
+    // Two batches; the first was polled through two PENDING answers before INSYNC.
+    assert_eq!(seen.change_batches.len(), 2);
+    assert!(
+        seen.get_changes >= 4,
+        "GetChange polled until INSYNC: {} calls",
+        seen.get_changes
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_validation_error_is_never_retried_and_an_unappliable_rollback_exits_10() {
+    let env = Env::start("r53-invalid", false).await;
+    let proxy = FaultProxy::with_faults(
+        env.moto.url(),
+        Faults {
+            invalid_batches: true,
+            ..Faults::default()
+        },
+    )
+    .await;
+    let extra = "rollback:\n  retry_interval: 1s\n  max_attempts: 2\n";
+    let run = env
+        .run(&env.policy_with(&proxy, "CNAME", "primary", &[10, 100], extra))
+        .await;
+    assert_eq!(run.code, 10, "{}", run.output);
+    assert!(run.output.contains("PAGE NOW"), "{}", run.output);
+    assert!(run.output.contains("InvalidChangeBatch"), "{}", run.output);
+    // One call for the stage (not retried: a validation error), then the two rollback attempts.
+    assert_eq!(proxy.seen.lock().unwrap().change_calls, 3);
+    assert_eq!(
+        weight_of(&env.records().await, "dr"),
+        Some(100),
+        "nothing was ever changed"
+    );
+}
