@@ -55,6 +55,17 @@ pub struct BasicAuth {
     pub password_file: PathBuf,
 }
 
+/// A URL fit for logs: a password in it is replaced by `***`.
+pub fn redact_url(u: &str) -> String {
+    match reqwest::Url::parse(u) {
+        Ok(mut url) if url.password().is_some() => {
+            let _ = url.set_password(Some("***"));
+            url.to_string()
+        }
+        _ => u.to_string(),
+    }
+}
+
 /// Measurements from a Prometheus server.
 pub struct PrometheusSource {
     client: Client,
@@ -102,7 +113,7 @@ impl PrometheusSource {
         })?;
         Ok(PrometheusSource {
             client,
-            url: config.url.clone(),
+            url: redact_url(&config.url),
             timeout,
             promql,
             bearer_token_file: config.bearer_token_file.clone(),

@@ -61,6 +61,12 @@ pub fn describe(e: &Event, state: &RunState) -> Option<String> {
                 .collect::<Vec<_>>()
                 .join(" -> ")
         ),
+        EventKind::Resumed { live, detail, .. } => {
+            format!(
+                "resumed    run {} (restart {}) live {live}: {detail}",
+                state.run_id, state.restarts
+            )
+        }
         EventKind::PreflightPassed { results } => {
             format!("preflight  passed ({} checks)", results.len())
         }

@@ -43,6 +43,15 @@ pub struct Driver {
 impl Driver {
     /// Drives `run` to its end and returns the outcome.
     pub async fn drive(&mut self, run: &mut Run) -> Outcome {
+        // A run that cannot record its intent must not change traffic: check the store first.
+        if let Some(store) = &self.store
+            && let Err(e) = store.save(run.state())
+        {
+            return Outcome {
+                phase: crate::run::Phase::PreflightFailed,
+                reason: format!("cannot record the run state: {e}; nothing was changed"),
+            };
+        }
         let live = self.backend.get_weights().await.map_err(|e| e.to_string());
         run.set_propagation(self.backend.propagation_delay());
         let mut obs = Observation::Started {
@@ -51,11 +60,14 @@ impl Driver {
         };
         loop {
             let step = run.step(obs);
-            if let Some(store) = &self.store
-                && let Err(e) = store.save(run.state())
-            {
-                tracing::error!(error = %e, "cannot persist the run state");
-            }
+            // Persisted before the request is carried out: a write's intent is on disk first.
+            let saved = match &self.store {
+                Some(store) => store.save(run.state()).map_err(|e| {
+                    tracing::error!(error = %e, "cannot persist the run state");
+                    e
+                }),
+                None => Ok(()),
+            };
             for e in &step.events {
                 for o in &self.observers {
                     o.event(e, run.state());
@@ -82,6 +94,24 @@ impl Driver {
                     Observation::PreflightDone {
                         now: self.clock.now(),
                         results,
+                    }
+                }
+                Request::SetWeights(w)
+                    if saved.is_err()
+                        && run
+                            .state()
+                            .pending
+                            .as_ref()
+                            .is_some_and(|p| p.stage.is_some()) =>
+                {
+                    // Never advance without the intent recorded; a rollback goes ahead anyway.
+                    Observation::WeightsFailed {
+                        now: self.clock.now(),
+                        error: format!(
+                            "not writing {w}: the intent could not be recorded ({})",
+                            saved.err().unwrap_or_default()
+                        ),
+                        retryable: false,
                     }
                 }
                 Request::SetWeights(w) => {

@@ -13,9 +13,13 @@ use cutover::clock::RealClock;
 use cutover::console::{Console, LogObserver};
 use cutover::demo::{DemoOptions, DemoScenario};
 use cutover::driver::{Driver, Observer, Shutdown, write_and_verify};
+use cutover::lock::RunLock;
+use cutover::notify::Notifier;
 use cutover::policy::{self, LoadedPolicy};
+use cutover::report::Report;
 use cutover::run::{Outcome, Run};
 use cutover::store::{FileStore, StateStore};
+use cutover::telemetry::{Pushing, Telemetry};
 use cutover_analyzers::Analyzer;
 use cutover_analyzers::prometheus::PrometheusSource;
 use cutover_backends::{ConnectOptions, TrafficBackend, Weights};
@@ -91,6 +95,9 @@ enum Command {
         /// Folder for the demo's weights and state files (default: a temporary folder).
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// Write report.json, report.md and chart.svg into this folder at the end.
+        #[arg(long)]
+        report: Option<PathBuf>,
     },
     /// Print the policy JSON Schema (policies/policy.schema.json).
     Schema,
@@ -110,6 +117,18 @@ struct Common {
     /// AWS endpoint override for the route53 backend (emulators).
     #[arg(long)]
     aws_endpoint_url: Option<String>,
+    /// Ignore a persisted unfinished run and start over (`run` only).
+    #[arg(long)]
+    fresh: bool,
+    /// Serve Prometheus metrics on this address (default in a pod: 0.0.0.0:9102; else off).
+    #[arg(long)]
+    metrics_addr: Option<std::net::SocketAddr>,
+    /// Push metrics to this Pushgateway at every transition and at exit.
+    #[arg(long)]
+    pushgateway_url: Option<String>,
+    /// Write report.json, report.md and chart.svg into this folder at the end.
+    #[arg(long)]
+    report: Option<PathBuf>,
 }
 
 impl Common {
@@ -202,7 +221,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             speed,
             seed,
             dir,
-        } => demo(scenario, speed, seed, dir).await,
+            report,
+        } => demo(scenario, speed, seed, dir, report).await,
         Command::Schema => {
             print!("{}", policy::json_schema());
             Ok(0)
@@ -288,24 +308,125 @@ async fn connect(p: &LoadedPolicy, common: &Common) -> anyhow::Result<Arc<dyn Tr
         .with_context(|| format!("{}: backend", p.path.display()))
 }
 
+/// How long a run lock lives without renewal.
+const LOCK_TTL: Duration = Duration::from_secs(30);
+
 async fn run(p: LoadedPolicy, common: Common, format: LogFormat) -> anyhow::Result<u8> {
     let policy = &p.policy;
+    let store = common.store(&policy.service);
+    let id = run_id(&policy.service);
+    let _lock = match RunLock::acquire(&store.path().with_extension("lock"), &id, LOCK_TTL) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("cutover: {}: {e}", policy.service);
+            return Ok(EXIT_USAGE);
+        }
+    };
     let backend = connect(&p, &common).await?;
     let source = PrometheusSource::new(&policy.prometheus, policy.promql())
         .map_err(|e| anyhow::anyhow!("{}: {e}", p.path.display()))?;
     let analyzer = Analyzer::new(Arc::new(source), policy.compiled_gates());
     let plan = policy.plan(backend.propagation_delay());
-    let mut run = Run::new(plan, run_id(&policy.service));
+    let stored = if common.fresh {
+        None
+    } else {
+        store
+            .load()
+            .map_err(|e| anyhow::anyhow!("{e}; move the file away or pass --fresh to start over"))?
+    };
+    let mut run = match stored {
+        Some(s) if s.service == policy.service && Run::resumable(&s) => {
+            tracing::info!(run_id = %s.run_id, phase = ?s.phase, "resuming a persisted run");
+            Run::resume(plan, s)
+        }
+        Some(s)
+            if s.service == policy.service
+                && s.outcome.is_some()
+                && backend.get_weights().await.ok() == s.weights =>
+        {
+            // Finished before, and traffic is where it left it: say so again, change nothing.
+            let o = s.outcome.clone().expect("checked");
+            println!(
+                "run {} already finished: {:?} (exit {}): {}",
+                s.run_id,
+                o.phase,
+                o.exit_code(),
+                o.reason
+            );
+            return Ok(report_outcome(&o));
+        }
+        _ => Run::new(plan, id),
+    };
+    let telemetry = Arc::new(Telemetry::new(
+        &policy.service,
+        &run.state().run_id,
+        &backend.describe(),
+        common.pushgateway_url.as_deref(),
+    ));
+    let in_pod = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
+    let metrics_addr = common
+        .metrics_addr
+        .or_else(|| in_pod.then(|| std::net::SocketAddr::from(([0, 0, 0, 0], 9102))));
+    if let Some(addr) = metrics_addr {
+        let bound = telemetry
+            .clone()
+            .serve(addr)
+            .await
+            .with_context(|| format!("cannot serve metrics on {addr}"))?;
+        tracing::info!(%bound, "serving /metrics");
+    }
+    let report = Arc::new(Report::default());
+    let webhooks: Vec<String> = policy.notify.iter().map(|n| n.webhook.clone()).collect();
+    let webhook_timeout = policy
+        .notify
+        .iter()
+        .map(|n| n.timeout.get())
+        .max()
+        .unwrap_or(Duration::from_secs(5));
+    let notifier = Arc::new(Notifier::start(&webhooks, webhook_timeout));
+    let mut obs = observers(format);
+    obs.push(telemetry.clone());
+    obs.push(report.clone());
+    obs.push(notifier.clone());
+    let mut push_task = None;
+    if common.pushgateway_url.is_some() {
+        let (pushing, task) = Pushing::start(telemetry.clone());
+        obs.push(Arc::new(pushing));
+        push_task = Some(task);
+    }
     let mut driver = Driver {
         backend,
         analyzer,
         preflight: policy.preflight.clone(),
         clock: Arc::new(RealClock),
-        store: Some(Box::new(common.store(&policy.service))),
-        observers: observers(format),
+        store: Some(Box::new(store)),
+        observers: obs,
         shutdown: signals(),
     };
     let outcome = driver.drive(&mut run).await;
+    drop(driver);
+    if run.state().outcome.is_none() {
+        // Ended before the first step (the store could not be written).
+        eprintln!(
+            "cutover: {:?} (exit {}): {}",
+            outcome.phase,
+            outcome.exit_code(),
+            outcome.reason
+        );
+    }
+    if let Some(dir) = &common.report {
+        match report.write(dir, run.state(), &outcome) {
+            Ok(()) => eprintln!("cutover: report written to {}", dir.display()),
+            Err(e) => eprintln!("cutover: cannot write the report to {}: {e}", dir.display()),
+        }
+    }
+    if let Some(task) = push_task {
+        task.abort();
+        telemetry.push_now().await;
+    }
+    if let Ok(n) = Arc::try_unwrap(notifier) {
+        n.flush().await;
+    }
     Ok(report_outcome(&outcome))
 }
 
@@ -388,6 +509,7 @@ async fn demo(
     speed: f64,
     seed: u64,
     dir: Option<PathBuf>,
+    report_dir: Option<PathBuf>,
 ) -> anyhow::Result<u8> {
     let dir = dir.unwrap_or_else(|| {
         std::env::temp_dir().join(format!("cutover-demo-{}", std::process::id()))
@@ -406,7 +528,14 @@ async fn demo(
         dir,
     };
     let console: Arc<dyn Observer> = Arc::new(Console::new(Box::new(std::io::stdout())));
-    let result = cutover::demo::run_demo(opts, vec![console], signals()).await?;
+    let report = Arc::new(Report::default());
+    let result = cutover::demo::run_demo(opts, vec![console, report.clone()], signals()).await?;
+    if let Some(d) = &report_dir {
+        report
+            .write(d, result.run.state(), &result.outcome)
+            .with_context(|| format!("cannot write the report to {}", d.display()))?;
+        println!("report:   {}", d.join("report.md").display());
+    }
     let (outcome, state) = (&result.outcome, result.run.state());
     let outcome: &Outcome = outcome;
     println!();

@@ -19,7 +19,8 @@ pub fn render(policy: &Policy, file: &str) -> String {
     let _ = writeln!(
         s,
         "prometheus: {} (timeout {})",
-        policy.prometheus.url, policy.prometheus.timeout
+        cutover_analyzers::prometheus::redact_url(&policy.prometheus.url),
+        policy.prometheus.timeout
     );
     let _ = writeln!(
         s,

@@ -57,6 +57,9 @@ pub struct Policy {
     /// What SIGTERM/SIGINT do: `hold` (default; a restarted Job resumes) or `rollback`.
     #[serde(default)]
     pub on_signal: OnSignal,
+    /// The longest a whole run may take; past it, traffic goes back to DR. Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<Span>,
 }
 
 /// `defaults:` of every stage.
@@ -252,8 +255,15 @@ impl Default for RollbackSpec {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NotifySpec {
-    /// A Slack-compatible incoming-webhook URL.
+    /// A Slack-compatible incoming-webhook URL (kept out of logs: it usually holds a token).
     pub webhook: String,
+    /// Timeout of one request. Default `5s`.
+    #[serde(default = "d_webhook_timeout")]
+    pub timeout: Span,
+}
+
+fn d_webhook_timeout() -> Span {
+    Span::secs(5)
 }
 
 /// One stage with every timing resolved.
@@ -297,6 +307,8 @@ pub struct Plan {
     pub rollback: RollbackSpec,
     /// `on_signal`.
     pub on_signal: OnSignal,
+    /// The overall deadline.
+    pub deadline: Option<Duration>,
 }
 
 /// One problem in a policy.
@@ -730,6 +742,12 @@ pub fn validate(p: &Policy) -> Vec<(String, String)> {
             "0s: a stepped rollback needs time between steps".into(),
         );
     }
+    if p.deadline.is_some_and(|d| d.get().is_zero()) {
+        bad(
+            "deadline",
+            "0s would roll back at once; write e.g. 2h, or leave it out".into(),
+        );
+    }
     if p.rollback.max_attempts == 0 {
         bad(
             "rollback.max_attempts",
@@ -784,6 +802,7 @@ impl Policy {
             propagation,
             rollback: self.rollback.clone(),
             on_signal: self.on_signal,
+            deadline: self.deadline.map(Span::get),
         }
     }
 }

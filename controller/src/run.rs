@@ -96,6 +96,10 @@ pub enum RollbackCause {
     WriteFailed,
     /// A signal with `on_signal: rollback`, or `cutover rollback`.
     Signal,
+    /// The policy's overall `deadline` passed.
+    Deadline,
+    /// A restarted run found traffic at a weight the plan does not name, or ahead of it.
+    Reconcile,
 }
 
 /// A write the run is waiting on.
@@ -160,6 +164,9 @@ pub struct RunState {
     pub history: Vec<WeightChange>,
     /// When the run started.
     pub started: Option<SystemTime>,
+    /// How often the run was restarted and resumed.
+    #[serde(default)]
+    pub restarts: u32,
     /// How the run ended.
     pub outcome: Option<Outcome>,
 }
@@ -271,6 +278,15 @@ pub enum EventKind {
         /// The plan's weights.
         stages: Vec<u8>,
     },
+    /// A restarted run picked up a persisted one.
+    Resumed {
+        /// Live weights found.
+        live: Weights,
+        /// The stage resumed (re-baked from its start), if any.
+        stage: Option<usize>,
+        /// What was reconciled, in words.
+        detail: String,
+    },
     /// Preflight passed.
     PreflightPassed {
         /// Each check.
@@ -357,6 +373,7 @@ pub struct Step {
 pub struct Run {
     plan: Plan,
     state: RunState,
+    resuming: bool,
 }
 
 /// The longest pause between two retries of a failed write.
@@ -381,9 +398,36 @@ impl Run {
             rollback: None,
             history: Vec::new(),
             started: None,
+            restarts: 0,
             outcome: None,
         };
-        Run { plan, state }
+        Run {
+            plan,
+            state,
+            resuming: false,
+        }
+    }
+
+    /// Resumes a persisted, unfinished run (a restarted Job). On start it reconciles the
+    /// live weights with the record, resumes the recorded stage and re-bakes it from the
+    /// start; it never advances past a stage whose analysis did not finish.
+    pub fn resume(plan: Plan, mut state: RunState) -> Run {
+        if state.phase == Phase::Aborted && state.rollback.is_none() {
+            // Stopped by a signal with traffic held at its stage: pick the stage up again.
+            state.phase = Phase::Judging;
+            state.outcome = None;
+        }
+        Run {
+            plan,
+            state,
+            resuming: true,
+        }
+    }
+
+    /// Whether a persisted run can be resumed: unfinished, or stopped by a signal with
+    /// traffic held at a stage.
+    pub fn resumable(state: &RunState) -> bool {
+        !state.phase.is_terminal() || (state.phase == Phase::Aborted && state.rollback.is_none())
     }
 
     /// The state, for persisting and reporting.
@@ -416,7 +460,29 @@ impl Run {
                 request: Request::Finish(outcome),
             };
         }
+        if let (Some(deadline), Some(started)) = (self.plan.deadline, self.state.started)
+            && matches!(self.state.phase, Phase::Settling | Phase::Judging)
+            && matches!(
+                obs,
+                Observation::Slept { .. } | Observation::Analyzed { .. }
+            )
+            && now.duration_since(started).unwrap_or_default() >= deadline
+            && self.state.pending.is_none()
+        {
+            let reason = format!(
+                "the run's deadline of {} has passed without promotion",
+                fmt_d(deadline)
+            );
+            let request = self.begin_rollback(RollbackCause::Deadline, reason, now, &mut ev);
+            return Step {
+                events: ev,
+                request,
+            };
+        }
         let request = match obs {
+            Observation::Started { now, live } if self.resuming => {
+                self.on_resume(now, live, &mut ev)
+            }
             Observation::Started { now, live } => self.on_started(now, live, &mut ev),
             Observation::PreflightDone { now, results } => self.on_preflight(now, results, &mut ev),
             Observation::WeightsSet { now, weights } => self.on_weights_set(now, weights, &mut ev),
@@ -453,6 +519,166 @@ impl Run {
             i + 1,
             self.plan.stages.len(),
             self.plan.stages[i].weight
+        )
+    }
+
+    fn on_resume(
+        &mut self,
+        now: SystemTime,
+        live: Result<Weights, String>,
+        ev: &mut Vec<Event>,
+    ) -> Request {
+        self.resuming = false;
+        self.state.restarts += 1;
+        if self.state.started.is_none() {
+            self.state.started = Some(now);
+        }
+        let live = match live {
+            Ok(w) => w,
+            Err(e) => {
+                let reason = format!("cannot read the live weights to resume the run: {e}");
+                ev.push(Event {
+                    at: now,
+                    kind: EventKind::PreflightFailed {
+                        reason: reason.clone(),
+                    },
+                });
+                return self.finish(Phase::PreflightFailed, reason);
+            }
+        };
+        let recorded = self.state.weights;
+        self.state.weights = Some(live);
+        let resumed = |stage: Option<usize>, detail: String, ev: &mut Vec<Event>| {
+            ev.push(Event {
+                at: now,
+                kind: EventKind::Resumed {
+                    live,
+                    stage,
+                    detail,
+                },
+            })
+        };
+        let index_of = |w: u8| self.plan.stages.iter().position(|s| s.weight == w);
+        if live.primary != 0 && index_of(live.primary).is_none() {
+            resumed(None, format!("live {live} is not a weight of the plan"), ev);
+            let reason = format!(
+                "on restart the backend sends {live}, a weight the plan does not name ({}); rolling back",
+                self.plan
+                    .stages
+                    .iter()
+                    .map(|s| format!("{}%", s.weight))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            return self.begin_rollback(RollbackCause::Reconcile, reason, now, ev);
+        }
+        if self.state.phase == Phase::RollingBack {
+            resumed(None, "continuing the rollback".into(), ev);
+            if live.primary == 0 {
+                let (cause, reason) = self
+                    .state
+                    .rollback
+                    .as_ref()
+                    .map(|r| (r.cause, r.reason.clone()))
+                    .unwrap_or((RollbackCause::Breach, "rollback".into()));
+                self.state.pending = None;
+                let phase = if cause == RollbackCause::Signal {
+                    Phase::Aborted
+                } else {
+                    Phase::RolledBack
+                };
+                return self.finish(phase, format!("{reason}; all traffic is back on DR (verified by reading back after a restart)"));
+            }
+            let (cause, reason) = self
+                .state
+                .rollback
+                .as_ref()
+                .map(|r| (r.cause, r.reason.clone()))
+                .unwrap_or((RollbackCause::Breach, "rollback".into()));
+            return self.begin_rollback(cause, reason, now, ev);
+        }
+        // The stage the live weight shows, if the record explains it.
+        let pending_stage = self
+            .state
+            .pending
+            .as_ref()
+            .filter(|p| p.weights == live)
+            .and_then(|p| p.stage);
+        let recorded_stage = self.state.stage;
+        let live_stage = if live.primary == 0 {
+            None
+        } else {
+            index_of(live.primary)
+        };
+        let stage = match (pending_stage, live_stage, recorded_stage) {
+            (Some(j), _, _) => Some(j),
+            (None, None, None) => None,
+            (None, None, Some(i)) => {
+                let reason = format!(
+                    "all traffic is on DR, but the recorded run {} was at stage {} ({}%): someone rolled back; \
+                     not resuming — start over with --fresh",
+                    self.state.run_id,
+                    i + 1,
+                    self.plan.stages[i].weight
+                );
+                ev.push(Event {
+                    at: now,
+                    kind: EventKind::PreflightFailed {
+                        reason: reason.clone(),
+                    },
+                });
+                return self.finish(Phase::PreflightFailed, reason);
+            }
+            (None, Some(k), recorded) if recorded.is_some_and(|i| k <= i) => Some(k),
+            (None, Some(k), _) => {
+                resumed(
+                    None,
+                    format!("live {live} is ahead of the recorded run"),
+                    ev,
+                );
+                let reason = format!(
+                    "on restart the backend sends {live} (stage {}), ahead of what this run confirmed ({}); rolling back",
+                    k + 1,
+                    recorded
+                        .map(|w| w.to_string())
+                        .unwrap_or_else(|| "nothing".into())
+                );
+                return self.begin_rollback(RollbackCause::Reconcile, reason, now, ev);
+            }
+        };
+        self.state.pending = None;
+        let Some(i) = stage else {
+            // Nothing was written yet: preflight again, then the first stage.
+            resumed(
+                None,
+                "no weight was written yet; preflight again".into(),
+                ev,
+            );
+            self.state.phase = Phase::Preflight;
+            return Request::Preflight;
+        };
+        if pending_stage.is_some() {
+            self.state.history.push(WeightChange {
+                at: now,
+                weights: live,
+                stage: Some(i),
+            });
+        }
+        resumed(
+            Some(i),
+            format!("re-baking stage {} from its start", i + 1),
+            ev,
+        );
+        let st = self.plan.stages[i];
+        self.state.stage = Some(i);
+        self.state.stage_started = Some(now);
+        self.state.judging_started = None;
+        self.state.counters = StageCounters::default();
+        self.state.phase = Phase::Settling;
+        Request::Sleep(
+            st.interval
+                .max(self.plan.propagation)
+                .max(self.plan.burn_in),
         )
     }
 

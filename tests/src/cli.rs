@@ -17,12 +17,31 @@ pub fn policy_text(
     max_duration: &str,
     extra: &str,
 ) -> String {
+    policy_text_for(
+        "checkout",
+        backend,
+        prometheus_url,
+        weights,
+        max_duration,
+        extra,
+    )
+}
+
+/// [`policy_text`] for another service name (its metrics carry `service="<name>"`).
+pub fn policy_text_for(
+    service: &str,
+    backend: &str,
+    prometheus_url: &str,
+    weights: &[u8],
+    max_duration: &str,
+    extra: &str,
+) -> String {
     let stages: String = weights
         .iter()
         .map(|w| format!("  - weight: {w}\n"))
         .collect();
     format!(
-        r#"service: checkout
+        r#"service: {service}
 backend:
 {backend}
 prometheus:
@@ -30,9 +49,9 @@ prometheus:
   timeout: 2s
 sites: {{ label: site, primary: primary, dr: dr }}
 traffic:
-  requests: http_requests_total{{service="checkout"}}
+  requests: http_requests_total{{service="{service}"}}
   errors: 'status=~"5.."'
-  latency: http_request_duration_seconds_bucket{{service="checkout"}}
+  latency: http_request_duration_seconds_bucket{{service="{service}"}}
 defaults: {{ bake: 8s, interval: {INTERVAL}s, max_duration: {max_duration} }}
 stages:
 {stages}gates:

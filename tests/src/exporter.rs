@@ -49,6 +49,8 @@ struct SiteCounters {
 }
 
 struct State {
+    service: String,
+    observed: Vec<u8>,
     weights_file: PathBuf,
     rps: f64,
     sites: [Behaviour; 2],
@@ -76,11 +78,18 @@ impl Exporter {
     /// Starts serving `/metrics`; traffic of `rps` requests/s is split by the weights in
     /// `weights_file` (all on DR while it is missing).
     pub async fn start(weights_file: PathBuf, rps: f64) -> Exporter {
+        Self::start_for("checkout", weights_file, rps).await
+    }
+
+    /// Like [`Exporter::start`], labelling the metrics with `service`.
+    pub async fn start_for(service: &str, weights_file: PathBuf, rps: f64) -> Exporter {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind exporter");
         let port = listener.local_addr().expect("addr").port();
         let state = Arc::new(Mutex::new(State {
+            service: service.to_string(),
+            observed: Vec::new(),
             weights_file,
             rps,
             sites: [Behaviour::default(); 2],
@@ -97,6 +106,16 @@ impl Exporter {
             loop {
                 iv.tick().await;
                 st.lock().unwrap().tick(tick.as_secs_f64());
+            }
+        });
+        let st = state.clone();
+        let watcher = tokio::spawn(async move {
+            let mut iv = tokio::time::interval(Duration::from_millis(20));
+            loop {
+                iv.tick().await;
+                let mut s = st.lock().unwrap();
+                let w = s.primary_weight();
+                s.observe(w);
             }
         });
         let st = state.clone();
@@ -121,7 +140,7 @@ impl Exporter {
         Exporter {
             state,
             port,
-            tasks: vec![ticker, server],
+            tasks: vec![ticker, watcher, server],
         }
     }
 
@@ -158,9 +177,24 @@ impl Exporter {
         self.state.lock().unwrap().changed_at
     }
 
-    /// The primary weight read from the weights file at the last tick.
+    /// The highest primary weight read from the weights file so far.
     pub fn max_weight_seen(&self) -> u8 {
         self.state.lock().unwrap().max_weight_seen
+    }
+
+    /// Every primary weight seen in the weights file (polled every 20 ms), repeats folded.
+    pub fn observed_weights(&self) -> Vec<u8> {
+        self.state.lock().unwrap().observed.clone()
+    }
+
+    /// Back to healthy sites, no rules, nothing observed: ready for another run.
+    pub fn reset(&self) {
+        let mut s = self.state.lock().unwrap();
+        s.sites = [Behaviour::default(); 2];
+        s.rules.clear();
+        s.observed.clear();
+        s.max_weight_seen = 0;
+        s.changed_at = None;
     }
 }
 
@@ -182,8 +216,15 @@ impl State {
             .unwrap_or(0)
     }
 
+    fn observe(&mut self, w: u8) {
+        if self.observed.last() != Some(&w) {
+            self.observed.push(w);
+        }
+    }
+
     fn tick(&mut self, dt: f64) {
         let w = self.primary_weight();
+        self.observe(w);
         self.max_weight_seen = self.max_weight_seen.max(w);
         for rule in self.rules.iter_mut() {
             if !rule.3 && w >= rule.0 {
@@ -215,6 +256,7 @@ impl State {
 
     fn render(&self) -> String {
         let mut out = String::new();
+        let svc = &self.service;
         let sites = ["primary", "dr"];
         let _ = writeln!(out, "# TYPE http_requests_total counter");
         for (i, site) in sites.iter().enumerate() {
@@ -224,12 +266,12 @@ impl State {
             let c = &self.counters[i];
             let _ = writeln!(
                 out,
-                "http_requests_total{{service=\"checkout\",site=\"{site}\",status=\"200\"}} {}",
+                "http_requests_total{{service=\"{svc}\",site=\"{site}\",status=\"200\"}} {}",
                 c.ok
             );
             let _ = writeln!(
                 out,
-                "http_requests_total{{service=\"checkout\",site=\"{site}\",status=\"500\"}} {}",
+                "http_requests_total{{service=\"{svc}\",site=\"{site}\",status=\"500\"}} {}",
                 c.errors
             );
         }
@@ -242,23 +284,23 @@ impl State {
             for (k, bound) in BUCKETS.iter().enumerate() {
                 let _ = writeln!(
                     out,
-                    "http_request_duration_seconds_bucket{{service=\"checkout\",site=\"{site}\",le=\"{bound}\"}} {}",
+                    "http_request_duration_seconds_bucket{{service=\"{svc}\",site=\"{site}\",le=\"{bound}\"}} {}",
                     c.buckets[k]
                 );
             }
             let _ = writeln!(
                 out,
-                "http_request_duration_seconds_bucket{{service=\"checkout\",site=\"{site}\",le=\"+Inf\"}} {}",
+                "http_request_duration_seconds_bucket{{service=\"{svc}\",site=\"{site}\",le=\"+Inf\"}} {}",
                 c.count
             );
             let _ = writeln!(
                 out,
-                "http_request_duration_seconds_sum{{service=\"checkout\",site=\"{site}\"}} {}",
+                "http_request_duration_seconds_sum{{service=\"{svc}\",site=\"{site}\"}} {}",
                 c.sum
             );
             let _ = writeln!(
                 out,
-                "http_request_duration_seconds_count{{service=\"checkout\",site=\"{site}\"}} {}",
+                "http_request_duration_seconds_count{{service=\"{svc}\",site=\"{site}\"}} {}",
                 c.count
             );
         }

@@ -9,6 +9,7 @@ use crate::{TempDir, free_port, require_program};
 /// A running Prometheus.
 pub struct Prometheus {
     child: Option<Child>,
+    bin: std::path::PathBuf,
     /// Its port on 127.0.0.1.
     pub port: u16,
     _dir: TempDir,
@@ -30,31 +31,57 @@ impl Prometheus {
         );
         let cfg = dir.path().join("prometheus.yml");
         std::fs::write(&cfg, config).expect("write prometheus.yml");
-        let log = std::fs::File::create(dir.path().join("prometheus.log")).expect("log file");
-        let child = Command::new(bin)
-            .arg(format!("--config.file={}", cfg.display()))
+        let mut p = Prometheus {
+            child: None,
+            bin,
+            port,
+            _dir: dir,
+        };
+        p.spawn();
+        p.wait_ready().await;
+        p
+    }
+
+    fn spawn(&mut self) {
+        let dir = self._dir.path();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("prometheus.log"))
+            .expect("log file");
+        let child = Command::new(&self.bin)
+            .arg(format!(
+                "--config.file={}",
+                dir.join("prometheus.yml").display()
+            ))
             .arg(format!(
                 "--storage.tsdb.path={}",
-                dir.path().join("data").display()
+                dir.join("data").display()
             ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg(format!("--web.listen-address=127.0.0.1:{}", self.port))
             .arg("--storage.tsdb.retention.time=1h")
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
             .spawn()
             .expect("prometheus starts");
-        let p = Prometheus {
-            child: Some(child),
-            port,
-            _dir: dir,
-        };
+        self.child = Some(child);
+    }
+
+    /// Starts a killed server again on the same port and data (a recovery).
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+        self.wait_ready().await;
+    }
+
+    async fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         let http = reqwest::Client::new();
         loop {
-            if let Ok(r) = http.get(format!("{}/-/ready", p.url())).send().await
+            if let Ok(r) = http.get(format!("{}/-/ready", self.url())).send().await
                 && r.status().is_success()
             {
-                break;
+                return;
             }
             assert!(
                 Instant::now() < deadline,
@@ -62,7 +89,6 @@ impl Prometheus {
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        p
     }
 
     /// Its base URL.
@@ -81,6 +107,32 @@ impl Prometheus {
             .await?;
         if r["status"] != "success" {
             anyhow::bail!("query `{q}` failed: {r}");
+        }
+        Ok(r["data"]["result"].clone())
+    }
+
+    /// Runs a range query (as Grafana does) over `[start, end]` with a 1 s step; returns
+    /// `data.result`.
+    pub async fn query_range(
+        &self,
+        q: &str,
+        start: f64,
+        end: f64,
+    ) -> anyhow::Result<serde_json::Value> {
+        let r: serde_json::Value = reqwest::Client::new()
+            .get(format!("{}/api/v1/query_range", self.url()))
+            .query(&[
+                ("query", q),
+                ("start", &start.to_string()),
+                ("end", &end.to_string()),
+                ("step", "1"),
+            ])
+            .send()
+            .await?
+            .json()
+            .await?;
+        if r["status"] != "success" {
+            anyhow::bail!("range query `{q}` failed: {r}");
         }
         Ok(r["data"]["result"].clone())
     }

@@ -1,0 +1,309 @@
+//! The run report for the post-mortem: `report.json` (machine-readable: timeline, every
+//! weight change, every gate value at every decision, the verdict and why) and `report.md`
+//! with an SVG chart of target weight, observed share and gate values, the rollback marked.
+
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use cutover_analyzers::GateStatus;
+use plotters::prelude::*;
+use serde_json::{Value, json};
+
+use crate::driver::Observer;
+use crate::run::{Event, EventKind, Outcome, RunState};
+
+/// Collects every event of a run; writes the report at the end.
+#[derive(Default)]
+pub struct Report {
+    events: Mutex<Vec<Event>>,
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+fn secs(t: SystemTime, start: SystemTime) -> f64 {
+    t.duration_since(start)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+impl Observer for Report {
+    fn event(&self, e: &Event, _state: &RunState) {
+        self.events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(e.clone());
+    }
+}
+
+impl Report {
+    /// The report as JSON.
+    pub fn json(&self, state: &RunState, outcome: &Outcome) -> Value {
+        let events = self
+            .events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let start = state
+            .started
+            .or(events.first().map(|e| e.at))
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let at = |t: SystemTime| json!({ "time": rfc3339(t), "t": secs(t, start) });
+        let weights: Vec<Value> = state
+            .history
+            .iter()
+            .map(|h| json!({ "at": at(h.at), "primary": h.weights.primary, "dr": h.weights.dr, "stage": h.stage.map(|i| i + 1) }))
+            .collect();
+        let mut decisions = Vec::new();
+        let mut breach = Value::Null;
+        let mut last_failing: Option<Value> = None;
+        for e in &events {
+            match &e.kind {
+                EventKind::Analyzed {
+                    stage,
+                    phase,
+                    share,
+                    results,
+                    verdict,
+                    decision,
+                } => {
+                    let failing = results.iter().find(|r| r.status == GateStatus::Fail).map(|r| {
+                        json!({ "gate": r.name, "value": r.primary, "threshold": r.max.or(r.min), "dr": r.dr, "reason": r.reason, "at": at(e.at) })
+                    });
+                    if failing.is_some() {
+                        last_failing = failing;
+                    }
+                    decisions.push(json!({
+                        "at": at(e.at), "stage": stage + 1, "phase": phase, "share": share,
+                        "verdict": verdict, "decision": decision, "gates": results,
+                    }));
+                }
+                EventKind::RollbackStarted { cause, reason } => {
+                    breach = json!({ "at": at(e.at), "cause": cause, "reason": reason, "gate": last_failing.clone() });
+                }
+                _ => {}
+            }
+        }
+        let timeline: Vec<Value> = events
+            .iter()
+            .map(|e| {
+                let mut v = serde_json::to_value(e).unwrap_or(Value::Null);
+                if let Some(o) = v.as_object_mut() {
+                    o.insert("at".into(), at(e.at));
+                }
+                v
+            })
+            .collect();
+        json!({
+            "service": state.service,
+            "run_id": state.run_id,
+            "started": rfc3339(start),
+            "finished": events.last().map(|e| rfc3339(e.at)),
+            "restarts": state.restarts,
+            "outcome": { "phase": outcome.phase, "exit_code": outcome.exit_code(), "reason": outcome.reason },
+            "rollback": breach,
+            "weights": weights,
+            "decisions": decisions,
+            "timeline": timeline,
+        })
+    }
+
+    /// The chart as SVG: target weight, observed share, each gate as % of its bound.
+    pub fn svg(&self, state: &RunState) -> String {
+        let events = self
+            .events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let start = state
+            .started
+            .or(events.first().map(|e| e.at))
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let end = events
+            .last()
+            .map(|e| secs(e.at, start))
+            .unwrap_or(1.0)
+            .max(1.0);
+        let mut target: Vec<(f64, f64)> = vec![(0.0, 0.0)];
+        for h in &state.history {
+            let t = secs(h.at, start);
+            let last = target.last().map(|p| p.1).unwrap_or(0.0);
+            target.push((t, last));
+            target.push((t, f64::from(h.weights.primary)));
+        }
+        target.push((end, target.last().map(|p| p.1).unwrap_or(0.0)));
+        let mut share = Vec::new();
+        let mut gates: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
+        let mut rollback_at = None;
+        for e in &events {
+            match &e.kind {
+                EventKind::Analyzed {
+                    share: s, results, ..
+                } => {
+                    let t = secs(e.at, start);
+                    if let Some(s) = s {
+                        share.push((t, s * 100.0));
+                    }
+                    for r in results {
+                        let (Some(v), Some(bound)) = (r.primary, r.max) else {
+                            continue;
+                        };
+                        if bound <= 0.0 {
+                            continue;
+                        }
+                        let pct = (v / bound * 100.0).min(200.0);
+                        match gates.iter_mut().find(|(n, _)| *n == r.name) {
+                            Some((_, pts)) => pts.push((t, pct)),
+                            None => gates.push((r.name.clone(), vec![(t, pct)])),
+                        }
+                    }
+                }
+                EventKind::RollbackStarted { .. } => rollback_at = Some(secs(e.at, start)),
+                _ => {}
+            }
+        }
+        let mut out = String::new();
+        {
+            let root = SVGBackend::with_string(&mut out, (900, 420)).into_drawing_area();
+            let _ = root.fill(&WHITE);
+            let chart = ChartBuilder::on(&root)
+                .caption(
+                    format!("cutover {} — run {}", state.service, state.run_id),
+                    ("sans-serif", 18),
+                )
+                .margin(12)
+                .x_label_area_size(36)
+                .y_label_area_size(48)
+                .build_cartesian_2d(0.0..end, 0.0..200.0);
+            if let Ok(mut chart) = chart {
+                let _ = chart
+                    .configure_mesh()
+                    .x_desc("seconds since start")
+                    .y_desc("% (weight, share; gates: % of bound)")
+                    .draw();
+                let palette = [BLUE, GREEN, MAGENTA, CYAN, BLACK, YELLOW];
+                let _ = chart
+                    .draw_series(LineSeries::new(target.clone(), BLUE.stroke_width(3)))
+                    .map(|s| {
+                        s.label("target weight")
+                            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], BLUE))
+                    });
+                let _ = chart
+                    .draw_series(LineSeries::new(share.clone(), GREEN.stroke_width(2)))
+                    .map(|s| {
+                        s.label("observed share")
+                            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], GREEN))
+                    });
+                for (i, (name, pts)) in gates.iter().enumerate() {
+                    let c = palette[(i + 2) % palette.len()];
+                    let _ = chart
+                        .draw_series(LineSeries::new(pts.clone(), c.stroke_width(1)))
+                        .map(|s| {
+                            s.label(format!("gate {name} (% of bound)"))
+                                .legend(move |(x, y)| {
+                                    PathElement::new(vec![(x, y), (x + 16, y)], c)
+                                })
+                        });
+                }
+                let _ = chart.draw_series(LineSeries::new(
+                    vec![(0.0, 100.0), (end, 100.0)],
+                    BLACK.mix(0.3),
+                ));
+                if let Some(t) = rollback_at {
+                    let _ = chart
+                        .draw_series(LineSeries::new(
+                            vec![(t, 0.0), (t, 200.0)],
+                            RED.stroke_width(3),
+                        ))
+                        .map(|s| {
+                            s.label("rollback")
+                                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], RED))
+                        });
+                }
+                let _ = chart
+                    .configure_series_labels()
+                    .background_style(WHITE.mix(0.8))
+                    .border_style(BLACK)
+                    .draw();
+            }
+            let _ = root.present();
+        }
+        out
+    }
+
+    /// Writes `report.json`, `chart.svg` and `report.md` into `dir`.
+    pub fn write(&self, dir: &Path, state: &RunState, outcome: &Outcome) -> std::io::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        let json = self.json(state, outcome);
+        std::fs::write(
+            dir.join("report.json"),
+            serde_json::to_vec_pretty(&json).unwrap_or_default(),
+        )?;
+        let svg = self.svg(state);
+        std::fs::write(dir.join("chart.svg"), &svg)?;
+        let mut md = format!(
+            "# cutover run `{}` of `{}`: {:?}\n\n**Verdict:** {:?}, exit {} — {}\n\n",
+            state.run_id,
+            state.service,
+            outcome.phase,
+            outcome.phase,
+            outcome.exit_code(),
+            outcome.reason
+        );
+        if let Some(r) = json["rollback"].as_object() {
+            md.push_str(&format!(
+                "**Rollback** at {} ({}): {}\n\n",
+                r["at"]["time"].as_str().unwrap_or("?"),
+                r["cause"].as_str().unwrap_or("?"),
+                r["reason"].as_str().unwrap_or("?")
+            ));
+        }
+        md.push_str("## Chart\n\n");
+        md.push_str(&svg);
+        md.push_str("\n\n(also in `chart.svg`)\n\n## Weight changes\n\n| time | t (s) | stage | primary | dr |\n|---|---|---|---|---|\n");
+        for w in json["weights"].as_array().into_iter().flatten() {
+            md.push_str(&format!(
+                "| {} | {:.0} | {} | {}% | {}% |\n",
+                w["at"]["time"].as_str().unwrap_or(""),
+                w["at"]["t"].as_f64().unwrap_or(0.0),
+                w["stage"]
+                    .as_u64()
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| "rollback".into()),
+                w["primary"],
+                w["dr"]
+            ));
+        }
+        md.push_str("\n## Decisions\n\n| t (s) | stage | phase | share | gates | decision |\n|---|---|---|---|---|---|\n");
+        for d in json["decisions"].as_array().into_iter().flatten() {
+            let gates: Vec<String> = d["gates"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|g| {
+                    format!(
+                        "{} {} {}",
+                        g["name"].as_str().unwrap_or(""),
+                        g["status"].as_str().unwrap_or(""),
+                        g["reason"].as_str().unwrap_or("")
+                    )
+                })
+                .collect();
+            md.push_str(&format!(
+                "| {:.0} | {} | {} | {} | {} | {} |\n",
+                d["at"]["t"].as_f64().unwrap_or(0.0),
+                d["stage"],
+                d["phase"].as_str().unwrap_or(""),
+                d["share"]
+                    .as_f64()
+                    .map(|s| format!("{:.1}%", s * 100.0))
+                    .unwrap_or_else(|| "-".into()),
+                gates.join("<br>").replace('|', "\\|"),
+                d["decision"].as_str().unwrap_or("").replace('|', "\\|")
+            ));
+        }
+        std::fs::write(dir.join("report.md"), md)
+    }
+}

@@ -1,0 +1,443 @@
+//! Crash safety end to end: kill -9 at random moments and restart (as Kubernetes restarts a
+//! Job's pod), two runs on one service, a full disk, Prometheus down and back, secrets.
+//!
+//! Given a real Prometheus and workloads that follow the file backend's weights,
+//! when `cutover run` is killed and restarted,
+//! then it ends promoted or rolled back, only ever writes planned weights, never skips a
+//! stage, and its persisted history is one continuous run.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use cutover_tests::cli::{INTERVAL, policy_text, policy_text_for, run_cutover};
+use cutover_tests::exporter::{Behaviour, Exporter};
+use cutover_tests::prometheus::Prometheus;
+use cutover_tests::{TempDir, cutover_bin};
+use rand::{Rng, SeedableRng};
+
+const PLAN: [u8; 3] = [25, 50, 100];
+
+/// Each step of `seq` (starting from 0) is the next stage, a repeat, or a fall to 0 that ends it.
+fn follows_the_plan(seq: &[u8]) -> Result<(), String> {
+    let mut prev = 0u8;
+    let mut rolled_back = false;
+    for &w in seq {
+        if w == prev {
+            continue;
+        }
+        if rolled_back {
+            return Err(format!("{seq:?}: a weight after the rollback"));
+        }
+        if w == 0 {
+            rolled_back = true;
+        } else {
+            let next = PLAN.iter().copied().find(|s| *s > prev);
+            if Some(w) != next {
+                return Err(format!(
+                    "{seq:?}: {prev} -> {w} is not the plan's next step"
+                ));
+            }
+        }
+        prev = w;
+    }
+    Ok(())
+}
+
+fn weights_file(dir: &Path) -> PathBuf {
+    dir.join("weights.json")
+}
+
+fn primary_in_file(dir: &Path) -> u64 {
+    let t = std::fs::read_to_string(weights_file(dir)).unwrap();
+    serde_json::from_str::<serde_json::Value>(&t).unwrap()["primary"]
+        .as_u64()
+        .unwrap()
+}
+
+/// One lane: `runs` cutovers of `service`, each killed 1–3 times at random moments.
+async fn lane(
+    service: String,
+    prom_url: String,
+    exporter: Exporter,
+    dir: PathBuf,
+    runs: usize,
+    seed: u64,
+) -> Vec<String> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut failures = Vec::new();
+    let backend = format!("  file:\n    path: {}", weights_file(&dir).display());
+    let policy = dir.join(format!("{service}.yaml"));
+    std::fs::write(
+        &policy,
+        policy_text_for(&service, &backend, &prom_url, &PLAN, "60s", ""),
+    )
+    .unwrap();
+    let state = dir.join("state.json");
+    for n in 0..runs {
+        exporter.reset();
+        std::fs::write(weights_file(&dir), r#"{"primary":0,"dr":100}"#).unwrap();
+        let _ = std::fs::remove_file(&state);
+        // Let the windows forget the previous run.
+        tokio::time::sleep(Duration::from_secs(9)).await;
+        let breach = rng.random_bool(0.25);
+        if breach {
+            exporter.on_weight(
+                50,
+                0,
+                Behaviour {
+                    error_rate: 0.05,
+                    ..Behaviour::default()
+                },
+            );
+        }
+        let mut kills_left = rng.random_range(1..=3u32);
+        let mut kills = Vec::new();
+        let code = loop {
+            let mut child = tokio::process::Command::new(cutover_bin())
+                .args(["--log-format", "json", "run"])
+                .arg(&policy)
+                .arg("--state-file")
+                .arg(&state)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .unwrap();
+            if kills_left > 0 {
+                let after = Duration::from_millis(rng.random_range(200..12_000));
+                match tokio::time::timeout(after, child.wait()).await {
+                    Ok(status) => break status.unwrap().code().unwrap_or(-1),
+                    Err(_) => {
+                        child.start_kill().unwrap();
+                        let _ = child.wait().await;
+                        kills.push(after);
+                        kills_left -= 1;
+                        continue;
+                    }
+                }
+            }
+            match tokio::time::timeout(Duration::from_secs(150), child.wait()).await {
+                Ok(status) => break status.unwrap().code().unwrap_or(-1),
+                Err(_) => break -2,
+            }
+        };
+        // Let the 20 ms watcher see the last write before reading what it saw.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let observed = exporter.observed_weights();
+        let st: serde_json::Value = std::fs::read(&state)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        let history: Vec<u8> = st["history"]
+            .as_array()
+            .map(|h| {
+                h.iter()
+                    .filter_map(|c| c["weights"]["primary"].as_u64())
+                    .map(|w| w as u8)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let final_primary = primary_in_file(&dir);
+        let mut problems = Vec::new();
+        let expected = if breach { (1, 0) } else { (0, 100) };
+        if (code, final_primary) != expected {
+            problems.push(format!(
+                "ended with exit {code} at primary {final_primary}%, expected {expected:?}"
+            ));
+        }
+        if let Err(e) = follows_the_plan(&observed) {
+            problems.push(format!("weights seen: {e}"));
+        }
+        if let Err(e) = follows_the_plan(&history) {
+            problems.push(format!("history: {e}"));
+        }
+        let observed_changes: Vec<u8> = observed.iter().copied().skip_while(|w| *w == 0).collect();
+        let mut dedup = history.clone();
+        dedup.dedup();
+        if dedup != observed_changes {
+            problems.push(format!(
+                "history {history:?} is not the weights seen {observed:?}"
+            ));
+        }
+        println!(
+            "{service} run {n}: breach={breach} kills at {kills:?} -> exit {code}, seen {observed:?}, history {history:?}, restarts {}",
+            st["restarts"]
+        );
+        if !problems.is_empty() {
+            failures.push(format!(
+                "{service} run {n} (breach {breach}, kills {kills:?}): {}",
+                problems.join("; ")
+            ));
+        }
+    }
+    failures
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_minus_9_at_random_moments_thirty_times() {
+    const LANES: usize = 3;
+    const RUNS: usize = 10;
+    let dirs: Vec<TempDir> = (0..LANES)
+        .map(|i| TempDir::new(&format!("kill{i}")))
+        .collect();
+    let mut exporters = Vec::new();
+    for (i, d) in dirs.iter().enumerate() {
+        std::fs::write(weights_file(d.path()), r#"{"primary":0,"dr":100}"#).unwrap();
+        exporters
+            .push(Exporter::start_for(&format!("lane{i}"), weights_file(d.path()), 200.0).await);
+    }
+    let targets: Vec<String> = exporters.iter().map(Exporter::target).collect();
+    let prom = Prometheus::start(&targets).await;
+    prom.wait_for_data(
+        "count(sum by (service) (rate(http_requests_total{site=\"dr\"}[8s])) > 0) == 3",
+        Duration::from_secs(40),
+    )
+    .await;
+    let mut lanes = Vec::new();
+    for (i, (d, e)) in dirs.iter().zip(exporters).enumerate() {
+        lanes.push(tokio::spawn(lane(
+            format!("lane{i}"),
+            prom.url(),
+            e,
+            d.path().to_path_buf(),
+            RUNS,
+            1000 + i as u64,
+        )));
+    }
+    let mut failures = Vec::new();
+    for l in lanes {
+        failures.extend(l.await.unwrap());
+    }
+    let total = LANES * RUNS;
+    println!("kill -9 runs: {}/{total} passed", total - failures.len());
+    assert!(
+        failures.is_empty(),
+        "{} of {total} runs failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+struct Single {
+    dir: TempDir,
+    exporter: Exporter,
+    prom: Prometheus,
+}
+
+impl Single {
+    async fn start(name: &str) -> Single {
+        let dir = TempDir::new(name);
+        std::fs::write(weights_file(dir.path()), r#"{"primary":0,"dr":100}"#).unwrap();
+        let exporter = Exporter::start(weights_file(dir.path()), 200.0).await;
+        let prom = Prometheus::start(&[exporter.target()]).await;
+        prom.wait_for_data(
+            "sum(rate(http_requests_total{site=\"dr\"}[8s])) > 0",
+            Duration::from_secs(40),
+        )
+        .await;
+        Single {
+            dir,
+            exporter,
+            prom,
+        }
+    }
+
+    fn policy(&self, extra: &str) -> PathBuf {
+        let backend = format!(
+            "  file:\n    path: {}",
+            weights_file(self.dir.path()).display()
+        );
+        let p = self.dir.path().join("checkout.yaml");
+        std::fs::write(
+            &p,
+            policy_text(&backend, &self.prom.url(), &PLAN, "60s", extra),
+        )
+        .unwrap();
+        p
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_run_on_the_same_service_refuses_naming_the_holder() {
+    let env = Single::start("two-runs").await;
+    let policy = env.policy("");
+    let state = env.dir.path().join("state.json");
+    let mut first = tokio::process::Command::new(cutover_bin())
+        .arg("run")
+        .arg(&policy)
+        .arg("--state-file")
+        .arg(&state)
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let lock = env.dir.path().join("state.lock");
+    for _ in 0..100 {
+        if lock.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let second = run_cutover(
+        &["run", policy.to_str().unwrap()],
+        &state,
+        &[],
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(second.code, 2, "{}", second.output);
+    let pid = first.id().unwrap();
+    assert!(
+        second.output.contains(&format!("pid {pid}")),
+        "names the holder: {}",
+        second.output
+    );
+    // The first one drives the service to the end, undisturbed.
+    let status = tokio::time::timeout(Duration::from_secs(150), first.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(primary_in_file(env.dir.path()), 100);
+    assert!(!lock.exists(), "the lock is released at the end");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_for_the_state_file_is_a_clear_error_and_changes_nothing() {
+    let env = Single::start("disk-full").await;
+    let state = env.dir.path().join("state.json");
+    // Every write of the state goes to /dev/full: "No space left on device".
+    std::os::unix::fs::symlink("/dev/full", env.dir.path().join("state.json.tmp")).unwrap();
+    let run = run_cutover(
+        &["run", env.policy("").to_str().unwrap()],
+        &state,
+        &[],
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(run.code, 3, "{}", run.output);
+    assert!(
+        run.output.contains("No space left on device"),
+        "{}",
+        run.output
+    );
+    assert!(
+        run.output.contains("state.json"),
+        "names the file: {}",
+        run.output
+    );
+    assert_eq!(
+        std::fs::read_to_string(weights_file(env.dir.path())).unwrap(),
+        r#"{"primary":0,"dr":100}"#
+    );
+    assert_eq!(
+        env.exporter.observed_weights(),
+        [0],
+        "no weight ever changed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_down_for_a_while_then_back_does_not_fail_the_run() {
+    let mut env = Single::start("prom-flap").await;
+    let policy = env.policy("");
+    let state = env.dir.path().join("state.json");
+    let mut child = tokio::process::Command::new(cutover_bin())
+        .arg("run")
+        .arg(&policy)
+        .arg("--state-file")
+        .arg(&state)
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    for _ in 0..600 {
+        if env.exporter.max_weight_seen() >= 50 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    env.prom.kill();
+    // Down for one interval: fewer failed analyses in a row than consecutive_error_limit.
+    tokio::time::sleep(Duration::from_secs(INTERVAL)).await;
+    env.prom.restart().await;
+    let status = tokio::time::timeout(Duration::from_secs(150), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "promoted after Prometheus came back"
+    );
+    assert_eq!(primary_in_file(env.dir.path()), 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_never_reach_logs_state_or_plans() {
+    let dir = TempDir::new("secrets");
+    std::fs::write(weights_file(dir.path()), r#"{"primary":0,"dr":100}"#).unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "tok-SECRET-0001").unwrap();
+    let backend = format!("  file:\n    path: {}", weights_file(dir.path()).display());
+    let port = cutover_tests::free_port();
+    let extra = "notify:\n  - webhook: https://hooks.example.com/services/T0/B0/SECRET-hook-0002\n";
+    let mut text = policy_text(
+        &backend,
+        &format!("http://ops:SECRET-pass-0003@127.0.0.1:{port}"),
+        &PLAN,
+        "60s",
+        extra,
+    );
+    text = text.replace(
+        "  timeout: 2s\n",
+        &format!("  timeout: 2s\n  bearer_token_file: {}\n", token.display()),
+    );
+    let policy = dir.path().join("p.yaml");
+    std::fs::write(&policy, text).unwrap();
+    let state = dir.path().join("state.json");
+    let env = [("RUST_LOG", "trace")];
+    let run = run_cutover(
+        &["run", policy.to_str().unwrap()],
+        &state,
+        &env,
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(
+        run.code, 3,
+        "Prometheus is not there: preflight fails\n{}",
+        run.output
+    );
+    let plan = std::process::Command::new(cutover_bin())
+        .arg("plan")
+        .arg(&policy)
+        .output()
+        .unwrap();
+    let everything = format!(
+        "{}{}{}{}",
+        run.output,
+        std::fs::read_to_string(&state).unwrap_or_default(),
+        String::from_utf8_lossy(&plan.stdout),
+        String::from_utf8_lossy(&plan.stderr)
+    );
+    assert!(
+        everything.contains("127.0.0.1"),
+        "the output is there to check"
+    );
+    for secret in ["SECRET-0001", "SECRET-hook-0002", "SECRET-pass-0003"] {
+        assert!(
+            !everything.contains(secret),
+            "{secret} leaked:\n{everything}"
+        );
+    }
+}
+
+#[test]
+fn the_plan_checker_itself() {
+    assert!(follows_the_plan(&[0, 25, 50, 100]).is_ok());
+    assert!(follows_the_plan(&[0, 25, 25, 50, 0]).is_ok());
+    assert!(follows_the_plan(&[0, 50]).is_err());
+    assert!(follows_the_plan(&[0, 25, 0, 25]).is_err());
+    assert!(follows_the_plan(&[0, 30]).is_err());
+}
