@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs what the end-to-end tests need, if it is missing:
-#   prometheus  — Debian's package (the tests start their own servers on loopback)
+#   prometheus, prometheus-pushgateway — Debian's packages (tests start their own on loopback)
 #   moto[server] — the Route 53 emulator, from PyPI
 # Safe to run again; does nothing when everything is there. Needs root (or sudo) for apt.
 set -euo pipefail
 
 need_apt=()
 command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
+command -v prometheus-pushgateway >/dev/null 2>&1 || need_apt+=(prometheus-pushgateway)
 if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -16,7 +17,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 # Debian starts no server for us here; the tests start their own. Stop a packaged one if
 # the package's postinst started it, so it does not hold port 9090.
-if command -v systemctl >/dev/null 2>&1; then systemctl stop prometheus >/dev/null 2>&1 || true; fi
+if command -v systemctl >/dev/null 2>&1; then systemctl stop prometheus prometheus-pushgateway >/dev/null 2>&1 || true; fi
 
 if [ "${CUTOVER_SETUP_SKIP_MOTO:-}" != "1" ] && ! python3 -c "import moto.server" >/dev/null 2>&1; then
   echo "setup: installing moto[server] from PyPI" >&2

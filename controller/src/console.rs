@@ -9,18 +9,69 @@ use cutover_analyzers::gate::{GateResult, GateStatus};
 use crate::driver::Observer;
 use crate::run::{Event, EventKind, Phase, RunState};
 
-/// Prints one line per event, with the time since the run started.
+/// Prints one line per event, with the time since the run started; in a terminal, also a
+/// live progress line (stage, weight, what the stage waits for, each gate's last value).
 pub struct Console {
     out: Mutex<Box<dyn Write + Send>>,
     start: Mutex<Option<SystemTime>>,
+    bar: Option<indicatif::ProgressBar>,
+    stages: Mutex<usize>,
 }
 
 impl Console {
-    /// A console printing to `out`.
+    /// A console printing to `out`, without a live line.
     pub fn new(out: Box<dyn Write + Send>) -> Console {
         Console {
             out: Mutex::new(out),
             start: Mutex::new(None),
+            bar: None,
+            stages: Mutex::new(0),
+        }
+    }
+
+    /// A console on stdout with a live progress line (for a terminal).
+    pub fn terminal() -> Console {
+        let bar = indicatif::ProgressBar::new_spinner();
+        if let Ok(style) =
+            indicatif::ProgressStyle::with_template("{spinner} {elapsed_precise} {wide_msg}")
+        {
+            bar.set_style(style);
+        }
+        bar.enable_steady_tick(std::time::Duration::from_millis(250));
+        bar.set_message("starting");
+        Console {
+            bar: Some(bar),
+            ..Console::new(Box::new(std::io::stdout()))
+        }
+    }
+
+    fn live(&self, e: &Event, state: &RunState) {
+        let Some(bar) = &self.bar else { return };
+        let mut n = self.stages.lock().unwrap_or_else(|p| p.into_inner());
+        match &e.kind {
+            EventKind::RunStarted { stages, .. } => *n = stages.len(),
+            EventKind::Analyzed {
+                stage,
+                results,
+                decision,
+                share,
+                ..
+            } => {
+                let w = state.weights.map(|w| w.to_string()).unwrap_or_default();
+                let gates: Vec<String> = results.iter().map(gate_brief).collect();
+                let share = share
+                    .map(|s| format!("share {:.1}%", s * 100.0))
+                    .unwrap_or_default();
+                bar.set_message(format!(
+                    "stage {}/{} · {w} · {share} · {decision} · {}",
+                    stage + 1,
+                    *n,
+                    gates.join(" | ")
+                ));
+            }
+            EventKind::RollbackStarted { .. } => bar.set_message("ROLLING BACK to DR"),
+            EventKind::Finished { .. } => bar.finish_and_clear(),
+            _ => {}
         }
     }
 }
@@ -119,19 +170,20 @@ impl Observer for Console {
             let mut s = self.start.lock().unwrap_or_else(|p| p.into_inner());
             *s.get_or_insert(e.at)
         };
+        self.live(e, state);
         let Some(line) = describe(e, state) else {
             return;
         };
         let t = e.at.duration_since(start).unwrap_or_default().as_secs();
-        let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
-        let _ = writeln!(
-            out,
-            "+{}:{:02}:{:02}  {line}",
-            t / 3600,
-            (t / 60) % 60,
-            t % 60
-        );
-        let _ = out.flush();
+        let line = format!("+{}:{:02}:{:02}  {line}", t / 3600, (t / 60) % 60, t % 60);
+        match &self.bar {
+            Some(bar) if !bar.is_finished() => bar.println(line),
+            _ => {
+                let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
+                let _ = writeln!(out, "{line}");
+                let _ = out.flush();
+            }
+        }
     }
 }
 

@@ -292,6 +292,16 @@ fn run_id(service: &str) -> String {
     format!("{service}-{}-{}", t.as_secs(), std::process::id())
 }
 
+/// Progress for people: a live line in a terminal, plain lines otherwise.
+fn console() -> Arc<dyn Observer> {
+    use std::io::IsTerminal;
+    if std::io::stdout().is_terminal() {
+        Arc::new(Console::terminal())
+    } else {
+        Arc::new(Console::new(Box::new(std::io::stdout())))
+    }
+}
+
 fn observers(format: LogFormat) -> Vec<Arc<dyn Observer>> {
     match format {
         LogFormat::Text => vec![
@@ -527,7 +537,7 @@ async fn demo(
         seed,
         dir,
     };
-    let console: Arc<dyn Observer> = Arc::new(Console::new(Box::new(std::io::stdout())));
+    let console = console();
     let report = Arc::new(Report::default());
     let result = cutover::demo::run_demo(opts, vec![console, report.clone()], signals()).await?;
     if let Some(d) = &report_dir {

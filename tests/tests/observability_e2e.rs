@@ -273,3 +273,64 @@ fn the_grafana_configmap_holds_the_same_dashboard() {
             .any(|v| v["name"] == "service" && v["multi"] == true)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_pushed_to_a_real_pushgateway_at_exit() {
+    let bin = cutover_tests::require_program("prometheus-pushgateway");
+    let dir = TempDir::new("pushgateway");
+    let port = free_port();
+    let mut gw = std::process::Command::new(bin)
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg(format!(
+            "--persistence.file={}",
+            dir.path().join("pgw.data").display()
+        ))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    for _ in 0..100 {
+        if reqwest::get(format!("{url}/-/ready"))
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let weights = dir.path().join("weights.json");
+    std::fs::write(&weights, r#"{"primary":0,"dr":100}"#).unwrap();
+    let backend = format!("  file:\n    path: {}", weights.display());
+    // No Prometheus there: preflight fails at once, and the run still pushes what happened.
+    let policy = dir.path().join("checkout.yaml");
+    let nowhere = format!("http://127.0.0.1:{}", free_port());
+    std::fs::write(
+        &policy,
+        policy_text(&backend, &nowhere, &[10, 100], "60s", ""),
+    )
+    .unwrap();
+    let run = run_cutover(
+        &["run", policy.to_str().unwrap(), "--pushgateway-url", &url],
+        &dir.path().join("state.json"),
+        &[],
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(run.code, 3, "{}", run.output);
+    let metrics = reqwest::get(format!("{url}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let _ = gw.kill();
+    let _ = gw.wait();
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with("cutover_phase{") && l.contains("service=\"checkout\""))
+        .unwrap_or_else(|| panic!("no cutover_phase pushed:\n{metrics}"));
+    assert!(line.ends_with(" 6"), "phase 6 = preflight failed: {line}");
+    assert!(metrics.contains("cutover_run_info{"), "{metrics}");
+    assert!(metrics.contains("cutover_rollbacks_total{"), "{metrics}");
+}
