@@ -169,3 +169,120 @@ async fn bearer_token_and_basic_auth_are_sent_from_files() {
     let e = s.query_one("up").await.unwrap_err();
     assert!(e.to_string().contains("bearer_token_file"), "{e}");
 }
+
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let bin = cutover_tests::require_program("openssl");
+    let out = std::process::Command::new(bin)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A real Prometheus serving HTTPS with a certificate from a private CA: trusted through
+/// `ca_file`, refused without it, accepted with `insecure_skip_verify`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_a_private_ca() {
+    let dir = TempDir::new("tls");
+    let d = dir.path();
+    openssl(
+        d,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=cutover test CA",
+        ],
+    );
+    openssl(
+        d,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    );
+    std::fs::write(d.join("san.ext"), "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n").unwrap();
+    openssl(
+        d,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+        ],
+    );
+    std::fs::write(
+        d.join("web.yml"),
+        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n",
+    )
+    .unwrap();
+    std::fs::write(d.join("prometheus.yml"), "global:\n  scrape_interval: 1s\n").unwrap();
+    let port = free_port();
+    let mut prom = std::process::Command::new(cutover_tests::require_program("prometheus"))
+        .current_dir(d)
+        .arg("--config.file=prometheus.yml")
+        .arg(format!("--storage.tsdb.path={}", d.join("data").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg("--web.config.file=web.yml")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("https://127.0.0.1:{port}");
+    let trusted = source(&url, |c| c.ca_file = Some(d.join("ca.crt")));
+    let mut answer = None;
+    for _ in 0..100 {
+        if let Ok(v) = trusted.query_one("vector(1)").await {
+            answer = Some(v);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let untrusted = source(&url, |_| {}).query_one("vector(1)").await;
+    let skip = source(&url, |c| c.insecure_skip_verify = true)
+        .query_one("vector(1)")
+        .await;
+    let _ = prom.kill();
+    let _ = prom.wait();
+    assert_eq!(answer, Some(Some(1.0)), "trusted through ca_file");
+    let e = untrusted.unwrap_err();
+    assert!(matches!(e, MetricError::Unreachable { .. }), "{e}");
+    assert!(
+        e.to_string().to_lowercase().contains("certificate"),
+        "says why: {e}"
+    );
+    assert_eq!(skip.unwrap(), Some(1.0));
+}
