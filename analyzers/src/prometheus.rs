@@ -45,6 +45,15 @@ fn default_timeout() -> Span {
     Span::secs(10)
 }
 
+/// One series of a range query.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series {
+    /// Its labels, sorted.
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// `(unix seconds, value)` in time order.
+    pub samples: Vec<(f64, f64)>,
+}
+
 /// Basic-auth credentials; the password is read from a file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -142,6 +151,58 @@ impl PrometheusSource {
             )));
         }
         Ok(None)
+    }
+
+    /// Runs a range query and returns each series' labels and `(unix seconds, value)` samples,
+    /// e.g. raw counter samples to difference (sequential gates count, they do not rate).
+    pub async fn query_range(
+        &self,
+        promql: &str,
+        start: i64,
+        end: i64,
+        step: Duration,
+    ) -> Result<Vec<Series>, MetricError> {
+        let mut q = self
+            .client
+            .query_range(promql, start, end, step.as_secs_f64())
+            .timeout(self.timeout.as_millis() as i64);
+        if let Some(h) = self.auth_header()? {
+            let value = reqwest::header::HeaderValue::from_str(&h).map_err(|_| {
+                MetricError::Unsupported(
+                    "the credential file holds characters not allowed in an HTTP header".into(),
+                )
+            })?;
+            q = q.header(reqwest::header::AUTHORIZATION, value);
+        }
+        let result = q.get().await.map_err(|e| self.map_error(promql, e))?;
+        match result.data() {
+            Data::Matrix(m) => Ok(m
+                .iter()
+                .map(|s| Series {
+                    labels: s
+                        .metric()
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect(),
+                    samples: s
+                        .samples()
+                        .iter()
+                        .map(|x| (x.timestamp(), x.value()))
+                        .collect(),
+                })
+                .collect()),
+            Data::Vector(v) if v.is_empty() => Ok(Vec::new()),
+            other => Err(MetricError::NotOneNumber {
+                query: promql.to_string(),
+                found: format!(
+                    "{} instead of a range vector",
+                    match other {
+                        Data::Vector(_) => "an instant vector",
+                        _ => "a scalar",
+                    }
+                ),
+            }),
+        }
     }
 
     /// Runs an instant query that must return one number (or nothing).

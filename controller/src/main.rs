@@ -34,17 +34,30 @@ use tokio::sync::watch;
 #[derive(Parser)]
 #[command(name = "cutover", version, about, long_about)]
 struct Cli {
-    /// Log format: `text` for people, `json` for log pipelines (default in a pod).
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    /// Log format: `text` for people (lines and, in a terminal, a live progress line),
+    /// `json` for log pipelines; `auto` is text in a terminal and JSON otherwise (a pod).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Auto)]
     log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum LogFormat {
+    Auto,
     Text,
     Json,
+}
+
+impl LogFormat {
+    fn resolve(self) -> LogFormat {
+        use std::io::IsTerminal;
+        match self {
+            LogFormat::Auto if std::io::stdout().is_terminal() => LogFormat::Text,
+            LogFormat::Auto => LogFormat::Json,
+            f => f,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -152,7 +165,8 @@ const EXIT_USAGE: u8 = 2;
 const EXIT_ROLLBACK_FAILED: u8 = 10;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    cli.log_format = cli.log_format.resolve();
     init_logging(cli.log_format);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -174,14 +188,20 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(format: LogFormat) {
+    // In text mode the console prints every event; JSON logs carry them as info events.
+    let default = if format == LogFormat::Json {
+        "cutover=info,warn"
+    } else {
+        "warn"
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
+        LogFormat::Text | LogFormat::Auto => builder.init(),
     }
 }
 
@@ -308,7 +328,7 @@ fn observers(format: LogFormat) -> Vec<Arc<dyn Observer>> {
             Arc::new(Console::new(Box::new(std::io::stdout()))),
             Arc::new(LogObserver),
         ],
-        LogFormat::Json => vec![Arc::new(LogObserver)],
+        LogFormat::Json | LogFormat::Auto => vec![Arc::new(LogObserver)],
     }
 }
 
@@ -372,6 +392,7 @@ async fn run(p: LoadedPolicy, common: Common, format: LogFormat) -> anyhow::Resu
         &run.state().run_id,
         &backend.describe(),
         common.pushgateway_url.as_deref(),
+        policy.analysis.failure_limit,
     ));
     let in_pod = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
     let metrics_addr = common

@@ -32,6 +32,9 @@ pub struct Telemetry {
     gate_value: Family<Labels, FGauge>,
     gate_threshold: Family<Labels, FGauge>,
     gate_status: Family<Labels, FGauge>,
+    gate_evidence: Family<Labels, FGauge>,
+    failure_limit: f64,
+    gate_failures: std::sync::Mutex<(Option<usize>, std::collections::BTreeMap<String, u32>)>,
     stage_failures: Family<Labels, FGauge>,
     share: Family<Labels, FGauge>,
     rollbacks: Family<Labels, Counter>,
@@ -50,7 +53,16 @@ fn svc(service: &str) -> Labels {
 
 impl Telemetry {
     /// Metrics for `service`'s run `run_id` on `backend`; `pushgateway` is a base URL.
-    pub fn new(service: &str, run_id: &str, backend: &str, pushgateway: Option<&str>) -> Telemetry {
+    ///
+    /// `failure_limit` scales `cutover_gate_evidence`: evidence toward rollback, where 1 rolls
+    /// back (for threshold gates, the gate's failed analyses at this stage over the limit).
+    pub fn new(
+        service: &str,
+        run_id: &str,
+        backend: &str,
+        pushgateway: Option<&str>,
+        failure_limit: u32,
+    ) -> Telemetry {
         let mut registry = Registry::default();
         macro_rules! family {
             ($name:expr, $help:expr, $t:ty) => {{
@@ -85,6 +97,13 @@ impl Telemetry {
                 "A gate's bound applied at the last analysis",
                 FGauge
             ),
+            gate_evidence: family!(
+                "cutover_gate_evidence",
+                "A gate's evidence toward rollback at this stage, 1 = roll back (threshold gates: failed analyses / failure_limit)",
+                FGauge
+            ),
+            failure_limit: f64::from(failure_limit.max(1)),
+            gate_failures: std::sync::Mutex::new((None, std::collections::BTreeMap::new())),
             gate_status: family!(
                 "cutover_gate_status",
                 "A gate's result at the last analysis: 1 pass, 0 no data, -1 fail, -2 error",
@@ -155,7 +174,16 @@ impl Telemetry {
             EventKind::RollbackStarted { .. } => {
                 self.rollbacks.get_or_create(&l).inc();
             }
-            EventKind::Analyzed { share, results, .. } => {
+            EventKind::Analyzed {
+                stage,
+                share,
+                results,
+                ..
+            } => {
+                let mut counts = self.gate_failures.lock().unwrap_or_else(|p| p.into_inner());
+                if counts.0 != Some(*stage) {
+                    *counts = (Some(*stage), std::collections::BTreeMap::new());
+                }
                 if let Some(s) = share {
                     self.share.get_or_create(&l).set(*s);
                 }
@@ -199,6 +227,13 @@ impl Telemetry {
                         cutover_analyzers::GateStatus::Error => -2.0,
                     };
                     self.gate_status.get_or_create(&gate(&[])).set(status);
+                    let n = counts.1.entry(r.name.clone()).or_insert(0);
+                    if r.status == cutover_analyzers::GateStatus::Fail {
+                        *n += 1;
+                    }
+                    self.gate_evidence
+                        .get_or_create(&gate(&[]))
+                        .set(f64::from(*n) / self.failure_limit);
                 }
             }
             _ => {}

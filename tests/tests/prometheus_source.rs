@@ -74,6 +74,36 @@ async fn answers_and_refusals_of_a_real_prometheus() {
     let e = s.query_one("sum(rate(x[5m]").await.unwrap_err();
     assert!(matches!(e, MetricError::Refused { .. }), "{e}");
 
+    // Range queries: raw counter samples per series, in time order.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let series = s
+        .query_range(
+            "http_requests_total{site=\"dr\"}",
+            now - 5,
+            now,
+            Duration::from_secs(1),
+        )
+        .await
+        .unwrap();
+    assert_eq!(series.len(), 2, "a 200 and a 500 series: {series:?}");
+    for x in &series {
+        assert_eq!(x.labels["site"], "dr");
+        assert!(
+            x.samples
+                .windows(2)
+                .all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1),
+            "{x:?}"
+        );
+    }
+    let e = s
+        .query_range("sum(rate(x[5m]", now - 5, now, Duration::from_secs(1))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, MetricError::Refused { .. }), "{e}");
+
     let down = source(&format!("http://127.0.0.1:{}", free_port()), |_| {});
     let e = down.query_one("up").await.unwrap_err();
     assert!(matches!(e, MetricError::Unreachable { .. }), "{e}");
