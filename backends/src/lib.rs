@@ -7,6 +7,9 @@
 #![forbid(unsafe_code)]
 
 pub mod file;
+pub mod gateway_api;
+pub mod istio;
+pub mod k8s;
 pub mod route53;
 pub mod spec;
 
@@ -140,6 +143,8 @@ pub trait TrafficBackend: Send + Sync {
     /// A note (run id, stage) to record with the next write, where the backend can
     /// (a Route 53 change comment, an annotation). Default: ignored.
     fn note(&self, _note: String) {}
+    /// Tells the people watching the routed object (a Kubernetes Event). Default: nothing.
+    async fn announce(&self, _reason: &str, _note: &str, _warning: bool) {}
 }
 
 /// Options of connecting to a backend that do not belong in a policy.
@@ -169,9 +174,16 @@ pub async fn connect(
                 route53::Route53Backend::connect(cfg, options.aws_endpoint_url.as_deref()).await?;
             Ok(std::sync::Arc::new(b))
         }
-        other => Err(BackendError::Invalid(format!(
-            "the {other:?} backend is not part of this build yet; use the file backend"
-        ))),
+        BackendKind::Istio => {
+            let cfg = spec.istio.as_ref().expect("kind() checked");
+            Ok(std::sync::Arc::new(istio::connect(cfg, options).await?))
+        }
+        BackendKind::GatewayApi => {
+            let cfg = spec.gateway_api.as_ref().expect("kind() checked");
+            Ok(std::sync::Arc::new(
+                gateway_api::connect(cfg, options).await?,
+            ))
+        }
     }
 }
 

@@ -9,6 +9,7 @@
 #![deny(warnings, rust_2018_idioms)]
 #![forbid(unsafe_code)]
 
+pub mod announce;
 pub mod clock;
 pub mod console;
 pub mod demo;

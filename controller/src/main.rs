@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
+use cutover::announce::Announcer;
 use cutover::clock::RealClock;
 use cutover::console::{Console, LogObserver};
 use cutover::demo::{DemoOptions, DemoScenario};
@@ -17,7 +18,7 @@ use cutover::lock::RunLock;
 use cutover::notify::Notifier;
 use cutover::policy::{self, LoadedPolicy};
 use cutover::report::Report;
-use cutover::run::{Outcome, Run};
+use cutover::run::{Outcome, Phase, Run};
 use cutover::store::{FileStore, StateStore};
 use cutover::telemetry::{Pushing, Telemetry};
 use cutover_analyzers::Analyzer;
@@ -371,7 +372,10 @@ async fn run(p: LoadedPolicy, common: Common, format: LogFormat) -> anyhow::Resu
         }
         Some(s)
             if s.service == policy.service
-                && s.outcome.is_some()
+                && s.outcome
+                    .as_ref()
+                    .is_some_and(|o| o.phase != Phase::PreflightFailed)
+                && s.weights.is_some()
                 && backend.get_weights().await.ok() == s.weights =>
         {
             // Finished before, and traffic is where it left it: say so again, change nothing.
@@ -415,10 +419,12 @@ async fn run(p: LoadedPolicy, common: Common, format: LogFormat) -> anyhow::Resu
         .max()
         .unwrap_or(Duration::from_secs(5));
     let notifier = Arc::new(Notifier::start(&webhooks, webhook_timeout));
+    let announcer = Arc::new(Announcer::start(backend.clone()));
     let mut obs = observers(format);
     obs.push(telemetry.clone());
     obs.push(report.clone());
     obs.push(notifier.clone());
+    obs.push(announcer.clone());
     let mut push_task = None;
     if common.pushgateway_url.is_some() {
         let (pushing, task) = Pushing::start(telemetry.clone());
@@ -457,6 +463,9 @@ async fn run(p: LoadedPolicy, common: Common, format: LogFormat) -> anyhow::Resu
     }
     if let Ok(n) = Arc::try_unwrap(notifier) {
         n.flush().await;
+    }
+    if let Ok(a) = Arc::try_unwrap(announcer) {
+        a.flush(Duration::from_secs(5)).await;
     }
     Ok(report_outcome(&outcome))
 }

@@ -7,6 +7,8 @@
 
 pub mod cli;
 pub mod exporter;
+pub mod http1;
+pub mod kube_api;
 pub mod moto;
 pub mod prometheus;
 pub mod proxy;

@@ -5,7 +5,6 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 /// Faults to inject.
@@ -121,45 +120,10 @@ async fn serve(
     upstream: String,
     faults: Faults,
 ) -> anyhow::Result<()> {
-    // One request per connection (we answer Connection: close).
-    let mut buf = Vec::new();
-    let mut tmp = [0u8; 8192];
-    let head_end = loop {
-        let n = tokio::time::timeout(Duration::from_secs(10), sock.read(&mut tmp)).await??;
-        if n == 0 {
-            return Ok(());
-        }
-        buf.extend_from_slice(&tmp[..n]);
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        anyhow::ensure!(buf.len() < 1 << 20, "request head too large");
+    let Some(req) = crate::http1::read_request(&mut sock).await? else {
+        return Ok(());
     };
-    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-    let mut lines = head.split("\r\n");
-    let request_line = lines.next().unwrap_or_default().to_string();
-    let mut parts = request_line.split(' ');
-    let method = parts.next().unwrap_or("GET").to_string();
-    let path = parts.next().unwrap_or("/").to_string();
-    let mut headers = Vec::new();
-    let mut len = 0usize;
-    for l in lines {
-        if let Some((k, v)) = l.split_once(':') {
-            let (k, v) = (k.trim().to_string(), v.trim().to_string());
-            if k.eq_ignore_ascii_case("content-length") {
-                len = v.parse().unwrap_or(0);
-            }
-            headers.push((k, v));
-        }
-    }
-    while buf.len() < head_end + len {
-        let n = tokio::time::timeout(Duration::from_secs(10), sock.read(&mut tmp)).await??;
-        if n == 0 {
-            break;
-        }
-        buf.extend_from_slice(&tmp[..n]);
-    }
-    let body = buf[head_end..(head_end + len).min(buf.len())].to_vec();
+    let (method, path, headers, body) = (req.method, req.target, req.headers, req.body);
     let n = {
         let mut s = rec.lock().unwrap();
         s.requests += 1;
@@ -218,12 +182,5 @@ async fn serve(
             .replace("<Status>INSYNC</Status>", "<Status>PENDING</Status>")
             .into_bytes();
     }
-    let head = format!(
-        "HTTP/1.1 {status} X\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nx-amzn-requestid: proxy\r\nConnection: close\r\n\r\n",
-        resp_body.len()
-    );
-    sock.write_all(head.as_bytes()).await?;
-    sock.write_all(&resp_body).await?;
-    sock.shutdown().await?;
-    Ok(())
+    crate::http1::write_response(&mut sock, status, &ctype, &resp_body).await
 }

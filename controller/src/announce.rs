@@ -1,0 +1,84 @@
+//! Tells the people watching the routed object what happens to it (Kubernetes Events on the
+//! VirtualService or HTTPRoute): start, each stage, rollback, the end. In order, off the
+//! run's path: a slow API server never delays a step.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cutover_backends::TrafficBackend;
+use tokio::sync::mpsc;
+
+use crate::driver::Observer;
+use crate::run::{Event, EventKind, Phase, RunState};
+
+/// Announces run events through the backend.
+pub struct Announcer {
+    tx: mpsc::UnboundedSender<(String, String, bool)>,
+    worker: tokio::task::JoinHandle<()>,
+}
+
+impl Announcer {
+    /// Starts the worker announcing through `backend`.
+    pub fn start(backend: Arc<dyn TrafficBackend>) -> Announcer {
+        let (tx, mut rx) = mpsc::unbounded_channel::<(String, String, bool)>();
+        let worker = tokio::spawn(async move {
+            while let Some((reason, note, warning)) = rx.recv().await {
+                backend.announce(&reason, &note, warning).await;
+            }
+        });
+        Announcer { tx, worker }
+    }
+
+    /// Lets queued announcements go out, for at most `within`.
+    pub async fn flush(self, within: Duration) {
+        drop(self.tx);
+        let _ = tokio::time::timeout(within, self.worker).await;
+    }
+}
+
+impl Observer for Announcer {
+    fn event(&self, e: &Event, state: &RunState) {
+        let item = match &e.kind {
+            EventKind::RunStarted { stages, .. } => Some((
+                "CutoverStarted",
+                format!(
+                    "run {}: cutover from DR starts, plan {stages:?} % primary",
+                    state.run_id
+                ),
+                false,
+            )),
+            EventKind::WeightConfirmed {
+                weights,
+                stage: Some(i),
+            } => Some((
+                "StageStarted",
+                format!("run {}: stage {}: {weights}", state.run_id, i + 1),
+                false,
+            )),
+            EventKind::RollbackStarted { reason, .. } => Some((
+                "RollingBack",
+                format!("run {}: {reason}", state.run_id),
+                true,
+            )),
+            EventKind::Finished { outcome } => Some((
+                if outcome.phase == Phase::Promoted {
+                    "Promoted"
+                } else {
+                    "CutoverEnded"
+                },
+                format!(
+                    "run {}: {:?} (exit {}): {}",
+                    state.run_id,
+                    outcome.phase,
+                    outcome.exit_code(),
+                    outcome.reason
+                ),
+                outcome.phase != Phase::Promoted,
+            )),
+            _ => None,
+        };
+        if let Some((r, n, w)) = item {
+            let _ = self.tx.send((r.to_string(), n, w));
+        }
+    }
+}
