@@ -12,8 +12,10 @@
 //! * a verb the caller's RBAC lacks is `403`, reason `Forbidden`, with the user, verb,
 //!   resource, group and namespace in the message;
 //! * errors are `Status` objects (`kind: Status`, `status: Failure`, `code`, `reason`);
-//! * `PATCH` with `application/merge-patch+json` (RFC 7386) and `application/json-patch+json`
-//!   (RFC 6902, `test`/`replace`/`add`/`remove`); `POST` creates (`201`), `generateName` honoured.
+//! * `PATCH` with `application/merge-patch+json` (RFC 7386), `application/json-patch+json`
+//!   (RFC 6902, `test`/`replace`/`add`/`remove`) and `application/apply-patch+yaml`
+//!   (server-side apply, approximated as a merge of the applied fields: no managedFields
+//!   ownership); `POST` creates (`201`), `generateName` honoured.
 //!
 //! Objects are validated against the fields of the real CRD schemas that cutover writes:
 //! Istio's `HTTPRouteDestination.weight` is an int32 (`format: int32`), Gateway API's
@@ -356,6 +358,11 @@ impl State {
                     } else if ctype.starts_with("application/merge-patch+json") {
                         merge_patch(&mut o, &input);
                         Ok(())
+                    } else if ctype.starts_with("application/apply-patch+yaml") {
+                        // Server-side apply, approximated: the applied fields are merged in
+                        // (no managedFields ownership or field-manager conflicts).
+                        merge_patch(&mut o, &input);
+                        Ok(())
                     } else {
                         Err(format!("unsupported patch type {ctype}"))
                     };
@@ -538,6 +545,81 @@ impl Drop for KubeApi {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn conflicts_not_found_and_forbidden_follow_the_conventions() {
+        let mut s = State {
+            rv: 1,
+            ..State::default()
+        };
+        let vs = json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+            "metadata": {"name": "a", "namespace": "n", "resourceVersion": "1"}, "spec": {}});
+        s.objects.insert(
+            "/apis/networking.istio.io/v1/namespaces/n/virtualservices/a".into(),
+            vs.clone(),
+        );
+        let p = "/apis/networking.istio.io/v1/namespaces/n/virtualservices/a";
+        let (c, body) = s.handle(
+            "PUT",
+            p,
+            "application/json",
+            &serde_json::to_vec(&vs).unwrap(),
+        );
+        assert_eq!(c, 200, "{body}");
+        assert_ne!(
+            body["metadata"]["resourceVersion"], "1",
+            "a write bumps resourceVersion"
+        );
+        let (c, body) = s.handle(
+            "PUT",
+            p,
+            "application/json",
+            &serde_json::to_vec(&vs).unwrap(),
+        );
+        assert_eq!(
+            (c, body["reason"].as_str()),
+            (409, Some("Conflict")),
+            "a stale resourceVersion"
+        );
+        let (c, body) = s.handle(
+            "GET",
+            "/apis/networking.istio.io/v1/namespaces/n/virtualservices/b",
+            "",
+            b"",
+        );
+        assert_eq!((c, body["details"]["name"].as_str()), (404, Some("b")));
+        let (c, body) = s.handle(
+            "GET",
+            "/apis/networking.istio.io/v1alpha9/namespaces/n/virtualservices/a",
+            "",
+            b"",
+        );
+        assert_eq!(c, 404);
+        assert!(
+            body["details"].get("name").is_none(),
+            "an unknown resource type has no details"
+        );
+        let (c, _) = s.handle(
+            "PATCH",
+            p,
+            "application/apply-patch+yaml",
+            br#"{"metadata": {"labels": {"x": "y"}}}"#,
+        );
+        assert_eq!(c, 200);
+        s.forbidden.insert(("get".into(), "virtualservices".into()));
+        let (c, body) = s.handle("GET", p, "", b"");
+        assert_eq!((c, body["reason"].as_str()), (403, Some("Forbidden")));
+        let bad = json!({"apiVersion": "networking.istio.io/v1", "kind": "VirtualService", "metadata": {"name": "a"},
+            "spec": {"http": [{"route": [{"weight": "ten"}]}]}});
+        s.forbidden.clear();
+        let (c, _) = s.handle(
+            "PUT",
+            p,
+            "application/json",
+            &serde_json::to_vec(&bad).unwrap(),
+        );
+        assert_eq!(c, 422, "the CRD schema's int32 weight");
+    }
 
     #[test]
     fn merge_and_json_patch_follow_the_rfcs() {
