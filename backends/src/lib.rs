@@ -10,6 +10,7 @@ pub mod file;
 pub mod gateway_api;
 pub mod istio;
 pub mod k8s;
+pub mod k8s_state;
 pub mod route53;
 pub mod spec;
 

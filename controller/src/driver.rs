@@ -45,7 +45,7 @@ impl Driver {
     pub async fn drive(&mut self, run: &mut Run) -> Outcome {
         // A run that cannot record its intent must not change traffic: check the store first.
         if let Some(store) = &self.store
-            && let Err(e) = store.save(run.state())
+            && let Err(e) = store.save(run.state()).await
         {
             return Outcome {
                 phase: crate::run::Phase::PreflightFailed,
@@ -62,7 +62,7 @@ impl Driver {
             let step = run.step(obs);
             // Persisted before the request is carried out: a write's intent is on disk first.
             let saved = match &self.store {
-                Some(store) => store.save(run.state()).map_err(|e| {
+                Some(store) => store.save(run.state()).await.map_err(|e| {
                     tracing::error!(error = %e, "cannot persist the run state");
                     e
                 }),

@@ -159,6 +159,78 @@ impl Drop for RunLock {
     }
 }
 
+/// A held Kubernetes Lease, renewed in the background until released.
+pub struct LeaseLock {
+    lease: std::sync::Arc<cutover_backends::k8s_state::Lease>,
+    renewer: tokio::task::JoinHandle<()>,
+}
+
+impl LeaseLock {
+    /// Takes the Lease or says who holds it; renews it every `ttl / 3`. A Lease held by an
+    /// earlier incarnation of the same run (holder starting with `patient_for`: a killed pod
+    /// of this Job) is waited for until it expires, rather than refused.
+    pub async fn acquire(
+        lease: cutover_backends::k8s_state::Lease,
+        ttl: Duration,
+        patient_for: Option<&str>,
+    ) -> Result<LeaseLock, String> {
+        let deadline = tokio::time::Instant::now() + ttl + Duration::from_secs(5);
+        let mut first_seen: Option<String> = None;
+        loop {
+            match lease.acquire().await {
+                Ok(()) => break,
+                Err((Some((holder, renewed)), why))
+                    if patient_for.is_some_and(|p| holder.starts_with(p))
+                        && first_seen.as_ref().is_none_or(|r| *r == renewed)
+                        && tokio::time::Instant::now() < deadline =>
+                {
+                    // Not renewed since we first looked: the holder may be dead; wait for expiry.
+                    // A renewal while we wait means it is alive: refuse (next iteration).
+                    first_seen.get_or_insert(renewed);
+                    tracing::warn!(%holder, "{why}; waiting for the Lease of an earlier incarnation of this run to expire");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err((_, why)) => return Err(why),
+            }
+        }
+        let lease = std::sync::Arc::new(lease);
+        let l = lease.clone();
+        let renewer = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(ttl / 3).await;
+                if let Err(e) = l.renew().await {
+                    tracing::error!(error = %e, "cannot renew the run Lease");
+                }
+            }
+        });
+        Ok(LeaseLock { lease, renewer })
+    }
+
+    /// Stops renewing and gives the Lease up.
+    pub async fn release(self) {
+        self.renewer.abort();
+        self.lease.release().await;
+    }
+}
+
+/// The one-controller-per-service lock a run holds: a lock file, or a Lease in a Job.
+pub enum Held {
+    /// A lock file (released on drop).
+    File(RunLock),
+    /// A Kubernetes Lease.
+    Lease(LeaseLock),
+}
+
+impl Held {
+    /// Releases the lock.
+    pub async fn release(self) {
+        match self {
+            Held::File(l) => drop(l),
+            Held::Lease(l) => l.release().await,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,15 +14,15 @@ use cutover::clock::RealClock;
 use cutover::console::{Console, LogObserver};
 use cutover::demo::{DemoOptions, DemoScenario};
 use cutover::driver::{Driver, Observer, Shutdown, write_and_verify};
-use cutover::lock::RunLock;
+use cutover::lock::{Held, LeaseLock, RunLock};
 use cutover::notify::Notifier;
 use cutover::policy::{self, LoadedPolicy};
 use cutover::report::Report;
 use cutover::run::{Outcome, Phase, Run};
-use cutover::store::{FileStore, StateStore};
+use cutover::store::{ConfigMapStore, FileStore, StateStore};
 use cutover::telemetry::{Pushing, Telemetry};
-use cutover_analyzers::Analyzer;
 use cutover_analyzers::prometheus::PrometheusSource;
+use cutover_analyzers::{Analyzer, Span};
 use cutover_backends::{ConnectOptions, TrafficBackend, Weights};
 use tokio::sync::watch;
 
@@ -131,6 +131,13 @@ struct Common {
     /// AWS endpoint override for the route53 backend (emulators).
     #[arg(long)]
     aws_endpoint_url: Option<String>,
+    /// Keep the run state in this ConfigMap (NAMESPACE/NAME) and hold a Lease of the same
+    /// name, instead of a state file and a lock file (for Jobs).
+    #[arg(long, conflicts_with = "state_file")]
+    state_configmap: Option<String>,
+    /// How long a run lock lives without renewal (default 30s).
+    #[arg(long, hide = true)]
+    lock_ttl: Option<Span>,
     /// Ignore a persisted unfinished run and start over (`run` only).
     #[arg(long)]
     fresh: bool,
@@ -153,12 +160,66 @@ impl Common {
             aws_endpoint_url: self.aws_endpoint_url.clone(),
         }
     }
-    fn store(&self, service: &str) -> FileStore {
+    fn file_store(&self, service: &str) -> FileStore {
         FileStore::new(
             self.state_file
                 .clone()
                 .unwrap_or_else(|| PathBuf::from(format!(".cutover/{service}.state.json"))),
         )
+    }
+
+    fn configmap(&self) -> anyhow::Result<Option<(&str, &str)>> {
+        match &self.state_configmap {
+            None => Ok(None),
+            Some(at) => at.split_once('/').map(Some).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--state-configmap `{at}`: write NAMESPACE/NAME, e.g. cutover/checkout-run"
+                )
+            }),
+        }
+    }
+
+    /// The state store: the ConfigMap of `--state-configmap`, else the state file.
+    async fn store(&self, service: &str) -> anyhow::Result<Box<dyn StateStore>> {
+        Ok(match self.configmap()? {
+            Some((ns, name)) => {
+                let client = cutover_backends::k8s::client(&self.connect_options()).await?;
+                Box::new(ConfigMapStore::new(
+                    cutover_backends::k8s_state::ConfigMapBlob::new(client, ns, name),
+                ))
+            }
+            None => Box::new(self.file_store(service)),
+        })
+    }
+
+    /// The one-controller-per-service lock: a Lease named like the ConfigMap, else a lock
+    /// file beside the state file. `Err` names the holder.
+    async fn lock(
+        &self,
+        service: &str,
+        run_id: &str,
+        resuming: bool,
+    ) -> anyhow::Result<Result<Held, String>> {
+        Ok(match self.configmap()? {
+            Some((ns, name)) => {
+                let client = cutover_backends::k8s::client(&self.connect_options()).await?;
+                let prefix = format!("{run_id}@");
+                let holder = format!(
+                    "{prefix}{}#{}",
+                    cutover::lock::hostname(),
+                    std::process::id()
+                );
+                let ttl = self.lock_ttl.map(Span::get).unwrap_or(LOCK_TTL);
+                let lease = cutover_backends::k8s_state::Lease::new(client, ns, name, &holder, ttl);
+                LeaseLock::acquire(lease, ttl, resuming.then_some(prefix.as_str()))
+                    .await
+                    .map(Held::Lease)
+            }
+            None => {
+                let path = self.file_store(service).path().with_extension("lock");
+                RunLock::acquire(&path, run_id, LOCK_TTL).map(Held::File)
+            }
+        })
     }
 }
 
@@ -344,16 +405,51 @@ const LOCK_TTL: Duration = Duration::from_secs(30);
 
 async fn run(p: LoadedPolicy, common: Common, format: LogFormat) -> anyhow::Result<u8> {
     let policy = &p.policy;
-    let store = common.store(&policy.service);
-    let id = run_id(&policy.service);
-    let _lock = match RunLock::acquire(&store.path().with_extension("lock"), &id, LOCK_TTL) {
+    // A persisted unfinished run keeps its id (and may wait for its own earlier Lease).
+    let peek = if common.fresh {
+        None
+    } else {
+        common
+            .store(&policy.service)
+            .await?
+            .load()
+            .await
+            .ok()
+            .flatten()
+    };
+    let resumed_id = peek
+        .filter(|s| s.service == policy.service && Run::resumable(s))
+        .map(|s| s.run_id);
+    let id = resumed_id
+        .clone()
+        .unwrap_or_else(|| run_id(&policy.service));
+    let lock = match common
+        .lock(&policy.service, &id, resumed_id.is_some())
+        .await?
+    {
         Ok(l) => l,
         Err(e) => {
             eprintln!("cutover: {}: {e}", policy.service);
             return Ok(EXIT_USAGE);
         }
     };
-    let backend = connect(&p, &common).await?;
+    let code = match common.store(&policy.service).await {
+        Ok(store) => run_locked(&p, &common, format, store, id).await,
+        Err(e) => Err(e),
+    };
+    lock.release().await;
+    code
+}
+
+async fn run_locked(
+    p: &LoadedPolicy,
+    common: &Common,
+    format: LogFormat,
+    store: Box<dyn StateStore>,
+    id: String,
+) -> anyhow::Result<u8> {
+    let policy = &p.policy;
+    let backend = connect(p, common).await?;
     let source = PrometheusSource::new(&policy.prometheus, policy.promql())
         .map_err(|e| anyhow::anyhow!("{}: {e}", p.path.display()))?;
     let analyzer = Analyzer::new(Arc::new(source), policy.compiled_gates());
@@ -361,9 +457,9 @@ async fn run(p: LoadedPolicy, common: Common, format: LogFormat) -> anyhow::Resu
     let stored = if common.fresh {
         None
     } else {
-        store
-            .load()
-            .map_err(|e| anyhow::anyhow!("{e}; move the file away or pass --fresh to start over"))?
+        store.load().await.map_err(|e| {
+            anyhow::anyhow!("{e}; move the record away or pass --fresh to start over")
+        })?
     };
     let mut run = match stored {
         Some(s) if s.service == policy.service && Run::resumable(&s) => {
@@ -436,7 +532,7 @@ async fn run(p: LoadedPolicy, common: Common, format: LogFormat) -> anyhow::Resu
         analyzer,
         preflight: policy.preflight.clone(),
         clock: Arc::new(RealClock),
-        store: Some(Box::new(store)),
+        store: Some(store),
         observers: obs,
         shutdown: signals(),
     };
@@ -481,12 +577,12 @@ fn report_outcome(o: &Outcome) -> u8 {
 
 async fn status(p: LoadedPolicy, common: Common) -> anyhow::Result<u8> {
     let backend = connect(&p, &common).await?;
-    let store = common.store(&p.policy.service);
+    let store = common.store(&p.policy.service).await?;
     match backend.get_weights().await {
         Ok(w) => println!("live:   {w} ({})", backend.describe()),
         Err(e) => println!("live:   cannot read: {e} ({})", backend.describe()),
     }
-    match store.load() {
+    match store.load().await {
         Ok(None) => println!("run:    none recorded in {}", store.describe()),
         Ok(Some(s)) => {
             println!("run:    {} phase {:?}", s.run_id, s.phase);

@@ -2,16 +2,58 @@
 
 use std::path::{Path, PathBuf};
 
+use async_trait::async_trait;
+use cutover_backends::k8s_state::ConfigMapBlob;
+
 use crate::run::RunState;
 
 /// Persists and loads run state.
+#[async_trait]
 pub trait StateStore: Send + Sync {
     /// Saves the state; must be atomic (a crash leaves the old or the new state, never half).
-    fn save(&self, state: &RunState) -> Result<(), String>;
+    async fn save(&self, state: &RunState) -> Result<(), String>;
     /// Loads the last saved state, if any.
-    fn load(&self) -> Result<Option<RunState>, String>;
+    async fn load(&self) -> Result<Option<RunState>, String>;
     /// A description for logs.
     fn describe(&self) -> String;
+}
+
+/// Run state in a ConfigMap (a Job's pods come and go; the ConfigMap stays).
+pub struct ConfigMapStore {
+    blob: ConfigMapBlob,
+}
+
+impl ConfigMapStore {
+    /// A store in the given ConfigMap.
+    pub fn new(blob: ConfigMapBlob) -> ConfigMapStore {
+        ConfigMapStore { blob }
+    }
+}
+
+#[async_trait]
+impl StateStore for ConfigMapStore {
+    async fn save(&self, state: &RunState) -> Result<(), String> {
+        let text = serde_json::to_string_pretty(state).map_err(|e| e.to_string())?;
+        self.blob.save(&text).await.map_err(|e| {
+            format!(
+                "cannot write the run state to {}: {e}",
+                self.blob.describe()
+            )
+        })
+    }
+
+    async fn load(&self) -> Result<Option<RunState>, String> {
+        match self.blob.load().await.map_err(|e| e.to_string())? {
+            None => Ok(None),
+            Some(t) => serde_json::from_str(&t)
+                .map(Some)
+                .map_err(|e| format!("{} does not hold a run state: {e}", self.blob.describe())),
+        }
+    }
+
+    fn describe(&self) -> String {
+        self.blob.describe()
+    }
 }
 
 /// Run state in a local JSON file, written atomically (temporary file, fsync, rename).
@@ -32,8 +74,9 @@ impl FileStore {
     }
 }
 
+#[async_trait]
 impl StateStore for FileStore {
-    fn save(&self, state: &RunState) -> Result<(), String> {
+    async fn save(&self, state: &RunState) -> Result<(), String> {
         use std::io::Write;
         let fail = |what: &str, e: std::io::Error| format!("{what} {}: {e}", self.path.display());
         if let Some(dir) = self.path.parent()
@@ -49,7 +92,7 @@ impl StateStore for FileStore {
         std::fs::rename(&tmp, &self.path).map_err(|e| fail("cannot replace", e))
     }
 
-    fn load(&self) -> Result<Option<RunState>, String> {
+    async fn load(&self) -> Result<Option<RunState>, String> {
         match std::fs::read(&self.path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(format!("cannot read {}: {e}", self.path.display())),

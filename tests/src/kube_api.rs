@@ -69,6 +69,8 @@ const KINDS: &[(&str, &str, &str, &str)] = &[
     ),
     ("gateway.networking.k8s.io", "v1", "httproutes", "HTTPRoute"),
     ("events.k8s.io", "v1", "events", "Event"),
+    ("", "v1", "configmaps", "ConfigMap"),
+    ("coordination.k8s.io", "v1", "leases", "Lease"),
 ];
 
 fn status(code: u16, reason: &str, message: String, details: Value) -> Value {
@@ -204,6 +206,8 @@ impl State {
         let known =
             |g: &str, v: &str, p: &str| KINDS.iter().find(|k| k.0 == g && k.1 == v && k.2 == p);
         let (group, version, ns, plural, name) = match parts.as_slice() {
+            ["api", v, "namespaces", ns, p] => ("", *v, *ns, *p, None),
+            ["api", v, "namespaces", ns, p, n] => ("", *v, *ns, *p, Some(*n)),
             ["apis", g, v, "namespaces", ns, p] => (*g, *v, *ns, *p, None),
             ["apis", g, v, "namespaces", ns, p, n] => (*g, *v, *ns, *p, Some(*n)),
             _ => {
@@ -266,7 +270,11 @@ impl State {
                 ),
             );
         }
-        let collection = format!("/apis/{group}/{version}/namespaces/{ns}/{plural}");
+        let collection = if group.is_empty() {
+            format!("/api/{version}/namespaces/{ns}/{plural}")
+        } else {
+            format!("/apis/{group}/{version}/namespaces/{ns}/{plural}")
+        };
         let not_found = |n: &str| {
             (
                 404,

@@ -371,3 +371,117 @@ async fn forbidden_and_missing_objects_say_which_verb_on_which_object_and_the_fi
         run.output
     );
 }
+
+const STATE_CM: &str = "/api/v1/namespaces/cutover/configmaps/checkout-run";
+const LEASE: &str = "/apis/coordination.k8s.io/v1/namespaces/cutover/leases/checkout-run";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_keeps_its_state_in_a_configmap_holds_a_lease_and_survives_kill_9() {
+    let env = Env::start("k8s-state", VS, VS_WEIGHTS).await;
+    let policy = env.policy(ISTIO, &[25, 50, 100], "");
+    let kc = env.dir.path().join("kubeconfig");
+    let args = |bin: &mut tokio::process::Command| {
+        bin.args([
+            "run",
+            policy.to_str().unwrap(),
+            "--kubeconfig",
+            kc.to_str().unwrap(),
+        ])
+        .args([
+            "--state-configmap",
+            "cutover/checkout-run",
+            "--lock-ttl",
+            "6s",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true);
+    };
+    let mut first = tokio::process::Command::new(cutover_tests::cutover_bin());
+    args(&mut first);
+    let mut first = first.spawn().unwrap();
+    // Wait until the first stage is written and recorded.
+    for _ in 0..300 {
+        if env
+            .api
+            .object(VS)
+            .and_then(|o| o.pointer(VS_WEIGHTS[0]).and_then(Value::as_u64))
+            == Some(25)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let lease = env
+        .api
+        .object(LEASE)
+        .expect("a Lease is held during the run");
+    let holder = lease["spec"]["holderIdentity"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        holder.contains(&format!("#{}", first.id().unwrap())),
+        "{holder}"
+    );
+
+    // A second controller on the same service is refused, naming the holder.
+    let second = tokio::process::Command::new(cutover_tests::cutover_bin())
+        .args([
+            "run",
+            policy.to_str().unwrap(),
+            "--kubeconfig",
+            kc.to_str().unwrap(),
+        ])
+        .args(["--state-configmap", "cutover/checkout-run"])
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&second.stderr).to_string();
+    assert_eq!(second.status.code(), Some(2), "{text}");
+    assert!(text.contains(&holder), "names the holder: {text}");
+
+    // kill -9, as a node drain does; the Job's next pod resumes from the ConfigMap.
+    first.start_kill().unwrap();
+    let _ = first.wait().await;
+    let recorded: Value = serde_json::from_str(
+        env.api.object(STATE_CM).unwrap()["data"]["state.json"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    let run_id = recorded["run_id"].as_str().unwrap().to_string();
+    let mut again = tokio::process::Command::new(cutover_tests::cutover_bin());
+    args(&mut again);
+    let status = tokio::time::timeout(Duration::from_secs(150), again.spawn().unwrap().wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    let state: Value = serde_json::from_str(
+        env.api.object(STATE_CM).unwrap()["data"]["state.json"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(state["run_id"], run_id.as_str(), "the same run, resumed");
+    assert_eq!(state["restarts"], 1);
+    assert_eq!(state["phase"], "promoted");
+    let history: Vec<u64> = state["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["weights"]["primary"].as_u64().unwrap())
+        .collect();
+    assert_eq!(history.first(), Some(&25));
+    assert_eq!(history.last(), Some(&100));
+    assert!(
+        history.windows(2).all(|w| w[0] <= w[1]),
+        "no stage skipped or repeated out of order: {history:?}"
+    );
+    assert_eq!(
+        env.api.object(LEASE).unwrap()["spec"]["holderIdentity"],
+        Value::Null,
+        "released at the end"
+    );
+}
