@@ -130,7 +130,7 @@ impl PrometheusSource {
         })
     }
 
-    fn auth_header(&self) -> Result<Option<String>, MetricError> {
+    fn auth_header(&self) -> Result<Option<reqwest::header::HeaderValue>, MetricError> {
         let read = |p: &PathBuf, what: &str| {
             std::fs::read_to_string(p)
                 .map(|s| s.trim().to_string())
@@ -139,16 +139,25 @@ impl PrometheusSource {
                     message: format!("cannot read {what} {}: {e}", p.display()),
                 })
         };
+        let header = |h: String| {
+            reqwest::header::HeaderValue::from_str(&h)
+                .map(Some)
+                .map_err(|_| {
+                    MetricError::Unsupported(
+                        "the credential file holds characters not allowed in an HTTP header".into(),
+                    )
+                })
+        };
         if let Some(p) = &self.bearer_token_file {
-            return Ok(Some(format!("Bearer {}", read(p, "bearer_token_file")?)));
+            return header(format!("Bearer {}", read(p, "bearer_token_file")?));
         }
         if let Some(b) = &self.basic_auth {
             let password = read(&b.password_file, "basic_auth.password_file")?;
-            return Ok(Some(format!(
+            return header(format!(
                 "Basic {}",
                 base64::engine::general_purpose::STANDARD
                     .encode(format!("{}:{password}", b.username))
-            )));
+            ));
         }
         Ok(None)
     }
@@ -166,12 +175,7 @@ impl PrometheusSource {
             .client
             .query_range(promql, start, end, step.as_secs_f64())
             .timeout(self.timeout.as_millis() as i64);
-        if let Some(h) = self.auth_header()? {
-            let value = reqwest::header::HeaderValue::from_str(&h).map_err(|_| {
-                MetricError::Unsupported(
-                    "the credential file holds characters not allowed in an HTTP header".into(),
-                )
-            })?;
+        if let Some(value) = self.auth_header()? {
             q = q.header(reqwest::header::AUTHORIZATION, value);
         }
         let result = q.get().await.map_err(|e| self.map_error(promql, e))?;
@@ -211,12 +215,7 @@ impl PrometheusSource {
             .client
             .query(promql)
             .timeout(self.timeout.as_millis() as i64);
-        if let Some(h) = self.auth_header()? {
-            let value = reqwest::header::HeaderValue::from_str(&h).map_err(|_| {
-                MetricError::Unsupported(
-                    "the credential file holds characters not allowed in an HTTP header".into(),
-                )
-            })?;
+        if let Some(value) = self.auth_header()? {
             q = q.header(reqwest::header::AUTHORIZATION, value);
         }
         let result = q.get().await.map_err(|e| self.map_error(promql, e))?;

@@ -760,23 +760,31 @@ impl Run {
         self.request_stage(0, now, ev)
     }
 
+    /// Records the intent to write `weights` (persisted before the write happens).
+    fn pend_write(
+        &mut self,
+        weights: Weights,
+        stage: Option<usize>,
+        now: SystemTime,
+        ev: &mut Vec<Event>,
+    ) {
+        self.state.pending = Some(PendingWrite {
+            weights,
+            stage,
+            attempts: 0,
+        });
+        ev.push(Event {
+            at: now,
+            kind: EventKind::WeightRequested { weights, stage },
+        });
+    }
+
     fn request_stage(&mut self, i: usize, now: SystemTime, ev: &mut Vec<Event>) -> Request {
         let weights = Weights {
             primary: self.plan.stages[i].weight,
             dr: 100 - self.plan.stages[i].weight,
         };
-        self.state.pending = Some(PendingWrite {
-            weights,
-            stage: Some(i),
-            attempts: 0,
-        });
-        ev.push(Event {
-            at: now,
-            kind: EventKind::WeightRequested {
-                weights,
-                stage: Some(i),
-            },
-        });
+        self.pend_write(weights, Some(i), now, ev);
         Request::SetWeights(weights)
     }
 
@@ -1112,18 +1120,7 @@ impl Run {
             primary: next,
             dr: 100 - next,
         };
-        self.state.pending = Some(PendingWrite {
-            weights,
-            stage: None,
-            attempts: 0,
-        });
-        ev.push(Event {
-            at: now,
-            kind: EventKind::WeightRequested {
-                weights,
-                stage: None,
-            },
-        });
+        self.pend_write(weights, None, now, ev);
         Request::SetWeights(weights)
     }
 
@@ -1151,18 +1148,7 @@ impl Run {
             primary: next,
             dr: 100 - next,
         };
-        self.state.pending = Some(PendingWrite {
-            weights,
-            stage: None,
-            attempts: 0,
-        });
-        ev.push(Event {
-            at: now,
-            kind: EventKind::WeightRequested {
-                weights,
-                stage: None,
-            },
-        });
+        self.pend_write(weights, None, now, ev);
         // Stepped: pause before the next step; the pending write is issued after the sleep.
         Request::Sleep(self.plan.rollback.step_interval.get())
     }
