@@ -441,3 +441,58 @@ fn the_plan_checker_itself() {
     assert!(follows_the_plan(&[0, 25, 0, 25]).is_err());
     assert!(follows_the_plan(&[0, 30]).is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_holds_at_a_planned_weight_and_the_next_pod_resumes() {
+    let env = Single::start("sigterm").await;
+    let policy = env.policy("");
+    let state = env.dir.path().join("state.json");
+    let spawn = || {
+        tokio::process::Command::new(cutover_bin())
+            .arg("run")
+            .arg(&policy)
+            .arg("--state-file")
+            .arg(&state)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap()
+    };
+    let mut first = spawn();
+    for _ in 0..600 {
+        if env.exporter.max_weight_seen() >= 50 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // What Kubernetes sends a pod it evicts.
+    let pid = first.id().unwrap().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = tokio::time::timeout(Duration::from_secs(30), first.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(4), "aborted");
+    assert_eq!(
+        primary_in_file(env.dir.path()),
+        50,
+        "held at a planned weight (on_signal: hold)"
+    );
+    let st: serde_json::Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+    assert_eq!(st["phase"], "aborted");
+    let status = tokio::time::timeout(Duration::from_secs(150), spawn().wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "the next pod resumed and promoted");
+    let st: serde_json::Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+    assert_eq!(st["restarts"], 1);
+    assert_eq!(primary_in_file(env.dir.path()), 100);
+}
