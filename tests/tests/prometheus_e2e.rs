@@ -173,7 +173,8 @@ async fn prometheus_killed_mid_run_holds_then_rolls_back() {
         .arg(&policy)
         .arg("--state-file")
         .arg(&state)
-        .stdout(std::process::Stdio::piped())
+        .stdout(std::fs::File::create(env.dir.path().join("out.log")).unwrap())
+        .stderr(std::fs::File::create(env.dir.path().join("err.log")).unwrap())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
@@ -189,15 +190,9 @@ async fn prometheus_killed_mid_run_holds_then_rolls_back() {
         .await
         .expect("the run ends")
         .unwrap();
-    let mut out = String::new();
-    use tokio::io::AsyncReadExt;
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .await
-        .unwrap();
+    // Text or JSON logs (stdout is not a terminal here): read both streams.
+    let out = std::fs::read_to_string(env.dir.path().join("out.log")).unwrap()
+        + &std::fs::read_to_string(env.dir.path().join("err.log")).unwrap();
     println!("{out}");
     assert_eq!(status.code(), Some(1), "{out}");
     assert!(out.contains("consecutive_error_limit"), "{out}");
