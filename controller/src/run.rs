@@ -509,6 +509,17 @@ impl Run {
         }
     }
 
+    /// Preflight failed: tell, and stop with nothing changed.
+    fn preflight_failed(&self, reason: String, now: SystemTime, ev: &mut Vec<Event>) -> Request {
+        ev.push(Event {
+            at: now,
+            kind: EventKind::PreflightFailed {
+                reason: reason.clone(),
+            },
+        });
+        self.finish(Phase::PreflightFailed, reason)
+    }
+
     fn finish(&self, phase: Phase, reason: String) -> Request {
         Request::Finish(Outcome { phase, reason })
     }
@@ -537,13 +548,7 @@ impl Run {
             Ok(w) => w,
             Err(e) => {
                 let reason = format!("cannot read the live weights to resume the run: {e}");
-                ev.push(Event {
-                    at: now,
-                    kind: EventKind::PreflightFailed {
-                        reason: reason.clone(),
-                    },
-                });
-                return self.finish(Phase::PreflightFailed, reason);
+                return self.preflight_failed(reason, now, ev);
             }
         };
         let recorded = self.state.weights;
@@ -621,13 +626,7 @@ impl Run {
                     i + 1,
                     self.plan.stages[i].weight
                 );
-                ev.push(Event {
-                    at: now,
-                    kind: EventKind::PreflightFailed {
-                        reason: reason.clone(),
-                    },
-                });
-                return self.finish(Phase::PreflightFailed, reason);
+                return self.preflight_failed(reason, now, ev);
             }
             (None, Some(k), recorded) if recorded.is_some_and(|i| k <= i) => Some(k),
             (None, Some(k), _) => {
@@ -696,13 +695,7 @@ impl Run {
             Ok(w) => w,
             Err(e) => {
                 let reason = format!("cannot read the live weights: {e}");
-                ev.push(Event {
-                    at: now,
-                    kind: EventKind::PreflightFailed {
-                        reason: reason.clone(),
-                    },
-                });
-                return self.finish(Phase::PreflightFailed, reason);
+                return self.preflight_failed(reason, now, ev);
             }
         };
         self.state.weights = Some(live);
@@ -718,13 +711,7 @@ impl Run {
                 "the backend sends {live}, but a cutover starts with all traffic on DR; \
                  if an earlier run stopped half-way, run `cutover rollback` first"
             );
-            ev.push(Event {
-                at: now,
-                kind: EventKind::PreflightFailed {
-                    reason: reason.clone(),
-                },
-            });
-            return self.finish(Phase::PreflightFailed, reason);
+            return self.preflight_failed(reason, now, ev);
         }
         Request::Preflight
     }
@@ -745,13 +732,7 @@ impl Run {
             .collect();
         if !failed.is_empty() {
             let reason = format!("preflight failed, nothing changed: {}", failed.join("; "));
-            ev.push(Event {
-                at: now,
-                kind: EventKind::PreflightFailed {
-                    reason: reason.clone(),
-                },
-            });
-            return self.finish(Phase::PreflightFailed, reason);
+            return self.preflight_failed(reason, now, ev);
         }
         ev.push(Event {
             at: now,
