@@ -8,9 +8,10 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use crate::gate::{Gate, GateMeasurement, GateResult};
+use crate::eprocess::EProcess;
+use crate::gate::{Gate, GateMeasurement, GateResult, IntervalCounts};
 use crate::promql::Site;
-use crate::source::{Measure, MetricSource, Reading};
+use crate::source::{CountQuery, CountReading, Measure, MetricSource, Reading};
 
 /// The readings of one analysis.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -44,17 +45,28 @@ impl Analysis {
         }
     }
 
-    /// Evaluates every gate against its readings. Pure.
+    /// Evaluates every gate against its readings. Pure, apart from the sequential gates'
+    /// e-processes in `evidence` (the stage's state, keyed by gate name), which take the
+    /// interval's counts.
     pub fn evaluate(
         &self,
         gates: &[Gate],
         min_requests: u64,
         dr_baselines: &BTreeMap<String, f64>,
+        evidence: &mut BTreeMap<String, EProcess>,
     ) -> Vec<GateResult> {
         gates
             .iter()
             .zip(&self.gates)
-            .map(|(g, m)| g.evaluate(m, min_requests, dr_baselines.get(&g.name).copied()))
+            .map(|(g, m)| {
+                let baseline = dr_baselines.get(&g.name).copied();
+                if g.sequential.is_some() {
+                    let ep = evidence.entry(g.name.clone()).or_default();
+                    g.evaluate_sequential(m, self.at, ep, min_requests, baseline)
+                } else {
+                    g.evaluate(m, min_requests, baseline)
+                }
+            })
             .collect()
     }
 }
@@ -83,8 +95,14 @@ impl Analyzer {
     }
 
     /// Measures every gate at both sites, and both sites' request rates, as of `now`.
+    /// Sequential gates count over `(since[gate], now]` (default: the gate's window).
     /// Failures become [`Reading::Error`]; this never fails as a whole.
-    pub async fn analyze(&self, now: SystemTime, interval: Duration) -> Analysis {
+    pub async fn analyze(
+        &self,
+        now: SystemTime,
+        interval: Duration,
+        since: &BTreeMap<String, SystemTime>,
+    ) -> Analysis {
         let rate = |site| Measure::RequestRate {
             site,
             window: interval,
@@ -111,6 +129,29 @@ impl Analyzer {
                     r
                 }
             };
+            if let Some(counted) = g.counted() {
+                let from = since
+                    .get(&g.name)
+                    .copied()
+                    .unwrap_or(now - window)
+                    .min(now);
+                let count = |site| CountQuery {
+                    counted,
+                    site,
+                    from,
+                };
+                let primary = self.count(&count(Site::Primary), now).await;
+                let dr = self.count(&count(Site::Dr), now).await;
+                gates.push(GateMeasurement {
+                    name: g.name.clone(),
+                    window,
+                    primary_requests,
+                    primary: Reading::Empty,
+                    dr: Reading::Empty,
+                    counts: Some(IntervalCounts { from, primary, dr }),
+                });
+                continue;
+            }
             let primary = self.read(&g.measure(Site::Primary, window), now).await;
             let dr = if g.is_per_site() {
                 self.read(&g.measure(Site::Dr, window), now).await
@@ -124,6 +165,7 @@ impl Analyzer {
                 primary_requests,
                 primary,
                 dr,
+                counts: None,
             });
         }
         Analysis {
@@ -133,6 +175,14 @@ impl Analyzer {
             dr_rate,
             gates,
         }
+    }
+
+    async fn count(&self, q: &CountQuery, now: SystemTime) -> CountReading {
+        let r = self.source.count(q, now).await;
+        if let Err(e) = &r {
+            tracing::debug!(site = ?q.site, error = %e, "counting failed");
+        }
+        r.into()
     }
 
     async fn read(&self, m: &Measure, now: SystemTime) -> Reading {

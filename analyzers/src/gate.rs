@@ -5,13 +5,14 @@
 //! readings and gives [`GateResult`]. No data — too few requests, an empty vector, NaN or
 //! ±Inf — is [`GateStatus::NoData`], never a pass.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::promql::{Site, render_template};
-use crate::source::{Measure, Reading};
+use crate::eprocess::{Conclusion, EProcess, Tally};
+use crate::source::{CountReading, Counted, Counts, Measure, Reading};
 use crate::units::{Percent, Span};
 
 /// One gate of a policy (`gates:`): exactly one of `error_rate`, `latency` or `query`.
@@ -47,7 +48,7 @@ pub struct GateSpec {
     pub slack: Option<f64>,
 }
 
-/// `error_rate:` bounds. At least one of `max` and `max_vs_dr`.
+/// `error_rate:` bounds: `max` and/or `max_vs_dr`, or a sequential `vs_dr`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ErrorRateGate {
@@ -61,14 +62,86 @@ pub struct ErrorRateGate {
     /// that a DR at 0 % errors does not fail the primary on its first error. Default `0.1%`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slack: Option<Percent>,
+    /// A sequential test against DR on error *counts* (anytime-valid; see `eprocess`):
+    /// rolls back on evidence of harm, certifies the stage on evidence of "no worse".
+    /// Judges alone: not together with `max`/`max_vs_dr` in the same gate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vs_dr: Option<SequentialSpec>,
 }
 
-/// `latency:` bounds. `quantile` and at least one of `max` and `max_vs_dr`.
+/// `vs_dr:` of a sequential gate: the primary is acceptable while its bad-request rate is
+/// at most `max(DR's x (1 + tolerance), absolute_tolerance)`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SequentialSpec {
+    /// How much worse than DR is still acceptable, relatively: `50%` accepts 1.5x DR's rate.
+    pub tolerance: Percent,
+    /// The false-rollback budget of this gate over the whole run, e.g. `0.01`. Split evenly
+    /// over the stages and the policy's sequential gates. Default `0.01`.
+    #[serde(default = "default_alpha")]
+    pub alpha: f64,
+    /// A rate that is acceptable whatever DR's, e.g. `0.1%`: lets a service with almost no
+    /// errors be certified without waiting for errors to compare. Default `0%` (none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub absolute_tolerance: Option<Percent>,
+}
+
+fn default_alpha() -> f64 {
+    0.01
+}
+
+impl SequentialSpec {
+    /// Checks the test's numbers; problems name `field.*`.
+    fn compile(&self, field: &str, p: &mut impl FnMut(&str, String)) -> Option<Sequential> {
+        let mut ok = true;
+        let tol = self.tolerance.fraction();
+        if !(tol > 0.0 && tol <= 10.0) {
+            p(
+                &format!("{field}.tolerance"),
+                format!(
+                    "{} is not a tolerance; write how much worse than DR is acceptable, between 1% and 1000%, e.g. 50%",
+                    self.tolerance
+                ),
+            );
+            ok = false;
+        }
+        if !(self.alpha > 0.0 && self.alpha <= 0.5) {
+            p(
+                &format!("{field}.alpha"),
+                format!(
+                    "{} is not a false-rollback budget; write a probability above 0 and at most 0.5, e.g. 0.01",
+                    self.alpha
+                ),
+            );
+            ok = false;
+        }
+        let absolute = self.absolute_tolerance.map(Percent::fraction).unwrap_or(0.0);
+        if absolute >= 1.0 {
+            p(
+                &format!("{field}.absolute_tolerance"),
+                format!(
+                    "{} accepts every rate; write a rate below 100%, e.g. 0.1%",
+                    self.absolute_tolerance.map(|a| a.to_string()).unwrap_or_default()
+                ),
+            );
+            ok = false;
+        }
+        ok.then_some(Sequential {
+            tolerance: tol,
+            absolute,
+            alpha: self.alpha,
+            alpha_stage: self.alpha,
+        })
+    }
+}
+
+/// `latency:` bounds: `quantile` with `max` and/or `max_vs_dr`, or `above` with `vs_dr`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LatencyGate {
-    /// The quantile, strictly between 0 and 1, e.g. `0.99`.
-    pub quantile: f64,
+    /// The quantile, strictly between 0 and 1, e.g. `0.99`; with `max` or `max_vs_dr`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantile: Option<f64>,
     /// The highest passing latency of the primary at that quantile, e.g. `500ms`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max: Option<Span>,
@@ -78,6 +151,13 @@ pub struct LatencyGate {
     /// With `max_vs_dr`: an absolute allowance added to DR's quantile. Default `10ms`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slack: Option<Span>,
+    /// With `vs_dr`: the histogram bucket edge that makes a request "slow", e.g. `250ms`
+    /// (pick an edge near DR's p99). Must be an `le` of `traffic.latency`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub above: Option<Span>,
+    /// A sequential test against DR on counts of requests slower than `above`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vs_dr: Option<SequentialSpec>,
 }
 
 /// What a gate's numbers are, for display.
@@ -112,6 +192,32 @@ pub enum Metric {
     Latency(f64),
     /// A policy's PromQL template.
     Query(String),
+    /// The share of requests slower than this bucket edge, in seconds (sequential gates).
+    SlowShare(f64),
+}
+
+/// A compiled sequential test (see [`crate::eprocess`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sequential {
+    /// Relative tolerance: `ρ₀ = 1 + tolerance`.
+    pub tolerance: f64,
+    /// Absolute tolerance `δ` (0: none).
+    pub absolute: f64,
+    /// The gate's alpha over the whole run.
+    pub alpha: f64,
+    /// This gate's alpha per stage: `alpha / (stages x sequential gates)`; set by the plan.
+    pub alpha_stage: f64,
+}
+
+impl Sequential {
+    /// The test of one stage.
+    pub fn test(&self) -> crate::eprocess::Test {
+        crate::eprocess::Test {
+            ratio: 1.0 + self.tolerance,
+            absolute: self.absolute,
+            alpha: self.alpha_stage,
+        }
+    }
 }
 
 /// A gate checked and turned into numbers, ready to measure and evaluate.
@@ -129,6 +235,8 @@ pub struct Gate {
     pub max: Option<f64>,
     /// Relative bound to DR: `(ratio, slack)` meaning `primary <= dr * (1 + ratio) + slack`.
     pub vs_dr: Option<(f64, f64)>,
+    /// A sequential test instead of bounds.
+    pub sequential: Option<Sequential>,
     /// Display unit.
     pub unit: Unit,
 }
@@ -191,13 +299,24 @@ impl GateSpec {
             min: None,
             max: None,
             vs_dr: None,
+            sequential: None,
             unit: Unit::Ratio,
         };
         if let Some(e) = &self.error_rate {
-            if e.max.is_none() && e.max_vs_dr.is_none() {
+            if let Some(v) = &e.vs_dr {
+                if e.max.is_some() || e.max_vs_dr.is_some() || e.slack.is_some() {
+                    p(
+                        "error_rate.vs_dr",
+                        "a sequential gate (vs_dr) judges alone; put max/max_vs_dr/slack in a gate of its own"
+                            .into(),
+                    );
+                }
+                gate.sequential = v.compile("error_rate.vs_dr", &mut p);
+            } else if e.max.is_none() && e.max_vs_dr.is_none() {
                 p(
                     "error_rate",
-                    "give max (e.g. 1%) or max_vs_dr (e.g. 50%)".into(),
+                    "give max (e.g. 1%), max_vs_dr (e.g. 50%) or vs_dr (e.g. { tolerance: 50%, alpha: 0.01 })"
+                        .into(),
                 );
             }
             if let Some(m) = e.max
@@ -219,26 +338,59 @@ impl GateSpec {
                 )
             });
         } else if let Some(l) = &self.latency {
-            if !(l.quantile > 0.0 && l.quantile < 1.0) {
-                p(
-                    "latency.quantile",
-                    format!(
-                        "{} is not strictly between 0 and 1; write e.g. 0.99 for p99",
-                        l.quantile
+            if let Some(v) = &l.vs_dr {
+                if l.max.is_some() || l.max_vs_dr.is_some() || l.slack.is_some() {
+                    p(
+                        "latency.vs_dr",
+                        "a sequential gate (vs_dr) judges alone; put quantile/max/max_vs_dr in a gate of its own"
+                            .into(),
+                    );
+                }
+                if l.quantile.is_some() {
+                    p(
+                        "latency.quantile",
+                        "a sequential latency gate counts requests slower than `above`; it has no quantile"
+                            .into(),
+                    );
+                }
+                match l.above {
+                    Some(a) if !a.get().is_zero() => {
+                        gate.metric = Metric::SlowShare(a.get().as_secs_f64());
+                    }
+                    _ => p(
+                        "latency.above",
+                        "a sequential latency gate needs `above`: a bucket edge of traffic.latency, e.g. 250ms (near DR's p99)"
+                            .into(),
                     ),
-                );
-            }
-            if l.max.is_none() && l.max_vs_dr.is_none() {
-                p(
-                    "latency",
-                    "give max (e.g. 500ms) or max_vs_dr (e.g. 20%)".into(),
-                );
+                }
+                gate.sequential = v.compile("latency.vs_dr", &mut p);
+                gate.unit = Unit::Ratio;
+            } else {
+                match l.quantile {
+                    Some(q) if q > 0.0 && q < 1.0 => gate.metric = Metric::Latency(q),
+                    Some(q) => p(
+                        "latency.quantile",
+                        format!("{q} is not strictly between 0 and 1; write e.g. 0.99 for p99"),
+                    ),
+                    None => p(
+                        "latency.quantile",
+                        "missing; write e.g. quantile: 0.99 for p99".into(),
+                    ),
+                }
+                if l.max.is_none() && l.max_vs_dr.is_none() {
+                    p(
+                        "latency",
+                        "give max (e.g. 500ms), max_vs_dr (e.g. 20%), or above with vs_dr".into(),
+                    );
+                }
+                if l.above.is_some() {
+                    p("latency.above", "above goes with vs_dr".into());
+                }
+                gate.unit = Unit::Seconds;
             }
             if l.slack.is_some() && l.max_vs_dr.is_none() {
                 p("latency.slack", "slack goes with max_vs_dr".into());
             }
-            gate.metric = Metric::Latency(l.quantile);
-            gate.unit = Unit::Seconds;
             gate.max = l.max.map(|m| m.get().as_secs_f64());
             gate.vs_dr = l.max_vs_dr.map(|r| {
                 (
@@ -312,12 +464,26 @@ impl Gate {
                 template: t.clone(),
                 site: Some(site),
             },
+            Metric::SlowShare(edge) => Measure::BadShare {
+                counted: Counted::SlowerThan(*edge),
+                site,
+                window,
+            },
         }
+    }
+
+    /// What a sequential gate counts as bad; `None` for other gates.
+    pub fn counted(&self) -> Option<Counted> {
+        self.sequential?;
+        Some(match self.metric {
+            Metric::SlowShare(edge) => Counted::SlowerThan(edge),
+            _ => Counted::Errors,
+        })
     }
 
     /// Whether the gate compares the primary with DR.
     pub fn is_relative(&self) -> bool {
-        self.vs_dr.is_some()
+        self.vs_dr.is_some() || self.sequential.is_some()
     }
 
     /// Whether the gate's query differs per site (custom queries without `{{site}}` do not).
@@ -339,6 +505,23 @@ impl Gate {
         }
         if let Some((r, s)) = self.vs_dr {
             parts.push(format!("<= DR x{} + {}", 1.0 + r, self.unit.format(s)));
+        }
+        if let Some(q) = self.sequential {
+            let what = match self.metric {
+                Metric::SlowShare(e) => format!("share slower than {}", Unit::Seconds.format(e)),
+                _ => "error rate".into(),
+            };
+            parts.push(format!(
+                "{what} <= DR x{}{} (sequential, alpha {} over the run, {:.2e} per stage)",
+                1.0 + q.tolerance,
+                if q.absolute > 0.0 {
+                    format!(" or {}", self.unit.format(q.absolute))
+                } else {
+                    String::new()
+                },
+                q.alpha,
+                q.alpha_stage
+            ));
         }
         parts.join(" and ")
     }
@@ -363,6 +546,9 @@ impl Gate {
             dr_breaching: false,
             unit: self.unit,
             reason: String::new(),
+            decisive: false,
+            evidence: None,
+            no_worse: None,
         };
         if let Reading::Error(e) = &m.primary_requests {
             return r.error(format!("counting primary requests failed: {e}"));
@@ -444,6 +630,127 @@ impl Gate {
     }
 }
 
+impl Gate {
+    /// Evaluates a sequential gate: feeds the interval's counts to the stage's e-process and
+    /// reads its conclusion. `dr_baseline` is DR's earlier rate, for a stage where DR serves
+    /// nothing. Pure apart from `ep`, which is the gate's state within the stage.
+    pub fn evaluate_sequential(
+        &self,
+        m: &GateMeasurement,
+        at: SystemTime,
+        ep: &mut EProcess,
+        min_requests: u64,
+        dr_baseline: Option<f64>,
+    ) -> GateResult {
+        let mut r = GateResult {
+            name: self.name.clone(),
+            status: GateStatus::NoData,
+            primary: None,
+            dr: None,
+            min: None,
+            max: None,
+            dr_breaching: false,
+            unit: self.unit,
+            reason: String::new(),
+            decisive: false,
+            evidence: None,
+            no_worse: None,
+        };
+        let Some(seq) = self.sequential else {
+            return r.error("not a sequential gate".into());
+        };
+        let Some(c) = &m.counts else {
+            return r.error("no counts were taken".into());
+        };
+        let (p, d) = match (&c.primary, &c.dr) {
+            (CountReading::Error(e), _) => {
+                return r.error(format!(
+                    "counting at the primary failed: {e}; the interval is counted with the next analysis"
+                ));
+            }
+            (_, CountReading::Error(e)) => {
+                return r.error(format!(
+                    "counting at DR failed: {e}; the interval is counted with the next analysis"
+                ));
+            }
+            (CountReading::Counted(p), CountReading::Counted(d)) => (*p, *d),
+        };
+        let tally = |c: Counts| Tally {
+            total: c.total.max(0.0),
+            bad: c.bad.clamp(0.0, c.total.max(0.0)),
+        };
+        let test = seq.test();
+        ep.observe(test.ratio, tally(p), tally(d));
+        ep.counted_to = Some(at);
+        let j = ep.judge(test, dr_baseline);
+        r.primary = ep.primary.rate();
+        r.dr = ep.dr.rate().or(dr_baseline);
+        r.max = r.dr.map(|d| (d * test.ratio).max(test.absolute));
+        r.evidence = Some(j.harm);
+        r.no_worse = Some(j.no_worse);
+        let fmt = |t: Tally| match t.rate() {
+            Some(x) => format!("{} ({}/{})", self.unit.format(x), t.bad, t.total),
+            None => "no requests".into(),
+        };
+        let numbers = format!(
+            "primary {} vs DR {} this stage",
+            fmt(ep.primary),
+            if ep.dr.total > 0.0 {
+                fmt(ep.dr)
+            } else {
+                match dr_baseline {
+                    Some(b) => format!("{} (earlier stages)", self.unit.format(b)),
+                    None => "no requests".into(),
+                }
+            }
+        );
+        let bound = format!(
+            "DR x{}{}",
+            test.ratio,
+            if test.absolute > 0.0 {
+                format!(" or {}", self.unit.format(test.absolute))
+            } else {
+                String::new()
+            }
+        );
+        match j.conclusion {
+            Conclusion::Harm => {
+                r.status = GateStatus::Fail;
+                r.decisive = true;
+                r.reason = format!(
+                    "evidence of harm crossed its boundary (e >= 1/{:.2e}): the primary is worse than {bound}; {numbers}",
+                    test.alpha
+                );
+            }
+            Conclusion::NoWorse if p.total <= 0.0 => {
+                r.reason = format!("certified no worse than {bound}, but no primary requests in the last interval; {numbers}");
+            }
+            Conclusion::NoWorse if ep.primary.total < min_requests as f64 => {
+                r.status = GateStatus::Undecided;
+                r.reason = format!(
+                    "certified, but {} primary requests this stage, fewer than min_requests {min_requests}; {numbers}",
+                    ep.primary.total
+                );
+            }
+            Conclusion::NoWorse => {
+                r.status = GateStatus::Pass;
+                r.reason = format!("certified no worse than {bound}; {numbers}");
+            }
+            Conclusion::Undecided if ep.primary.total <= 0.0 => {
+                r.reason = format!("no primary requests counted yet; {numbers}");
+            }
+            Conclusion::Undecided => {
+                r.status = GateStatus::Undecided;
+                r.reason = format!(
+                    "collecting evidence (harm {:.2}, no worse {:.2} of their boundaries); {numbers}",
+                    j.harm, j.no_worse
+                );
+            }
+        }
+        r
+    }
+}
+
 fn describe_nodata(r: &Reading) -> String {
     match r {
         Reading::Value(v) => format!("{v} (not a finite number)"),
@@ -465,6 +772,20 @@ pub struct GateMeasurement {
     pub primary: Reading,
     /// The gate's value at DR.
     pub dr: Reading,
+    /// Sequential gates: both sites' counts over the interval since the last analysis.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counts: Option<IntervalCounts>,
+}
+
+/// Both sites' counts over `(from, at]`, for a sequential gate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IntervalCounts {
+    /// The start of the interval (exclusive).
+    pub from: SystemTime,
+    /// The primary's counts.
+    pub primary: CountReading,
+    /// DR's counts.
+    pub dr: CountReading,
 }
 
 /// A gate's result in one analysis.
@@ -477,6 +798,8 @@ pub enum GateStatus {
     Fail,
     /// Not enough data to judge: never a pass.
     NoData,
+    /// A sequential gate still collecting evidence either way.
+    Undecided,
     /// The query failed.
     Error,
 }
@@ -502,6 +825,16 @@ pub struct GateResult {
     pub unit: Unit,
     /// Why, in words.
     pub reason: String,
+    /// A failure that rolls back at once (a sequential gate's evidence of harm), rather
+    /// than counting toward `failure_limit`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub decisive: bool,
+    /// Sequential gates: evidence of harm, 1 at the rollback boundary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<f64>,
+    /// Sequential gates: evidence of "no worse", 1 at the certification boundary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_worse: Option<f64>,
 }
 
 impl GateResult {
@@ -535,6 +868,7 @@ mod tests {
             primary_requests: req,
             primary: p,
             dr: d,
+            counts: None,
         }
     }
 

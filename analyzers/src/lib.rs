@@ -10,6 +10,8 @@
 #![forbid(unsafe_code)]
 
 pub mod analysis;
+pub mod counters;
+pub mod eprocess;
 pub mod gate;
 pub mod preflight;
 pub mod prometheus;

@@ -6,7 +6,10 @@
 //! every query (so a rotated token is picked up) and are never logged.
 
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// How far before an interval counting looks for each series' previous sample.
+const LOOKBACK: Duration = Duration::from_secs(300);
 
 use async_trait::async_trait;
 use base64::Engine as _;
@@ -14,8 +17,9 @@ use prometheus_http_query::{Client, Error as PromError, response::Data};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::promql::PromqlBuilder;
-use crate::source::{Measure, MetricError, MetricSource, Sample};
+use crate::counters::growth;
+use crate::promql::{PromqlBuilder, parse_le, promql_duration};
+use crate::source::{Counted, CountQuery, Counts, Measure, MetricError, MetricSource, Sample};
 use crate::units::Span;
 
 /// `prometheus:` in a policy.
@@ -209,6 +213,42 @@ impl PrometheusSource {
         }
     }
 
+    /// Runs an instant query of a range-vector selector at `at` (unix seconds) and returns
+    /// each series' raw samples: what counting differences.
+    pub async fn query_raw(&self, selector: &str, range: Duration, at: f64) -> Result<Vec<Series>, MetricError> {
+        let promql = format!("{selector}[{}]", promql_duration(range));
+        let mut q = self
+            .client
+            .query(&promql)
+            .query("time", format!("{at:.3}"))
+            .timeout(self.timeout.as_millis() as i64);
+        if let Some(value) = self.auth_header()? {
+            q = q.header(reqwest::header::AUTHORIZATION, value);
+        }
+        let result = q.get().await.map_err(|e| self.map_error(&promql, e))?;
+        match result.data() {
+            Data::Matrix(m) => Ok(m
+                .iter()
+                .map(|s| Series {
+                    labels: s
+                        .metric()
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect(),
+                    samples: s
+                        .samples()
+                        .iter()
+                        .map(|x| (x.timestamp(), x.value()))
+                        .collect(),
+                })
+                .collect()),
+            _ => Err(MetricError::NotOneNumber {
+                query: promql,
+                found: "no range vector".into(),
+            }),
+        }
+    }
+
     /// Runs an instant query that must return one number (or nothing).
     pub async fn query_one(&self, promql: &str) -> Result<Sample, MetricError> {
         let mut q = self
@@ -301,5 +341,54 @@ impl MetricSource for PrometheusSource {
 
     async fn measure(&self, m: &Measure, _now: SystemTime) -> Result<Sample, MetricError> {
         self.query_one(&self.render(m)).await
+    }
+
+    async fn count(&self, q: &CountQuery, now: SystemTime) -> Result<Counts, MetricError> {
+        let secs = |t: SystemTime| {
+            t.duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0)
+        };
+        let to = secs(now);
+        let from = secs(q.from).min(to);
+        // Far enough back to find each series' last sample before `from` (Prometheus marks
+        // a series stale after 5 minutes without samples).
+        let range = Duration::from_secs_f64(to - from).max(Duration::from_secs(1)) + LOOKBACK;
+        let selectors = self.promql.count_selectors(q.counted, q.site);
+        match q.counted {
+            Counted::Errors => {
+                let total = self.query_raw(&selectors[0], range, to).await?;
+                let bad = self.query_raw(&selectors[1], range, to).await?;
+                let t = growth(total.iter().map(|s| &s.samples[..]), from, to);
+                let b = growth(bad.iter().map(|s| &s.samples[..]), from, to);
+                Ok(Counts {
+                    total: t.value,
+                    bad: b.value.min(t.value),
+                    resets: t.resets + b.resets,
+                })
+            }
+            Counted::SlowerThan(edge) => {
+                let series = self.query_raw(&selectors[0], range, to).await?;
+                let (inf, fast): (Vec<&Series>, Vec<&Series>) = series.iter().partition(|s| {
+                    s.labels.get("le").and_then(|v| parse_le(v)) == Some(f64::INFINITY)
+                });
+                let t = growth(inf.iter().map(|s| &s.samples[..]), from, to);
+                let f = growth(fast.iter().map(|s| &s.samples[..]), from, to);
+                if !inf.is_empty() && fast.is_empty() {
+                    return Err(MetricError::Refused {
+                        source_name: self.describe(),
+                        query: selectors[0].clone(),
+                        message: format!(
+                            "traffic.latency has no bucket with le={edge}; set latency.above to one of the histogram's bucket edges"
+                        ),
+                    });
+                }
+                Ok(Counts {
+                    total: t.value,
+                    bad: (t.value - f.value).max(0.0),
+                    resets: t.resets + f.resets,
+                })
+            }
+        }
     }
 }

@@ -6,6 +6,8 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::source::Counted;
+
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -213,6 +215,25 @@ pub fn promql_duration(d: Duration) -> String {
     }
 }
 
+/// A regex (as written inside a PromQL string) matching the `le` label values client
+/// libraries write for a bucket edge: `0.25`, `0.250`, `1`, `1.0`.
+pub fn le_regex(edge: f64) -> String {
+    let text = format!("{edge}");
+    if text.contains('.') {
+        format!("{}0*", text.replace('.', "\\\\."))
+    } else {
+        format!("{text}(\\\\.0*)?")
+    }
+}
+
+/// Parses an `le` label value: a number, or `+Inf`.
+pub fn parse_le(v: &str) -> Option<f64> {
+    match v {
+        "+Inf" | "Inf" | "inf" => Some(f64::INFINITY),
+        _ => v.parse().ok(),
+    }
+}
+
 /// Renders the PromQL of every measurement from a policy's `traffic:` and `sites:`.
 #[derive(Debug, Clone)]
 pub struct PromqlBuilder {
@@ -315,6 +336,42 @@ impl PromqlBuilder {
         )
     }
 
+    /// The share of a site's requests that are bad, over the window.
+    pub fn bad_share(&self, counted: Counted, site: Site, window: Duration) -> String {
+        match counted {
+            Counted::Errors => self.error_ratio(site, window),
+            Counted::SlowerThan(edge) => {
+                let w = promql_duration(window);
+                format!(
+                    "1 - sum(rate({}[{w}])) / sum(rate({}[{w}]))",
+                    self.latency
+                        .with(&[self.site_matcher(site), format!("le=~\"{}\"", le_regex(edge))]),
+                    self.latency
+                        .with(&[self.site_matcher(site), "le=\"+Inf\"".to_string()]),
+                )
+            }
+        }
+    }
+
+    /// The raw counter selectors a count reads: for errors, `(requests, errors)`; for slow
+    /// requests, one selector of the histogram's `+Inf` bucket and the edge's bucket.
+    pub fn count_selectors(&self, counted: Counted, site: Site) -> Vec<String> {
+        match counted {
+            Counted::Errors => {
+                let mut err = vec![self.site_matcher(site)];
+                err.extend(self.errors.iter().cloned());
+                vec![
+                    self.requests.with(&[self.site_matcher(site)]),
+                    self.requests.with(&err),
+                ]
+            }
+            Counted::SlowerThan(edge) => vec![self.latency.with(&[
+                self.site_matcher(site),
+                format!("le=~\"{}|\\\\+Inf\"", le_regex(edge)),
+            ])],
+        }
+    }
+
     /// A policy's own PromQL with `{{site}}` and `{{service}}` replaced by escaped values.
     pub fn custom(&self, template: &str, site: Site) -> String {
         render_template(template, self.site_value(site), &self.service)
@@ -332,6 +389,11 @@ impl PromqlBuilder {
                 site,
                 window,
             } => self.latency_quantile(*quantile, *site, *window),
+            Measure::BadShare {
+                counted,
+                site,
+                window,
+            } => self.bad_share(*counted, *site, *window),
             Measure::Custom { template, site } => match site {
                 Some(s) => self.custom(template, *s),
                 None => self.custom_siteless(template),

@@ -13,11 +13,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use rand_distr::{Binomial, Distribution, Poisson};
+use rand_distr::{Binomial, Distribution, Gamma, Poisson};
 use serde::{Deserialize, Serialize};
 
 use crate::promql::{PromqlBuilder, Site};
-use crate::source::{Measure, MetricError, MetricSource, Sample};
+use crate::counters::growth;
+use crate::source::{CountQuery, Counted, Counts as SiteCounts, Measure, MetricError, MetricSource, Sample};
 
 /// Upper bounds (seconds) of the simulated latency histogram; `+Inf` is implied.
 pub const BUCKETS: [f64; 11] = [
@@ -72,6 +73,9 @@ pub struct Change {
     pub latency_factor: Option<f64>,
     /// New reachability.
     pub reachable: Option<bool>,
+    /// From now on the error probability grows by this much per minute (a slow leak).
+    #[serde(default)]
+    pub error_ramp: Option<f64>,
 }
 
 /// A whole simulated world: traffic, both sites, and what changes when.
@@ -94,6 +98,45 @@ pub struct Scenario {
     pub custom: BTreeMap<String, f64>,
     /// RNG seed.
     pub seed: u64,
+    /// How the simulated Prometheus scrapes the counters that sequential gates count.
+    #[serde(default)]
+    pub scrape: ScrapeSpec,
+    /// Overdispersion of errors: each second's error probability at each site is multiplied
+    /// by a Gamma(k, 1/k) draw (mean 1) with this shape `k`; smaller is burstier. 0: none.
+    #[serde(default)]
+    pub error_burst_shape: f64,
+}
+
+/// The simulated scrape of each site's counters: several pods, each its own series.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ScrapeSpec {
+    /// Time between two scrapes.
+    #[serde(with = "crate::serde_secs")]
+    pub interval: Duration,
+    /// Pods per site; each second's requests go to one of them in turn.
+    pub pods: u32,
+    /// Mean time between restarts of a pod (its counters start again from 0); none if zero.
+    #[serde(with = "crate::serde_secs")]
+    pub mean_time_between_resets: Duration,
+}
+
+impl Default for ScrapeSpec {
+    fn default() -> Self {
+        ScrapeSpec {
+            interval: Duration::from_secs(15),
+            pods: 3,
+            mean_time_between_resets: Duration::ZERO,
+        }
+    }
+}
+
+/// One pod's counters as a scrape sees them: requests, errors and cumulative buckets.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct PodCounters {
+    requests: f64,
+    errors: f64,
+    /// Cumulative per bucket edge (`le`), the last being `+Inf`.
+    le: [f64; BUCKETS.len() + 1],
 }
 
 /// Counts of one site in one second.
@@ -127,6 +170,14 @@ struct World {
     sites: [SiteProfile; 2],
     applied: Vec<bool>,
     seconds: VecDeque<(u64, [Counts; 2])>,
+    /// Per site, per pod: the live counters.
+    pods: [Vec<PodCounters>; 2],
+    /// Scrapes: the second and every pod's counters at both sites.
+    scrapes: VecDeque<(u64, [Vec<PodCounters>; 2])>,
+    /// Per site: a slow leak `(start second, growth per minute)`.
+    ramps: [Option<(u64, f64)>; 2],
+    /// When the first scripted change happened.
+    onset: Option<u64>,
 }
 
 /// History generated before a world's start.
@@ -134,6 +185,12 @@ pub const WARMUP: Duration = Duration::from_secs(600);
 
 /// How long generated seconds are kept for queries.
 const RETAIN_SECS: u64 = 3 * 3600;
+
+fn unix_f64(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
 
 fn unix(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
@@ -155,7 +212,8 @@ impl World {
         for s in from + 1..=now {
             self.apply_changes(s);
             self.step_share();
-            let counts = self.generate();
+            let counts = self.generate(s);
+            self.count_into_pods(s, &counts);
             self.seconds.push_back((s, counts));
         }
         self.last = self.last.max(now);
@@ -166,6 +224,100 @@ impl World {
                 break;
             }
         }
+        while let Some((s, _)) = self.scrapes.front() {
+            if *s + RETAIN_SECS < now {
+                self.scrapes.pop_front();
+            } else {
+                break;
+            }
+        }
+    }
+
+    /// Adds one second's counts to the pod serving it, restarts pods now and then, and
+    /// scrapes every pod on the scrape interval.
+    fn count_into_pods(&mut self, second: u64, counts: &[Counts; 2]) {
+        let spec = self.scenario.scrape;
+        let pods = spec.pods.max(1) as usize;
+        let mtbr = spec.mean_time_between_resets.as_secs_f64();
+        for site in 0..2 {
+            if self.pods[site].len() != pods {
+                self.pods[site] = vec![PodCounters::default(); pods];
+            }
+            if mtbr > 0.0 {
+                for p in 0..pods {
+                    if rand::Rng::random_bool(&mut self.rng, (1.0 / mtbr).min(1.0)) {
+                        self.pods[site][p] = PodCounters::default();
+                    }
+                }
+            }
+            let c = &counts[site];
+            let pod = &mut self.pods[site][(second % pods as u64) as usize];
+            pod.requests += c.requests as f64;
+            pod.errors += c.errors as f64;
+            let mut cum = 0.0;
+            for (b, k) in c.buckets.iter().enumerate() {
+                cum += *k as f64;
+                pod.le[b] += cum;
+            }
+        }
+        let every = spec.interval.as_secs().max(1);
+        if second % every == 0 {
+            self.scrapes
+                .push_back((second, [self.pods[0].clone(), self.pods[1].clone()]));
+        }
+    }
+
+    /// Counts over `(from, to]` from the scraped samples, as Prometheus would serve them.
+    fn count(&self, q: &CountQuery, to: u64) -> Result<SiteCounts, MetricError> {
+        let from = unix_f64(q.from).min(to as f64);
+        let site = idx(q.site);
+        let edge = match q.counted {
+            Counted::Errors => None,
+            Counted::SlowerThan(e) => Some(
+                BUCKETS
+                    .iter()
+                    .position(|b| (b - e).abs() < 1e-9)
+                    .ok_or_else(|| {
+                        MetricError::Unsupported(format!(
+                            "the simulated histogram has no bucket with le={e}; edges are {BUCKETS:?}"
+                        ))
+                    })?,
+            ),
+        };
+        let lookback = from - 300.0;
+        let pods = self.scenario.scrape.pods.max(1) as usize;
+        let series = |f: &dyn Fn(&PodCounters) -> f64| -> Vec<Vec<(f64, f64)>> {
+            (0..pods)
+                .map(|p| {
+                    self.scrapes
+                        .iter()
+                        .filter(|(s, _)| (*s as f64) > lookback && *s <= to)
+                        .filter_map(|(s, pods)| pods[site].get(p).map(|c| (*s as f64, f(c))))
+                        .collect()
+                })
+                .collect()
+        };
+        let total_series = series(&|c| c.requests);
+        let total = growth(total_series.iter().map(|v| &v[..]), from, to as f64);
+        let bad = match edge {
+            None => {
+                let s = series(&|c| c.errors);
+                growth(s.iter().map(|v| &v[..]), from, to as f64)
+            }
+            Some(b) => {
+                let fast = series(&|c| c.le[b]);
+                let f = growth(fast.iter().map(|v| &v[..]), from, to as f64);
+                crate::counters::Growth {
+                    value: (total.value - f.value).max(0.0),
+                    ..f
+                }
+            }
+        };
+        Ok(SiteCounts {
+            total: total.value,
+            bad: bad.value,
+            resets: total.resets,
+        })
     }
 
     fn apply_changes(&mut self, second: u64) {
@@ -197,7 +349,11 @@ impl World {
                 if let Some(r) = c.reachable {
                     p.reachable = r;
                 }
+                if let Some(r) = c.error_ramp {
+                    self.ramps[s] = Some((second, r));
+                }
             }
+            self.onset.get_or_insert(second);
         }
     }
 
@@ -210,7 +366,7 @@ impl World {
         }
     }
 
-    fn generate(&mut self) -> [Counts; 2] {
+    fn generate(&mut self, second: u64) -> [Counts; 2] {
         let rps = self.scenario.total_rps;
         let mut share = self.share;
         if !self.sites[0].reachable {
@@ -229,7 +385,17 @@ impl World {
                 .unwrap_or(0);
             let prof = self.sites[i];
             out[i].requests = n;
-            out[i].errors = binomial(&mut self.rng, n, prof.error_rate);
+            let mut p_err = prof.error_rate;
+            if let Some((start, per_min)) = self.ramps[i] {
+                p_err += per_min * second.saturating_sub(start) as f64 / 60.0;
+            }
+            let k = self.scenario.error_burst_shape;
+            if k > 0.0 {
+                p_err *= Gamma::new(k, 1.0 / k)
+                    .map(|g| g.sample(&mut self.rng))
+                    .unwrap_or(1.0);
+            }
+            out[i].errors = binomial(&mut self.rng, n, p_err.min(1.0));
             // Multinomial over buckets as a chain of binomials.
             let mut left = n;
             let mut prev_cdf = 0.0;
@@ -339,6 +505,10 @@ impl SimWorld {
                 sites,
                 applied: vec![false; n],
                 seconds: VecDeque::new(),
+                pods: [Vec::new(), Vec::new()],
+                scrapes: VecDeque::new(),
+                ramps: [None, None],
+                onset: None,
             })),
         };
         world.advance_to(start);
@@ -360,6 +530,47 @@ impl SimWorld {
     /// Generates traffic up to `now`.
     pub fn advance_to(&self, now: SystemTime) {
         self.lock().advance_to(unix(now));
+    }
+
+    /// Counts a site's requests over `(query.from, now]` from the simulated scrapes.
+    pub fn count(&self, q: &CountQuery, now: SystemTime) -> Result<SiteCounts, MetricError> {
+        let mut w = self.lock();
+        let t = unix(now);
+        w.advance_to(t);
+        w.count(q, t)
+    }
+
+    /// When the first scripted change happened (a regression's onset), if one did.
+    pub fn onset(&self) -> Option<SystemTime> {
+        self.lock()
+            .onset
+            .map(|s| UNIX_EPOCH + Duration::from_secs(s))
+    }
+
+    /// Bad requests (errors, or slower than a bucket edge) a site served in `(from, to]`
+    /// seconds: what users suffered.
+    pub fn bad_served(&self, site: Site, counted: Counted, from: SystemTime, to: SystemTime) -> u64 {
+        let w = self.lock();
+        let (from, to) = (unix(from), unix(to));
+        w.seconds
+            .iter()
+            .filter(|(s, _)| *s > from && *s <= to)
+            .map(|(_, c)| {
+                let c = &c[idx(site)];
+                match counted {
+                    Counted::Errors => c.errors,
+                    Counted::SlowerThan(e) => {
+                        c.requests
+                            - BUCKETS
+                                .iter()
+                                .zip(c.buckets.iter())
+                                .filter(|(b, _)| **b <= e + 1e-12)
+                                .map(|(_, k)| *k)
+                                .sum::<u64>()
+                    }
+                }
+            })
+            .sum()
     }
 
     /// The primary's actual share of traffic now (after convergence).
@@ -406,6 +617,29 @@ impl SimWorld {
                 let c = w.window(*site, t, *window);
                 Some(histogram_quantile(*quantile, &BUCKETS, &c.buckets))
             }
+            Measure::BadShare {
+                counted,
+                site,
+                window,
+            } => {
+                if !reachable(&w, *site) {
+                    return Ok(None);
+                }
+                let c = w.window(*site, t, *window);
+                let bad = match counted {
+                    Counted::Errors => c.errors,
+                    Counted::SlowerThan(e) => {
+                        let below: u64 = BUCKETS
+                            .iter()
+                            .zip(c.buckets.iter())
+                            .filter(|(b, _)| **b <= *e + 1e-12)
+                            .map(|(_, k)| *k)
+                            .sum();
+                        c.requests - below
+                    }
+                };
+                Some(bad as f64 / c.requests as f64)
+            }
             Measure::Custom { template, .. } => match w.scenario.custom.get(template) {
                 Some(v) => Some(*v),
                 None => {
@@ -444,6 +678,10 @@ impl MetricSource for SimulatedSource {
     async fn measure(&self, m: &Measure, now: SystemTime) -> Result<Sample, MetricError> {
         self.world.measure(m, now)
     }
+
+    async fn count(&self, q: &CountQuery, now: SystemTime) -> Result<SiteCounts, MetricError> {
+        self.world.count(q, now)
+    }
 }
 
 #[cfg(test)]
@@ -472,10 +710,13 @@ mod tests {
                 error_rate: Some(0.2),
                 latency_factor: None,
                 reachable: None,
+                error_ramp: None,
             }],
             convergence: Duration::ZERO,
             custom: BTreeMap::new(),
             seed: 7,
+            scrape: ScrapeSpec::default(),
+            error_burst_shape: 0.0,
         }
     }
 

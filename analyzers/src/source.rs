@@ -41,6 +41,16 @@ pub enum Measure {
         /// The look-back window.
         window: Duration,
     },
+    /// The share of a site's requests that are bad (errors, or slower than a bucket edge),
+    /// over a window: what a sequential gate counts, as one number (plans, preflight).
+    BadShare {
+        /// What is bad.
+        counted: Counted,
+        /// The site.
+        site: Site,
+        /// The look-back window.
+        window: Duration,
+    },
     /// A policy's own PromQL template; `site` fills `{{site}}` when given.
     Custom {
         /// The template, with `{{site}}`/`{{service}}` placeholders.
@@ -48,6 +58,58 @@ pub enum Measure {
         /// The site whose label value fills `{{site}}`; `None` for site-less queries.
         site: Option<Site>,
     },
+}
+
+/// What a sequential gate counts as a bad request.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Counted {
+    /// Requests matching `traffic.errors`.
+    Errors,
+    /// Requests slower than this histogram bucket edge, in seconds.
+    SlowerThan(f64),
+}
+
+/// Counts of one site's requests over `(from, now]`, from raw counter samples.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CountQuery {
+    /// What is bad.
+    pub counted: Counted,
+    /// The site.
+    pub site: Site,
+    /// The start of the interval (exclusive); the end is the time of the measurement.
+    pub from: SystemTime,
+}
+
+/// A site's requests and bad requests over an interval (see [`crate::counters`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Counts {
+    /// Requests.
+    pub total: f64,
+    /// Bad requests among them.
+    pub bad: f64,
+    /// Counter resets seen.
+    #[serde(default)]
+    pub resets: u32,
+}
+
+/// The outcome of a count, as kept in an analysis.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "value", rename_all = "snake_case")]
+pub enum CountReading {
+    /// The counts.
+    Counted(Counts),
+    /// Counting failed.
+    Error(String),
+}
+
+impl From<Result<Counts, MetricError>> for CountReading {
+    fn from(r: Result<Counts, MetricError>) -> CountReading {
+        match r {
+            Ok(c) => CountReading::Counted(c),
+            Err(e) => CountReading::Error(e.to_string()),
+        }
+    }
 }
 
 /// What a query returned: one number, or nothing at all (an empty vector).
@@ -100,6 +162,15 @@ pub trait MetricSource: Send + Sync {
     fn render(&self, measure: &Measure) -> String;
     /// Takes a measurement as of `now`.
     async fn measure(&self, measure: &Measure, now: SystemTime) -> Result<Sample, MetricError>;
+    /// Counts a site's requests and bad requests over `(query.from, now]` from raw counter
+    /// samples, handling resets and gaps (sequential gates).
+    async fn count(&self, query: &CountQuery, now: SystemTime) -> Result<Counts, MetricError> {
+        let _ = (query, now);
+        Err(MetricError::Unsupported(format!(
+            "{} cannot count requests; sequential gates need Prometheus or the simulator",
+            self.describe()
+        )))
+    }
 }
 
 /// The outcome of one measurement, as kept in an analysis.

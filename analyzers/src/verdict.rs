@@ -38,6 +38,16 @@ pub enum AnalysisVerdict {
         /// The gates, and the values on both sites.
         reason: String,
     },
+    /// A sequential gate's evidence of harm crossed its boundary: roll back now.
+    Harm {
+        /// The gates, and the evidence.
+        reason: String,
+    },
+    /// Sequential gates are still collecting evidence (nothing failed, nothing lacks data).
+    Undecided {
+        /// The gates, and how far their evidence is.
+        reason: String,
+    },
 }
 
 /// Combines the gates' results of one analysis.
@@ -63,6 +73,13 @@ pub fn summarize(results: &[GateResult]) -> AnalysisVerdict {
     if !failed.is_empty() {
         let primary_only: Vec<&GateResult> =
             failed.iter().copied().filter(|r| !r.dr_breaching).collect();
+        let decisive: Vec<&GateResult> =
+            primary_only.iter().copied().filter(|r| r.decisive).collect();
+        if !decisive.is_empty() {
+            return AnalysisVerdict::Harm {
+                reason: list(&decisive),
+            };
+        }
         return if primary_only.is_empty() {
             AnalysisVerdict::GlobalIncident {
                 reason: format!("DR breaches the same bounds: {}", list(&failed)),
@@ -83,6 +100,12 @@ pub fn summarize(results: &[GateResult]) -> AnalysisVerdict {
     if !nodata.is_empty() {
         return AnalysisVerdict::NoData {
             reason: list(&nodata),
+        };
+    }
+    let undecided = with(GateStatus::Undecided);
+    if !undecided.is_empty() {
+        return AnalysisVerdict::Undecided {
+            reason: list(&undecided),
         };
     }
     if results.is_empty() {
@@ -195,6 +218,15 @@ pub fn judge(
                 }
             }
         }
+        AnalysisVerdict::Harm { reason } => {
+            counters.failures += 1;
+            StageVerdict::Rollback {
+                reason: format!("anytime-valid evidence of harm: {reason}"),
+            }
+        }
+        AnalysisVerdict::Undecided { reason } => StageVerdict::Hold {
+            reason: format!("sequential gates undecided: {reason}"),
+        },
         AnalysisVerdict::GlobalIncident { reason } => StageVerdict::Freeze {
             reason: format!("global incident, not rolling back into DR: {reason}"),
         },
@@ -216,6 +248,9 @@ mod tests {
             dr_breaching,
             unit: crate::gate::Unit::Number,
             reason: "r".into(),
+            decisive: false,
+            evidence: None,
+            no_worse: None,
         }
     }
 

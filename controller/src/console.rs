@@ -81,6 +81,7 @@ fn mark(r: &GateResult) -> &'static str {
         GateStatus::Pass => "ok",
         GateStatus::Fail => "FAIL",
         GateStatus::NoData => "no data",
+        GateStatus::Undecided => "undecided",
         GateStatus::Error => "ERROR",
     }
 }

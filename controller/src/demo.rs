@@ -51,6 +51,7 @@ impl DemoScenario {
             error_rate,
             latency_factor,
             reachable,
+            error_ramp: None,
         };
         let (name, changes) = match self {
             DemoScenario::Healthy => ("healthy", vec![]),
@@ -82,6 +83,8 @@ impl DemoScenario {
             convergence: Duration::ZERO,
             custom,
             seed,
+            scrape: Default::default(),
+            error_burst_shape: 0.0,
         }
     }
 }

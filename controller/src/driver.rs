@@ -140,11 +140,11 @@ impl Driver {
                         s = wait_signal(&mut self.shutdown) => Observation::Interrupted { now: self.clock.now(), signal: s },
                     }
                 }
-                Request::Analyze { interval } => {
+                Request::Analyze { interval, since } => {
                     let now = self.clock.now();
                     let analyzer = self.analyzer.clone();
                     tokio::select! {
-                        a = analyzer.analyze(now, interval) => Observation::Analyzed { now: self.clock.now(), analysis: a },
+                        a = analyzer.analyze(now, interval, &since) => Observation::Analyzed { now: self.clock.now(), analysis: a },
                         s = wait_signal(&mut self.shutdown) => Observation::Interrupted { now: self.clock.now(), signal: s },
                     }
                 }

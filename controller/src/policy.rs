@@ -774,9 +774,19 @@ impl Policy {
             .collect()
     }
 
-    /// The compiled gates; the policy must be valid.
+    /// The compiled gates; the policy must be valid. Each sequential gate's alpha is split
+    /// evenly over the stages and the sequential gates, so that a whole run of an acceptable
+    /// primary rolls back with probability at most the largest gate alpha.
     pub fn compiled_gates(&self) -> Vec<Gate> {
-        self.gates.iter().filter_map(|g| g.compile().ok()).collect()
+        let mut gates: Vec<Gate> = self.gates.iter().filter_map(|g| g.compile().ok()).collect();
+        let sequential = gates.iter().filter(|g| g.sequential.is_some()).count();
+        let shares = (sequential * self.stages.len()).max(1) as f64;
+        for g in &mut gates {
+            if let Some(s) = g.sequential.as_mut() {
+                s.alpha_stage = s.alpha / shares;
+            }
+        }
+        gates
     }
 
     /// The PromQL renderer; the policy must be valid.

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use cutover_analyzers::Analysis;
+use cutover_analyzers::eprocess::EProcess;
 use cutover_analyzers::gate::GateResult;
 use cutover_analyzers::preflight::PreflightResult;
 use cutover_analyzers::verdict::{AnalysisVerdict, StageCounters, StageVerdict, judge, summarize};
@@ -154,6 +155,9 @@ pub struct RunState {
     pub counters: StageCounters,
     /// DR's last good value per relative gate, for stages where DR serves nothing.
     pub dr_baselines: BTreeMap<String, f64>,
+    /// The current stage's e-process per sequential gate; reset at every weight change.
+    #[serde(default)]
+    pub evidence: BTreeMap<String, EProcess>,
     /// The last weights confirmed live.
     pub weights: Option<Weights>,
     /// A write under way or to retry.
@@ -252,6 +256,8 @@ pub enum Request {
     Analyze {
         /// The analysis window.
         interval: Duration,
+        /// Per sequential gate: where its counting resumes (the end of its last interval).
+        since: BTreeMap<String, SystemTime>,
     },
     /// Stop with this outcome.
     Finish(Outcome),
@@ -393,6 +399,7 @@ impl Run {
             judging_started: None,
             counters: StageCounters::default(),
             dr_baselines: BTreeMap::new(),
+            evidence: BTreeMap::new(),
             weights: None,
             pending: None,
             rollback: None,
@@ -670,10 +677,7 @@ impl Run {
         );
         let st = self.plan.stages[i];
         self.state.stage = Some(i);
-        self.state.stage_started = Some(now);
-        self.state.judging_started = None;
-        self.state.counters = StageCounters::default();
-        self.state.phase = Phase::Settling;
+        self.start_stage(now);
         Request::Sleep(
             st.interval
                 .max(self.plan.propagation)
@@ -809,16 +813,36 @@ impl Run {
         };
         let stage = self.plan.stages[i];
         self.state.stage = Some(i);
-        self.state.stage_started = Some(now);
-        self.state.judging_started = None;
-        self.state.counters = StageCounters::default();
-        self.state.phase = Phase::Settling;
+        self.start_stage(now);
         Request::Sleep(
             stage
                 .interval
                 .max(self.plan.propagation)
                 .max(self.plan.burn_in),
         )
+    }
+
+    /// A stage (re)starts at `now`: counters and evidence start from nothing, and sequential
+    /// gates count from the end of the burn-in (the split they condition on is measured, so
+    /// the settling period's data is valid evidence).
+    fn start_stage(&mut self, now: SystemTime) {
+        self.state.stage_started = Some(now);
+        self.state.judging_started = None;
+        self.state.counters = StageCounters::default();
+        self.state.phase = Phase::Settling;
+        self.state.evidence = self
+            .plan
+            .gates
+            .iter()
+            .filter(|g| g.sequential.is_some())
+            .map(|g| {
+                let ep = EProcess {
+                    counted_to: Some(now + self.plan.burn_in),
+                    ..EProcess::default()
+                };
+                (g.name.clone(), ep)
+            })
+            .collect();
     }
 
     fn on_write_failed(
@@ -874,6 +898,12 @@ impl Run {
         match (self.state.phase, self.state.stage) {
             (Phase::Settling | Phase::Judging, Some(i)) => Request::Analyze {
                 interval: self.plan.stages[i].interval,
+                since: self
+                    .state
+                    .evidence
+                    .iter()
+                    .filter_map(|(name, ep)| Some((name.clone(), ep.counted_to?)))
+                    .collect(),
             },
             _ => self.unexpected(now, "the end of a sleep", ev),
         }
@@ -894,7 +924,12 @@ impl Run {
         } else {
             &self.state.dr_baselines
         };
-        let results = analysis.evaluate(&self.plan.gates, self.plan.min_requests, baselines);
+        let results = analysis.evaluate(
+            &self.plan.gates,
+            self.plan.min_requests,
+            baselines,
+            &mut self.state.evidence,
+        );
         if dr_serves {
             for (g, r) in self.plan.gates.iter().zip(&results) {
                 if let (true, Some(d)) = (g.is_relative(), r.dr) {

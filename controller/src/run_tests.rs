@@ -84,6 +84,7 @@ fn analysis(now: SystemTime, tr: &Traffic) -> Analysis {
         primary_requests: tr.requests.clone(),
         primary: tr.primary_errors.clone(),
         dr: tr.dr_errors.clone(),
+        counts: None,
     };
     Analysis {
         at: now,

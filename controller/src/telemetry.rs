@@ -223,6 +223,7 @@ impl Telemetry {
                     let status = match r.status {
                         cutover_analyzers::GateStatus::Pass => 1.0,
                         cutover_analyzers::GateStatus::NoData => 0.0,
+                        cutover_analyzers::GateStatus::Undecided => 0.5,
                         cutover_analyzers::GateStatus::Fail => -1.0,
                         cutover_analyzers::GateStatus::Error => -2.0,
                     };
@@ -231,9 +232,11 @@ impl Telemetry {
                     if r.status == cutover_analyzers::GateStatus::Fail {
                         *n += 1;
                     }
-                    self.gate_evidence
-                        .get_or_create(&gate(&[]))
-                        .set(f64::from(*n) / self.failure_limit);
+                    // Sequential gates report their own evidence of harm on the same scale.
+                    let evidence = r
+                        .evidence
+                        .unwrap_or(f64::from(*n) / self.failure_limit);
+                    self.gate_evidence.get_or_create(&gate(&[])).set(evidence);
                 }
             }
             _ => {}

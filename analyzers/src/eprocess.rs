@@ -1,0 +1,524 @@
+//! Anytime-valid sequential tests of the primary against DR on *counts*: e-processes.
+//!
+//! # What is tested
+//!
+//! A sequential gate (`error_rate: { vs_dr: ... }` or `latency: { vs_dr: { above: ... } }`)
+//! looks at "bad" requests — errors, or requests slower than a histogram bucket edge — out of
+//! all requests, at both sites. With `r_p`, `r_d` the primary's and DR's bad-request rates,
+//! `ρ₀ = 1 + tolerance` and `δ` the absolute tolerance, the primary is **acceptable** when
+//!
+//! ```text
+//!     r_p <= max(ρ₀ · r_d, δ)
+//! ```
+//!
+//! ("no worse than DR within the tolerance, or below δ anyway"). Two e-processes run side by
+//! side, both reset when the weight changes:
+//!
+//! * **harm** (→ Rollback): evidence *against* "acceptable". Crossing `1/α` rolls back; if the
+//!   primary is acceptable this happens with probability at most `α` (Ville's inequality),
+//!   however often we look.
+//! * **no worse** (→ may Advance): evidence *for* "acceptable", i.e. against
+//!   `r_p >= max(ρ₀ r_d, δ)`. Crossing its boundary certifies the stage; advancing on a
+//!   primary that is not acceptable happens with probability at most `α`.
+//!
+//! # The relative part: conditioned on the measured split (Lindon & Malek 2022, §4)
+//!
+//! In analysis interval `k` the sites served `n_p`, `n_d` requests and `x_p`, `x_d` bad ones.
+//! Bad requests are modelled as Poisson with intensity proportional to requests served;
+//! conditioned on the interval's total `E = x_p + x_d`, the primary's share is binomial:
+//!
+//! ```text
+//!     x_p | E  ~  Binomial(E, θ_k(ρ)),      θ_k(ρ) = ρ n_p / (ρ n_p + n_d),   ρ = r_p / r_d.
+//! ```
+//!
+//! The traffic split `n_p / n_d` is whatever was *measured* in that interval — a DNS split
+//! that has not converged, or Poisson noise in arrivals, changes `θ_k`, not the validity.
+//! For an alternative `ρ₁` the likelihood ratio against the boundary `ρ₀` is
+//!
+//! ```text
+//!     L_k(ρ₁) = (θ_k(ρ₁)/θ_k(ρ₀))^x_p · ((1-θ_k(ρ₁))/(1-θ_k(ρ₀)))^x_d .
+//! ```
+//!
+//! For `ρ₁ > ρ₀` its conditional expectation is `(θ θ₁/θ₀ + (1-θ)(1-θ₁)/(1-θ₀))^E`, which is
+//! increasing in the true `θ` and equals 1 at `θ₀`: so `∏_k L_k(ρ₁)` is a non-negative
+//! supermartingale under *every* `ρ <= ρ₀`, even a ratio that drifts from interval to
+//! interval. The same holds mirrored for `ρ₁ < ρ₀` under `ρ >= ρ₀`. Averaging over a grid of
+//! alternatives `ρ₁ = ρ₀·c` (harm) and `ρ₀/c` (no worse), `c ∈ {1.2, 1.5, 2, 3, 5, 10}`, with
+//! equal weights keeps the supermartingale property (the method of mixtures; Howard et al.
+//! 2021) and adapts to the size of the effect without knowing it in advance. Intervals where
+//! one site served nothing, or nobody failed, carry no information and change nothing.
+//!
+//! # The absolute part: a conjugate mixture on the primary alone
+//!
+//! With `S` bad out of `S + F` primary requests, for the boundary `δ` and a uniform prior on
+//! the alternative side, the mixture likelihood ratios have closed forms:
+//!
+//! ```text
+//!   no worse:  M = ∫₀^δ r^S (1-r)^F dr / (δ · δ^S (1-δ)^F)
+//!                = B(S+1, F+1) · I_δ(S+1, F+1) / (δ^(S+1) (1-δ)^F)
+//!   harm:      M = B(S+1, F+1) · I_(1-δ)(F+1, S+1) / ((1-δ)^(F+1) δ^S)
+//! ```
+//!
+//! with `B` the beta function and `I` the regularized incomplete beta function (`statrs`).
+//! Each is a mixture of per-request likelihood ratios, each a supermartingale under its null.
+//!
+//! # Combining them, and the alpha budget
+//!
+//! A gate's `alpha` is split evenly over the plan's stages and over the policy's sequential
+//! gates: each (gate, stage) pair gets `α_s = α / (stages × sequential gates)`, so by a union
+//! bound a whole run of an acceptable primary rolls back with probability at most `α`.
+//!
+//! * Rollback when relative harm `>= 1/α_s` **and** (with `δ > 0`) absolute harm `>= 1/α_s`:
+//!   if the primary is acceptable, one of the two nulls (`r_p <= ρ₀ r_d` or `r_p <= δ`) is
+//!   true, and that e-process crosses with probability at most `α_s`.
+//! * Certify when relative no-worse `>= 2/α_s` **or** absolute no-worse `>= 2/α_s` (each at
+//!   half the budget; `1/α_s` for the relative one alone when `δ = 0`).
+//! * When DR serves nothing (the 100 % stage), the relative test has no data: both sides use
+//!   the absolute test against `max(ρ₀ · r̂_d, δ)`, with `r̂_d` DR's pooled rate from the
+//!   stages before. That bound is an estimate, so this stage's guarantee is approximate.
+//!
+//! The reported *evidence* is `ln(e) / ln(boundary)`: 0 is none, 1 is the boundary.
+//!
+//! # Assumptions, stated
+//!
+//! Bad requests are Poisson given the requests served (the binomial-conditional model is
+//! exact for Poisson counts and close for per-request Bernoulli failures at rates well below
+//! 50 %). Overdispersed (bursty) failures violate it and raise the false-rollback rate; the
+//! benchmark measures by how much.
+//!
+//! # References
+//!
+//! * M. Lindon, A. Malek. *Anytime-Valid Inference for Multinomial Count Data.* NeurIPS 2022,
+//!   §4 (time-inhomogeneous Poisson processes, conditioning on the total).
+//! * S. R. Howard, A. Ramdas, J. McAuliffe, J. Sekhon. *Time-uniform, nonparametric,
+//!   nonasymptotic confidence sequences.* Annals of Statistics 49(2), 2021 (method of mixtures).
+//! * A. Ramdas, P. Grünwald, V. Vovk, G. Shafer. *Game-theoretic statistics and safe anytime-valid
+//!   inference.* Statistical Science 38(4), 2023 (e-processes, Ville's inequality).
+
+use serde::{Deserialize, Serialize};
+use statrs::function::beta::{checked_beta_reg, ln_beta};
+
+/// Multipliers of the boundary ratio that the relative mixture averages over.
+pub const GRID: [f64; 6] = [1.2, 1.5, 2.0, 3.0, 5.0, 10.0];
+
+/// Requests and bad requests at one site in one interval (or summed over a stage).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Tally {
+    /// Requests served.
+    pub total: f64,
+    /// Of those, bad ones (errors, or slower than the bucket edge).
+    pub bad: f64,
+}
+
+impl Tally {
+    /// The bad share, if any request was served.
+    pub fn rate(&self) -> Option<f64> {
+        (self.total > 0.0).then(|| self.bad / self.total)
+    }
+}
+
+/// The parameters of one sequential test, for one stage.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Test {
+    /// `ρ₀ = 1 + tolerance`.
+    pub ratio: f64,
+    /// `δ`, the absolute tolerance (0: none).
+    pub absolute: f64,
+    /// `α_s`, this stage's share of the gate's alpha.
+    pub alpha: f64,
+}
+
+/// The state of a sequential gate within one stage. Starts empty at each weight change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EProcess {
+    /// `ln ∏ L_k(ρ₀·c)` per grid point: harm.
+    pub harm: Vec<f64>,
+    /// `ln ∏ L_k(ρ₀/c)` per grid point: no worse.
+    pub ok: Vec<f64>,
+    /// The primary's totals over the stage.
+    pub primary: Tally,
+    /// DR's totals over the stage.
+    pub dr: Tally,
+    /// Intervals observed.
+    pub intervals: u32,
+    /// Whether "no worse" crossed its boundary in this stage (it stays certified).
+    pub certified: bool,
+    /// The end of the last interval counted: the next one starts here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counted_to: Option<std::time::SystemTime>,
+}
+
+impl Default for EProcess {
+    fn default() -> Self {
+        EProcess {
+            harm: vec![0.0; GRID.len()],
+            ok: vec![0.0; GRID.len()],
+            primary: Tally::default(),
+            dr: Tally::default(),
+            intervals: 0,
+            certified: false,
+            counted_to: None,
+        }
+    }
+}
+
+/// `ln(mean(exp(x)))`, computed without overflow.
+fn ln_mean_exp(xs: &[f64]) -> f64 {
+    let m = xs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if !m.is_finite() {
+        return m;
+    }
+    m + (xs.iter().map(|x| (x - m).exp()).sum::<f64>() / xs.len() as f64).ln()
+}
+
+/// `ln L_k(ρ₁)` against `ρ₀` for one interval.
+pub fn ln_ratio(rho1: f64, rho0: f64, p: Tally, d: Tally) -> f64 {
+    let theta = |rho: f64| rho * p.total / (rho * p.total + d.total);
+    let (t1, t0) = (theta(rho1), theta(rho0));
+    let mut l = 0.0;
+    if p.bad > 0.0 {
+        l += p.bad * (t1 / t0).ln();
+    }
+    if d.bad > 0.0 {
+        l += d.bad * ((1.0 - t1) / (1.0 - t0)).ln();
+    }
+    l
+}
+
+impl EProcess {
+    /// Takes one interval's counts at both sites. `ratio` is `ρ₀`.
+    pub fn observe(&mut self, ratio: f64, p: Tally, d: Tally) {
+        self.intervals += 1;
+        self.primary.total += p.total;
+        self.primary.bad += p.bad;
+        self.dr.total += d.total;
+        self.dr.bad += d.bad;
+        if p.total <= 0.0 || d.total <= 0.0 || p.bad + d.bad <= 0.0 {
+            return; // no information on the ratio
+        }
+        for (j, c) in GRID.iter().enumerate() {
+            self.harm[j] += ln_ratio(ratio * c, ratio, p, d);
+            self.ok[j] += ln_ratio(ratio / c, ratio, p, d);
+        }
+    }
+
+    /// `ln e` of the relative harm mixture.
+    pub fn ln_relative_harm(&self) -> f64 {
+        ln_mean_exp(&self.harm)
+    }
+
+    /// `ln e` of the relative no-worse mixture.
+    pub fn ln_relative_ok(&self) -> f64 {
+        ln_mean_exp(&self.ok)
+    }
+
+    /// `ln e` of the absolute no-worse mixture against `r_p >= bound`, on the primary's totals.
+    pub fn ln_absolute_ok(&self, bound: f64) -> f64 {
+        ln_absolute(self.primary, bound, false)
+    }
+
+    /// `ln e` of the absolute harm mixture against `r_p <= bound`, on the primary's totals.
+    pub fn ln_absolute_harm(&self, bound: f64) -> f64 {
+        ln_absolute(self.primary, bound, true)
+    }
+}
+
+/// The closed-form truncated-uniform mixture of binomial likelihood ratios (module docs).
+pub fn ln_absolute(t: Tally, bound: f64, harm: bool) -> f64 {
+    if !(bound > 0.0 && bound < 1.0) {
+        return f64::NEG_INFINITY;
+    }
+    let s = t.bad.max(0.0);
+    let f = (t.total - t.bad).max(0.0);
+    let tail = if harm {
+        checked_beta_reg(f + 1.0, s + 1.0, 1.0 - bound)
+    } else {
+        checked_beta_reg(s + 1.0, f + 1.0, bound)
+    };
+    let tail = match tail {
+        Ok(v) if v > 0.0 => v.ln(),
+        _ => return f64::NEG_INFINITY,
+    };
+    let b = ln_beta(s + 1.0, f + 1.0) + tail;
+    if harm {
+        b - (f + 1.0) * (1.0 - bound).ln() - s * bound.ln()
+    } else {
+        b - (s + 1.0) * bound.ln() - f * (1.0 - bound).ln()
+    }
+}
+
+/// What a sequential gate concludes after an analysis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Conclusion {
+    /// Evidence of harm crossed its boundary: roll back.
+    Harm,
+    /// The primary is certified no worse than DR within tolerance.
+    NoWorse,
+    /// Neither yet.
+    Undecided,
+}
+
+/// The conclusion and both evidences (0 none, 1 at the boundary).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Judgement {
+    /// What to conclude.
+    pub conclusion: Conclusion,
+    /// Evidence of harm, `ln e / ln(1/α_s)`.
+    pub harm: f64,
+    /// Evidence of "no worse", scaled to its boundary the same way.
+    pub no_worse: f64,
+}
+
+impl EProcess {
+    /// Judges the stage so far. `dr_baseline` is DR's rate from earlier stages, used only when
+    /// DR served nothing in this stage (then the relative test has no data). Marks the stage
+    /// certified once "no worse" crosses its boundary.
+    pub fn judge(&mut self, test: Test, dr_baseline: Option<f64>) -> Judgement {
+        let boundary = (1.0 / test.alpha).ln();
+        let scaled = |ln_e: f64, b: f64| (ln_e / b).max(0.0);
+        let one_sample = self.dr.total <= 0.0;
+        let (harm, no_worse) = if one_sample {
+            let bound = match dr_baseline {
+                Some(r) => (test.ratio * r).max(test.absolute),
+                None => test.absolute,
+            };
+            if bound <= 0.0 {
+                (0.0, 0.0)
+            } else {
+                (
+                    scaled(self.ln_absolute_harm(bound), boundary),
+                    scaled(self.ln_absolute_ok(bound), boundary),
+                )
+            }
+        } else if test.absolute > 0.0 {
+            let half = (2.0 / test.alpha).ln();
+            (
+                scaled(self.ln_relative_harm(), boundary)
+                    .min(scaled(self.ln_absolute_harm(test.absolute), boundary)),
+                scaled(self.ln_relative_ok(), half)
+                    .max(scaled(self.ln_absolute_ok(test.absolute), half)),
+            )
+        } else {
+            (
+                scaled(self.ln_relative_harm(), boundary),
+                scaled(self.ln_relative_ok(), boundary),
+            )
+        };
+        if no_worse >= 1.0 {
+            self.certified = true;
+        }
+        let conclusion = if harm >= 1.0 {
+            Conclusion::Harm
+        } else if self.certified {
+            Conclusion::NoWorse
+        } else {
+            Conclusion::Undecided
+        };
+        Judgement {
+            conclusion,
+            harm,
+            no_worse: if self.certified {
+                no_worse.max(1.0)
+            } else {
+                no_worse
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+    use rand_distr::{Binomial, Distribution, Poisson};
+
+    fn t(total: f64, bad: f64) -> Tally {
+        Tally { total, bad }
+    }
+
+    #[test]
+    fn one_interval_matches_the_hand_computed_ratio() {
+        // n_p = 100, n_d = 900, ρ₀ = 1.5: θ₀ = 150/1050 = 1/7. For c = 2, ρ₁ = 3:
+        // θ₁ = 300/1200 = 1/4. With x_p = 5, x_d = 10:
+        // ln L = 5 ln(7/4) + 10 ln((3/4)/(6/7)) = 2.798080 - 1.335314 = 1.462766.
+        let l = ln_ratio(3.0, 1.5, t(100.0, 5.0), t(900.0, 10.0));
+        assert!((l - 1.462_766).abs() < 1e-5, "{l}");
+        let mut e = EProcess::default();
+        e.observe(1.5, t(100.0, 5.0), t(900.0, 10.0));
+        assert_eq!(e.harm[2], l, "the grid's c = 2 entry");
+        // The mixture is the mean of the grid's ratios.
+        let mean = e.harm.iter().map(|x| x.exp()).sum::<f64>() / GRID.len() as f64;
+        assert!((e.ln_relative_harm() - mean.ln()).abs() < 1e-12);
+    }
+
+    #[test]
+    fn intervals_without_information_change_nothing() {
+        let mut e = EProcess::default();
+        e.observe(1.5, t(100.0, 0.0), t(900.0, 0.0)); // nobody failed
+        e.observe(1.5, t(0.0, 0.0), t(900.0, 9.0)); // the primary served nothing
+        assert!(e.harm.iter().chain(&e.ok).all(|x| *x == 0.0));
+        assert_eq!(e.ln_relative_harm(), 0.0);
+        assert_eq!(e.intervals, 2);
+        assert_eq!(e.dr, t(1800.0, 9.0));
+    }
+
+    #[test]
+    fn absolute_mixture_matches_its_closed_form() {
+        // S = 0 bad of 100, δ = 5 %: M_ok = (1 - 0.95^101) / (101 · 0.05 · 0.95^100) ≈ 33.26.
+        let want = (1.0 - 0.95f64.powi(101)) / (101.0 * 0.05 * 0.95f64.powi(100));
+        let got = ln_absolute(t(100.0, 0.0), 0.05, false).exp();
+        assert!((got - want).abs() / want < 1e-9, "{got} vs {want}");
+        // Harm with S = 10 of 20 against δ = 5 %: ∫_δ^1 r^10 (1-r)^10 dr / (0.95 · δ^10 0.95^10).
+        let n = 200_000;
+        let h = 0.95 / n as f64;
+        let integral: f64 = (0..n)
+            .map(|i| {
+                let r = 0.05 + (i as f64 + 0.5) * h;
+                r.powi(10) * (1.0 - r).powi(10) * h
+            })
+            .sum();
+        let want = integral / (0.95 * 0.05f64.powi(10) * 0.95f64.powi(10));
+        let got = ln_absolute(t(20.0, 10.0), 0.05, true).exp();
+        assert!((got - want).abs() / want < 1e-6, "{got} vs {want}");
+        // Nothing observed: no evidence either way.
+        assert!(ln_absolute(t(0.0, 0.0), 0.05, false).abs() < 1e-12);
+        assert!(ln_absolute(t(0.0, 0.0), 0.05, true).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_clear_regression_is_harm_and_a_healthy_primary_is_certified() {
+        let test = Test {
+            ratio: 1.5,
+            absolute: 0.0,
+            alpha: 0.002,
+        };
+        let mut bad = EProcess::default();
+        let mut good = EProcess::default();
+        for _ in 0..20 {
+            bad.observe(1.5, t(150.0, 8.0), t(1350.0, 14.0)); // 5.3 % vs 1 %
+            good.observe(1.5, t(1500.0, 15.0), t(13500.0, 135.0)); // 1 % vs 1 %
+        }
+        assert_eq!(bad.judge(test, None).conclusion, Conclusion::Harm);
+        let j = good.judge(test, None);
+        assert_eq!(j.conclusion, Conclusion::NoWorse, "{j:?}");
+        assert!(j.harm < 0.1);
+    }
+
+    #[test]
+    fn certification_sticks_within_the_stage_but_harm_still_wins() {
+        let test = Test {
+            ratio: 1.5,
+            absolute: 0.0,
+            alpha: 0.01,
+        };
+        let mut e = EProcess::default();
+        for _ in 0..20 {
+            e.observe(1.5, t(1500.0, 15.0), t(13500.0, 135.0));
+        }
+        assert_eq!(e.judge(test, None).conclusion, Conclusion::NoWorse);
+        // Later the primary breaks: harm overrides the certificate.
+        for _ in 0..10 {
+            e.observe(1.5, t(1500.0, 300.0), t(13500.0, 135.0));
+        }
+        assert_eq!(e.judge(test, None).conclusion, Conclusion::Harm);
+        // A new stage starts from nothing.
+        let mut fresh = EProcess::default();
+        assert_eq!(fresh.judge(test, None).conclusion, Conclusion::Undecided);
+    }
+
+    #[test]
+    fn absolute_tolerance_certifies_a_service_without_errors() {
+        // No errors anywhere: the relative test has nothing to go on.
+        let mut e = EProcess::default();
+        for _ in 0..10 {
+            e.observe(1.5, t(1000.0, 0.0), t(9000.0, 0.0));
+        }
+        let rel_only = Test {
+            ratio: 1.5,
+            absolute: 0.0,
+            alpha: 0.002,
+        };
+        assert_eq!(
+            e.clone().judge(rel_only, None).conclusion,
+            Conclusion::Undecided
+        );
+        let with_abs = Test {
+            absolute: 0.005,
+            ..rel_only
+        };
+        assert_eq!(e.judge(with_abs, None).conclusion, Conclusion::NoWorse);
+    }
+
+    #[test]
+    fn the_full_stage_uses_drs_earlier_rate() {
+        let test = Test {
+            ratio: 1.5,
+            absolute: 0.0,
+            alpha: 0.002,
+        };
+        let mut e = EProcess::default();
+        for _ in 0..10 {
+            e.observe(1.5, t(6000.0, 60.0), t(0.0, 0.0)); // 1 %, DR serves nothing
+        }
+        // Against DR's earlier 1 %: bound 1.5 %, 1 % is well below it.
+        assert_eq!(
+            e.clone().judge(test, Some(0.01)).conclusion,
+            Conclusion::NoWorse
+        );
+        // Without a baseline or an absolute tolerance there is nothing to compare with.
+        assert_eq!(e.judge(test, None).conclusion, Conclusion::Undecided);
+    }
+
+    /// A/A under the null: many seeded stages of identical sites, each looked at every
+    /// interval for 60 intervals. The false-harm rate must stay within alpha.
+    #[test]
+    fn aa_false_rollback_rate_stays_within_alpha() {
+        let alpha = 0.05;
+        let test = Test {
+            ratio: 1.5,
+            absolute: 0.0,
+            alpha,
+        };
+        let runs = 2000;
+        let mut harms = 0;
+        for seed in 0..runs {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let mut e = EProcess::default();
+            for _ in 0..60 {
+                // 100 rps for 15 s, primary at 10 %, both at 1 % errors.
+                let n = Poisson::new(1500.0).unwrap().sample(&mut rng) as u64;
+                let np = Binomial::new(n, 0.1).unwrap().sample(&mut rng);
+                let nd = n - np;
+                let xp = Binomial::new(np, 0.01).unwrap().sample(&mut rng);
+                let xd = Binomial::new(nd, 0.01).unwrap().sample(&mut rng);
+                e.observe(1.5, t(np as f64, xp as f64), t(nd as f64, xd as f64));
+                if e.judge(test, None).conclusion == Conclusion::Harm {
+                    harms += 1;
+                    break;
+                }
+            }
+        }
+        let rate = harms as f64 / runs as f64;
+        assert!(rate <= alpha, "A/A false harm rate {rate} > alpha {alpha}");
+        // And at the boundary itself (ρ = ρ₀ exactly), still within alpha.
+        let mut harms = 0;
+        for seed in 0..runs {
+            let mut rng = StdRng::seed_from_u64(10_000 + seed);
+            let mut e = EProcess::default();
+            for _ in 0..60 {
+                let (np, nd) = (150u64, 1350u64);
+                let xp = Poisson::new(150.0 * 0.015).unwrap().sample(&mut rng);
+                let xd = Poisson::new(1350.0 * 0.01).unwrap().sample(&mut rng);
+                e.observe(1.5, t(np as f64, xp), t(nd as f64, xd));
+                if e.judge(test, None).conclusion == Conclusion::Harm {
+                    harms += 1;
+                    break;
+                }
+            }
+        }
+        let rate = harms as f64 / runs as f64;
+        assert!(rate <= alpha, "boundary false harm rate {rate} > alpha {alpha}");
+    }
+}
