@@ -130,11 +130,7 @@ impl Analyzer {
                 }
             };
             if let Some(counted) = g.counted() {
-                let from = since
-                    .get(&g.name)
-                    .copied()
-                    .unwrap_or(now - window)
-                    .min(now);
+                let from = since.get(&g.name).copied().unwrap_or(now - window).min(now);
                 let count = |site| CountQuery {
                     counted,
                     site,

@@ -55,7 +55,11 @@ pub fn series_growth(samples: &[(f64, f64)], from: f64, to: f64) -> Growth {
 }
 
 /// The summed growth of several series over `(from, to]`.
-pub fn growth<'a>(series: impl IntoIterator<Item = &'a [(f64, f64)]>, from: f64, to: f64) -> Growth {
+pub fn growth<'a>(
+    series: impl IntoIterator<Item = &'a [(f64, f64)]>,
+    from: f64,
+    to: f64,
+) -> Growth {
     series
         .into_iter()
         .map(|s| series_growth(s, from, to))

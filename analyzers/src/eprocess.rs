@@ -18,8 +18,10 @@
 //!   primary is acceptable this happens with probability at most `α` (Ville's inequality),
 //!   however often we look.
 //! * **no worse** (→ may Advance): evidence *for* "acceptable", i.e. against
-//!   `r_p >= max(ρ₀ r_d, δ)`. Crossing its boundary certifies the stage; advancing on a
-//!   primary that is not acceptable happens with probability at most `α`.
+//!   `r_p >= max(ρ₀ r_d, δ)`. Crossing `1/β` certifies the stage; certifying a primary that
+//!   is not acceptable happens with probability at most `β` per stage. A false certificate
+//!   only moves traffic to the next stage, where harm is tested afresh with more traffic, so
+//!   `β` (default 0.05) is per stage and larger than the rollback budget.
 //!
 //! # The relative part: conditioned on the measured split (Lindon & Malek 2022, §4)
 //!
@@ -43,9 +45,11 @@
 //! increasing in the true `θ` and equals 1 at `θ₀`: so `∏_k L_k(ρ₁)` is a non-negative
 //! supermartingale under *every* `ρ <= ρ₀`, even a ratio that drifts from interval to
 //! interval. The same holds mirrored for `ρ₁ < ρ₀` under `ρ >= ρ₀`. Averaging over a grid of
-//! alternatives `ρ₁ = ρ₀·c` (harm) and `ρ₀/c` (no worse), `c ∈ {1.2, 1.5, 2, 3, 5, 10}`, with
-//! equal weights keeps the supermartingale property (the method of mixtures; Howard et al.
-//! 2021) and adapts to the size of the effect without knowing it in advance. Intervals where
+//! alternatives keeps the supermartingale property (the method of mixtures; Howard et al.
+//! 2021) and adapts to the size of the effect without knowing it in advance: harm averages
+//! `ρ₁ = ρ₀·c`, `c ∈ {1.2, 1.5, 2, 3, 5, 10}` with equal weights; no worse puts half its
+//! weight on `ρ₁ = 1` (as good as DR, the usual truth of a repaired primary) and half on
+//! `ρ₀/c` over the same grid. Intervals where
 //! one site served nothing, or nobody failed, carry no information and change nothing.
 //!
 //! # The absolute part: a conjugate mixture on the primary alone
@@ -71,13 +75,15 @@
 //! * Rollback when relative harm `>= 1/α_s` **and** (with `δ > 0`) absolute harm `>= 1/α_s`:
 //!   if the primary is acceptable, one of the two nulls (`r_p <= ρ₀ r_d` or `r_p <= δ`) is
 //!   true, and that e-process crosses with probability at most `α_s`.
-//! * Certify when relative no-worse `>= 2/α_s` **or** absolute no-worse `>= 2/α_s` (each at
-//!   half the budget; `1/α_s` for the relative one alone when `δ = 0`).
+//! * Certify when relative no-worse `>= 2/β` **or** absolute no-worse `>= 2/β` (each at
+//!   half the budget; `1/β` for the relative one alone when `δ = 0`).
 //! * When DR serves nothing (the 100 % stage), the relative test has no data: both sides use
 //!   the absolute test against `max(ρ₀ · r̂_d, δ)`, with `r̂_d` DR's pooled rate from the
 //!   stages before. That bound is an estimate, so this stage's guarantee is approximate.
 //!
 //! The reported *evidence* is `ln(e) / ln(boundary)`: 0 is none, 1 is the boundary.
+//! Certification sticks for the rest of the stage (the test stopped there); harm is still
+//! monitored and overrides it.
 //!
 //! # Assumptions, stated
 //!
@@ -124,8 +130,10 @@ pub struct Test {
     pub ratio: f64,
     /// `δ`, the absolute tolerance (0: none).
     pub absolute: f64,
-    /// `α_s`, this stage's share of the gate's alpha.
+    /// `α_s`, this stage's share of the gate's alpha (false rollback).
     pub alpha: f64,
+    /// `β`, this stage's false-certification budget (advancing a primary that is worse).
+    pub beta: f64,
 }
 
 /// The state of a sequential gate within one stage. Starts empty at each weight change.
@@ -133,7 +141,7 @@ pub struct Test {
 pub struct EProcess {
     /// `ln ∏ L_k(ρ₀·c)` per grid point: harm.
     pub harm: Vec<f64>,
-    /// `ln ∏ L_k(ρ₀/c)` per grid point: no worse.
+    /// No worse: `ln ∏ L_k(1)` ("as good as DR") first, then `ln ∏ L_k(ρ₀/c)` per grid point.
     pub ok: Vec<f64>,
     /// The primary's totals over the stage.
     pub primary: Tally,
@@ -152,7 +160,7 @@ impl Default for EProcess {
     fn default() -> Self {
         EProcess {
             harm: vec![0.0; GRID.len()],
-            ok: vec![0.0; GRID.len()],
+            ok: vec![0.0; GRID.len() + 1],
             primary: Tally::default(),
             dr: Tally::default(),
             intervals: 0,
@@ -196,9 +204,10 @@ impl EProcess {
         if p.total <= 0.0 || d.total <= 0.0 || p.bad + d.bad <= 0.0 {
             return; // no information on the ratio
         }
+        self.ok[0] += ln_ratio(1.0, ratio, p, d);
         for (j, c) in GRID.iter().enumerate() {
             self.harm[j] += ln_ratio(ratio * c, ratio, p, d);
-            self.ok[j] += ln_ratio(ratio / c, ratio, p, d);
+            self.ok[j + 1] += ln_ratio(ratio / c, ratio, p, d);
         }
     }
 
@@ -207,9 +216,10 @@ impl EProcess {
         ln_mean_exp(&self.harm)
     }
 
-    /// `ln e` of the relative no-worse mixture.
+    /// `ln e` of the relative no-worse mixture: half its weight on "as good as DR", half
+    /// spread over the grid.
     pub fn ln_relative_ok(&self) -> f64 {
-        ln_mean_exp(&self.ok)
+        ln_mean_exp(&[self.ok[0], ln_mean_exp(&self.ok[1..])])
     }
 
     /// `ln e` of the absolute no-worse mixture against `r_p >= bound`, on the primary's totals.
@@ -276,6 +286,7 @@ impl EProcess {
     /// certified once "no worse" crosses its boundary.
     pub fn judge(&mut self, test: Test, dr_baseline: Option<f64>) -> Judgement {
         let boundary = (1.0 / test.alpha).ln();
+        let ok_boundary = (1.0 / test.beta).ln();
         let scaled = |ln_e: f64, b: f64| (ln_e / b).max(0.0);
         let one_sample = self.dr.total <= 0.0;
         let (harm, no_worse) = if one_sample {
@@ -288,11 +299,11 @@ impl EProcess {
             } else {
                 (
                     scaled(self.ln_absolute_harm(bound), boundary),
-                    scaled(self.ln_absolute_ok(bound), boundary),
+                    scaled(self.ln_absolute_ok(bound), ok_boundary),
                 )
             }
         } else if test.absolute > 0.0 {
-            let half = (2.0 / test.alpha).ln();
+            let half = (2.0 / test.beta).ln();
             (
                 scaled(self.ln_relative_harm(), boundary)
                     .min(scaled(self.ln_absolute_harm(test.absolute), boundary)),
@@ -302,7 +313,7 @@ impl EProcess {
         } else {
             (
                 scaled(self.ln_relative_harm(), boundary),
-                scaled(self.ln_relative_ok(), boundary),
+                scaled(self.ln_relative_ok(), ok_boundary),
             )
         };
         if no_worse >= 1.0 {
@@ -393,6 +404,7 @@ mod tests {
             ratio: 1.5,
             absolute: 0.0,
             alpha: 0.002,
+            beta: 0.002,
         };
         let mut bad = EProcess::default();
         let mut good = EProcess::default();
@@ -412,6 +424,7 @@ mod tests {
             ratio: 1.5,
             absolute: 0.0,
             alpha: 0.01,
+            beta: 0.01,
         };
         let mut e = EProcess::default();
         for _ in 0..20 {
@@ -439,6 +452,7 @@ mod tests {
             ratio: 1.5,
             absolute: 0.0,
             alpha: 0.002,
+            beta: 0.002,
         };
         assert_eq!(
             e.clone().judge(rel_only, None).conclusion,
@@ -457,6 +471,7 @@ mod tests {
             ratio: 1.5,
             absolute: 0.0,
             alpha: 0.002,
+            beta: 0.002,
         };
         let mut e = EProcess::default();
         for _ in 0..10 {
@@ -480,6 +495,7 @@ mod tests {
             ratio: 1.5,
             absolute: 0.0,
             alpha,
+            beta: alpha,
         };
         let runs = 2000;
         let mut harms = 0;
@@ -519,6 +535,9 @@ mod tests {
             }
         }
         let rate = harms as f64 / runs as f64;
-        assert!(rate <= alpha, "boundary false harm rate {rate} > alpha {alpha}");
+        assert!(
+            rate <= alpha,
+            "boundary false harm rate {rate} > alpha {alpha}"
+        );
     }
 }

@@ -10,8 +10,8 @@ use std::time::{Duration, SystemTime};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::promql::{Site, render_template};
 use crate::eprocess::{Conclusion, EProcess, Tally};
+use crate::promql::{Site, render_template};
 use crate::source::{CountReading, Counted, Counts, Measure, Reading};
 use crate::units::{Percent, Span};
 
@@ -80,6 +80,11 @@ pub struct SequentialSpec {
     /// over the stages and the policy's sequential gates. Default `0.01`.
     #[serde(default = "default_alpha")]
     pub alpha: f64,
+    /// The chance, per stage, of certifying a primary that is in truth worse than the
+    /// tolerance (and so advancing). A false certificate only moves to the next stage, where
+    /// harm is tested again with more traffic. Default `0.05`.
+    #[serde(default = "default_beta")]
+    pub beta: f64,
     /// A rate that is acceptable whatever DR's, e.g. `0.1%`: lets a service with almost no
     /// errors be certified without waiting for errors to compare. Default `0%` (none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -88,6 +93,10 @@ pub struct SequentialSpec {
 
 fn default_alpha() -> f64 {
     0.01
+}
+
+fn default_beta() -> f64 {
+    0.05
 }
 
 impl SequentialSpec {
@@ -115,13 +124,28 @@ impl SequentialSpec {
             );
             ok = false;
         }
-        let absolute = self.absolute_tolerance.map(Percent::fraction).unwrap_or(0.0);
+        if !(self.beta > 0.0 && self.beta <= 0.5) {
+            p(
+                &format!("{field}.beta"),
+                format!(
+                    "{} is not a false-certification budget; write a probability above 0 and at most 0.5, e.g. 0.05",
+                    self.beta
+                ),
+            );
+            ok = false;
+        }
+        let absolute = self
+            .absolute_tolerance
+            .map(Percent::fraction)
+            .unwrap_or(0.0);
         if absolute >= 1.0 {
             p(
                 &format!("{field}.absolute_tolerance"),
                 format!(
                     "{} accepts every rate; write a rate below 100%, e.g. 0.1%",
-                    self.absolute_tolerance.map(|a| a.to_string()).unwrap_or_default()
+                    self.absolute_tolerance
+                        .map(|a| a.to_string())
+                        .unwrap_or_default()
                 ),
             );
             ok = false;
@@ -131,6 +155,7 @@ impl SequentialSpec {
             absolute,
             alpha: self.alpha,
             alpha_stage: self.alpha,
+            beta: self.beta,
         })
     }
 }
@@ -207,6 +232,8 @@ pub struct Sequential {
     pub alpha: f64,
     /// This gate's alpha per stage: `alpha / (stages x sequential gates)`; set by the plan.
     pub alpha_stage: f64,
+    /// The false-certification budget per stage.
+    pub beta: f64,
 }
 
 impl Sequential {
@@ -216,6 +243,7 @@ impl Sequential {
             ratio: 1.0 + self.tolerance,
             absolute: self.absolute,
             alpha: self.alpha_stage,
+            beta: self.beta,
         }
     }
 }
@@ -723,7 +751,9 @@ impl Gate {
                 );
             }
             Conclusion::NoWorse if p.total <= 0.0 => {
-                r.reason = format!("certified no worse than {bound}, but no primary requests in the last interval; {numbers}");
+                r.reason = format!(
+                    "certified no worse than {bound}, but no primary requests in the last interval; {numbers}"
+                );
             }
             Conclusion::NoWorse if ep.primary.total < min_requests as f64 => {
                 r.status = GateStatus::Undecided;

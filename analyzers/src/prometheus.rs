@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::counters::growth;
 use crate::promql::{PromqlBuilder, parse_le, promql_duration};
-use crate::source::{Counted, CountQuery, Counts, Measure, MetricError, MetricSource, Sample};
+use crate::source::{CountQuery, Counted, Counts, Measure, MetricError, MetricSource, Sample};
 use crate::units::Span;
 
 /// `prometheus:` in a policy.
@@ -215,7 +215,12 @@ impl PrometheusSource {
 
     /// Runs an instant query of a range-vector selector at `at` (unix seconds) and returns
     /// each series' raw samples: what counting differences.
-    pub async fn query_raw(&self, selector: &str, range: Duration, at: f64) -> Result<Vec<Series>, MetricError> {
+    pub async fn query_raw(
+        &self,
+        selector: &str,
+        range: Duration,
+        at: f64,
+    ) -> Result<Vec<Series>, MetricError> {
         let promql = format!("{selector}[{}]", promql_duration(range));
         let mut q = self
             .client

@@ -344,8 +344,10 @@ impl PromqlBuilder {
                 let w = promql_duration(window);
                 format!(
                     "1 - sum(rate({}[{w}])) / sum(rate({}[{w}]))",
-                    self.latency
-                        .with(&[self.site_matcher(site), format!("le=~\"{}\"", le_regex(edge))]),
+                    self.latency.with(&[
+                        self.site_matcher(site),
+                        format!("le=~\"{}\"", le_regex(edge))
+                    ]),
                     self.latency
                         .with(&[self.site_matcher(site), "le=\"+Inf\"".to_string()]),
                 )

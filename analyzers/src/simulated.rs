@@ -16,9 +16,11 @@ use rand::rngs::StdRng;
 use rand_distr::{Binomial, Distribution, Gamma, Poisson};
 use serde::{Deserialize, Serialize};
 
-use crate::promql::{PromqlBuilder, Site};
 use crate::counters::growth;
-use crate::source::{CountQuery, Counted, Counts as SiteCounts, Measure, MetricError, MetricSource, Sample};
+use crate::promql::{PromqlBuilder, Site};
+use crate::source::{
+    CountQuery, Counted, Counts as SiteCounts, Measure, MetricError, MetricSource, Sample,
+};
 
 /// Upper bounds (seconds) of the simulated latency histogram; `+Inf` is implied.
 pub const BUCKETS: [f64; 11] = [
@@ -239,7 +241,7 @@ impl World {
         let spec = self.scenario.scrape;
         let pods = spec.pods.max(1) as usize;
         let mtbr = spec.mean_time_between_resets.as_secs_f64();
-        for site in 0..2 {
+        for (site, c) in counts.iter().enumerate() {
             if self.pods[site].len() != pods {
                 self.pods[site] = vec![PodCounters::default(); pods];
             }
@@ -250,7 +252,6 @@ impl World {
                     }
                 }
             }
-            let c = &counts[site];
             let pod = &mut self.pods[site][(second % pods as u64) as usize];
             pod.requests += c.requests as f64;
             pod.errors += c.errors as f64;
@@ -261,7 +262,7 @@ impl World {
             }
         }
         let every = spec.interval.as_secs().max(1);
-        if second % every == 0 {
+        if second.is_multiple_of(every) {
             self.scrapes
                 .push_back((second, [self.pods[0].clone(), self.pods[1].clone()]));
         }
@@ -532,6 +533,11 @@ impl SimWorld {
         self.lock().advance_to(unix(now));
     }
 
+    /// Takes a measurement as of `at` (which may be in the generated past).
+    pub fn measure_at(&self, m: &Measure, at: SystemTime) -> Result<Sample, MetricError> {
+        self.measure(m, at)
+    }
+
     /// Counts a site's requests over `(query.from, now]` from the simulated scrapes.
     pub fn count(&self, q: &CountQuery, now: SystemTime) -> Result<SiteCounts, MetricError> {
         let mut w = self.lock();
@@ -549,7 +555,13 @@ impl SimWorld {
 
     /// Bad requests (errors, or slower than a bucket edge) a site served in `(from, to]`
     /// seconds: what users suffered.
-    pub fn bad_served(&self, site: Site, counted: Counted, from: SystemTime, to: SystemTime) -> u64 {
+    pub fn bad_served(
+        &self,
+        site: Site,
+        counted: Counted,
+        from: SystemTime,
+        to: SystemTime,
+    ) -> u64 {
         let w = self.lock();
         let (from, to) = (unix(from), unix(to));
         w.seconds

@@ -73,8 +73,11 @@ pub fn summarize(results: &[GateResult]) -> AnalysisVerdict {
     if !failed.is_empty() {
         let primary_only: Vec<&GateResult> =
             failed.iter().copied().filter(|r| !r.dr_breaching).collect();
-        let decisive: Vec<&GateResult> =
-            primary_only.iter().copied().filter(|r| r.decisive).collect();
+        let decisive: Vec<&GateResult> = primary_only
+            .iter()
+            .copied()
+            .filter(|r| r.decisive)
+            .collect();
         if !decisive.is_empty() {
             return AnalysisVerdict::Harm {
                 reason: list(&decisive),

@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod announce;
+pub mod bench;
 pub mod clock;
 pub mod console;
 pub mod demo;

@@ -113,6 +113,29 @@ enum Command {
         #[arg(long)]
         report: Option<PathBuf>,
     },
+    /// Compare four judges (Flagger-, Argo-, Kayenta-style and cutover's sequential gates)
+    /// on the same seeded simulated cutovers, in virtual time; prints a Markdown table
+    /// (BENCHMARKS.md) and the acceptance checks.
+    Bench {
+        /// Seeded runs per scenario and judge.
+        #[arg(long, default_value_t = 1000)]
+        runs: usize,
+        /// The first seed; run i uses seed + i.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Only these scenarios (comma-separated names); default: all.
+        #[arg(long, value_delimiter = ',')]
+        scenario: Vec<String>,
+        /// Only these judges; default: all four.
+        #[arg(long, value_enum, value_delimiter = ',')]
+        judge: Vec<cutover::bench::judges::Judge>,
+        /// Runs in flight at once.
+        #[arg(long, default_value_t = 32)]
+        jobs: usize,
+        /// Exit 1 if an acceptance check fails.
+        #[arg(long)]
+        check: bool,
+    },
     /// Print the policy JSON Schema (policies/policy.schema.json).
     Schema,
 }
@@ -309,7 +332,82 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             print!("{}", policy::json_schema());
             Ok(0)
         }
+        Command::Bench {
+            runs,
+            seed,
+            scenario,
+            judge,
+            jobs,
+            check,
+        } => bench(runs, seed, scenario, judge, jobs, check).await,
     }
+}
+
+async fn bench(
+    runs: usize,
+    seed: u64,
+    only: Vec<String>,
+    judges: Vec<cutover::bench::judges::Judge>,
+    jobs: usize,
+    check: bool,
+) -> anyhow::Result<u8> {
+    use cutover::bench::{self, judges, scenarios};
+    let all = scenarios::all();
+    for name in &only {
+        if !all.iter().any(|s| s.name == name) {
+            let names: Vec<&str> = all.iter().map(|s| s.name).collect();
+            eprintln!(
+                "error: --scenario {name}: no such scenario; choose from {}",
+                names.join(", ")
+            );
+            return Ok(EXIT_USAGE);
+        }
+    }
+    let judges = if judges.is_empty() {
+        judges::ALL.to_vec()
+    } else {
+        judges
+    };
+    let started = std::time::Instant::now();
+    println!(
+        "cutover bench --runs {runs} --seed {seed}: {} runs per scenario and judge, 100/1000 rps as named, 15 s scrape and analysis interval, stages 10/25/50/75/100 %\n",
+        runs
+    );
+    println!("{}", bench::TABLE_HEADER);
+    let mut results = Vec::new();
+    for sc in all
+        .iter()
+        .filter(|s| only.is_empty() || only.iter().any(|n| n == s.name))
+    {
+        for j in &judges {
+            let records = bench::run_many(*j, sc, runs, seed, jobs).await?;
+            let s = bench::summarize(sc, *j, &records);
+            println!("{}", bench::table_row(&s));
+            results.push(s);
+        }
+    }
+    println!("\nScenarios:\n");
+    for sc in all
+        .iter()
+        .filter(|s| only.is_empty() || only.iter().any(|n| n == s.name))
+    {
+        println!("* `{}`: {}", sc.name, sc.description);
+    }
+    let checks = bench::acceptance(&results);
+    let mut failed = 0;
+    if !checks.is_empty() {
+        println!("\nAcceptance checks:\n");
+        for (what, ok) in &checks {
+            println!("* {} {what}", if *ok { "PASS" } else { "FAIL" });
+            failed += usize::from(!ok);
+        }
+    }
+    println!(
+        "\n({} runs in {:.0} s of wall time)",
+        results.iter().map(|s| s.runs).sum::<usize>(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(if check && failed > 0 { 1 } else { 0 })
 }
 
 fn validate(paths: &[PathBuf]) -> u8 {

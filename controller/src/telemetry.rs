@@ -233,9 +233,7 @@ impl Telemetry {
                         *n += 1;
                     }
                     // Sequential gates report their own evidence of harm on the same scale.
-                    let evidence = r
-                        .evidence
-                        .unwrap_or(f64::from(*n) / self.failure_limit);
+                    let evidence = r.evidence.unwrap_or(f64::from(*n) / self.failure_limit);
                     self.gate_evidence.get_or_create(&gate(&[])).set(evidence);
                 }
             }

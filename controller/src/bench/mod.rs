@@ -1,0 +1,346 @@
+//! `cutover bench`: four judges on the same simulated cutovers, in virtual time.
+//!
+//! Every run drives the real [`Run`] state machine through the real [`Driver`], with an
+//! in-memory backend the simulated traffic follows and a simulated metric source that
+//! serves raw counter samples the way Prometheus does (15 s scrapes, three pods per site).
+//! Runs are seeded (`seed + i`) and deterministic: the same command prints the same table.
+
+pub mod judges;
+pub mod kayenta;
+pub mod scenarios;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use cutover_analyzers::simulated::{SimWorld, SimulatedSource};
+use cutover_analyzers::source::MetricSource;
+use cutover_analyzers::{Analyzer, Site};
+use cutover_backends::{Applied, BackendError, TrafficBackend, Weights};
+
+use crate::clock::{Clock, SimClock};
+use crate::driver::{Driver, Observer};
+use crate::policy;
+use crate::run::{Event, EventKind, Phase, Run, RunState};
+use judges::Judge;
+use scenarios::BenchScenario;
+
+/// Where every simulated run starts (fixed, so scrape times and results repeat).
+const START_SECS: u64 = 1_800_000_000;
+
+/// Weights in memory; the simulated world follows every write.
+struct BenchBackend {
+    weights: Mutex<Weights>,
+    world: SimWorld,
+    clock: Arc<dyn Clock>,
+    stage_start: Arc<Mutex<Option<SystemTime>>>,
+}
+
+#[async_trait]
+impl TrafficBackend for BenchBackend {
+    fn describe(&self) -> String {
+        "in-memory weights (benchmark)".into()
+    }
+    async fn get_weights(&self) -> Result<Weights, BackendError> {
+        Ok(*self.weights.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+    async fn set_weights(&self, w: Weights) -> Result<Applied, BackendError> {
+        let now = self.clock.now();
+        *self.weights.lock().unwrap_or_else(|p| p.into_inner()) = w;
+        *self.stage_start.lock().unwrap_or_else(|p| p.into_inner()) = Some(now);
+        self.world.set_primary_weight(now, w.primary);
+        Ok(Applied {
+            weights: w,
+            change: None,
+        })
+    }
+}
+
+/// Records when the rollback started.
+#[derive(Default)]
+struct Recorder {
+    rollback_at: Mutex<Option<SystemTime>>,
+}
+
+impl Observer for Recorder {
+    fn event(&self, event: &Event, _state: &RunState) {
+        if let EventKind::RollbackStarted { .. } = event.kind {
+            self.rollback_at
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get_or_insert(event.at);
+        }
+    }
+}
+
+/// What one run did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunRecord {
+    /// How it ended.
+    pub phase: Phase,
+    /// Virtual time from start to end.
+    pub elapsed: Duration,
+    /// From the regression's onset (or the start) to the rollback, if it rolled back.
+    pub time_to_rollback: Option<Duration>,
+    /// Bad requests the primary served from the onset until the rollback (or the end).
+    pub bad_served: u64,
+}
+
+/// Runs one seeded cutover of `sc` judged by `judge`.
+pub async fn run_one(judge: Judge, sc: &BenchScenario, seed: u64) -> anyhow::Result<RunRecord> {
+    let text = judge.policy_yaml(sc);
+    let policy = policy::parse("bench.yaml", &text, Default::default())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let start = UNIX_EPOCH + Duration::from_secs(START_SECS);
+    let clock: Arc<dyn Clock> = Arc::new(SimClock::new(start, f64::INFINITY));
+    let world = SimWorld::new(sc.world(seed), start);
+    let stage_start = Arc::new(Mutex::new(None));
+    let backend = Arc::new(BenchBackend {
+        weights: Mutex::new(Weights {
+            primary: 0,
+            dr: 100,
+        }),
+        world: world.clone(),
+        clock: clock.clone(),
+        stage_start: stage_start.clone(),
+    });
+    let simulated: Arc<dyn MetricSource> =
+        Arc::new(SimulatedSource::new(world.clone(), policy.promql()));
+    let source: Arc<dyn MetricSource> = match judge {
+        Judge::Kayenta => Arc::new(kayenta::KayentaSource {
+            inner: simulated,
+            world: world.clone(),
+            stage_start,
+        }),
+        _ => simulated,
+    };
+    let recorder = Arc::new(Recorder::default());
+    let (_tx, shutdown) = tokio::sync::watch::channel(None);
+    let mut driver = Driver {
+        backend,
+        analyzer: Analyzer::new(source, policy.compiled_gates()),
+        preflight: Vec::new(),
+        clock: clock.clone(),
+        store: None,
+        observers: vec![recorder.clone()],
+        shutdown,
+    };
+    let mut run = Run::new(policy.plan(Duration::ZERO), format!("bench-{seed}"));
+    let outcome = driver.drive(&mut run).await;
+    let end = clock.now();
+    let rollback_at = *recorder
+        .rollback_at
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    let onset = world.onset().unwrap_or(start);
+    let bad_served = world.bad_served(Site::Primary, sc.counted, onset, rollback_at.unwrap_or(end));
+    Ok(RunRecord {
+        phase: outcome.phase,
+        elapsed: end.duration_since(start).unwrap_or_default(),
+        time_to_rollback: rollback_at.map(|r| r.duration_since(onset).unwrap_or_default()),
+        bad_served,
+    })
+}
+
+/// The summary of one judge on one scenario.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Summary {
+    /// The scenario.
+    pub scenario: &'static str,
+    /// Whether the primary was acceptable (a rollback is then false).
+    pub acceptable: bool,
+    /// The judge.
+    pub judge: Judge,
+    /// Runs.
+    pub runs: usize,
+    /// Share of runs rolled back.
+    pub rolled_back: f64,
+    /// Share of runs promoted.
+    pub promoted: f64,
+    /// Share of runs held (inconclusive).
+    pub inconclusive: f64,
+    /// Median and 90th percentile time to rollback, over the runs that rolled back.
+    pub ttr: Option<(Duration, Duration)>,
+    /// Median bad requests served before rollback (or the end), over all runs.
+    pub bad_served: u64,
+    /// Median time to promote, over the runs promoted.
+    pub time_to_promote: Option<Duration>,
+}
+
+fn quantile<T: Copy + Ord>(v: &mut [T], q: f64) -> Option<T> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort();
+    let i = ((v.len() as f64 * q).ceil() as usize).clamp(1, v.len()) - 1;
+    Some(v[i])
+}
+
+/// Summarises runs.
+pub fn summarize(sc: &BenchScenario, judge: Judge, records: &[RunRecord]) -> Summary {
+    let n = records.len().max(1) as f64;
+    let share = |p: Phase| records.iter().filter(|r| r.phase == p).count() as f64 / n;
+    let mut ttr: Vec<Duration> = records.iter().filter_map(|r| r.time_to_rollback).collect();
+    let mut bad: Vec<u64> = records.iter().map(|r| r.bad_served).collect();
+    let mut promote: Vec<Duration> = records
+        .iter()
+        .filter(|r| r.phase == Phase::Promoted)
+        .map(|r| r.elapsed)
+        .collect();
+    Summary {
+        scenario: sc.name,
+        acceptable: sc.acceptable,
+        judge,
+        runs: records.len(),
+        rolled_back: share(Phase::RolledBack),
+        promoted: share(Phase::Promoted),
+        inconclusive: share(Phase::Held),
+        ttr: quantile(&mut ttr.clone(), 0.5).zip(quantile(&mut ttr, 0.9)),
+        bad_served: quantile(&mut bad, 0.5).unwrap_or(0),
+        time_to_promote: quantile(&mut promote, 0.5),
+    }
+}
+
+/// Runs `runs` seeded cutovers of a scenario with a judge, `jobs` at a time.
+pub async fn run_many(
+    judge: Judge,
+    sc: &BenchScenario,
+    runs: usize,
+    seed: u64,
+    jobs: usize,
+) -> anyhow::Result<Vec<RunRecord>> {
+    let mut out = Vec::with_capacity(runs);
+    let seeds: Vec<u64> = (0..runs as u64).map(|i| seed.wrapping_add(i)).collect();
+    for chunk in seeds.chunks(jobs.max(1)) {
+        let mut set = tokio::task::JoinSet::new();
+        for (k, s) in chunk.iter().enumerate() {
+            let sc = sc.clone();
+            let s = *s;
+            set.spawn(async move { (k, run_one(judge, &sc, s).await) });
+        }
+        let mut got: Vec<(usize, anyhow::Result<RunRecord>)> = set.join_all().await;
+        got.sort_by_key(|(k, _)| *k);
+        for (_, r) in got {
+            out.push(r?);
+        }
+    }
+    Ok(out)
+}
+
+fn fmt_d(d: Option<Duration>) -> String {
+    match d {
+        None => "-".into(),
+        Some(d) if d.as_secs() < 120 => format!("{}s", d.as_secs()),
+        Some(d) => format!("{:.1}m", d.as_secs_f64() / 60.0),
+    }
+}
+
+/// The header of the results table (Markdown).
+pub const TABLE_HEADER: &str = "| scenario | judge | false rollback | rolled back | median / p90 time to rollback | bad requests served (median) | promoted | median time to promote | inconclusive |\n|---|---|---|---|---|---|---|---|---|";
+
+/// One row of the results table (Markdown).
+pub fn table_row(s: &Summary) -> String {
+    let pct = |x: f64| format!("{:.1}%", x * 100.0);
+    format!(
+        "| {} | {} | {} | {} | {} / {} | {} | {} | {} | {} |",
+        s.scenario,
+        s.judge,
+        if s.acceptable {
+            pct(s.rolled_back)
+        } else {
+            "n/a".into()
+        },
+        pct(s.rolled_back),
+        fmt_d(s.ttr.map(|t| t.0)),
+        fmt_d(s.ttr.map(|t| t.1)),
+        s.bad_served,
+        pct(s.promoted),
+        fmt_d(s.time_to_promote),
+        pct(s.inconclusive),
+    )
+}
+
+/// The acceptance checks, evaluated on printed results: `(what, passed)`.
+pub fn acceptance(results: &[Summary]) -> Vec<(String, bool)> {
+    let get = |sc: &str, j: Judge| results.iter().find(|s| s.scenario == sc && s.judge == j);
+    let mut out = Vec::new();
+    if let Some(s) = get("healthy-1pct", Judge::Sequential) {
+        out.push((
+            format!(
+                "healthy 1%/1% at 100 rps: sequential false rollback {:.1}% <= 1%",
+                s.rolled_back * 100.0
+            ),
+            s.rolled_back <= 0.01,
+        ));
+        for other in [Judge::Flagger, Judge::Argo] {
+            if let Some(o) = get("healthy-1pct", other) {
+                out.push((
+                    format!(
+                        "healthy 1%/1%: sequential false rollback {:.1}% < {other} {:.1}%",
+                        s.rolled_back * 100.0,
+                        o.rolled_back * 100.0
+                    ),
+                    s.rolled_back < o.rolled_back,
+                ));
+            }
+        }
+    }
+    if let Some(s) = get("step-1-5", Judge::Sequential) {
+        let m = s.ttr.map(|t| t.0);
+        out.push((
+            format!(
+                "1% -> 5% at the 10% stage: sequential median time to rollback {} <= 60s",
+                fmt_d(m)
+            ),
+            m.is_some_and(|m| m <= Duration::from_secs(60)),
+        ));
+        if let Some(k) = get("step-1-5", Judge::Kayenta) {
+            let km = k.ttr.map(|t| t.0);
+            out.push((
+                format!(
+                    "1% -> 5%: sequential median time to rollback {} < kayenta {}",
+                    fmt_d(m),
+                    fmt_d(km)
+                ),
+                m.is_some_and(|m| km.is_none_or(|k| m < k)),
+            ));
+        }
+    }
+    if let Some(s) = get("traffic-1000rps", Judge::Sequential) {
+        out.push((
+            format!(
+                "healthy at 1000 rps: sequential median time to promote {} well under 25m",
+                fmt_d(s.time_to_promote)
+            ),
+            s.time_to_promote
+                .is_some_and(|t| t <= Duration::from_secs(15 * 60)),
+        ));
+    }
+    if let Some(s) = get("slow-leak-1000rps", Judge::Sequential) {
+        out.push((
+            format!(
+                "slow leak at 1000 rps: sequential rolled back {:.1}% >= 95%",
+                s.rolled_back * 100.0
+            ),
+            s.rolled_back >= 0.95,
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_run_is_deterministic_for_a_seed() {
+        let sc = scenarios::all()
+            .into_iter()
+            .find(|s| s.name == "step-1-5")
+            .unwrap();
+        let a = run_one(Judge::Sequential, &sc, 7).await.unwrap();
+        let b = run_one(Judge::Sequential, &sc, 7).await.unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.phase, Phase::RolledBack, "{a:?}");
+    }
+}
