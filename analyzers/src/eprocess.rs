@@ -281,14 +281,16 @@ pub struct Judgement {
 }
 
 impl EProcess {
-    /// Judges the stage so far. `dr_baseline` is DR's rate from earlier stages, used only when
-    /// DR served nothing in this stage (then the relative test has no data). Marks the stage
-    /// certified once "no worse" crosses its boundary.
+    /// Judges the stage so far. `dr_baseline` is given for a stage where DR serves nothing by
+    /// plan (100 %): DR's rate from earlier stages, the one-sample tests' reference (DR's few
+    /// requests still counted while the split switched carry too little to compare with).
+    /// Without it, a stage where DR served nothing uses the absolute tolerance alone. Marks
+    /// the stage certified once "no worse" crosses its boundary.
     pub fn judge(&mut self, test: Test, dr_baseline: Option<f64>) -> Judgement {
         let boundary = (1.0 / test.alpha).ln();
         let ok_boundary = (1.0 / test.beta).ln();
         let scaled = |ln_e: f64, b: f64| (ln_e / b).max(0.0);
-        let one_sample = self.dr.total <= 0.0;
+        let one_sample = dr_baseline.is_some() || self.dr.total <= 0.0;
         let (harm, no_worse) = if one_sample {
             let bound = match dr_baseline {
                 Some(r) => (test.ratio * r).max(test.absolute),

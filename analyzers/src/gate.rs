@@ -712,7 +712,7 @@ impl Gate {
         ep.counted_to = Some(at);
         let j = ep.judge(test, dr_baseline);
         r.primary = ep.primary.rate();
-        r.dr = ep.dr.rate().or(dr_baseline);
+        r.dr = dr_baseline.or(ep.dr.rate());
         r.max = r.dr.map(|d| (d * test.ratio).max(test.absolute));
         r.evidence = Some(j.harm);
         r.no_worse = Some(j.no_worse);
@@ -723,13 +723,9 @@ impl Gate {
         let numbers = format!(
             "primary {} vs DR {} this stage",
             fmt(ep.primary),
-            if ep.dr.total > 0.0 {
-                fmt(ep.dr)
-            } else {
-                match dr_baseline {
-                    Some(b) => format!("{} (earlier stages)", self.unit.format(b)),
-                    None => "no requests".into(),
-                }
+            match dr_baseline {
+                Some(b) => format!("{} (earlier stages)", self.unit.format(b)),
+                None => fmt(ep.dr),
             }
         );
         let bound = format!(

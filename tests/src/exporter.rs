@@ -187,6 +187,11 @@ impl Exporter {
         self.state.lock().unwrap().observed.clone()
     }
 
+    /// Zeroes a site's counters, as a restarted pod's are: a counter reset for Prometheus.
+    pub fn restart_site(&self, site: usize) {
+        self.state.lock().unwrap().counters[site] = SiteCounters::default();
+    }
+
     /// Back to healthy sites, no rules, nothing observed: ready for another run.
     pub fn reset(&self) {
         let mut s = self.state.lock().unwrap();

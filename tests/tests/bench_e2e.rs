@@ -33,13 +33,24 @@ fn the_acceptance_checks_pass_with_1000_runs_per_scenario() {
     println!("{text}");
     assert_eq!(code, 0, "an acceptance check failed:\n{text}");
     let checks: Vec<&str> = text.lines().filter(|l| l.starts_with("* PASS")).collect();
-    assert_eq!(checks.len(), 7, "every acceptance check is printed:\n{text}");
+    assert_eq!(
+        checks.len(),
+        7,
+        "every acceptance check is printed:\n{text}"
+    );
     assert!(!text.contains("* FAIL"), "{text}");
 }
 
 #[test]
 fn the_same_seed_prints_the_same_table_and_bad_names_are_refused() {
-    let args = ["--runs", "30", "--scenario", "boundary,latency-x2", "--seed", "9"];
+    let args = [
+        "--runs",
+        "30",
+        "--scenario",
+        "boundary,latency-x2",
+        "--seed",
+        "9",
+    ];
     let table = |t: &str| -> Vec<String> {
         t.lines()
             .filter(|l| l.starts_with("| "))
@@ -53,5 +64,8 @@ fn the_same_seed_prints_the_same_table_and_bad_names_are_refused() {
     assert_eq!(table(&a), table(&b));
     let (code, text) = bench(&["--runs", "1", "--scenario", "nope"]);
     assert_eq!(code, 2, "{text}");
-    assert!(text.contains("no such scenario") && text.contains("healthy-1pct"), "{text}");
+    assert!(
+        text.contains("no such scenario") && text.contains("healthy-1pct"),
+        "{text}"
+    );
 }

@@ -21,9 +21,13 @@ struct Env {
 
 impl Env {
     async fn start(name: &str) -> Env {
+        Self::start_with(name, 200.0).await
+    }
+
+    async fn start_with(name: &str, rps: f64) -> Env {
         let dir = TempDir::new(name);
         std::fs::write(weights_path(dir.path()), r#"{"primary":0,"dr":100}"#).unwrap();
-        let exporter = Exporter::start(weights_path(dir.path()), 200.0).await;
+        let exporter = Exporter::start(weights_path(dir.path()), rps).await;
         let prom = Prometheus::start(&[exporter.target()]).await;
         // Poll, never sleep a fixed time: the first scrape comes ~5 s after start.
         prom.wait_for_data(
@@ -52,6 +56,23 @@ impl Env {
         );
         let p = self.dir.path().join("checkout.yaml");
         std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    /// The test policy with its gates replaced by sequential ones.
+    fn sequential_policy(&self) -> PathBuf {
+        let p = self.policy("", "90s");
+        let text = std::fs::read_to_string(&p).unwrap();
+        let (head, rest) = text.split_once("gates:\n").unwrap();
+        let (_, tail) = rest.split_once("analysis:\n").unwrap();
+        let gates = concat!(
+            "gates:\n",
+            "  - name: errors-vs-dr\n",
+            "    error_rate: { vs_dr: { tolerance: 100%, alpha: 0.01 } }\n",
+            "  - name: slow-vs-dr\n",
+            "    latency: { above: 250ms, vs_dr: { tolerance: 100%, alpha: 0.01, absolute_tolerance: 1% } }\n",
+        );
+        std::fs::write(&p, format!("{head}{gates}analysis:\n{tail}")).unwrap();
         p
     }
 
@@ -269,4 +290,73 @@ async fn plan_prints_promql_that_prometheus_accepts() {
             .await
             .unwrap_or_else(|e| panic!("Prometheus refused the planned query: {e}"));
     }
+}
+
+/// Sequential gates on a real Prometheus: a healthy primary is certified stage by stage and
+/// promoted — through a counter reset at both sites, which must not look like harm.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequential_gates_promote_a_healthy_primary_through_a_counter_reset() {
+    let env = Env::start_with("sequential-healthy", 1000.0).await;
+    let both = Behaviour {
+        error_rate: 0.02,
+        ..Behaviour::default()
+    };
+    env.exporter.set(0, both);
+    env.exporter.set(1, both);
+    let policy = env.sequential_policy();
+    let exporter = &env.exporter;
+    let restarts = async {
+        // Restart both sites' "pods" once the primary reaches 25 %.
+        for _ in 0..1200 {
+            if exporter.max_weight_seen() >= 25 {
+                exporter.restart_site(0);
+                exporter.restart_site(1);
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    };
+    let (run, restarted) = tokio::join!(env.run(&policy), restarts);
+    assert_eq!(run.code, 0, "{}", run.output);
+    assert!(restarted, "the counters were reset during the run");
+    assert_eq!(run.primary_history(), [10, 25, 50, 100]);
+    assert!(
+        run.output.contains("certified"),
+        "the log says why each stage advanced:\n{}",
+        run.output
+    );
+}
+
+/// Sequential gates on a real Prometheus: errors 2 % -> 10 % at 25 % are rolled back on
+/// evidence of harm, without waiting for a failure count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequential_gates_roll_back_on_evidence_of_harm() {
+    let env = Env::start_with("sequential-harm", 1000.0).await;
+    let base = Behaviour {
+        error_rate: 0.02,
+        ..Behaviour::default()
+    };
+    env.exporter.set(0, base);
+    env.exporter.set(1, base);
+    env.exporter.on_weight(
+        25,
+        0,
+        Behaviour {
+            error_rate: 0.10,
+            ..base
+        },
+    );
+    let run = env.run(&env.sequential_policy()).await;
+    assert_eq!(run.code, 1, "{}", run.output);
+    assert_eq!(run.primary_history(), [10, 25, 0]);
+    let jump = env.exporter.changed_at().expect("the regression happened");
+    let took = run.last_change_at().duration_since(jump).unwrap();
+    println!("rolled back {took:?} after the regression");
+    assert!(took <= Duration::from_secs(3 * INTERVAL), "took {took:?}");
+    assert!(
+        run.output.contains("errors-vs-dr") && run.output.contains("evidence of harm"),
+        "{}",
+        run.output
+    );
 }

@@ -354,7 +354,9 @@ mod tests {
             .find(|s| s.name == "healthy-1pct")
             .unwrap();
         let runs = 1000;
-        let records = run_many(Judge::Sequential, &sc, runs, 1000, 32).await.unwrap();
+        let records = run_many(Judge::Sequential, &sc, runs, 1000, 32)
+            .await
+            .unwrap();
         let s = summarize(&sc, Judge::Sequential, &records);
         assert!(
             s.rolled_back <= 0.01,
