@@ -86,6 +86,51 @@ fn broken_policies_are_refused_with_the_field_named() {
             "between 0 and 1",
         ),
         (
+            "sequential alpha out of range",
+            edit(
+                "error_rate: { max_vs_dr: 50% }",
+                "error_rate: { vs_dr: { tolerance: 50%, alpha: 1.5 } }",
+            ),
+            "gates[1].error_rate.vs_dr.alpha",
+            "at most 0.5",
+        ),
+        (
+            "sequential tolerance of zero",
+            edit(
+                "error_rate: { max_vs_dr: 50% }",
+                "error_rate: { vs_dr: { tolerance: 0% } }",
+            ),
+            "gates[1].error_rate.vs_dr.tolerance",
+            "e.g. 50%",
+        ),
+        (
+            "sequential gate mixed with a threshold",
+            edit(
+                "error_rate: { max_vs_dr: 50% }",
+                "error_rate: { max: 2%, vs_dr: { tolerance: 50% } }",
+            ),
+            "gates[1].error_rate.vs_dr",
+            "judges alone",
+        ),
+        (
+            "sequential latency gate without a bucket edge",
+            edit(
+                "latency: { quantile: 0.99, max: 500ms }",
+                "latency: { vs_dr: { tolerance: 50% } }",
+            ),
+            "gates[2].latency.above",
+            "bucket edge",
+        ),
+        (
+            "sequential unknown field",
+            edit(
+                "error_rate: { max_vs_dr: 50% }",
+                "error_rate: { vs_dr: { tolerance: 50%, alhpa: 0.01 } }",
+            ),
+            "gates[1].error_rate.vs_dr.alhpa",
+            "unknown field `alhpa`",
+        ),
+        (
             "duplicate gate names",
             edit("name: error-rate-vs-dr", "name: error-rate"),
             "gates[1].name",
