@@ -520,8 +520,9 @@ mod tests {
         }
         let rate = harms as f64 / runs as f64;
         assert!(rate <= alpha, "A/A false harm rate {rate} > alpha {alpha}");
-        // And at the boundary itself (ρ = ρ₀ exactly), still within alpha.
-        let mut harms = 0;
+        // And at the boundary itself (ρ = ρ₀ exactly), where both nulls hold: false harm
+        // within alpha, false certification within beta.
+        let (mut harms, mut certified) = (0, 0);
         for seed in 0..runs {
             let mut rng = StdRng::seed_from_u64(10_000 + seed);
             let mut e = EProcess::default();
@@ -530,16 +531,22 @@ mod tests {
                 let xp = Poisson::new(150.0 * 0.015).unwrap().sample(&mut rng);
                 let xd = Poisson::new(1350.0 * 0.01).unwrap().sample(&mut rng);
                 e.observe(1.5, t(np as f64, xp), t(nd as f64, xd));
-                if e.judge(test, None).conclusion == Conclusion::Harm {
-                    harms += 1;
-                    break;
+                match e.judge(test, None).conclusion {
+                    Conclusion::Harm => {
+                        harms += 1;
+                        break;
+                    }
+                    Conclusion::NoWorse => {
+                        certified += 1;
+                        break;
+                    }
+                    Conclusion::Undecided => {}
                 }
             }
         }
         let rate = harms as f64 / runs as f64;
-        assert!(
-            rate <= alpha,
-            "boundary false harm rate {rate} > alpha {alpha}"
-        );
+        assert!(rate <= alpha, "boundary false harm rate {rate} > alpha {alpha}");
+        let rate = certified as f64 / runs as f64;
+        assert!(rate <= test.beta, "boundary false certification {rate} > beta");
     }
 }

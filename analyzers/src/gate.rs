@@ -540,7 +540,7 @@ impl Gate {
                 _ => "error rate".into(),
             };
             parts.push(format!(
-                "{what} <= DR x{}{} (sequential, alpha {} over the run, {:.2e} per stage)",
+                "{what} <= DR x{}{} (sequential: rollback at alpha {} over the run, {:.2e} per stage; certify at beta {} per stage)",
                 1.0 + q.tolerance,
                 if q.absolute > 0.0 {
                     format!(" or {}", self.unit.format(q.absolute))
@@ -548,7 +548,8 @@ impl Gate {
                     String::new()
                 },
                 q.alpha,
-                q.alpha_stage
+                q.alpha_stage,
+                q.beta
             ));
         }
         parts.join(" and ")

@@ -78,6 +78,15 @@ pub fn render(policy: &Policy, file: &str) -> String {
     for g in policy.compiled_gates() {
         let w = g.window(interval);
         let _ = writeln!(s, "  {} — {}", g.name, g.describe_bounds());
+        if let Some(counted) = g.counted() {
+            // Sequential gates read raw counter samples and difference them per interval.
+            for site in [Site::Primary, Site::Dr] {
+                for sel in promql.count_selectors(counted, site) {
+                    let _ = writeln!(s, "    {site:<7}  {sel}[<since the last analysis + 5m>]");
+                }
+            }
+            continue;
+        }
         for site in [Site::Primary, Site::Dr] {
             let q = promql.render(&g.measure(site, w));
             let _ = writeln!(s, "    {site:<7}  {q}");
