@@ -545,8 +545,14 @@ mod tests {
             }
         }
         let rate = harms as f64 / runs as f64;
-        assert!(rate <= alpha, "boundary false harm rate {rate} > alpha {alpha}");
+        assert!(
+            rate <= alpha,
+            "boundary false harm rate {rate} > alpha {alpha}"
+        );
         let rate = certified as f64 / runs as f64;
-        assert!(rate <= test.beta, "boundary false certification {rate} > beta");
+        assert!(
+            rate <= test.beta,
+            "boundary false certification {rate} > beta"
+        );
     }
 }

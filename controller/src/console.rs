@@ -97,7 +97,11 @@ pub fn gate_brief(r: &GateResult) -> String {
         (Some(lo), None) => format!(">={}", r.unit.format(lo)),
         (None, None) => String::new(),
     };
-    format!("{} {value}{bound} {}", r.name, mark(r))
+    let evidence = match (r.evidence, r.no_worse) {
+        (Some(h), Some(n)) => format!(" (harm {h:.2}, no worse {n:.2})"),
+        _ => String::new(),
+    };
+    format!("{} {value}{bound} {}{evidence}", r.name, mark(r))
 }
 
 /// The line an event prints as, or `None` for events not worth a line.

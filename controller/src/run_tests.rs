@@ -954,11 +954,14 @@ fn sequential_evidence_resets_at_every_weight_change_and_intervals_partition_tim
     // Each analysis counts from where the last one stopped; a stage counts from its start.
     for w in asked.windows(2) {
         let ((_, prev_to), (from, _)) = (w[0], w[1]);
-        assert!(from == prev_to || from > prev_to, "{asked:?}");
+        assert_eq!(from, prev_to, "{asked:?}");
     }
     let starts: Vec<SystemTime> = state.history.iter().map(|h| h.at).collect();
     for s in &starts {
-        assert!(asked.iter().any(|(f, _)| f == s), "stage start {s:?} counted from");
+        assert!(
+            asked.iter().any(|(f, _)| f == s),
+            "stage start {s:?} counted from"
+        );
     }
 }
 

@@ -99,14 +99,14 @@ impl Telemetry {
             ),
             gate_evidence: family!(
                 "cutover_gate_evidence",
-                "A gate's evidence toward rollback at this stage, 1 = roll back (threshold gates: failed analyses / failure_limit)",
+                "A gate's evidence toward rollback at this stage, 1 = roll back (threshold gates: failed analyses / failure_limit; sequential gates: ln(e) / ln(1/alpha) of the harm e-process)",
                 FGauge
             ),
             failure_limit: f64::from(failure_limit.max(1)),
             gate_failures: std::sync::Mutex::new((None, std::collections::BTreeMap::new())),
             gate_status: family!(
                 "cutover_gate_status",
-                "A gate's result at the last analysis: 1 pass, 0 no data, -1 fail, -2 error",
+                "A gate's result at the last analysis: 1 pass, 0.5 undecided (sequential), 0 no data, -1 fail, -2 error",
                 FGauge
             ),
             stage_failures: family!(
