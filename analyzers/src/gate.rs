@@ -114,25 +114,19 @@ impl SequentialSpec {
             );
             ok = false;
         }
-        if !(self.alpha > 0.0 && self.alpha <= 0.5) {
-            p(
-                &format!("{field}.alpha"),
-                format!(
-                    "{} is not a false-rollback budget; write a probability above 0 and at most 0.5, e.g. 0.01",
-                    self.alpha
-                ),
-            );
-            ok = false;
-        }
-        if !(self.beta > 0.0 && self.beta <= 0.5) {
-            p(
-                &format!("{field}.beta"),
-                format!(
-                    "{} is not a false-certification budget; write a probability above 0 and at most 0.5, e.g. 0.05",
-                    self.beta
-                ),
-            );
-            ok = false;
+        for (name, v, what, example) in [
+            ("alpha", self.alpha, "false-rollback", "0.01"),
+            ("beta", self.beta, "false-certification", "0.05"),
+        ] {
+            if !(v > 0.0 && v <= 0.5) {
+                p(
+                    &format!("{field}.{name}"),
+                    format!(
+                        "{v} is not a {what} budget; write a probability above 0 and at most 0.5, e.g. {example}"
+                    ),
+                );
+                ok = false;
+            }
         }
         let absolute = self
             .absolute_tolerance
@@ -509,6 +503,24 @@ impl Gate {
         })
     }
 
+    /// A result with nothing measured yet (no data), to fill in.
+    fn no_result(&self) -> GateResult {
+        GateResult {
+            name: self.name.clone(),
+            status: GateStatus::NoData,
+            primary: None,
+            dr: None,
+            min: None,
+            max: None,
+            dr_breaching: false,
+            unit: self.unit,
+            reason: String::new(),
+            decisive: false,
+            evidence: None,
+            no_worse: None,
+        }
+    }
+
     /// Whether the gate compares the primary with DR.
     pub fn is_relative(&self) -> bool {
         self.vs_dr.is_some() || self.sequential.is_some()
@@ -565,20 +577,10 @@ impl Gate {
         min_requests: u64,
         dr_baseline: Option<f64>,
     ) -> GateResult {
-        let mut r = GateResult {
-            name: self.name.clone(),
-            status: GateStatus::NoData,
-            primary: m.primary.finite(),
-            dr: m.dr.finite(),
-            min: self.min,
-            max: None,
-            dr_breaching: false,
-            unit: self.unit,
-            reason: String::new(),
-            decisive: false,
-            evidence: None,
-            no_worse: None,
-        };
+        let mut r = self.no_result();
+        r.primary = m.primary.finite();
+        r.dr = m.dr.finite();
+        r.min = self.min;
         if let Reading::Error(e) = &m.primary_requests {
             return r.error(format!("counting primary requests failed: {e}"));
         }
@@ -671,20 +673,7 @@ impl Gate {
         min_requests: u64,
         dr_baseline: Option<f64>,
     ) -> GateResult {
-        let mut r = GateResult {
-            name: self.name.clone(),
-            status: GateStatus::NoData,
-            primary: None,
-            dr: None,
-            min: None,
-            max: None,
-            dr_breaching: false,
-            unit: self.unit,
-            reason: String::new(),
-            decisive: false,
-            evidence: None,
-            no_worse: None,
-        };
+        let mut r = self.no_result();
         let Some(seq) = self.sequential else {
             return r.error("not a sequential gate".into());
         };

@@ -184,21 +184,7 @@ impl PrometheusSource {
         }
         let result = q.get().await.map_err(|e| self.map_error(promql, e))?;
         match result.data() {
-            Data::Matrix(m) => Ok(m
-                .iter()
-                .map(|s| Series {
-                    labels: s
-                        .metric()
-                        .iter()
-                        .map(|(k, v)| (k.clone(), v.clone()))
-                        .collect(),
-                    samples: s
-                        .samples()
-                        .iter()
-                        .map(|x| (x.timestamp(), x.value()))
-                        .collect(),
-                })
-                .collect()),
+            Data::Matrix(m) => Ok(series_of(m)),
             Data::Vector(v) if v.is_empty() => Ok(Vec::new()),
             other => Err(MetricError::NotOneNumber {
                 query: promql.to_string(),
@@ -232,21 +218,7 @@ impl PrometheusSource {
         }
         let result = q.get().await.map_err(|e| self.map_error(&promql, e))?;
         match result.data() {
-            Data::Matrix(m) => Ok(m
-                .iter()
-                .map(|s| Series {
-                    labels: s
-                        .metric()
-                        .iter()
-                        .map(|(k, v)| (k.clone(), v.clone()))
-                        .collect(),
-                    samples: s
-                        .samples()
-                        .iter()
-                        .map(|x| (x.timestamp(), x.value()))
-                        .collect(),
-                })
-                .collect()),
+            Data::Matrix(m) => Ok(series_of(m)),
             _ => Err(MetricError::NotOneNumber {
                 query: promql,
                 found: "no range vector".into(),
@@ -319,6 +291,24 @@ impl PrometheusSource {
             },
         }
     }
+}
+
+/// The series of a matrix answer: labels and raw `(unix seconds, value)` samples.
+fn series_of(m: &[prometheus_http_query::response::RangeVector]) -> Vec<Series> {
+    m.iter()
+        .map(|s| Series {
+            labels: s
+                .metric()
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            samples: s
+                .samples()
+                .iter()
+                .map(|x| (x.timestamp(), x.value()))
+                .collect(),
+        })
+        .collect()
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

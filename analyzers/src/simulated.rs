@@ -151,6 +151,22 @@ struct Counts {
 }
 
 impl Counts {
+    /// The bad requests among these: errors, or requests above a bucket edge.
+    fn bad(&self, counted: Counted) -> u64 {
+        match counted {
+            Counted::Errors => self.errors,
+            Counted::SlowerThan(e) => {
+                let below: u64 = BUCKETS
+                    .iter()
+                    .zip(self.buckets.iter())
+                    .filter(|(b, _)| **b <= e + 1e-12)
+                    .map(|(_, k)| *k)
+                    .sum();
+                self.requests - below
+            }
+        }
+    }
+
     fn add(&mut self, o: &Counts) {
         self.requests += o.requests;
         self.errors += o.errors;
@@ -567,21 +583,7 @@ impl SimWorld {
         w.seconds
             .iter()
             .filter(|(s, _)| *s > from && *s <= to)
-            .map(|(_, c)| {
-                let c = &c[idx(site)];
-                match counted {
-                    Counted::Errors => c.errors,
-                    Counted::SlowerThan(e) => {
-                        c.requests
-                            - BUCKETS
-                                .iter()
-                                .zip(c.buckets.iter())
-                                .filter(|(b, _)| **b <= e + 1e-12)
-                                .map(|(_, k)| *k)
-                                .sum::<u64>()
-                    }
-                }
-            })
+            .map(|(_, c)| c[idx(site)].bad(counted))
             .sum()
     }
 
@@ -594,73 +596,38 @@ impl SimWorld {
         let mut w = self.lock();
         let t = unix(now);
         w.advance_to(t);
-        let reachable = |w: &World, s: Site| {
-            w.sites[idx(s)].reachable || w.window(s, t, Duration::from_secs(3600)).requests > 0
-        };
-        Ok(match m {
-            Measure::RequestRate { site, window } => {
-                if !reachable(&w, *site) {
-                    return Ok(None);
-                }
-                let c = w.window(*site, t, *window);
-                Some(c.requests as f64 / window.as_secs_f64().max(1.0))
-            }
-            Measure::RequestCount { site, window } => {
-                if !reachable(&w, *site) {
-                    return Ok(None);
-                }
-                Some(w.window(*site, t, *window).requests as f64)
-            }
-            Measure::ErrorRatio { site, window } => {
-                if !reachable(&w, *site) {
-                    return Ok(None);
-                }
-                let c = w.window(*site, t, *window);
-                Some(c.errors as f64 / c.requests as f64)
-            }
-            Measure::LatencyQuantile {
-                quantile,
-                site,
-                window,
-            } => {
-                if !reachable(&w, *site) {
-                    return Ok(None);
-                }
-                let c = w.window(*site, t, *window);
-                Some(histogram_quantile(*quantile, &BUCKETS, &c.buckets))
-            }
-            Measure::BadShare {
-                counted,
-                site,
-                window,
-            } => {
-                if !reachable(&w, *site) {
-                    return Ok(None);
-                }
-                let c = w.window(*site, t, *window);
-                let bad = match counted {
-                    Counted::Errors => c.errors,
-                    Counted::SlowerThan(e) => {
-                        let below: u64 = BUCKETS
-                            .iter()
-                            .zip(c.buckets.iter())
-                            .filter(|(b, _)| **b <= *e + 1e-12)
-                            .map(|(_, k)| *k)
-                            .sum();
-                        c.requests - below
-                    }
-                };
-                Some(bad as f64 / c.requests as f64)
-            }
-            Measure::Custom { template, .. } => match w.scenario.custom.get(template) {
-                Some(v) => Some(*v),
-                None => {
-                    return Err(MetricError::Unsupported(format!(
+        let (site, window) = match m {
+            Measure::RequestRate { site, window }
+            | Measure::RequestCount { site, window }
+            | Measure::ErrorRatio { site, window }
+            | Measure::LatencyQuantile { site, window, .. }
+            | Measure::BadShare { site, window, .. } => (*site, *window),
+            Measure::Custom { template, .. } => {
+                return match w.scenario.custom.get(template) {
+                    Some(v) => Ok(Some(*v)),
+                    None => Err(MetricError::Unsupported(format!(
                         "the simulator has no value for custom query `{template}`; add it to the scenario's `custom` answers"
-                    )));
-                }
-            },
-        })
+                    ))),
+                };
+            }
+        };
+        // A site that cannot be reached and served nothing for an hour has no series at all.
+        if !w.sites[idx(site)].reachable
+            && w.window(site, t, Duration::from_secs(3600)).requests == 0
+        {
+            return Ok(None);
+        }
+        let c = w.window(site, t, window);
+        Ok(Some(match m {
+            Measure::RequestRate { .. } => c.requests as f64 / window.as_secs_f64().max(1.0),
+            Measure::RequestCount { .. } => c.requests as f64,
+            Measure::LatencyQuantile { quantile, .. } => {
+                histogram_quantile(*quantile, &BUCKETS, &c.buckets)
+            }
+            Measure::ErrorRatio { .. } => c.bad(Counted::Errors) as f64 / c.requests as f64,
+            Measure::BadShare { counted, .. } => c.bad(*counted) as f64 / c.requests as f64,
+            Measure::Custom { .. } => unreachable!("answered above"),
+        }))
     }
 }
 

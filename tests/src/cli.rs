@@ -79,6 +79,21 @@ preflight:
     )
 }
 
+/// Runs `cutover ARGS` in the workspace and returns its exit code and stdout + stderr.
+pub fn cutover(args: &[&str]) -> (i32, String) {
+    let out = std::process::Command::new(cutover_bin())
+        .args(args)
+        .current_dir(crate::workspace())
+        .output()
+        .expect("cutover runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
 /// What a `cutover` process did.
 pub struct Finished {
     /// Its exit code.

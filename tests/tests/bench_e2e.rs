@@ -2,23 +2,12 @@
 //! checked by the benchmark itself in one run (`--check` exits 1 when one fails), and the
 //! same table for the same seed.
 
-use std::process::Command;
-
-use cutover_tests::{cutover_bin, workspace};
+use cutover_tests::cli::cutover;
 
 fn bench(args: &[&str]) -> (i32, String) {
-    let out = Command::new(cutover_bin())
-        .arg("bench")
-        .args(args)
-        .current_dir(workspace())
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code().unwrap_or(-1), text)
+    let mut all = vec!["bench"];
+    all.extend_from_slice(args);
+    cutover(&all)
 }
 
 #[test]

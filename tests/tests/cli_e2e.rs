@@ -1,24 +1,10 @@
 //! The command line as a newcomer and a runbook use it: the demo's scenarios and exit codes,
 //! `validate` on the shipped policies and on broken ones, `status` and `rollback`.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use cutover_tests::{TempDir, cutover_bin, workspace};
-
-fn cutover(args: &[&str]) -> (i32, String) {
-    let out = Command::new(cutover_bin())
-        .args(args)
-        .current_dir(workspace())
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code().unwrap_or(-1), text)
-}
+use cutover_tests::cli::cutover;
+use cutover_tests::{TempDir, workspace};
 
 #[test]
 fn every_demo_scenario_ends_as_documented() {
