@@ -1,15 +1,16 @@
 //! [`MetricSource`] on a real Prometheus server, through `prometheus-http-query`.
 //!
-//! Instant queries only, evaluated at the server's "now" (so a clock skew between the
-//! controller and Prometheus cannot make a query look into the future and come back empty).
+//! Gate queries are instant queries evaluated at the server's "now" (so a clock skew between
+//! the controller and Prometheus cannot make a query look into the future and come back
+//! empty). Sequential gates' counts are instant range-vector queries evaluated at the
+//! controller's time, so that consecutive intervals partition time exactly (see
+//! [`crate::counters`]); a skew then loses whole scrapes at an interval's edge, never counts
+//! one twice.
 //! Each query has a timeout; bearer tokens and basic-auth passwords are read from files on
 //! every query (so a rotated token is picked up) and are never logged.
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-/// How far before an interval counting looks for each series' previous sample.
-const LOOKBACK: Duration = Duration::from_secs(300);
 
 use async_trait::async_trait;
 use base64::Engine as _;
@@ -21,6 +22,10 @@ use crate::counters::growth;
 use crate::promql::{PromqlBuilder, parse_le, promql_duration};
 use crate::source::{CountQuery, Counted, Counts, Measure, MetricError, MetricSource, Sample};
 use crate::units::Span;
+
+/// How far before an interval counting looks for each series' previous sample (Prometheus
+/// marks a series stale after 5 minutes without samples).
+const LOOKBACK: Duration = Duration::from_secs(300);
 
 /// `prometheus:` in a policy.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -346,8 +351,6 @@ impl MetricSource for PrometheusSource {
         };
         let to = secs(now);
         let from = secs(q.from).min(to);
-        // Far enough back to find each series' last sample before `from` (Prometheus marks
-        // a series stale after 5 minutes without samples).
         let range = Duration::from_secs_f64(to - from).max(Duration::from_secs(1)) + LOOKBACK;
         let selectors = self.promql.count_selectors(q.counted, q.site);
         match q.counted {
