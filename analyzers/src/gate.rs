@@ -459,6 +459,13 @@ impl GateSpec {
                 .max_vs_dr
                 .map(|r| (r.fraction(), self.slack.unwrap_or(0.0)));
         }
+        if gate.sequential.is_some() && self.window.is_some() {
+            problems.push((
+                "window".to_string(),
+                "a sequential gate has no window: it counts every request since the stage began; remove window"
+                    .to_string(),
+            ));
+        }
         if problems.is_empty() {
             Ok(gate)
         } else {

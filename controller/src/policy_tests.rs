@@ -122,6 +122,15 @@ fn broken_policies_are_refused_with_the_field_named() {
             "bucket edge",
         ),
         (
+            "sequential gate with a window",
+            edit(
+                "error_rate: { max_vs_dr: 50% }",
+                "window: 1m\n    error_rate: { vs_dr: { tolerance: 50% } }",
+            ),
+            "gates[1].window",
+            "no window",
+        ),
+        (
             "sequential unknown field",
             edit(
                 "error_rate: { max_vs_dr: 50% }",
