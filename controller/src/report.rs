@@ -39,8 +39,8 @@ impl Observer for Report {
 }
 
 impl Report {
-    /// The report as JSON.
-    pub fn json(&self, state: &RunState, outcome: &Outcome) -> Value {
+    /// The events so far, and when the run started (or its first event).
+    fn events_since_start(&self, state: &RunState) -> (Vec<Event>, SystemTime) {
         let events = self
             .events
             .lock()
@@ -50,6 +50,12 @@ impl Report {
             .started
             .or(events.first().map(|e| e.at))
             .unwrap_or(SystemTime::UNIX_EPOCH);
+        (events, start)
+    }
+
+    /// The report as JSON.
+    pub fn json(&self, state: &RunState, outcome: &Outcome) -> Value {
+        let (events, start) = self.events_since_start(state);
         let at = |t: SystemTime| json!({ "time": rfc3339(t), "t": secs(t, start) });
         let weights: Vec<Value> = state
             .history
@@ -112,15 +118,7 @@ impl Report {
 
     /// The chart as SVG: target weight, observed share, each gate as % of its bound.
     pub fn svg(&self, state: &RunState) -> String {
-        let events = self
-            .events
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        let start = state
-            .started
-            .or(events.first().map(|e| e.at))
-            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let (events, start) = self.events_since_start(state);
         let end = events
             .last()
             .map(|e| secs(e.at, start))

@@ -675,14 +675,7 @@ impl Run {
             format!("re-baking stage {} from its start", i + 1),
             ev,
         );
-        let st = self.plan.stages[i];
-        self.state.stage = Some(i);
-        self.start_stage(now);
-        Request::Sleep(
-            st.interval
-                .max(self.plan.propagation)
-                .max(self.plan.burn_in),
-        )
+        self.start_stage(i, now)
     }
 
     fn on_started(
@@ -811,21 +804,15 @@ impl Run {
         let Some(i) = pending.stage else {
             return self.unexpected(now, "a rollback weight outside a rollback", ev);
         };
-        let stage = self.plan.stages[i];
-        self.state.stage = Some(i);
-        self.start_stage(now);
-        Request::Sleep(
-            stage
-                .interval
-                .max(self.plan.propagation)
-                .max(self.plan.burn_in),
-        )
+        self.start_stage(i, now)
     }
 
-    /// A stage (re)starts at `now`: counters and evidence start from nothing, and sequential
+    /// Stage `i` (re)starts at `now`: counters and evidence start from nothing, and sequential
     /// gates count from the end of the burn-in (the split they condition on is measured, so
-    /// the settling period's data is valid evidence).
-    fn start_stage(&mut self, now: SystemTime) {
+    /// the settling period's data is valid evidence). Settling's first look comes after an
+    /// interval, the propagation delay and the burn-in, whichever is longest.
+    fn start_stage(&mut self, i: usize, now: SystemTime) -> Request {
+        self.state.stage = Some(i);
         self.state.stage_started = Some(now);
         self.state.judging_started = None;
         self.state.counters = StageCounters::default();
@@ -843,6 +830,12 @@ impl Run {
                 (g.name.clone(), ep)
             })
             .collect();
+        Request::Sleep(
+            self.plan.stages[i]
+                .interval
+                .max(self.plan.propagation)
+                .max(self.plan.burn_in),
+        )
     }
 
     fn on_write_failed(
