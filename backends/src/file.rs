@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::lock::{LockRecord, ObjectLock, Versioned};
 use crate::{Applied, BackendError, TrafficBackend, Weights};
 
 /// Policy settings of the `file` backend.
@@ -51,10 +52,136 @@ impl FileBackend {
     }
 
     fn write_sync(path: &Path, weights: Weights) -> Result<(), BackendError> {
-        let tmp = path.with_extension("json.tmp");
+        // A temporary name of this process's own: a stale temporary file left by another
+        // user's failed write can neither block nor be mistaken for this write.
+        let tmp = path.with_extension(format!("json.{}.tmp", std::process::id()));
         let body = serde_json::to_string(&weights).expect("weights serialize") + "\n";
         std::fs::write(&tmp, body).map_err(|e| io_error(&tmp, e))?;
-        std::fs::rename(&tmp, path).map_err(|e| io_error(path, e))
+        std::fs::rename(&tmp, path).map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            io_error(path, e)
+        })
+    }
+
+    /// The lock record of this weights file: `<canonical path>.cutover-lock`, beside it, so
+    /// that every run on the same file finds it whatever its working directory or state file.
+    pub fn lock_path(&self) -> PathBuf {
+        let dir = self
+            .path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+        let name = self
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "weights".into());
+        dir.join(format!("{name}.cutover-lock"))
+    }
+}
+
+/// The lock record of a weights file, in a file beside it. A compare-and-swap holds an
+/// exclusive `flock` on the record file while it reads, compares and rewrites it, so two
+/// processes on this host can never both swap from the same version.
+pub struct FileLock {
+    path: PathBuf,
+}
+
+impl FileLock {
+    /// The lock record at `path`.
+    pub fn new(path: PathBuf) -> FileLock {
+        FileLock { path }
+    }
+
+    fn open(&self) -> Result<std::fs::File, BackendError> {
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
+        }
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&self.path)
+            .map_err(|e| io_error(&self.path, e))
+    }
+
+    fn read_sync(&self) -> Result<Option<Versioned>, BackendError> {
+        use std::io::Read;
+        let mut f = match std::fs::File::open(&self.path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            other => other.map_err(|e| io_error(&self.path, e))?,
+        };
+        f.lock_shared().map_err(|e| io_error(&self.path, e))?;
+        let mut text = String::new();
+        f.read_to_string(&mut text)
+            .map_err(|e| io_error(&self.path, e))?;
+        self.decode(text)
+    }
+
+    fn decode(&self, text: String) -> Result<Option<Versioned>, BackendError> {
+        if text.trim().is_empty() {
+            return Ok(None);
+        }
+        let record: LockRecord = serde_json::from_str(&text).map_err(|e| {
+            BackendError::Invalid(format!(
+                "the lock record {} is not a cutover lock ({e}); if no run drives this object, delete the file",
+                self.path.display()
+            ))
+        })?;
+        Ok(Some(Versioned {
+            record,
+            version: text,
+        }))
+    }
+
+    fn swap_sync(&self, expected: Option<&str>, new: &LockRecord) -> Result<(), BackendError> {
+        use std::io::{Read, Seek, Write};
+        let mut f = self.open()?;
+        f.lock().map_err(|e| io_error(&self.path, e))?;
+        let mut text = String::new();
+        f.read_to_string(&mut text)
+            .map_err(|e| io_error(&self.path, e))?;
+        let current = if text.trim().is_empty() {
+            None
+        } else {
+            Some(text.as_str())
+        };
+        if current != expected {
+            return Err(BackendError::Conflict(format!(
+                "the lock record {} changed since it was read",
+                self.path.display()
+            )));
+        }
+        let body = serde_json::to_string(new).expect("lock record serializes") + "\n";
+        f.set_len(0).map_err(|e| io_error(&self.path, e))?;
+        f.rewind().map_err(|e| io_error(&self.path, e))?;
+        f.write_all(body.as_bytes())
+            .map_err(|e| io_error(&self.path, e))?;
+        f.sync_all().map_err(|e| io_error(&self.path, e))
+    }
+}
+
+#[async_trait]
+impl ObjectLock for FileLock {
+    fn describe(&self) -> String {
+        format!("lock file {}", self.path.display())
+    }
+
+    async fn read(&self) -> Result<Option<Versioned>, BackendError> {
+        let me = FileLock::new(self.path.clone());
+        tokio::task::spawn_blocking(move || me.read_sync())
+            .await
+            .map_err(|e| BackendError::Transient(format!("file task failed: {e}")))?
+    }
+
+    async fn swap(&self, expected: Option<&str>, new: &LockRecord) -> Result<(), BackendError> {
+        let me = FileLock::new(self.path.clone());
+        let (expected, new) = (expected.map(str::to_string), new.clone());
+        tokio::task::spawn_blocking(move || me.swap_sync(expected.as_deref(), &new))
+            .await
+            .map_err(|e| BackendError::Transient(format!("file task failed: {e}")))?
     }
 }
 
@@ -118,6 +245,10 @@ impl TrafficBackend for FileBackend {
             change: None,
         })
     }
+
+    fn object_lock(&self) -> Option<std::sync::Arc<dyn ObjectLock>> {
+        Some(std::sync::Arc::new(FileLock::new(self.lock_path())))
+    }
 }
 
 #[cfg(test)]
@@ -148,6 +279,50 @@ mod tests {
             }
         );
         assert!(!path.with_extension("json.tmp").exists());
+    }
+
+    #[tokio::test]
+    async fn a_stale_temporary_file_of_another_writer_does_not_block_a_write() {
+        let path = temp("stale-tmp");
+        std::fs::write(&path, r#"{"primary": 10, "dr": 90}"#).unwrap();
+        // Left behind by an earlier failed write (e.g. another user's): a directory here
+        // cannot be overwritten by anyone.
+        std::fs::create_dir_all(path.with_extension("json.tmp")).unwrap();
+        let b = FileBackend::new(&FileBackendConfig {
+            path: path.clone(),
+            create: false,
+        });
+        b.set_weights(Weights::ALL_DR).await.unwrap();
+        assert_eq!(b.get_weights().await.unwrap(), Weights::ALL_DR);
+    }
+
+    #[tokio::test]
+    async fn lock_records_swap_only_from_the_version_read() {
+        let path = temp("lock");
+        let b = FileBackend::new(&FileBackendConfig {
+            path: path.clone(),
+            create: true,
+        });
+        // Two spellings of one file share one lock record.
+        let other = FileBackend::new(&FileBackendConfig {
+            path: path.parent().unwrap().join(".").join("weights.json"),
+            create: true,
+        });
+        assert_eq!(b.lock_path(), other.lock_path());
+        let lock = b.object_lock().unwrap();
+        let _ = std::fs::remove_file(b.lock_path());
+        assert!(lock.read().await.unwrap().is_none());
+        let rec = LockRecord::default();
+        lock.swap(None, &rec).await.unwrap();
+        let read = lock.read().await.unwrap().unwrap();
+        assert_eq!(read.record, rec);
+        // A second swap from "nothing" loses: someone swapped first.
+        let e = lock.swap(None, &rec).await.unwrap_err();
+        assert!(matches!(e, BackendError::Conflict(_)), "{e}");
+        lock.swap(Some(&read.version), &rec).await.unwrap();
+        std::fs::write(b.lock_path(), "garbage").unwrap();
+        let e = lock.read().await.unwrap_err();
+        assert!(e.to_string().contains("not a cutover lock"), "{e}");
     }
 
     #[tokio::test]

@@ -89,7 +89,17 @@ pub async fn connect(
     Ok(RoutedObject::new(
         client,
         obj,
+        &gateway_part(cfg),
         vec!["v1".into()],
         Box::new(move |v| locate(v, &c)),
     ))
+}
+
+/// The rule a policy names, for the lock's identity: `rule NAME` or `rule #INDEX`.
+fn gateway_part(cfg: &GatewayApiConfig) -> String {
+    match (&cfg.rule, cfg.rule_index) {
+        (Some(name), _) => format!("rule {name}"),
+        (None, Some(i)) => format!("rule #{i}"),
+        (None, None) => "rule #0".into(),
+    }
 }

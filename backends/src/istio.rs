@@ -105,6 +105,7 @@ pub async fn connect(
     Ok(RoutedObject::new(
         client,
         obj,
+        &format!("route {}", cfg.route),
         vec!["v1".into(), "v1beta1".into()],
         Box::new(move |v| locate(v, &c)),
     ))

@@ -230,6 +230,7 @@ pub struct RoutedObject {
     note: std::sync::Mutex<String>,
     uid: std::sync::Mutex<Option<String>>,
     max_conflicts: u32,
+    lock: std::sync::Arc<crate::k8s_lock::LeaseLock>,
 }
 
 fn weight_at(obj: &Value, ptr: &str, absent: u64) -> Result<u64, BackendError> {
@@ -253,13 +254,20 @@ fn set_weight(obj: &mut Value, ptr: &str, w: u64) -> Result<(), BackendError> {
 
 impl RoutedObject {
     /// A backend on `obj` (tried at each of `versions` in turn), weights found by `locate`.
+    /// `part` names the route or rule inside the object: the object's lock (a Lease in its
+    /// namespace) is per object and part.
     pub fn new(
         client: kube::Client,
         obj: ObjectRef,
+        part: &str,
         versions: Vec<String>,
         locate: Locate,
     ) -> RoutedObject {
+        let (identity, lease) =
+            crate::k8s_lock::lease_for(&obj.kind, &obj.namespace, &obj.name, part);
+        let lock = crate::k8s_lock::LeaseLock::new(client.clone(), &obj.namespace, &lease, &identity);
         RoutedObject {
+            lock: std::sync::Arc::new(lock),
             client,
             obj: tokio::sync::Mutex::new(obj),
             versions,
@@ -367,6 +375,10 @@ impl crate::TrafficBackend for RoutedObject {
 
     fn note(&self, note: String) {
         *self.note.lock().unwrap_or_else(|p| p.into_inner()) = note;
+    }
+
+    fn object_lock(&self) -> Option<std::sync::Arc<dyn crate::lock::ObjectLock>> {
+        Some(self.lock.clone())
     }
 
     async fn announce(&self, reason: &str, note: &str, warning: bool) {

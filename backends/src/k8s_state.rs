@@ -13,7 +13,7 @@ use crate::k8s::ObjectRef;
 
 const KEY: &str = "state.json";
 
-fn core_ref(
+pub(crate) fn core_ref(
     kind: &str,
     plural: &str,
     group: &str,
@@ -42,7 +42,7 @@ fn collection(o: &ObjectRef) -> String {
     }
 }
 
-async fn get(client: &kube::Client, o: &ObjectRef) -> Result<Option<Value>, BackendError> {
+pub(crate) async fn get(client: &kube::Client, o: &ObjectRef) -> Result<Option<Value>, BackendError> {
     let req = Request::new(collection(o))
         .get(&o.name, &GetParams::default())
         .map_err(|e| BackendError::Invalid(e.to_string()))?;
@@ -57,7 +57,7 @@ async fn get(client: &kube::Client, o: &ObjectRef) -> Result<Option<Value>, Back
     }
 }
 
-async fn write(
+pub(crate) async fn write(
     client: &kube::Client,
     o: &ObjectRef,
     obj: &Value,

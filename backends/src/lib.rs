@@ -10,8 +10,11 @@ pub mod file;
 pub mod gateway_api;
 pub mod istio;
 pub mod k8s;
+pub mod k8s_lock;
 pub mod k8s_state;
+pub mod lock;
 pub mod route53;
+pub mod route53_lock;
 pub mod spec;
 
 use std::fmt;
@@ -146,6 +149,12 @@ pub trait TrafficBackend: Send + Sync {
     fn note(&self, _note: String) {}
     /// Tells the people watching the routed object (a Kubernetes Event). Default: nothing.
     async fn announce(&self, _reason: &str, _note: &str, _warning: bool) {}
+    /// The lock record of the routed object itself, where every controller that could touch
+    /// it looks (see [`lock`]). `None` only for in-memory backends of simulations; a real
+    /// run refuses a backend without one.
+    fn object_lock(&self) -> Option<std::sync::Arc<dyn lock::ObjectLock>> {
+        None
+    }
 }
 
 /// Options of connecting to a backend that do not belong in a policy.

@@ -97,7 +97,7 @@ pub fn normalise_name(n: &str) -> String {
 }
 
 /// Route 53 escapes `*` as `\052` in names it returns.
-fn returned_name(n: &str) -> String {
+pub(crate) fn returned_name(n: &str) -> String {
     normalise_name(&n.replace("\\052", "*"))
 }
 
@@ -288,7 +288,7 @@ impl Route53Backend {
 }
 
 /// Turns an SDK error into a [`BackendError`] saying whether a retry may help.
-fn classify<E>(
+pub(crate) fn classify<E>(
     what: &str,
     zone: &str,
     e: &SdkError<E, aws_sdk_route53::config::http::HttpResponse>,
@@ -447,6 +447,22 @@ impl TrafficBackend for Route53Backend {
 
     fn note(&self, note: String) {
         *self.note.lock().unwrap_or_else(|e| e.into_inner()) = note;
+    }
+
+    fn object_lock(&self) -> Option<std::sync::Arc<dyn crate::lock::ObjectLock>> {
+        Some(std::sync::Arc::new(crate::route53_lock::Route53Lock::new(
+            self.client.clone(),
+            &self.zone,
+            &self.name,
+            &format!(
+                "route53 {} {} in zone {} (set identifiers {} and {})",
+                self.name,
+                self.rtype.as_str(),
+                self.zone,
+                self.primary_id,
+                self.dr_id
+            ),
+        )))
     }
 }
 

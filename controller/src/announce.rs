@@ -60,6 +60,16 @@ impl Observer for Announcer {
                 format!("run {}: {reason}", state.run_id),
                 true,
             )),
+            EventKind::Drift { found, action, .. } => Some((
+                "Drift",
+                format!("run {}: the live split is not the run's: {found}; {action}", state.run_id),
+                true,
+            )),
+            EventKind::Braked { by } => Some((
+                "OperatorRollback",
+                format!("run {}: operator rollback by {by}", state.run_id),
+                true,
+            )),
             EventKind::Finished { outcome } => Some((
                 if outcome.phase == Phase::Promoted {
                     "Promoted"

@@ -159,6 +159,21 @@ pub fn describe(e: &Event, state: &RunState) -> Option<String> {
             )
         }
         EventKind::Settled { .. } | EventKind::StagePassed { .. } => return None,
+        EventKind::Drift {
+            expected,
+            found,
+            action,
+        } => format!(
+            "DRIFT      expected {} but {found}; {action}",
+            expected
+                .map(|w| w.to_string())
+                .unwrap_or_else(|| "nothing yet".into())
+        ),
+        EventKind::DriftCleared { live } => {
+            format!("drift      over: live {live} again; the stage re-bakes from now")
+        }
+        EventKind::Braked { by } => format!("BRAKE      operator rollback by {by}"),
+        EventKind::LockLost { detail } => format!("LOCK LOST  {detail}"),
         EventKind::RollbackStarted { cause, reason } => format!("ROLLBACK   ({cause:?}) {reason}"),
         EventKind::Finished { outcome } => format!(
             "finished   {:?} (exit {}): {}",

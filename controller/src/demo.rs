@@ -179,6 +179,7 @@ pub async fn run_demo(
         store: Some(Box::new(FileStore::new(opts.dir.join("state.json")))),
         observers,
         shutdown,
+        owner: None,
     };
     let outcome = driver.drive(&mut run).await;
     let elapsed = clock.now().duration_since(start).unwrap_or_default();

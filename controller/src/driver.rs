@@ -10,6 +10,7 @@ use cutover_backends::{BackendError, TrafficBackend, Weights};
 use tokio::sync::watch;
 
 use crate::clock::Clock;
+use crate::lock::{Ownership, Stop};
 use crate::run::{Event, Observation, Outcome, Request, Run, RunState};
 use crate::store::StateStore;
 
@@ -38,6 +39,24 @@ pub struct Driver {
     pub observers: Vec<Arc<dyn Observer>>,
     /// Termination signals.
     pub shutdown: Shutdown,
+    /// The lock of the traffic object, re-read before every write and at every analysis;
+    /// `None` in simulations only.
+    pub owner: Option<Arc<Ownership>>,
+}
+
+/// What a check of the lock tells the run, if anything.
+fn stop_observation(stop: Stop, now: std::time::SystemTime) -> Observation {
+    match stop {
+        Stop::Braked(b) => Observation::Braked {
+            now,
+            by: format!(
+                "{} at {}",
+                b.by,
+                cutover_backends::lock::rfc3339(b.at)
+            ),
+        },
+        Stop::Lost(detail) => Observation::LockLost { now, detail },
+    }
 }
 
 impl Driver {
@@ -58,6 +77,8 @@ impl Driver {
             now: self.clock.now(),
             live,
         };
+        // A stop found right after a forward write, told to the run as its next observation.
+        let mut stop_next: Option<Stop> = None;
         loop {
             let step = run.step(obs);
             // Persisted before the request is carried out: a write's intent is on disk first.
@@ -73,8 +94,56 @@ impl Driver {
                     o.event(e, run.state());
                 }
             }
+            if let Some(stop) = stop_next.take()
+                && !matches!(step.request, Request::Finish(_))
+            {
+                obs = stop_observation(stop, self.clock.now());
+                continue;
+            }
+            let forward = run
+                .state()
+                .pending
+                .as_ref()
+                .is_some_and(|p| p.stage.is_some());
+            let check = match (&self.owner, &step.request) {
+                (Some(owner), Request::Preflight | Request::SetWeights(_) | Request::Analyze { .. }) => {
+                    Some(owner.check().await)
+                }
+                _ => None,
+            };
+            match (&check, &step.request) {
+                // Lost: never write again, not even a rollback (the object is someone else's).
+                (Some(Ok(Some(stop @ Stop::Lost(_)))), _) => {
+                    obs = stop_observation(stop.clone(), self.clock.now());
+                    continue;
+                }
+                // Braked: a rollback write goes ahead (it is what the brake asks for).
+                (Some(Ok(Some(stop @ Stop::Braked(_)))), r)
+                    if forward || !matches!(r, Request::SetWeights(_)) =>
+                {
+                    if run.state().phase != crate::run::Phase::RollingBack
+                        || run.state().rollback.as_ref().map(|r| r.cause)
+                            != Some(crate::run::RollbackCause::Operator)
+                    {
+                        obs = stop_observation(stop.clone(), self.clock.now());
+                        continue;
+                    }
+                }
+                _ => {}
+            }
             obs = match step.request {
                 Request::Finish(outcome) => return outcome,
+                Request::SetWeights(w) if forward && matches!(check, Some(Err(_))) => {
+                    // Ownership not confirmed: never a licence to write forward.
+                    Observation::WeightsFailed {
+                        now: self.clock.now(),
+                        error: format!(
+                            "not writing {w}: {}",
+                            check.and_then(Result::err).unwrap_or_default()
+                        ),
+                        retryable: true,
+                    }
+                }
                 Request::Preflight => {
                     let gates = self.analyzer.gates().to_vec();
                     let interval = run
@@ -122,10 +191,20 @@ impl Driver {
                     };
                     self.backend.note(format!("run {} {what}", st.run_id));
                     match write_and_verify(self.backend.as_ref(), w).await {
-                        Ok(weights) => Observation::WeightsSet {
-                            now: self.clock.now(),
-                            weights,
-                        },
+                        Ok(weights) => {
+                            // A brake pulled while this forward write was in flight: the
+                            // run hears of it next, and puts traffic back on DR itself.
+                            if forward
+                                && let Some(owner) = &self.owner
+                                && let Ok(Some(stop)) = owner.check().await
+                            {
+                                stop_next = Some(stop);
+                            }
+                            Observation::WeightsSet {
+                                now: self.clock.now(),
+                                weights,
+                            }
+                        }
                         Err((error, retryable)) => Observation::WeightsFailed {
                             now: self.clock.now(),
                             error,
@@ -143,8 +222,17 @@ impl Driver {
                 Request::Analyze { interval, since } => {
                     let now = self.clock.now();
                     let analyzer = self.analyzer.clone();
+                    let backend = self.backend.clone();
+                    // The live split is re-read with every analysis: drift is never a pass.
+                    let both = async {
+                        let (a, live) = tokio::join!(
+                            analyzer.analyze(now, interval, &since),
+                            backend.get_weights()
+                        );
+                        (a, live.map_err(|e| e.to_string()))
+                    };
                     tokio::select! {
-                        a = analyzer.analyze(now, interval, &since) => Observation::Analyzed { now: self.clock.now(), analysis: a },
+                        (a, live) = both => Observation::Analyzed { now: self.clock.now(), analysis: a, live: Some(live) },
                         s = wait_signal(&mut self.shutdown) => Observation::Interrupted { now: self.clock.now(), signal: s },
                     }
                 }
@@ -172,14 +260,21 @@ pub async fn write_and_verify(
     Ok(back)
 }
 
-/// Resolves once a signal has arrived (at once if one already has); never if the sender is gone.
+/// Resolves once a signal arrives that the run has not been told of yet (at once if one
+/// arrived unseen); never if the sender is gone. A signal is told once: the sleeps of the
+/// rollback it starts (stepped rollback pauses, retry backoff) must not end at once.
 async fn wait_signal(rx: &mut Shutdown) -> String {
     loop {
-        if let Some(s) = rx.borrow_and_update().clone() {
+        if rx.has_changed().unwrap_or(false)
+            && let Some(s) = rx.borrow_and_update().clone()
+        {
             return s;
         }
         if rx.changed().await.is_err() {
             std::future::pending::<()>().await;
+        }
+        if let Some(s) = rx.borrow_and_update().clone() {
+            return s;
         }
     }
 }

@@ -1,55 +1,33 @@
-//! One controller per service: a lock file beside the run state, held and renewed while a
-//! run drives the service. A second run refuses, naming the holder. A lock whose holder is
-//! gone (its process no longer exists on this host, or it stopped renewing for longer than
-//! the time-to-live) is stale and taken over.
+//! One writer per traffic object. The lock is the routed object's own (see
+//! `cutover_backends::lock`): a record beside the object that every run on that object reads,
+//! whatever its policy file, working directory or state store. This module decides what the
+//! record means — who holds it, when a holder has expired, whose run an operator's brake
+//! stops — over the backend's compare-and-swap.
+//!
+//! * A run takes the lock before preflight and renews it every `ttl / 3`; a second run is
+//!   refused, naming the holder. A lock is taken over only once it has expired (not renewed
+//!   for `ttl`); a restarted pod of the *same* run waits for its predecessor's lock to expire
+//!   rather than being refused.
+//! * Before every weight write and at every analysis the run re-reads the record
+//!   ([`Ownership::check`]): if it is no longer the holder it writes nothing more; if an
+//!   operator braked it, it writes no forward weight again and rolls back.
+//! * `cutover rollback` pulls the brake ([`brake`]), then writes 0 % itself.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde::{Deserialize, Serialize};
+use cutover_backends::BackendError;
+use cutover_backends::lock::{Brake, LockHolder, LockRecord, ObjectLock, Versioned};
 
-/// What a lock file says about its holder.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Holder {
-    /// Process id.
-    pub pid: u32,
-    /// Host name.
-    pub host: String,
-    /// The run id.
-    pub run_id: String,
-    /// When the lock was taken (Unix seconds).
-    pub acquired: u64,
-    /// When it was last renewed (Unix seconds).
-    pub renewed: u64,
-}
-
-impl Holder {
-    fn describe(&self) -> String {
-        format!(
-            "run {} (pid {} on host {}, since {})",
-            self.run_id,
-            self.pid,
-            self.host,
-            humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(self.acquired))
-        )
-    }
-}
-
-/// A held lock; renewed by a background task, released when dropped.
-pub struct RunLock {
-    path: PathBuf,
-    renewer: tokio::task::JoinHandle<()>,
-}
-
-fn unix_now() -> u64 {
+/// Unix seconds now.
+pub fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
 }
 
-/// This host's name.
+/// This host's name (the pod's name in Kubernetes).
 pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
@@ -59,218 +37,409 @@ pub fn hostname() -> String {
         .unwrap_or_else(|| "unknown-host".into())
 }
 
-fn alive(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
+/// Who the operator is, for the brake record: `user@host (pid N)`.
+pub fn operator() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "someone".into());
+    format!("{user}@{} (pid {})", hostname(), std::process::id())
 }
 
-fn write(path: &Path, h: &Holder, create_new: bool) -> std::io::Result<()> {
-    let body = serde_json::to_vec(h).expect("holder serializes");
-    if create_new {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(path)?;
-        f.write_all(&body)?;
-        f.sync_all()
-    } else {
-        let tmp = path.with_extension("lock.tmp");
-        std::fs::write(&tmp, &body)?;
-        std::fs::rename(&tmp, path)
-    }
+/// Why a run may not (or no longer) drive the object.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LockError {
+    /// Another live run holds it.
+    #[error(
+        "another cutover run drives {object}: {holder}; wait for it to end, or stop it with `cutover rollback` (a lock not renewed for {ttl}s expires)"
+    )]
+    Held {
+        /// Where the lock lives.
+        object: String,
+        /// The holder, described.
+        holder: String,
+        /// Its time to live, seconds.
+        ttl: u64,
+    },
+    /// The record could not be read or written.
+    #[error("cannot use the lock {object}: {error}")]
+    Backend {
+        /// Where the lock lives.
+        object: String,
+        /// What went wrong.
+        error: String,
+    },
 }
 
-impl RunLock {
-    /// Takes the lock at `path` for `run_id`, or says who holds it.
-    pub fn acquire(path: &Path, run_id: &str, ttl: Duration) -> Result<RunLock, String> {
-        if let Some(dir) = path.parent()
-            && !dir.as_os_str().is_empty()
-        {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                format!(
-                    "cannot create the folder of the lock {}: {e}",
-                    path.display()
-                )
-            })?;
-        }
-        let me = Holder {
-            pid: std::process::id(),
-            host: hostname(),
-            run_id: run_id.to_string(),
-            acquired: unix_now(),
-            renewed: unix_now(),
-        };
-        for _ in 0..2 {
-            match write(path, &me, true) {
-                Ok(()) => {
-                    let (p, h) = (path.to_path_buf(), me.clone());
-                    let renewer = tokio::spawn(async move {
-                        let mut h = h;
-                        loop {
-                            tokio::time::sleep(ttl / 3).await;
-                            h.renewed = unix_now();
-                            if let Err(e) = write(&p, &h, false) {
-                                tracing::error!(lock = %p.display(), error = %e, "cannot renew the run lock");
-                            }
-                        }
-                    });
-                    return Ok(RunLock {
-                        path: path.to_path_buf(),
-                        renewer,
-                    });
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    let holder: Option<Holder> = std::fs::read(path)
-                        .ok()
-                        .and_then(|b| serde_json::from_slice(&b).ok());
-                    let stale = match &holder {
-                        None => true,
-                        Some(h) => {
-                            (h.host == me.host && !alive(h.pid))
-                                || unix_now().saturating_sub(h.renewed) > ttl.as_secs()
-                        }
-                    };
-                    if !stale {
-                        let h = holder.expect("not stale means a holder");
-                        return Err(format!(
-                            "another cutover run drives this service: {} holds {}; wait for it to end \
-                             (a lock not renewed for {} expires)",
-                            h.describe(),
-                            path.display(),
-                            humantime::format_duration(ttl)
-                        ));
-                    }
-                    tracing::warn!(lock = %path.display(), holder = ?holder, "taking over a stale run lock");
-                    let _ = std::fs::remove_file(path);
-                }
-                Err(e) => return Err(format!("cannot create the lock {}: {e}", path.display())),
-            }
-        }
-        Err(format!(
-            "could not take the lock {}: another run took it at the same moment",
-            path.display()
-        ))
-    }
+/// What a check of the lock found that stops this run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stop {
+    /// An operator pulled the brake on this run.
+    Braked(Brake),
+    /// The lock is someone else's now (this run stalled past its expiry): write nothing.
+    Lost(String),
 }
 
-impl Drop for RunLock {
-    fn drop(&mut self) {
-        self.renewer.abort();
-        let _ = std::fs::remove_file(&self.path);
-    }
-}
-
-/// A held Kubernetes Lease, renewed in the background until released.
-pub struct LeaseLock {
-    lease: std::sync::Arc<cutover_backends::k8s_state::Lease>,
+/// A held lock of a traffic object, renewed in the background until released.
+pub struct Ownership {
+    lock: Arc<dyn ObjectLock>,
+    me: LockHolder,
     renewer: tokio::task::JoinHandle<()>,
 }
 
-impl LeaseLock {
-    /// Takes the Lease or says who holds it; renews it every `ttl / 3`. A Lease held by an
-    /// earlier incarnation of the same run (holder starting with `patient_for`: a killed pod
-    /// of this Job) is waited for until it expires, rather than refused.
-    pub async fn acquire(
-        lease: cutover_backends::k8s_state::Lease,
-        ttl: Duration,
-        patient_for: Option<&str>,
-    ) -> Result<LeaseLock, String> {
+fn backend_err(lock: &dyn ObjectLock, e: BackendError) -> LockError {
+    LockError::Backend {
+        object: lock.describe(),
+        error: e.to_string(),
+    }
+}
+
+impl Ownership {
+    /// Takes the lock for `me`, or says who holds it. A free or expired lock is taken; a
+    /// live holder with the same run id (an earlier pod of this run) is waited for until it
+    /// expires, unless it renews meanwhile; any other live holder is refused at once.
+    pub async fn acquire(lock: Arc<dyn ObjectLock>, me: LockHolder) -> Result<Self, LockError> {
+        let ttl = Duration::from_secs(me.ttl);
         let deadline = tokio::time::Instant::now() + ttl + Duration::from_secs(5);
-        let mut first_seen: Option<String> = None;
+        let mut waited_on: Option<u64> = None;
+        // Bounded: conflicts and waits for an earlier incarnation end by the deadline.
         loop {
-            match lease.acquire().await {
-                Ok(()) => break,
-                Err((Some((holder, renewed)), why))
-                    if patient_for.is_some_and(|p| holder.starts_with(p))
-                        && first_seen.as_ref().is_none_or(|r| *r == renewed)
-                        && tokio::time::Instant::now() < deadline =>
-                {
-                    // Not renewed since we first looked: the holder may be dead; wait for expiry.
-                    // A renewal while we wait means it is alive: refuse (next iteration).
-                    first_seen.get_or_insert(renewed);
-                    tracing::warn!(%holder, "{why}; waiting for the Lease of an earlier incarnation of this run to expire");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+            let current = lock
+                .read()
+                .await
+                .map_err(|e| backend_err(lock.as_ref(), e))?;
+            let (record, version) = match current {
+                Some(Versioned { record, version }) => (record, Some(version)),
+                None => (LockRecord::default(), None),
+            };
+            let now = unix_now();
+            if let Some(h) = record.holder.as_ref().filter(|h| !h.expired(now)) {
+                let own_earlier = h.run_id == me.run_id
+                    && (&h.host, h.pid) != (&me.host, me.pid)
+                    && waited_on.is_none_or(|r| r == h.renewed);
+                if !own_earlier || tokio::time::Instant::now() >= deadline {
+                    return Err(LockError::Held {
+                        object: lock.describe(),
+                        holder: h.describe(),
+                        ttl: h.ttl,
+                    });
                 }
-                Err((_, why)) => return Err(why),
+                waited_on.get_or_insert(h.renewed);
+                tracing::warn!(holder = %h.describe(), "the lock is held by an earlier pod of this run; waiting for it to expire");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+            if let Some(old) = record.holder.as_ref() {
+                tracing::warn!(lock = %lock.describe(), holder = %old.describe(), "taking over an expired lock");
+            }
+            let mut mine = me.clone();
+            mine.acquired = now;
+            mine.renewed = now;
+            let new = LockRecord {
+                holder: Some(mine.clone()),
+                brake: record.brake.clone(),
+            };
+            match lock.swap(version.as_deref(), &new).await {
+                Ok(()) => {
+                    let renewer = spawn_renewer(lock.clone(), mine.clone());
+                    return Ok(Ownership {
+                        lock,
+                        me: mine,
+                        renewer,
+                    });
+                }
+                Err(BackendError::Conflict(_)) if tokio::time::Instant::now() < deadline => {
+                    // Someone swapped first: read again and decide again.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => return Err(backend_err(lock.as_ref(), e)),
             }
         }
-        let lease = std::sync::Arc::new(lease);
-        let l = lease.clone();
-        let renewer = tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(ttl / 3).await;
-                if let Err(e) = l.renew().await {
-                    tracing::error!(error = %e, "cannot renew the run Lease");
-                }
-            }
-        });
-        Ok(LeaseLock { lease, renewer })
     }
 
-    /// Stops renewing and gives the Lease up.
+    /// Where the lock lives.
+    pub fn describe(&self) -> String {
+        self.lock.describe()
+    }
+
+    /// The run id this lock is held for.
+    pub fn run_id(&self) -> &str {
+        &self.me.run_id
+    }
+
+    /// Re-reads the record: `Ok(None)` while this run may go on, `Ok(Some(stop))` when it
+    /// must stop, `Err` when the record cannot be read (never a licence to write forward).
+    pub async fn check(&self) -> Result<Option<Stop>, String> {
+        let read = self.lock.read().await.map_err(|e| {
+            format!(
+                "cannot read the lock {} to confirm this run still owns the object: {e}",
+                self.lock.describe()
+            )
+        })?;
+        let record = read.map(|v| v.record).unwrap_or_default();
+        if let Some(b) = record.brake.filter(|b| b.run_id == self.me.run_id) {
+            return Ok(Some(Stop::Braked(b)));
+        }
+        match record.holder {
+            Some(h) if h.run_id == self.me.run_id && h.host == self.me.host && h.pid == self.me.pid => {
+                Ok(None)
+            }
+            Some(h) => Ok(Some(Stop::Lost(format!(
+                "the lock {} is now held by {}",
+                self.lock.describe(),
+                h.describe()
+            )))),
+            None => Ok(Some(Stop::Lost(format!(
+                "the lock {} was released by someone else",
+                self.lock.describe()
+            )))),
+        }
+    }
+
+    /// Stops renewing and gives the lock up (keeping any brake, acknowledged if it was ours).
     pub async fn release(self) {
         self.renewer.abort();
-        self.lease.release().await;
-    }
-}
-
-/// The one-controller-per-service lock a run holds: a lock file, or a Lease in a Job.
-pub enum Held {
-    /// A lock file (released on drop).
-    File(RunLock),
-    /// A Kubernetes Lease.
-    Lease(LeaseLock),
-}
-
-impl Held {
-    /// Releases the lock.
-    pub async fn release(self) {
-        match self {
-            Held::File(l) => drop(l),
-            Held::Lease(l) => l.release().await,
+        for _ in 0..5 {
+            let Ok(Some(v)) = self.lock.read().await else {
+                return;
+            };
+            let mut record = v.record;
+            if record.holder.as_ref().map(|h| (&h.run_id, &h.host, h.pid))
+                != Some((&self.me.run_id, &self.me.host, self.me.pid))
+            {
+                return;
+            }
+            record.holder = None;
+            if let Some(b) = record.brake.as_mut().filter(|b| b.run_id == self.me.run_id) {
+                b.acknowledged = true;
+            }
+            match self.lock.swap(Some(&v.version), &record).await {
+                Err(BackendError::Conflict(_)) => continue,
+                Err(e) => {
+                    tracing::warn!(lock = %self.lock.describe(), error = %e, "cannot release the lock; it expires by itself");
+                    return;
+                }
+                Ok(()) => return,
+            }
         }
     }
+}
+
+fn spawn_renewer(lock: Arc<dyn ObjectLock>, me: LockHolder) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let every = Duration::from_secs(me.ttl.max(3)) / 3;
+        loop {
+            tokio::time::sleep(every).await;
+            let result: Result<bool, BackendError> = async {
+                let Some(v) = lock.read().await? else {
+                    return Ok(false);
+                };
+                let mut record = v.record;
+                match record.holder.as_mut() {
+                    Some(h) if h.run_id == me.run_id && h.host == me.host && h.pid == me.pid => {
+                        h.renewed = unix_now();
+                    }
+                    _ => return Ok(false),
+                }
+                lock.swap(Some(&v.version), &record).await.map(|()| true)
+            }
+            .await;
+            match result {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::error!(lock = %lock.describe(), "the lock is no longer this run's; the run writes nothing more");
+                    return;
+                }
+                Err(e) => {
+                    tracing::error!(lock = %lock.describe(), error = %e, "cannot renew the lock")
+                }
+            }
+        }
+    })
+}
+
+/// What `cutover rollback` found and did to the lock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Braking {
+    /// The live run braked, if one held the object.
+    pub braked: Option<LockHolder>,
+}
+
+/// Pulls the emergency brake: the run holding the object (if any, live or not) is marked so
+/// that neither it nor a restarted pod of it writes a forward weight again. Returns the
+/// holder braked. Retries compare-and-swap conflicts (the holder renews concurrently).
+pub async fn brake(lock: &dyn ObjectLock, by: &str) -> Result<Braking, LockError> {
+    for _ in 0..20 {
+        let current = lock.read().await.map_err(|e| backend_err(lock, e))?;
+        let Some(Versioned {
+            mut record,
+            version,
+        }) = current
+        else {
+            return Ok(Braking { braked: None });
+        };
+        let Some(holder) = record.holder.clone() else {
+            return Ok(Braking { braked: None });
+        };
+        if record.brake.as_ref().is_some_and(|b| b.run_id == holder.run_id) {
+            return Ok(Braking {
+                braked: Some(holder),
+            });
+        }
+        record.brake = Some(Brake {
+            run_id: holder.run_id.clone(),
+            by: by.to_string(),
+            at: unix_now(),
+            acknowledged: false,
+        });
+        match lock.swap(Some(&version), &record).await {
+            Ok(()) => {
+                return Ok(Braking {
+                    braked: Some(holder),
+                });
+            }
+            Err(BackendError::Conflict(_)) => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => return Err(backend_err(lock, e)),
+        }
+    }
+    Err(LockError::Backend {
+        object: lock.describe(),
+        error: "the record kept changing under 20 attempts to brake".into(),
+    })
+}
+
+/// Brakes a run by id (its record, found in the state store, names it) when no live holder
+/// does: a restarted pod of that run must not write forward either.
+pub async fn brake_run(lock: &dyn ObjectLock, run_id: &str, by: &str) -> Result<(), LockError> {
+    for _ in 0..20 {
+        let current = lock.read().await.map_err(|e| backend_err(lock, e))?;
+        let (mut record, version) = match current {
+            Some(v) => (v.record, Some(v.version)),
+            None => (LockRecord::default(), None),
+        };
+        if record.brake.as_ref().is_some_and(|b| b.run_id == run_id) {
+            return Ok(());
+        }
+        record.brake = Some(Brake {
+            run_id: run_id.to_string(),
+            by: by.to_string(),
+            at: unix_now(),
+            acknowledged: false,
+        });
+        match lock.swap(version.as_deref(), &record).await {
+            Ok(()) => return Ok(()),
+            Err(BackendError::Conflict(_)) => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(e) => return Err(backend_err(lock, e)),
+        }
+    }
+    Err(LockError::Backend {
+        object: lock.describe(),
+        error: "the record kept changing under 20 attempts to brake".into(),
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cutover_backends::file::FileLock;
+
+    fn holder(run: &str, pid: u32, ttl: u64) -> LockHolder {
+        LockHolder {
+            run_id: run.into(),
+            host: hostname(),
+            pid,
+            state: "file /tmp/x".into(),
+            acquired: 0,
+            renewed: 0,
+            ttl,
+        }
+    }
+
+    fn temp_lock(name: &str) -> Arc<dyn ObjectLock> {
+        let dir = std::env::temp_dir().join(format!("cutover-lock-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        Arc::new(FileLock::new(dir.join("w.json.cutover-lock")))
+    }
 
     #[tokio::test]
-    async fn second_acquire_names_the_holder_and_stale_locks_are_taken_over() {
-        let dir = std::env::temp_dir().join(format!("cutover-lock-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let path = dir.join("svc.lock");
-        let lock = RunLock::acquire(&path, "run-a", Duration::from_secs(30)).unwrap();
-        let e = RunLock::acquire(&path, "run-b", Duration::from_secs(30))
+    async fn a_second_run_is_refused_naming_the_holder_and_expired_locks_are_taken_over() {
+        let lock = temp_lock("second");
+        let a = Ownership::acquire(lock.clone(), holder("run-a", 1, 30))
+            .await
+            .unwrap();
+        let e = Ownership::acquire(lock.clone(), holder("run-b", 2, 30))
+            .await
             .err()
             .unwrap();
-        assert!(
-            e.contains("run run-a") && e.contains(&format!("pid {}", std::process::id())),
-            "{e}"
-        );
-        drop(lock);
-        assert!(!path.exists(), "released on drop");
-        // A holder whose process is gone is stale.
-        let dead = Holder {
-            pid: u32::MAX - 1,
-            host: hostname(),
-            run_id: "gone".into(),
-            acquired: 0,
-            renewed: unix_now(),
-        };
-        write(&path, &dead, true).unwrap();
-        let lock = RunLock::acquire(&path, "run-c", Duration::from_secs(30)).unwrap();
-        drop(lock);
-        // A holder on another host that stopped renewing is stale after the TTL.
-        let quiet = Holder {
-            pid: 1,
-            host: "elsewhere".into(),
-            run_id: "old".into(),
-            acquired: 0,
-            renewed: unix_now() - 100,
-        };
-        write(&path, &quiet, true).unwrap();
-        assert!(RunLock::acquire(&path, "run-d", Duration::from_secs(30)).is_ok());
-        let _ = std::fs::remove_dir_all(&dir);
+        let text = e.to_string();
+        assert!(text.contains("run run-a") && text.contains("pid 1"), "{text}");
+        assert_eq!(a.check().await.unwrap(), None);
+        a.release().await;
+        let b = Ownership::acquire(lock.clone(), holder("run-b", 2, 30))
+            .await
+            .unwrap();
+        // Expire b's lock by hand: a stalled holder is taken over, and then learns it lost.
+        let v = lock.read().await.unwrap().unwrap();
+        let mut r = v.record.clone();
+        r.holder.as_mut().unwrap().renewed = unix_now() - 100;
+        lock.swap(Some(&v.version), &r).await.unwrap();
+        let c = Ownership::acquire(lock.clone(), holder("run-c", 3, 30))
+            .await
+            .unwrap();
+        assert!(matches!(b.check().await.unwrap(), Some(Stop::Lost(_))));
+        assert_eq!(c.check().await.unwrap(), None);
+        c.release().await;
+    }
+
+    #[tokio::test]
+    async fn a_brake_stops_only_the_run_it_names_and_outlives_the_holder() {
+        let lock = temp_lock("brake");
+        let a = Ownership::acquire(lock.clone(), holder("run-a", 1, 30))
+            .await
+            .unwrap();
+        let b = brake(lock.as_ref(), "op@host").await.unwrap();
+        assert_eq!(b.braked.unwrap().run_id, "run-a");
+        assert!(matches!(a.check().await.unwrap(), Some(Stop::Braked(_))));
+        a.release().await;
+        let rec = lock.read().await.unwrap().unwrap().record;
+        assert!(rec.holder.is_none() && rec.brake.as_ref().unwrap().acknowledged);
+        // A restarted pod of run-a is still braked; a new run is not.
+        let again = Ownership::acquire(lock.clone(), holder("run-a", 9, 30))
+            .await
+            .unwrap();
+        assert!(matches!(again.check().await.unwrap(), Some(Stop::Braked(_))));
+        again.release().await;
+        let fresh = Ownership::acquire(lock.clone(), holder("run-z", 9, 30))
+            .await
+            .unwrap();
+        assert_eq!(fresh.check().await.unwrap(), None);
+        fresh.release().await;
+    }
+
+    #[tokio::test]
+    async fn twenty_simultaneous_acquires_give_exactly_one_holder() {
+        for round in 0..20 {
+            let lock = temp_lock(&format!("race{round}"));
+            let mut tasks = Vec::new();
+            for i in 0..2u32 {
+                let l = lock.clone();
+                tasks.push(tokio::spawn(async move {
+                    Ownership::acquire(l, holder(&format!("run-{i}"), 100 + i, 30)).await
+                }));
+            }
+            let mut won = Vec::new();
+            for t in tasks {
+                if let Ok(o) = t.await.unwrap() {
+                    won.push(o);
+                }
+            }
+            assert_eq!(won.len(), 1, "round {round}");
+            for o in won {
+                o.release().await;
+            }
+        }
     }
 }

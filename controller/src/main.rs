@@ -14,7 +14,7 @@ use cutover::clock::RealClock;
 use cutover::console::{Console, LogObserver};
 use cutover::demo::{DemoOptions, DemoScenario};
 use cutover::driver::{Driver, Observer, Shutdown, write_and_verify};
-use cutover::lock::{Held, LeaseLock, RunLock};
+use cutover::lock::{Ownership, hostname, operator, unix_now};
 use cutover::notify::Notifier;
 use cutover::policy::{self, LoadedPolicy};
 use cutover::report::Report;
@@ -23,6 +23,7 @@ use cutover::store::{ConfigMapStore, FileStore, StateStore};
 use cutover::telemetry::{Pushing, Telemetry};
 use cutover_analyzers::prometheus::PrometheusSource;
 use cutover_analyzers::{Analyzer, Span};
+use cutover_backends::lock::LockHolder;
 use cutover_backends::{ConnectOptions, TrafficBackend, Weights};
 use tokio::sync::watch;
 
@@ -88,10 +89,16 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
-    /// Put all traffic on DR now, verified by reading back. Exit 0, or 10 if it did not stick.
+    /// The emergency brake: stop the run driving this traffic (live, hung or on another
+    /// machine: it never writes a forward weight again), put all traffic on DR now and verify
+    /// by reading back. Exit 0, or 10 if it did not stick.
     Rollback {
         /// The policy file.
         policy: PathBuf,
+        /// How long to watch, after the write, that a braked run does not put traffic back
+        /// before it acknowledges the brake.
+        #[arg(long, default_value = "90s")]
+        watch: Span,
         #[command(flatten)]
         common: Common,
     },
@@ -142,7 +149,9 @@ enum Command {
 
 #[derive(clap::Args)]
 struct Common {
-    /// Where the run state is kept (default: .cutover/<service>.state.json).
+    /// Where the run state is kept (default: <state dir>/<service>.state.json, where the
+    /// state dir is $CUTOVER_STATE_DIR, else $XDG_STATE_HOME/cutover, else
+    /// ~/.local/state/cutover, else /var/lib/cutover — never relative to the working directory).
     #[arg(long)]
     state_file: Option<PathBuf>,
     /// Kubeconfig for the istio and gateway_api backends (default: in-cluster, then ~/.kube/config).
@@ -154,8 +163,8 @@ struct Common {
     /// AWS endpoint override for the route53 backend (emulators).
     #[arg(long)]
     aws_endpoint_url: Option<String>,
-    /// Keep the run state in this ConfigMap (NAMESPACE/NAME) and hold a Lease of the same
-    /// name, instead of a state file and a lock file (for Jobs).
+    /// Keep the run state in this ConfigMap (NAMESPACE/NAME) instead of a state file (for Jobs).
+    /// The run's lock is the traffic object's own, whatever the state store.
     #[arg(long, conflicts_with = "state_file")]
     state_configmap: Option<String>,
     /// How long a run lock lives without renewal (default 30s).
@@ -187,7 +196,7 @@ impl Common {
         FileStore::new(
             self.state_file
                 .clone()
-                .unwrap_or_else(|| PathBuf::from(format!(".cutover/{service}.state.json"))),
+                .unwrap_or_else(|| state_dir().join(format!("{service}.state.json"))),
         )
     }
 
@@ -214,36 +223,15 @@ impl Common {
             None => Box::new(self.file_store(service)),
         })
     }
+}
 
-    /// The one-controller-per-service lock: a Lease named like the ConfigMap, else a lock
-    /// file beside the state file. `Err` names the holder.
-    async fn lock(
-        &self,
-        service: &str,
-        run_id: &str,
-        resuming: bool,
-    ) -> anyhow::Result<Result<Held, String>> {
-        Ok(match self.configmap()? {
-            Some((ns, name)) => {
-                let client = cutover_backends::k8s::client(&self.connect_options()).await?;
-                let prefix = format!("{run_id}@");
-                let holder = format!(
-                    "{prefix}{}#{}",
-                    cutover::lock::hostname(),
-                    std::process::id()
-                );
-                let ttl = self.lock_ttl.map(Span::get).unwrap_or(LOCK_TTL);
-                let lease = cutover_backends::k8s_state::Lease::new(client, ns, name, &holder, ttl);
-                LeaseLock::acquire(lease, ttl, resuming.then_some(prefix.as_str()))
-                    .await
-                    .map(Held::Lease)
-            }
-            None => {
-                let path = self.file_store(service).path().with_extension("lock");
-                RunLock::acquire(&path, run_id, LOCK_TTL).map(Held::File)
-            }
-        })
-    }
+/// The default folder of run state files: absolute, the same for every working directory.
+fn state_dir() -> PathBuf {
+    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    env("CUTOVER_STATE_DIR")
+        .or_else(|| env("XDG_STATE_HOME").map(|d| d.join("cutover")))
+        .or_else(|| env("HOME").map(|h| h.join(".local/state/cutover")))
+        .unwrap_or_else(|| PathBuf::from("/var/lib/cutover"))
 }
 
 const EXIT_USAGE: u8 = 2;
@@ -315,11 +303,15 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             };
             status(p, common).await
         }
-        Command::Rollback { policy, common } => {
+        Command::Rollback {
+            policy,
+            watch,
+            common,
+        } => {
             let Some(p) = load_or_report(&policy) else {
                 return Ok(EXIT_USAGE);
             };
-            rollback(p, common).await
+            rollback(p, common, watch.get()).await
         }
         Command::Demo {
             scenario,
@@ -503,39 +495,63 @@ const LOCK_TTL: Duration = Duration::from_secs(30);
 
 async fn run(p: LoadedPolicy, common: Common, format: LogFormat) -> anyhow::Result<u8> {
     let policy = &p.policy;
-    // A persisted unfinished run keeps its id (and may wait for its own earlier Lease).
+    let store = common.store(&policy.service).await?;
+    // A persisted unfinished run keeps its id (and may wait for its own earlier lock).
     let peek = if common.fresh {
         None
     } else {
-        common
-            .store(&policy.service)
-            .await?
-            .load()
-            .await
-            .ok()
-            .flatten()
+        store.load().await.ok().flatten()
     };
+    if let Some(other) = peek
+        .as_ref()
+        .filter(|s| s.service != policy.service && Run::resumable(s))
+    {
+        eprintln!(
+            "cutover: {}: {} holds the unfinished run {} of service `{}`, not `{}`; \
+             give this service its own --state-file (or --state-configmap)",
+            policy.service,
+            store.describe(),
+            other.run_id,
+            other.service,
+            policy.service
+        );
+        return Ok(EXIT_USAGE);
+    }
     let resumed_id = peek
         .filter(|s| s.service == policy.service && Run::resumable(s))
         .map(|s| s.run_id);
     let id = resumed_id
         .clone()
         .unwrap_or_else(|| run_id(&policy.service));
-    let lock = match common
-        .lock(&policy.service, &id, resumed_id.is_some())
-        .await?
-    {
-        Ok(l) => l,
+    let backend = connect(&p, &common).await?;
+    let Some(lock) = backend.object_lock() else {
+        anyhow::bail!(
+            "{}: backend {} has no lock; cutover drives only objects it can lock",
+            p.path.display(),
+            backend.describe()
+        );
+    };
+    let me = LockHolder {
+        run_id: id.clone(),
+        host: hostname(),
+        pid: std::process::id(),
+        state: store.describe(),
+        acquired: 0,
+        renewed: 0,
+        ttl: common.lock_ttl.map(Span::get).unwrap_or(LOCK_TTL).as_secs().max(3),
+    };
+    let owner = match Ownership::acquire(lock, me).await {
+        Ok(o) => Arc::new(o),
         Err(e) => {
             eprintln!("cutover: {}: {e}", policy.service);
             return Ok(EXIT_USAGE);
         }
     };
-    let code = match common.store(&policy.service).await {
-        Ok(store) => run_locked(&p, &common, format, store, id).await,
-        Err(e) => Err(e),
-    };
-    lock.release().await;
+    let code = run_locked(&p, &common, format, store, backend, owner.clone(), id).await;
+    match Arc::try_unwrap(owner) {
+        Ok(o) => o.release().await,
+        Err(_) => tracing::warn!("the lock is still in use; it expires by itself"),
+    }
     code
 }
 
@@ -544,10 +560,11 @@ async fn run_locked(
     common: &Common,
     format: LogFormat,
     store: Box<dyn StateStore>,
+    backend: Arc<dyn TrafficBackend>,
+    owner: Arc<Ownership>,
     id: String,
 ) -> anyhow::Result<u8> {
     let policy = &p.policy;
-    let backend = connect(p, common).await?;
     let source = PrometheusSource::new(&policy.prometheus, policy.promql())
         .map_err(|e| anyhow::anyhow!("{}: {e}", p.path.display()))?;
     let analyzer = Analyzer::new(Arc::new(source), policy.compiled_gates());
@@ -560,7 +577,7 @@ async fn run_locked(
         })?
     };
     let mut run = match stored {
-        Some(s) if s.service == policy.service && Run::resumable(&s) => {
+        Some(s) if s.service == policy.service && s.run_id == id && Run::resumable(&s) => {
             tracing::info!(run_id = %s.run_id, phase = ?s.phase, "resuming a persisted run");
             Run::resume(plan, s)
         }
@@ -633,6 +650,7 @@ async fn run_locked(
         store: Some(store),
         observers: obs,
         shutdown: signals(),
+        owner: Some(owner),
     };
     let outcome = driver.drive(&mut run).await;
     drop(driver);
@@ -680,6 +698,34 @@ async fn status(p: LoadedPolicy, common: Common) -> anyhow::Result<u8> {
         Ok(w) => println!("live:   {w} ({})", backend.describe()),
         Err(e) => println!("live:   cannot read: {e} ({})", backend.describe()),
     }
+    if let Some(lock) = backend.object_lock() {
+        match lock.read().await {
+            Ok(Some(v)) => {
+                match &v.record.holder {
+                    Some(h) if h.expired(unix_now()) => {
+                        println!("lock:   expired: {} ({})", h.describe(), lock.describe())
+                    }
+                    Some(h) => println!("lock:   held by {} ({})", h.describe(), lock.describe()),
+                    None => println!("lock:   free ({})", lock.describe()),
+                }
+                if let Some(b) = &v.record.brake {
+                    println!(
+                        "brake:  run {} braked by {} at {}{}",
+                        b.run_id,
+                        b.by,
+                        cutover_backends::lock::rfc3339(b.at),
+                        if b.acknowledged {
+                            " (acknowledged)"
+                        } else {
+                            " (not yet acknowledged)"
+                        }
+                    );
+                }
+            }
+            Ok(None) => println!("lock:   free ({})", lock.describe()),
+            Err(e) => println!("lock:   cannot read: {e}"),
+        }
+    }
     match store.load().await {
         Ok(None) => println!("run:    none recorded in {}", store.describe()),
         Ok(Some(s)) => {
@@ -708,10 +754,48 @@ async fn status(p: LoadedPolicy, common: Common) -> anyhow::Result<u8> {
     Ok(0)
 }
 
-async fn rollback(p: LoadedPolicy, common: Common) -> anyhow::Result<u8> {
+/// `cutover rollback`: brake, write 0 %, verify, and watch until the braked run has stopped.
+async fn rollback(p: LoadedPolicy, common: Common, watch: Duration) -> anyhow::Result<u8> {
     let backend = connect(&p, &common).await?;
+    let by = operator();
+    // 1. The brake, where the run must look before every write: the object's lock.
+    let mut braked_run = None;
+    if let Some(lock) = backend.object_lock() {
+        match cutover::lock::brake(lock.as_ref(), &by).await {
+            Ok(b) => {
+                if let Some(h) = &b.braked {
+                    println!("braked:  {} ({})", h.describe(), lock.describe());
+                }
+                braked_run = b.braked;
+            }
+            Err(e) => eprintln!("cutover: cannot brake through the lock: {e}; rolling back anyway"),
+        }
+        // 2. A run recorded in the state store but not holding the lock (killed, not yet
+        //    restarted) is braked by id, and its record is finished: no restart resumes it.
+        if let Ok(store) = common.store(&p.policy.service).await
+            && let Ok(Some(mut state)) = store.load().await
+            && state.service == p.policy.service
+            && Run::resumable(&state)
+            && braked_run.as_ref().is_none_or(|h| h.run_id != state.run_id)
+        {
+            if let Err(e) = cutover::lock::brake_run(lock.as_ref(), &state.run_id, &by).await {
+                eprintln!("cutover: cannot brake run {}: {e}", state.run_id);
+            }
+            Run::mark_operator_rollback(&mut state, &by, SystemTime::now());
+            match store.save(&state).await {
+                Ok(()) => println!(
+                    "recorded: run {} ended by this operator rollback ({})",
+                    state.run_id,
+                    store.describe()
+                ),
+                Err(e) => eprintln!("cutover: cannot record the rollback in the run state: {e}"),
+            }
+        }
+    }
+    // 3. The write, retried with backoff until it sticks.
     let spec = &p.policy.rollback;
     let mut wait = spec.retry_interval.get();
+    let mut done = false;
     for attempt in 1..=spec.max_attempts {
         match write_and_verify(backend.as_ref(), Weights::ALL_DR).await {
             Ok(w) => {
@@ -719,7 +803,8 @@ async fn rollback(p: LoadedPolicy, common: Common) -> anyhow::Result<u8> {
                     "rolled back: {w} on {} (verified by reading back)",
                     backend.describe()
                 );
-                return Ok(0);
+                done = true;
+                break;
             }
             Err((e, _)) => {
                 eprintln!(
@@ -731,11 +816,52 @@ async fn rollback(p: LoadedPolicy, common: Common) -> anyhow::Result<u8> {
             }
         }
     }
-    eprintln!(
-        "cutover: PAGE NOW: rollback to DR could not be applied on {}",
-        backend.describe()
-    );
-    Ok(EXIT_ROLLBACK_FAILED)
+    if !done {
+        let live = match backend.get_weights().await {
+            Ok(w) => format!("the live weights read {w}"),
+            Err(e) => format!("the live weights cannot be read: {e}"),
+        };
+        eprintln!(
+            "cutover: PAGE NOW: rollback to DR could not be applied on {}; {live}",
+            backend.describe()
+        );
+        return Ok(EXIT_ROLLBACK_FAILED);
+    }
+    // 4. A braked live run may have had a forward write in flight: watch until it says it
+    //    has stopped (releases the lock, acknowledging the brake), putting DR back if needed.
+    let (Some(h), Some(lock)) = (braked_run, backend.object_lock()) else {
+        return Ok(0);
+    };
+    let until = tokio::time::Instant::now() + watch;
+    loop {
+        let record = lock.read().await.ok().flatten().map(|v| v.record);
+        let stopped = record.as_ref().is_none_or(|r| {
+            r.holder.as_ref().is_none_or(|x| x.run_id != h.run_id || x.expired(unix_now()))
+        });
+        match backend.get_weights().await {
+            Ok(w) if w != Weights::ALL_DR => {
+                eprintln!("cutover: the braked run's write landed ({w}); putting all traffic on DR again");
+                if let Err((e, _)) = write_and_verify(backend.as_ref(), Weights::ALL_DR).await {
+                    eprintln!("cutover: rewrite failed: {e}");
+                }
+            }
+            _ if stopped => {
+                println!("stopped:  run {} has stopped; traffic stays on DR", h.run_id);
+                return Ok(0);
+            }
+            _ => {}
+        }
+        if tokio::time::Instant::now() >= until {
+            println!(
+                "waiting:  run {} has not acknowledged the brake within {} (hung, or on another machine); \
+                 it checks the brake before every write and will roll back instead of advancing",
+                h.run_id,
+                humantime::format_duration(watch)
+            );
+            return Ok(0);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 async fn demo(

@@ -101,6 +101,15 @@ pub fn message(e: &Event, state: &RunState) -> Option<String> {
         EventKind::RollbackStarted { reason, .. } => {
             format!(":rotating_light: cutover {s}: ROLLING BACK to DR — {reason}")
         }
+        EventKind::Drift { found, action, .. } => format!(
+            ":warning: cutover {s}: DRIFT — the live split is not the run's: {found}; {action}"
+        ),
+        EventKind::Braked { by } => {
+            format!(":octagonal_sign: cutover {s}: operator rollback by {by}; run {} stops", state.run_id)
+        }
+        EventKind::LockLost { detail } => {
+            format!(":warning: cutover {s}: run {} lost its lock: {detail}", state.run_id)
+        }
         EventKind::Finished { outcome } => {
             let icon = match outcome.phase {
                 Phase::Promoted => ":white_check_mark:",

@@ -57,6 +57,13 @@ pub struct Policy {
     /// What SIGTERM/SIGINT do: `hold` (default; a restarted Job resumes) or `rollback`.
     #[serde(default)]
     pub on_signal: OnSignal,
+    /// What a drift does — live weights that are not the run's last confirmed write
+    /// (someone else changed them) or that cannot be read: `hold` (default: no stage
+    /// advances, judging goes on and harm still rolls back; the stage re-bakes once the
+    /// split is the run's again), `reassert` (write the stage's weights again and re-bake)
+    /// or `rollback`.
+    #[serde(default)]
+    pub on_drift: OnDrift,
     /// The longest a whole run may take; past it, traffic goes back to DR. Default: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline: Option<Span>,
@@ -133,6 +140,20 @@ pub enum OnSignal {
     #[default]
     Hold,
     /// Put all traffic back on DR, exit 4.
+    Rollback,
+}
+
+/// What a drift of the live weights does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OnDrift {
+    /// Advance no further; keep judging (harm still rolls back); re-bake once the split is
+    /// the run's again; undecided at `max_duration`: inconclusive.
+    #[default]
+    Hold,
+    /// Write the stage's weights again, then re-bake the stage.
+    Reassert,
+    /// Put all traffic back on DR (exit 1).
     Rollback,
 }
 
@@ -307,6 +328,8 @@ pub struct Plan {
     pub rollback: RollbackSpec,
     /// `on_signal`.
     pub on_signal: OnSignal,
+    /// `on_drift`.
+    pub on_drift: OnDrift,
     /// The overall deadline.
     pub deadline: Option<Duration>,
 }
@@ -812,6 +835,7 @@ impl Policy {
             propagation,
             rollback: self.rollback.clone(),
             on_signal: self.on_signal,
+            on_drift: self.on_drift,
             deadline: self.deadline.map(Span::get),
         }
     }

@@ -17,7 +17,7 @@ use cutover_analyzers::verdict::{AnalysisVerdict, StageCounters, StageVerdict, j
 use cutover_backends::Weights;
 use serde::{Deserialize, Serialize};
 
-use crate::policy::{OnInconclusive, OnSignal, Plan, RollbackMode};
+use crate::policy::{OnDrift, OnInconclusive, OnSignal, Plan, RollbackMode};
 
 /// Where a run is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,12 +95,27 @@ pub enum RollbackCause {
     Inconclusive,
     /// A weight write kept failing.
     WriteFailed,
-    /// A signal with `on_signal: rollback`, or `cutover rollback`.
+    /// A signal with `on_signal: rollback`.
     Signal,
     /// The policy's overall `deadline` passed.
     Deadline,
     /// A restarted run found traffic at a weight the plan does not name, or ahead of it.
     Reconcile,
+    /// An operator pulled the emergency brake (`cutover rollback`).
+    Operator,
+    /// The live weights differed from the last confirmed write (`on_drift: rollback`).
+    Drift,
+}
+
+impl RollbackCause {
+    /// The phase a finished rollback of this cause ends in: a stop asked for by people
+    /// (signal, operator) is `Aborted` (exit 4); everything else `RolledBack` (exit 1).
+    pub fn outcome_phase(self) -> Phase {
+        match self {
+            RollbackCause::Signal | RollbackCause::Operator => Phase::Aborted,
+            _ => Phase::RolledBack,
+        }
+    }
 }
 
 /// A write the run is waiting on.
@@ -173,6 +188,10 @@ pub struct RunState {
     pub restarts: u32,
     /// How the run ended.
     pub outcome: Option<Outcome>,
+    /// The drift under way: the live weights (or why they cannot be read) when they are
+    /// not the last confirmed write. While set, the stage does not advance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift: Option<String>,
 }
 
 /// What the driver saw, with the time it saw it.
@@ -219,6 +238,22 @@ pub enum Observation {
         now: SystemTime,
         /// Its readings.
         analysis: Analysis,
+        /// The live weights read at the same time (`None`: not read).
+        live: Option<Result<Weights, String>>,
+    },
+    /// An operator pulled the emergency brake on this run (`cutover rollback`).
+    Braked {
+        /// Now.
+        now: SystemTime,
+        /// Who, when.
+        by: String,
+    },
+    /// The object's lock is no longer this run's: another run took it over.
+    LockLost {
+        /// Now.
+        now: SystemTime,
+        /// Who holds it now, in words.
+        detail: String,
     },
     /// A termination signal arrived.
     Interrupted {
@@ -238,6 +273,8 @@ impl Observation {
             | Observation::WeightsFailed { now, .. }
             | Observation::Slept { now }
             | Observation::Analyzed { now, .. }
+            | Observation::Braked { now, .. }
+            | Observation::LockLost { now, .. }
             | Observation::Interrupted { now, .. } => *now,
         }
     }
@@ -346,6 +383,31 @@ pub enum EventKind {
         /// Observed share.
         share: f64,
     },
+    /// The live weights are not the last confirmed write (someone else changed them, or
+    /// they cannot be read), and what the run does about it (`on_drift`).
+    Drift {
+        /// The last confirmed weights.
+        expected: Option<Weights>,
+        /// What was read instead, or why nothing could be read.
+        found: String,
+        /// What the run does, in words.
+        action: String,
+    },
+    /// The live weights are the confirmed ones again; the stage re-bakes from now.
+    DriftCleared {
+        /// The weights read.
+        live: Weights,
+    },
+    /// An operator pulled the emergency brake on this run.
+    Braked {
+        /// Who, when.
+        by: String,
+    },
+    /// The object's lock was taken over by another run; this run writes nothing more.
+    LockLost {
+        /// Who holds it now.
+        detail: String,
+    },
     /// The stage passed its gates and its bake.
     StagePassed {
         /// Stage index.
@@ -407,6 +469,7 @@ impl Run {
             started: None,
             restarts: 0,
             outcome: None,
+            drift: None,
         };
         Run {
             plan,
@@ -435,6 +498,31 @@ impl Run {
     /// traffic held at a stage.
     pub fn resumable(state: &RunState) -> bool {
         !state.phase.is_terminal() || (state.phase == Phase::Aborted && state.rollback.is_none())
+    }
+
+    /// Ends a persisted run as stopped by an operator's rollback (`cutover rollback` found
+    /// it not running): no restart resumes it, and its record says who stopped it.
+    pub fn mark_operator_rollback(state: &mut RunState, by: &str, now: SystemTime) {
+        let reason = format!(
+            "operator rollback by {by} while the run was not running; all traffic put on DR by the operator (verified by reading back)"
+        );
+        state.rollback = Some(RollbackProgress {
+            cause: RollbackCause::Operator,
+            reason: reason.clone(),
+            remaining: Vec::new(),
+        });
+        state.pending = None;
+        state.phase = Phase::Aborted;
+        state.weights = Some(Weights::ALL_DR);
+        state.history.push(WeightChange {
+            at: now,
+            weights: Weights::ALL_DR,
+            stage: None,
+        });
+        state.outcome = Some(Outcome {
+            phase: Phase::Aborted,
+            reason,
+        });
     }
 
     /// The state, for persisting and reporting.
@@ -499,7 +587,27 @@ impl Run {
                 retryable,
             } => self.on_write_failed(now, error, retryable, &mut ev),
             Observation::Slept { now } => self.on_slept(now, &mut ev),
-            Observation::Analyzed { now, analysis } => self.on_analyzed(now, analysis, &mut ev),
+            Observation::Analyzed {
+                now,
+                analysis,
+                live,
+            } => self.on_analyzed(now, analysis, live, &mut ev),
+            Observation::Braked { now, by } => self.on_braked(now, by, &mut ev),
+            Observation::LockLost { now, detail } => {
+                ev.push(Event {
+                    at: now,
+                    kind: EventKind::LockLost {
+                        detail: detail.clone(),
+                    },
+                });
+                self.finish(
+                    Phase::Aborted,
+                    format!(
+                        "{detail}; this run writes nothing more (the live split is the new holder's: {})",
+                        self.weights_text()
+                    ),
+                )
+            }
             Observation::Interrupted { now, signal } => self.on_signal(now, signal, &mut ev),
         };
         if let Request::Finish(o) = &request {
@@ -594,12 +702,7 @@ impl Run {
                     .map(|r| (r.cause, r.reason.clone()))
                     .unwrap_or((RollbackCause::Breach, "rollback".into()));
                 self.state.pending = None;
-                let phase = if cause == RollbackCause::Signal {
-                    Phase::Aborted
-                } else {
-                    Phase::RolledBack
-                };
-                return self.finish(phase, format!("{reason}; all traffic is back on DR (verified by reading back after a restart)"));
+                return self.finish(cause.outcome_phase(), format!("{reason}; all traffic is back on DR (verified by reading back after a restart)"));
             }
             let (cause, reason) = self
                 .state
@@ -902,7 +1005,13 @@ impl Run {
         }
     }
 
-    fn on_analyzed(&mut self, now: SystemTime, analysis: Analysis, ev: &mut Vec<Event>) -> Request {
+    fn on_analyzed(
+        &mut self,
+        now: SystemTime,
+        analysis: Analysis,
+        live: Option<Result<Weights, String>>,
+        ev: &mut Vec<Event>,
+    ) -> Request {
         let (Some(i), Some(started)) = (self.state.stage, self.state.stage_started) else {
             return self.unexpected(now, "an analysis outside a stage", ev);
         };
@@ -968,6 +1077,10 @@ impl Run {
             }
             _ => {}
         }
+        if let Some(request) = self.on_live(now, i, live, ev) {
+            push("drift".into(), ev);
+            return request;
+        }
         if phase == Phase::Settling {
             let target = f64::from(stage.weight) / 100.0;
             let converged =
@@ -1010,6 +1123,27 @@ impl Run {
             push(format!("settling: {why}"), ev);
             return Request::Sleep(stage.interval);
         }
+        let sv = match (sv, share) {
+            // Judging at a split other than the stage's is judging something else.
+            (StageVerdict::Passing, s) if !self.share_near(stage.weight, s, &analysis) => {
+                StageVerdict::Hold {
+                    reason: format!(
+                        "the observed primary share {} is not within {:.1} points of the stage's {}%; never a pass",
+                        s.map(|s| format!("{:.1}%", s * 100.0))
+                            .unwrap_or_else(|| "(none)".into()),
+                        self.plan.settle_tolerance * 100.0,
+                        stage.weight
+                    ),
+                }
+            }
+            (StageVerdict::Passing, _) if self.state.drift.is_some() => StageVerdict::Hold {
+                reason: format!(
+                    "drift: {} (on_drift: hold); nothing advances while the live split is not the run's",
+                    self.state.drift.clone().unwrap_or_default()
+                ),
+            },
+            (sv, _) => sv,
+        };
         match sv {
             StageVerdict::Passing if elapsed >= stage.bake => {
                 push("advance".into(), ev);
@@ -1059,6 +1193,109 @@ impl Run {
         }
     }
 
+    /// Whether an observed share is the stage's weight, give or take the settle tolerance and
+    /// three standard errors of a share measured on this many requests (a quiet service's
+    /// share is noisy; noise alone must not hold a healthy stage).
+    fn share_near(&self, weight: u8, share: Option<f64>, analysis: &Analysis) -> bool {
+        let Some(s) = share else {
+            return false;
+        };
+        let target = f64::from(weight) / 100.0;
+        let n = (analysis.primary_rate.finite().unwrap_or(0.0)
+            + analysis.dr_rate.finite().unwrap_or(0.0))
+            * analysis.window.as_secs_f64();
+        let noise = if n >= 1.0 {
+            3.0 * (target * (1.0 - target) / n).sqrt()
+        } else {
+            1.0
+        };
+        (s - target).abs() <= self.plan.settle_tolerance + noise + 1e-9
+    }
+
+    /// Compares the live weights read with this analysis with the last confirmed write.
+    /// Returns the request to make instead of judging on, if the drift policy asks for one.
+    fn on_live(
+        &mut self,
+        now: SystemTime,
+        stage: usize,
+        live: Option<Result<Weights, String>>,
+        ev: &mut Vec<Event>,
+    ) -> Option<Request> {
+        let expected = self.state.weights;
+        let found = match live? {
+            Ok(w) if Some(w) == expected => {
+                if self.state.drift.take().is_some() {
+                    ev.push(Event {
+                        at: now,
+                        kind: EventKind::DriftCleared { live: w },
+                    });
+                    // What was measured during the drift was another split: re-bake.
+                    return Some(self.start_stage(stage, now));
+                }
+                return None;
+            }
+            Ok(w) => format!("the backend sends {w}"),
+            Err(e) => format!("the live weights cannot be read: {e}"),
+        };
+        let action = match self.plan.on_drift {
+            OnDrift::Hold => "hold: no stage advances; judging goes on and harm still rolls back",
+            OnDrift::Reassert => "reassert: writing the stage's weights again, then re-baking",
+            OnDrift::Rollback => "rollback: putting all traffic back on DR",
+        };
+        if self.state.drift.as_deref() != Some(found.as_str()) {
+            ev.push(Event {
+                at: now,
+                kind: EventKind::Drift {
+                    expected,
+                    found: found.clone(),
+                    action: action.into(),
+                },
+            });
+        }
+        let what = format!(
+            "{}: expected {} (the last confirmed write), but {found}",
+            self.stage_label(stage),
+            self.weights_text()
+        );
+        self.state.drift = Some(found);
+        match self.plan.on_drift {
+            OnDrift::Hold => None,
+            OnDrift::Reassert => {
+                self.state.drift = None;
+                Some(self.request_stage(stage, now, ev))
+            }
+            OnDrift::Rollback => Some(self.begin_rollback(
+                RollbackCause::Drift,
+                format!("{what} (on_drift: rollback)"),
+                now,
+                ev,
+            )),
+        }
+    }
+
+    /// The operator's emergency brake: never write forward again; make sure traffic is on DR.
+    fn on_braked(&mut self, now: SystemTime, by: String, ev: &mut Vec<Event>) -> Request {
+        ev.push(Event {
+            at: now,
+            kind: EventKind::Braked { by: by.clone() },
+        });
+        let reason = format!("operator rollback by {by}");
+        if self.state.phase == Phase::Preflight && self.state.history.is_empty() {
+            // Recorded as a finished rollback, so that no restart resumes this run.
+            self.state.rollback = Some(RollbackProgress {
+                cause: RollbackCause::Operator,
+                reason: reason.clone(),
+                remaining: Vec::new(),
+            });
+            return self.finish(
+                Phase::Aborted,
+                format!("{reason} during preflight; nothing was changed"),
+            );
+        }
+        // Whatever was under way (a stage, a stepped rollback): one write to 0 %.
+        self.begin_rollback(RollbackCause::Operator, reason, now, ev)
+    }
+
     fn weights_text(&self) -> String {
         self.state
             .weights
@@ -1094,6 +1331,8 @@ impl Run {
     ) -> Request {
         let current = self.state.weights.map(|w| w.primary).unwrap_or(100);
         let mut remaining: Vec<u8> = match self.plan.rollback.mode {
+            // An operator's brake is never stepped: they asked for DR now.
+            _ if cause == RollbackCause::Operator => Vec::new(),
             RollbackMode::Immediate => Vec::new(),
             RollbackMode::Stepped => self
                 .plan
@@ -1142,13 +1381,8 @@ impl Run {
         }
         if rb.remaining.is_empty() {
             let (cause, reason) = (rb.cause, rb.reason.clone());
-            let phase = if cause == RollbackCause::Signal {
-                Phase::Aborted
-            } else {
-                Phase::RolledBack
-            };
             return self.finish(
-                phase,
+                cause.outcome_phase(),
                 format!("{reason}; all traffic is back on DR (verified by reading back)"),
             );
         }

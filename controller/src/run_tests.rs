@@ -9,7 +9,7 @@ use cutover_analyzers::{Analysis, Reading, Span};
 use cutover_backends::Weights;
 
 use super::*;
-use crate::policy::{OnInconclusive, OnSignal, Plan, RollbackMode, RollbackSpec, Stage};
+use crate::policy::{OnDrift, OnInconclusive, OnSignal, Plan, RollbackMode, RollbackSpec, Stage};
 
 const T0: u64 = 1_700_000_000;
 
@@ -55,6 +55,7 @@ fn plan(weights: &[u8]) -> Plan {
             max_attempts: 4,
         },
         on_signal: OnSignal::Hold,
+        on_drift: OnDrift::Hold,
         deadline: None,
     }
 }
@@ -102,6 +103,12 @@ struct Harness {
     live: Weights,
     writes: Vec<Weights>,
     events: Vec<Event>,
+    /// At this time, someone else sets the live weights (or makes them unreadable).
+    tamper: Option<(u64, Result<Weights, String>)>,
+    /// Why the live weights cannot be read, once tampered so.
+    unreadable: Option<String>,
+    /// At this time, an operator pulls the brake (seen at the next analysis).
+    brake_at: Option<u64>,
 }
 
 impl Harness {
@@ -112,6 +119,9 @@ impl Harness {
             live: Weights::ALL_DR,
             writes: Vec::new(),
             events: Vec::new(),
+            tamper: None,
+            unreadable: None,
+            brake_at: None,
         }
     }
 
@@ -173,11 +183,32 @@ impl Harness {
                         Observation::Slept { now: t(self.now) }
                     }
                 }
+                Request::Analyze { .. } if self.brake_at.is_some_and(|b| self.now >= b) => {
+                    self.brake_at = None;
+                    Observation::Braked {
+                        now: t(self.now),
+                        by: "op@host".into(),
+                    }
+                }
                 Request::Analyze { .. } => {
+                    if let Some((at, what)) = self.tamper.take() {
+                        if self.now >= at {
+                            match what {
+                                Ok(w) => self.live = w,
+                                Err(e) => self.unreadable = Some(e),
+                            }
+                        } else {
+                            self.tamper = Some((at, what));
+                        }
+                    }
                     let tr = world(self.now, self.live);
                     Observation::Analyzed {
                         now: t(self.now),
                         analysis: analysis(t(self.now), &tr),
+                        live: Some(match &self.unreadable {
+                            Some(e) => Err(e.clone()),
+                            None => Ok(self.live),
+                        }),
                     }
                 }
             };
@@ -662,10 +693,12 @@ fn killed_after(
         run.step(Observation::Analyzed {
             now,
             analysis: analysis(now, &healthy(w.primary)),
+            live: Some(Ok(w)),
         });
         s = run.step(Observation::Analyzed {
             now,
             analysis: analysis(now, &healthy(w.primary)),
+            live: Some(Ok(w)),
         });
     }
     if let (Some(landed), Request::SetWeights(w)) = (pending_landed, &s.request)
@@ -938,6 +971,7 @@ fn drive_sequential(
                             counts: Some(c),
                         }],
                     },
+                    live: Some(Ok(live)),
                 }
             }
         };
@@ -980,4 +1014,178 @@ fn sequential_harm_rolls_back_at_once() {
     let weights: Vec<u8> = state.history.iter().map(|h| h.weights.primary).collect();
     assert_eq!(weights, vec![10, 50, 0]);
     assert_eq!(state.counters.failures, 1, "no failure_limit to wait for");
+}
+
+fn drift_events(h: &Harness) -> Vec<String> {
+    h.events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Drift { found, action, .. } => Some(format!("{found}; {action}")),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn drift_holds_by_default_nothing_advances_and_harm_still_rolls_back() {
+    // Someone sets the primary to 33 % while the run judges stage 1 at 10 %.
+    let mut h = Harness::new(plan(&[10, 50, 100]));
+    h.tamper = Some((30, Ok(Weights::primary(33).unwrap())));
+    let o = h.go(|_, w| healthy(w.primary), ok_writes, None, true);
+    assert_eq!(o.phase, Phase::Held, "{o:?}");
+    assert_eq!(h.primary_writes(), [10], "nothing advances past a drift");
+    let d = drift_events(&h);
+    assert_eq!(d.len(), 1, "told once, not at every analysis: {d:?}");
+    assert!(d[0].contains("primary 33%") && d[0].contains("hold"), "{d:?}");
+    let first_drift = h
+        .events
+        .iter()
+        .find(|e| matches!(e.kind, EventKind::Drift { .. }))
+        .unwrap();
+    assert!(
+        first_drift.at <= t(30 + 15),
+        "reported within one analysis interval"
+    );
+    // Harm during the drift still rolls back.
+    let mut h = Harness::new(plan(&[10, 50, 100]));
+    h.tamper = Some((30, Ok(Weights::primary(33).unwrap())));
+    let o = h.go(
+        |now, w| Traffic {
+            primary_errors: Reading::Value(if now >= 60 { 0.2 } else { 0.001 }),
+            ..healthy(w.primary)
+        },
+        ok_writes,
+        None,
+        true,
+    );
+    assert_eq!(o.phase, Phase::RolledBack, "{o:?}");
+    assert_eq!(h.primary_writes(), [10, 0]);
+}
+
+#[test]
+fn drift_reasserts_or_rolls_back_when_the_policy_says_so() {
+    let mut p = plan(&[10, 50, 100]);
+    p.on_drift = OnDrift::Reassert;
+    let mut h = Harness::new(p);
+    h.tamper = Some((30, Ok(Weights::primary(33).unwrap())));
+    let o = h.go(|_, w| healthy(w.primary), ok_writes, None, true);
+    assert_eq!(o.phase, Phase::Promoted, "{o:?}");
+    assert_eq!(h.primary_writes(), [10, 10, 50, 100], "the stage is written again");
+
+    let mut p = plan(&[10, 50, 100]);
+    p.on_drift = OnDrift::Rollback;
+    let mut h = Harness::new(p);
+    h.tamper = Some((30, Ok(Weights::primary(33).unwrap())));
+    let o = h.go(|_, w| healthy(w.primary), ok_writes, None, true);
+    assert_eq!(o.phase, Phase::RolledBack, "{o:?}");
+    assert_eq!(h.primary_writes(), [10, 0]);
+    assert!(o.reason.contains("primary 33%"), "{}", o.reason);
+}
+
+#[test]
+fn an_unreadable_backend_is_reported_at_once_and_never_a_pass() {
+    let mut h = Harness::new(plan(&[10, 50, 100]));
+    h.tamper = Some((30, Err("weights.json: expected value at line 1".into())));
+    let o = h.go(|_, w| healthy(w.primary), ok_writes, None, true);
+    assert_eq!(o.phase, Phase::Held, "{o:?}");
+    assert_eq!(h.primary_writes(), [10]);
+    let d = drift_events(&h);
+    assert!(
+        d.len() == 1 && d[0].contains("cannot be read") && d[0].contains("line 1"),
+        "{d:?}"
+    );
+    assert!(o.reason.contains("drift"), "{}", o.reason);
+}
+
+#[test]
+fn a_share_outside_the_tolerance_while_judging_is_never_a_pass() {
+    // The backend reads 10 %, but a third of the requests reach the primary.
+    let mut h = Harness::new(plan(&[10, 50, 100]));
+    let o = h.go(
+        |now, w| {
+            if now >= 30 {
+                healthy(34)
+            } else {
+                healthy(w.primary)
+            }
+        },
+        ok_writes,
+        None,
+        true,
+    );
+    assert_eq!(o.phase, Phase::Held, "{o:?}");
+    assert_eq!(h.primary_writes(), [10]);
+    assert!(o.reason.contains("observed primary share 34.0%"), "{}", o.reason);
+}
+
+#[test]
+fn an_operator_brake_rolls_back_at_once_never_stepped_and_ends_the_run() {
+    let mut p = plan(&[10, 50, 100]);
+    p.rollback.mode = RollbackMode::Stepped;
+    let mut h = Harness::new(p);
+    h.brake_at = Some(100);
+    let o = h.go(|_, w| healthy(w.primary), ok_writes, None, true);
+    assert_eq!(o.phase, Phase::Aborted, "{o:?}");
+    assert_eq!(o.exit_code(), 4);
+    let w = h.primary_writes();
+    assert_eq!(w[..2], [10, 50], "{w:?}");
+    assert_eq!(w.last(), Some(&0), "{w:?}");
+    assert!(
+        w.windows(2).all(|p| p[1] > p[0] || p[1] == 0),
+        "one write to 0 %, never stepped: {w:?}"
+    );
+    assert!(o.reason.contains("operator rollback by op@host"), "{}", o.reason);
+    assert!(
+        !Run::resumable(h.run.state()),
+        "a restart never resumes a braked run"
+    );
+}
+
+#[test]
+fn a_lost_lock_ends_the_run_without_another_write() {
+    let mut h = Harness::new(plan(&[10, 50, 100]));
+    let mut obs = Observation::Started {
+        now: t(0),
+        live: Ok(Weights::ALL_DR),
+    };
+    let mut writes = 0;
+    for _ in 0..50 {
+        let step = h.run.step(obs);
+        obs = match step.request {
+            Request::Finish(o) => {
+                assert_eq!(o.phase, Phase::Aborted);
+                assert!(o.reason.contains("run other"), "{}", o.reason);
+                assert_eq!(writes, 1);
+                return;
+            }
+            Request::Preflight => Observation::PreflightDone {
+                now: t(1),
+                results: vec![],
+            },
+            Request::SetWeights(w) => {
+                writes += 1;
+                Observation::WeightsSet {
+                    now: t(2),
+                    weights: w,
+                }
+            }
+            _ => Observation::LockLost {
+                now: t(20),
+                detail: "the lock is now held by run other".into(),
+            },
+        };
+    }
+    panic!("did not end");
+}
+
+#[test]
+fn an_operator_rollback_marks_a_stopped_run_so_no_restart_resumes_it() {
+    let mut state = Run::new(plan(&[10, 100]), "r".into()).state().clone();
+    state.phase = Phase::Judging;
+    state.stage = Some(0);
+    assert!(Run::resumable(&state));
+    Run::mark_operator_rollback(&mut state, "op@host", t(5));
+    assert!(!Run::resumable(&state));
+    assert_eq!(state.outcome.as_ref().unwrap().exit_code(), 4);
+    assert_eq!(state.weights, Some(Weights::ALL_DR));
 }

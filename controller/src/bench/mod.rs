@@ -124,6 +124,7 @@ pub async fn run_one(judge: Judge, sc: &BenchScenario, seed: u64) -> anyhow::Res
         store: None,
         observers: vec![recorder.clone()],
         shutdown,
+        owner: None,
     };
     let mut run = Run::new(policy.plan(Duration::ZERO), format!("bench-{seed}"));
     let outcome = driver.drive(&mut run).await;
