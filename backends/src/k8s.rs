@@ -265,7 +265,8 @@ impl RoutedObject {
     ) -> RoutedObject {
         let (identity, lease) =
             crate::k8s_lock::lease_for(&obj.kind, &obj.namespace, &obj.name, part);
-        let lock = crate::k8s_lock::LeaseLock::new(client.clone(), &obj.namespace, &lease, &identity);
+        let lock =
+            crate::k8s_lock::LeaseLock::new(client.clone(), &obj.namespace, &lease, &identity);
         RoutedObject {
             lock: std::sync::Arc::new(lock),
             client,

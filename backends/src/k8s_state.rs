@@ -42,7 +42,10 @@ fn collection(o: &ObjectRef) -> String {
     }
 }
 
-pub(crate) async fn get(client: &kube::Client, o: &ObjectRef) -> Result<Option<Value>, BackendError> {
+pub(crate) async fn get(
+    client: &kube::Client,
+    o: &ObjectRef,
+) -> Result<Option<Value>, BackendError> {
     let req = Request::new(collection(o))
         .get(&o.name, &GetParams::default())
         .map_err(|e| BackendError::Invalid(e.to_string()))?;

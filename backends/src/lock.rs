@@ -136,7 +136,10 @@ mod tests {
         assert!(!h.expired(130));
         assert!(h.expired(131));
         let d = h.describe();
-        assert!(d.contains("run r1") && d.contains("pid 7") && d.contains("host h"), "{d}");
+        assert!(
+            d.contains("run r1") && d.contains("pid 7") && d.contains("host h"),
+            "{d}"
+        );
         assert!(d.contains("1970-01-01T00:01:40Z"), "{d}");
         assert_ne!(stable_hash("a"), stable_hash("b"));
         assert_eq!(stable_hash(""), 0xcbf2_9ce4_8422_2325);

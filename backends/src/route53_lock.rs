@@ -56,16 +56,18 @@ impl Route53Lock {
 
     /// The TXT values of the lock record sets, in the order Route 53 lists them.
     async fn values(&self) -> Result<Vec<String>, BackendError> {
-        let out = self
-            .client
-            .list_resource_record_sets()
-            .hosted_zone_id(&self.zone)
-            .start_record_name(&self.name)
-            .start_record_type(RrType::Txt)
-            .max_items(10)
-            .send()
-            .await
-            .map_err(|e| classify("ListResourceRecordSets (lock)", &self.zone, &e))?;
+        let out = retry(|| async {
+            self.client
+                .list_resource_record_sets()
+                .hosted_zone_id(&self.zone)
+                .start_record_name(&self.name)
+                .start_record_type(RrType::Txt)
+                .max_items(10)
+                .send()
+                .await
+                .map_err(|e| classify("ListResourceRecordSets (lock)", &self.zone, &e))
+        })
+        .await?;
         Ok(out
             .resource_record_sets()
             .iter()
@@ -79,6 +81,29 @@ impl Route53Lock {
                     .join(" ")
             })
             .collect())
+    }
+}
+
+/// Runs `op` until it succeeds or fails for good: throttling and 5xx (the API allows
+/// 5 requests/s per account) are retried up to 6 times with jittered backoff.
+async fn retry<T, F, Fut>(mut op: F) -> Result<T, BackendError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, BackendError>>,
+{
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        match op().await {
+            Err(e) if e.is_retryable() && attempt < 6 => {
+                use rand::Rng;
+                let cap = std::time::Duration::from_millis(200) * (1u32 << attempt.min(5));
+                let wait = cap.mul_f64(rand::rng().random_range(0.5..1.0));
+                tracing::warn!(target: "cutover::route53", attempt, error = %e, "route53 lock: retrying after {wait:?}");
+                tokio::time::sleep(wait).await;
+            }
+            other => return other,
+        }
     }
 }
 
@@ -153,7 +178,8 @@ impl ObjectLock for Route53Lock {
                 .build()
                 .map_err(|e| BackendError::Invalid(format!("cannot build the lock change: {e}")))
         };
-        let mut batch = ChangeBatch::builder().comment(format!("cutover lock of {}", self.identity));
+        let mut batch =
+            ChangeBatch::builder().comment(format!("cutover lock of {}", self.identity));
         if let Some(old) = expected {
             batch = batch.changes(change(ChangeAction::Delete, self.record(old)?)?);
         }
@@ -161,15 +187,18 @@ impl ObjectLock for Route53Lock {
             .changes(change(ChangeAction::Create, self.record(&value)?)?)
             .build()
             .map_err(|e| BackendError::Invalid(format!("cannot build the lock change: {e}")))?;
-        let sent = self
-            .client
-            .change_resource_record_sets()
-            .hosted_zone_id(&self.zone)
-            .change_batch(batch)
-            .send()
-            .await;
+        let sent = retry(|| async {
+            self.client
+                .change_resource_record_sets()
+                .hosted_zone_id(&self.zone)
+                .change_batch(batch.clone())
+                .send()
+                .await
+                .map_err(|e| classify("ChangeResourceRecordSets (lock)", &self.zone, &e))
+        })
+        .await;
         if let Err(e) = sent {
-            return Err(match classify("ChangeResourceRecordSets (lock)", &self.zone, &e) {
+            return Err(match e {
                 // A CREATE of an existing record, or a DELETE of a value no longer there:
                 // someone swapped first.
                 BackendError::Invalid(m) => BackendError::Conflict(m),

@@ -62,7 +62,10 @@ impl Observer for Announcer {
             )),
             EventKind::Drift { found, action, .. } => Some((
                 "Drift",
-                format!("run {}: the live split is not the run's: {found}; {action}", state.run_id),
+                format!(
+                    "run {}: the live split is not the run's: {found}; {action}",
+                    state.run_id
+                ),
                 true,
             )),
             EventKind::Braked { by } => Some((

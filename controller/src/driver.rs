@@ -49,11 +49,7 @@ fn stop_observation(stop: Stop, now: std::time::SystemTime) -> Observation {
     match stop {
         Stop::Braked(b) => Observation::Braked {
             now,
-            by: format!(
-                "{} at {}",
-                b.by,
-                cutover_backends::lock::rfc3339(b.at)
-            ),
+            by: format!("{} at {}", b.by, cutover_backends::lock::rfc3339(b.at)),
         },
         Stop::Lost(detail) => Observation::LockLost { now, detail },
     }
@@ -106,9 +102,10 @@ impl Driver {
                 .as_ref()
                 .is_some_and(|p| p.stage.is_some());
             let check = match (&self.owner, &step.request) {
-                (Some(owner), Request::Preflight | Request::SetWeights(_) | Request::Analyze { .. }) => {
-                    Some(owner.check().await)
-                }
+                (
+                    Some(owner),
+                    Request::Preflight | Request::SetWeights(_) | Request::Analyze { .. },
+                ) => Some(owner.check().await),
                 _ => None,
             };
             match (&check, &step.request) {

@@ -37,6 +37,10 @@ pub fn hostname() -> String {
         .unwrap_or_else(|| "unknown-host".into())
 }
 
+fn alive(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
 /// Who the operator is, for the brake record: `user@host (pid N)`.
 pub fn operator() -> String {
     let user = std::env::var("USER")
@@ -112,7 +116,16 @@ impl Ownership {
                 None => (LockRecord::default(), None),
             };
             let now = unix_now();
-            if let Some(h) = record.holder.as_ref().filter(|h| !h.expired(now)) {
+            // An earlier process of this same run on this host that no longer exists is
+            // proof enough: its lock is ours again at once (a restarted local run).
+            let own_dead = |h: &LockHolder| {
+                h.run_id == me.run_id && h.host == me.host && h.pid != me.pid && !alive(h.pid)
+            };
+            if let Some(h) = record
+                .holder
+                .as_ref()
+                .filter(|h| !h.expired(now) && !own_dead(h))
+            {
                 let own_earlier = h.run_id == me.run_id
                     && (&h.host, h.pid) != (&me.host, me.pid)
                     && waited_on.is_none_or(|r| r == h.renewed);
@@ -180,7 +193,9 @@ impl Ownership {
             return Ok(Some(Stop::Braked(b)));
         }
         match record.holder {
-            Some(h) if h.run_id == self.me.run_id && h.host == self.me.host && h.pid == self.me.pid => {
+            Some(h)
+                if h.run_id == self.me.run_id && h.host == self.me.host && h.pid == self.me.pid =>
+            {
                 Ok(None)
             }
             Some(h) => Ok(Some(Stop::Lost(format!(
@@ -280,7 +295,11 @@ pub async fn brake(lock: &dyn ObjectLock, by: &str) -> Result<Braking, LockError
         let Some(holder) = record.holder.clone() else {
             return Ok(Braking { braked: None });
         };
-        if record.brake.as_ref().is_some_and(|b| b.run_id == holder.run_id) {
+        if record
+            .brake
+            .as_ref()
+            .is_some_and(|b| b.run_id == holder.run_id)
+        {
             return Ok(Braking {
                 braked: Some(holder),
             });
@@ -329,9 +348,7 @@ pub async fn brake_run(lock: &dyn ObjectLock, run_id: &str, by: &str) -> Result<
         });
         match lock.swap(version.as_deref(), &record).await {
             Ok(()) => return Ok(()),
-            Err(BackendError::Conflict(_)) => {
-                tokio::time::sleep(Duration::from_millis(50)).await
-            }
+            Err(BackendError::Conflict(_)) => tokio::time::sleep(Duration::from_millis(50)).await,
             Err(e) => return Err(backend_err(lock, e)),
         }
     }
@@ -375,7 +392,10 @@ mod tests {
             .err()
             .unwrap();
         let text = e.to_string();
-        assert!(text.contains("run run-a") && text.contains("pid 1"), "{text}");
+        assert!(
+            text.contains("run run-a") && text.contains("pid 1"),
+            "{text}"
+        );
         assert_eq!(a.check().await.unwrap(), None);
         a.release().await;
         let b = Ownership::acquire(lock.clone(), holder("run-b", 2, 30))
@@ -410,7 +430,10 @@ mod tests {
         let again = Ownership::acquire(lock.clone(), holder("run-a", 9, 30))
             .await
             .unwrap();
-        assert!(matches!(again.check().await.unwrap(), Some(Stop::Braked(_))));
+        assert!(matches!(
+            again.check().await.unwrap(),
+            Some(Stop::Braked(_))
+        ));
         again.release().await;
         let fresh = Ownership::acquire(lock.clone(), holder("run-z", 9, 30))
             .await

@@ -227,7 +227,11 @@ impl Common {
 
 /// The default folder of run state files: absolute, the same for every working directory.
 fn state_dir() -> PathBuf {
-    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let env = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
     env("CUTOVER_STATE_DIR")
         .or_else(|| env("XDG_STATE_HOME").map(|d| d.join("cutover")))
         .or_else(|| env("HOME").map(|h| h.join(".local/state/cutover")))
@@ -538,7 +542,12 @@ async fn run(p: LoadedPolicy, common: Common, format: LogFormat) -> anyhow::Resu
         state: store.describe(),
         acquired: 0,
         renewed: 0,
-        ttl: common.lock_ttl.map(Span::get).unwrap_or(LOCK_TTL).as_secs().max(3),
+        ttl: common
+            .lock_ttl
+            .map(Span::get)
+            .unwrap_or(LOCK_TTL)
+            .as_secs()
+            .max(3),
     };
     let owner = match Ownership::acquire(lock, me).await {
         Ok(o) => Arc::new(o),
@@ -836,17 +845,24 @@ async fn rollback(p: LoadedPolicy, common: Common, watch: Duration) -> anyhow::R
     loop {
         let record = lock.read().await.ok().flatten().map(|v| v.record);
         let stopped = record.as_ref().is_none_or(|r| {
-            r.holder.as_ref().is_none_or(|x| x.run_id != h.run_id || x.expired(unix_now()))
+            r.holder
+                .as_ref()
+                .is_none_or(|x| x.run_id != h.run_id || x.expired(unix_now()))
         });
         match backend.get_weights().await {
             Ok(w) if w != Weights::ALL_DR => {
-                eprintln!("cutover: the braked run's write landed ({w}); putting all traffic on DR again");
+                eprintln!(
+                    "cutover: the braked run's write landed ({w}); putting all traffic on DR again"
+                );
                 if let Err((e, _)) = write_and_verify(backend.as_ref(), Weights::ALL_DR).await {
                     eprintln!("cutover: rewrite failed: {e}");
                 }
             }
             _ if stopped => {
-                println!("stopped:  run {} has stopped; traffic stays on DR", h.run_id);
+                println!(
+                    "stopped:  run {} has stopped; traffic stays on DR",
+                    h.run_id
+                );
                 return Ok(0);
             }
             _ => {}

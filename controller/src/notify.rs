@@ -105,10 +105,16 @@ pub fn message(e: &Event, state: &RunState) -> Option<String> {
             ":warning: cutover {s}: DRIFT — the live split is not the run's: {found}; {action}"
         ),
         EventKind::Braked { by } => {
-            format!(":octagonal_sign: cutover {s}: operator rollback by {by}; run {} stops", state.run_id)
+            format!(
+                ":octagonal_sign: cutover {s}: operator rollback by {by}; run {} stops",
+                state.run_id
+            )
         }
         EventKind::LockLost { detail } => {
-            format!(":warning: cutover {s}: run {} lost its lock: {detail}", state.run_id)
+            format!(
+                ":warning: cutover {s}: run {} lost its lock: {detail}",
+                state.run_id
+            )
         }
         EventKind::Finished { outcome } => {
             let icon = match outcome.phase {

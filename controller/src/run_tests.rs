@@ -1036,7 +1036,10 @@ fn drift_holds_by_default_nothing_advances_and_harm_still_rolls_back() {
     assert_eq!(h.primary_writes(), [10], "nothing advances past a drift");
     let d = drift_events(&h);
     assert_eq!(d.len(), 1, "told once, not at every analysis: {d:?}");
-    assert!(d[0].contains("primary 33%") && d[0].contains("hold"), "{d:?}");
+    assert!(
+        d[0].contains("primary 33%") && d[0].contains("hold"),
+        "{d:?}"
+    );
     let first_drift = h
         .events
         .iter()
@@ -1070,7 +1073,11 @@ fn drift_reasserts_or_rolls_back_when_the_policy_says_so() {
     h.tamper = Some((30, Ok(Weights::primary(33).unwrap())));
     let o = h.go(|_, w| healthy(w.primary), ok_writes, None, true);
     assert_eq!(o.phase, Phase::Promoted, "{o:?}");
-    assert_eq!(h.primary_writes(), [10, 10, 50, 100], "the stage is written again");
+    assert_eq!(
+        h.primary_writes(),
+        [10, 10, 50, 100],
+        "the stage is written again"
+    );
 
     let mut p = plan(&[10, 50, 100]);
     p.on_drift = OnDrift::Rollback;
@@ -1115,7 +1122,11 @@ fn a_share_outside_the_tolerance_while_judging_is_never_a_pass() {
     );
     assert_eq!(o.phase, Phase::Held, "{o:?}");
     assert_eq!(h.primary_writes(), [10]);
-    assert!(o.reason.contains("observed primary share 34.0%"), "{}", o.reason);
+    assert!(
+        o.reason.contains("observed primary share 34.0%"),
+        "{}",
+        o.reason
+    );
 }
 
 #[test]
@@ -1134,7 +1145,11 @@ fn an_operator_brake_rolls_back_at_once_never_stepped_and_ends_the_run() {
         w.windows(2).all(|p| p[1] > p[0] || p[1] == 0),
         "one write to 0 %, never stepped: {w:?}"
     );
-    assert!(o.reason.contains("operator rollback by op@host"), "{}", o.reason);
+    assert!(
+        o.reason.contains("operator rollback by op@host"),
+        "{}",
+        o.reason
+    );
     assert!(
         !Run::resumable(h.run.state()),
         "a restart never resumes a braked run"

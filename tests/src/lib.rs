@@ -109,3 +109,82 @@ pub fn require_program(name: &str) -> PathBuf {
         panic!("`{name}` is required by this test and could not be installed by tests/setup.sh; install it and rerun")
     })
 }
+
+/// A loopback "Prometheus" that holds its first connection unanswered for `hold`, then
+/// closes it and every later one at once: it keeps a run in preflight for a moment (holding
+/// its lock), then fails the preflight, so that nothing is ever written.
+pub async fn silent_server(hold: std::time::Duration) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a loopback port");
+    let url = format!("http://{}", listener.local_addr().expect("an address"));
+    tokio::spawn(async move {
+        // Bounded: the test's runtime ends it.
+        let mut first = true;
+        while let Ok((sock, _)) = listener.accept().await {
+            let wait = if first {
+                hold
+            } else {
+                std::time::Duration::ZERO
+            };
+            first = false;
+            tokio::spawn(async move {
+                tokio::time::sleep(wait).await;
+                drop(sock);
+            });
+        }
+    });
+    url
+}
+
+/// Two `cutover run`s started within a few milliseconds of each other; returns each one's
+/// pid, exit code and output.
+pub async fn race(
+    first: tokio::process::Command,
+    second: tokio::process::Command,
+) -> Vec<(u32, i32, String)> {
+    let mut out = Vec::new();
+    let mut children = Vec::new();
+    for mut cmd in [first, second] {
+        cmd.stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        let child = cmd.spawn().expect("cutover starts");
+        children.push(child);
+    }
+    for child in children {
+        let pid = child.id().unwrap_or(0);
+        let o = tokio::time::timeout(std::time::Duration::from_secs(60), child.wait_with_output())
+            .await
+            .expect("a raced run ends within 60 s")
+            .expect("cutover runs");
+        out.push((
+            pid,
+            o.status.code().unwrap_or(-1),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ),
+        ));
+    }
+    out
+}
+
+/// Asserts that of two raced runs exactly one was refused (exit 2) naming the other's pid,
+/// and the other was not refused.
+pub fn assert_one_refused(results: &[(u32, i32, String)], round: usize) {
+    let refused: Vec<_> = results.iter().filter(|r| r.1 == 2).collect();
+    assert_eq!(
+        refused.len(),
+        1,
+        "round {round}: exactly one run is refused: {results:#?}"
+    );
+    let winner = results.iter().find(|r| r.1 != 2).expect("a winner");
+    assert!(
+        refused[0].2.contains(&format!("pid {}", winner.0)),
+        "round {round}: the refusal names the holder (pid {}): {}",
+        winner.0,
+        refused[0].2
+    );
+}

@@ -29,8 +29,10 @@ pub struct Seen {
     pub requests: u64,
     /// Requests answered with Throttling.
     pub throttled: u64,
-    /// Bodies of ChangeResourceRecordSets requests forwarded.
+    /// Bodies of ChangeResourceRecordSets requests forwarded (weights only).
     pub change_batches: Vec<String>,
+    /// Bodies of ChangeResourceRecordSets requests of cutover's lock record.
+    pub lock_batches: Vec<String>,
 }
 
 /// A running proxy; stops when dropped.
@@ -129,7 +131,16 @@ async fn serve(
         s.requests += 1;
         s.requests
     };
-    let is_change = method == "POST" && path.contains("/rrset");
+    // cutover's lock record (a TXT record beside the weighted ones) is counted apart: the
+    // faults below are about the weights.
+    let is_lock = String::from_utf8_lossy(&body).contains("_cutover-lock");
+    let is_change = method == "POST" && path.contains("/rrset") && !is_lock;
+    if is_lock && method == "POST" {
+        rec.lock()
+            .unwrap()
+            .lock_batches
+            .push(String::from_utf8_lossy(&body).to_string());
+    }
     let is_get_change = method == "GET" && path.contains("/change/");
     if is_change {
         rec.lock().unwrap().change_calls += 1;
@@ -152,7 +163,7 @@ async fn serve(
         } else if is_change && faults.invalid_batches {
             (400u16, "text/xml".to_string(), INVALID.as_bytes().to_vec())
         } else {
-            if method == "POST" && path.contains("/rrset") {
+            if is_change {
                 rec.lock()
                     .unwrap()
                     .change_batches

@@ -271,16 +271,25 @@ async fn a_second_run_on_the_same_service_refuses_naming_the_holder() {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let lock = env.dir.path().join("state.lock");
+    // The lock is the weights file's, beside it, whatever the state file.
+    let lock = env.dir.path().join("weights.json.cutover-lock");
+    let holder = || -> serde_json::Value {
+        std::fs::read(&lock)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .map(|v| v["holder"].clone())
+            .unwrap_or(serde_json::Value::Null)
+    };
     for _ in 0..100 {
-        if lock.exists() {
+        if !holder().is_null() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // Another state file (another working directory's default): the object's lock refuses.
     let second = run_cutover(
         &["run", policy.to_str().unwrap()],
-        &state,
+        &env.dir.path().join("elsewhere/state.json"),
         &[],
         Duration::from_secs(30),
     )
@@ -299,7 +308,7 @@ async fn a_second_run_on_the_same_service_refuses_naming_the_holder() {
         .unwrap();
     assert_eq!(status.code(), Some(0));
     assert_eq!(primary_in_file(env.dir.path()), 100);
-    assert!(!lock.exists(), "the lock is released at the end");
+    assert!(holder().is_null(), "the lock is released at the end");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -373,7 +373,16 @@ async fn forbidden_and_missing_objects_say_which_verb_on_which_object_and_the_fi
 }
 
 const STATE_CM: &str = "/api/v1/namespaces/cutover/configmaps/checkout-run";
-const LEASE: &str = "/apis/coordination.k8s.io/v1/namespaces/cutover/leases/checkout-run";
+/// The lock of the VirtualService route: a Lease in the object's namespace, named from it.
+fn lease_path() -> String {
+    let (_, name) = cutover_backends::k8s_lock::lease_for(
+        "VirtualService",
+        "production",
+        "checkout",
+        "route primary-dr",
+    );
+    format!("/apis/coordination.k8s.io/v1/namespaces/production/leases/{name}")
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_keeps_its_state_in_a_configmap_holds_a_lease_and_survives_kill_9() {
@@ -414,7 +423,7 @@ async fn a_job_keeps_its_state_in_a_configmap_holds_a_lease_and_survives_kill_9(
     }
     let lease = env
         .api
-        .object(LEASE)
+        .object(&lease_path())
         .expect("a Lease is held during the run");
     let holder = lease["spec"]["holderIdentity"]
         .as_str()
@@ -433,13 +442,18 @@ async fn a_job_keeps_its_state_in_a_configmap_holds_a_lease_and_survives_kill_9(
             "--kubeconfig",
             kc.to_str().unwrap(),
         ])
-        .args(["--state-configmap", "cutover/checkout-run"])
+        // Another Job, another state ConfigMap: the VirtualService's own lock refuses it.
+        .args(["--state-configmap", "cutover/another-run"])
         .output()
         .await
         .unwrap();
     let text = String::from_utf8_lossy(&second.stderr).to_string();
     assert_eq!(second.status.code(), Some(2), "{text}");
-    assert!(text.contains(&holder), "names the holder: {text}");
+    let pid = first.id().unwrap();
+    assert!(
+        text.contains(&format!("pid {pid}")) && text.contains("cutover/checkout-run"),
+        "names the holder and its state: {text}"
+    );
 
     // kill -9, as a node drain does; the Job's next pod resumes from the ConfigMap.
     first.start_kill().unwrap();
@@ -480,7 +494,7 @@ async fn a_job_keeps_its_state_in_a_configmap_holds_a_lease_and_survives_kill_9(
         "no stage skipped or repeated out of order: {history:?}"
     );
     assert_eq!(
-        env.api.object(LEASE).unwrap()["spec"]["holderIdentity"],
+        env.api.object(&lease_path()).unwrap()["spec"]["holderIdentity"],
         Value::Null,
         "released at the end"
     );
