@@ -34,14 +34,16 @@ pub struct Analysis {
 
 impl Analysis {
     /// The primary's observed share of requests, in [0, 1]; `None` without traffic data.
-    /// A site with no series at all counts as serving nothing; a failed query gives `None`.
+    /// A site with no series at all counts as serving nothing; a failed query or a negative
+    /// rate gives `None`.
     pub fn primary_share(&self) -> Option<f64> {
         if self.primary_rate.is_error() || self.dr_rate.is_error() {
             return None;
         }
         let p = self.primary_rate.finite().unwrap_or(0.0);
         let d = self.dr_rate.finite().unwrap_or(0.0);
-        if p + d <= 0.0 {
+        // A negative rate is a broken query, not a share.
+        if p < 0.0 || d < 0.0 || p + d <= 0.0 {
             None
         } else {
             Some(p / (p + d))
@@ -220,10 +222,14 @@ impl Analyzer {
         };
         let mut jobs: Vec<Job<'_>> = Vec::with_capacity(reads.len() + counts.len());
         for m in &reads {
-            jobs.push(Box::pin(async move { Answer::Read(self.read(m, now).await) }));
+            jobs.push(Box::pin(
+                async move { Answer::Read(self.read(m, now).await) },
+            ));
         }
         for q in &counts {
-            jobs.push(Box::pin(async move { Answer::Count(self.count(q, now).await) }));
+            jobs.push(Box::pin(
+                async move { Answer::Count(self.count(q, now).await) },
+            ));
         }
         let mut answers = all_within(jobs, deadline).await.into_iter();
         let mut read_answers: Vec<Reading> = Vec::with_capacity(reads.len());
@@ -392,6 +398,20 @@ mod tests {
         assert_eq!((bad(&c.primary), bad(&c.dr)), (3.0, 4.0));
     }
 
+    #[test]
+    fn a_negative_rate_gives_no_share() {
+        let a = |p: f64, d: f64| Analysis {
+            at: SystemTime::UNIX_EPOCH,
+            window: Duration::from_secs(30),
+            primary_rate: Reading::Value(p),
+            dr_rate: Reading::Value(d),
+            gates: Vec::new(),
+        };
+        assert_eq!(a(1.0, 3.0).primary_share(), Some(0.25));
+        assert_eq!(a(-1.0, 3.0).primary_share(), None);
+        assert_eq!(a(5.0, -1.0).primary_share(), None);
+    }
+
     #[tokio::test]
     async fn a_slow_source_makes_one_analysis_take_the_deadline_and_its_gates_errors() {
         // Each answer takes 20 s; the query timeout is 300 ms. Run one after another, the
@@ -428,7 +448,11 @@ mod tests {
         };
         let t = std::time::Instant::now();
         let a = Analyzer::new(Arc::new(source), gates())
-            .analyze(SystemTime::now(), Duration::from_millis(200), &BTreeMap::new())
+            .analyze(
+                SystemTime::now(),
+                Duration::from_millis(200),
+                &BTreeMap::new(),
+            )
             .await;
         assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
         assert!(a.gates[0].primary.is_error());

@@ -1023,7 +1023,11 @@ mod tests {
             "no data: counting primary requests returned NaN (not a finite number)"
         );
         let r = g.evaluate(&m(v(500.0), v(f64::NAN), v(0.0)), 200, None);
-        assert!(r.reason.starts_with("no data: the primary query returned NaN"), "{r:?}");
+        assert!(
+            r.reason
+                .starts_with("no data: the primary query returned NaN"),
+            "{r:?}"
+        );
         let r = g.evaluate(&m(v(12.0), v(0.0), v(0.0)), 200, None);
         assert!(r.reason.starts_with("12 primary requests"), "{r:?}");
     }

@@ -439,9 +439,7 @@ fn fill(template: &str, values: &[(&str, &str)]) -> String {
     let mut escaped = false;
     let mut rest = template;
     while let Some(c) = rest.chars().next() {
-        if !escaped
-            && let Some((p, v)) = values.iter().find(|(p, _)| rest.starts_with(p))
-        {
+        if !escaped && let Some((p, v)) = values.iter().find(|(p, _)| rest.starts_with(p)) {
             out.push_str(&escape_in_quotes(v, quote.unwrap_or('"')));
             rest = &rest[p.len()..];
             continue;

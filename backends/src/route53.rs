@@ -353,12 +353,16 @@ async fn check_credentials(shared: &aws_config::SdkConfig) -> Result<(), Backend
             "no AWS credentials provider is configured; {CREDENTIALS_FIX}"
         )));
     };
-    provider.provide_credentials().await.map(|_| ()).map_err(|e| {
-        BackendError::Forbidden(format!(
-            "no AWS credentials for Route 53 ({}); {CREDENTIALS_FIX}",
-            aws_smithy_error_chain(&e)
-        ))
-    })
+    provider
+        .provide_credentials()
+        .await
+        .map(|_| ())
+        .map_err(|e| {
+            BackendError::Forbidden(format!(
+                "no AWS credentials for Route 53 ({}); {CREDENTIALS_FIX}",
+                aws_smithy_error_chain(&e)
+            ))
+        })
 }
 
 fn aws_smithy_error_chain(e: &dyn std::error::Error) -> String {
@@ -382,7 +386,9 @@ fn percent(p: i64, d: i64) -> Result<Weights, BackendError> {
     let primary = match (p, d) {
         (0, _) => 0,
         (_, 0) => 100,
-        _ => ((p as f64) * 100.0 / ((p + d) as f64)).round().clamp(1.0, 99.0) as u8,
+        _ => ((p as f64) * 100.0 / ((p + d) as f64))
+            .round()
+            .clamp(1.0, 99.0) as u8,
     };
     Ok(Weights {
         primary,

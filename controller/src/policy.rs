@@ -607,7 +607,12 @@ pub fn validate(p: &Policy) -> Vec<(String, String)> {
         "http://prometheus.monitoring:9090",
         &mut out,
     );
-    check_span(&mut out, "prometheus.timeout", p.prometheus.timeout, &QUERY_TIMEOUT);
+    check_span(
+        &mut out,
+        "prometheus.timeout",
+        p.prometheus.timeout,
+        &QUERY_TIMEOUT,
+    );
     let mut bad = |f: &str, m: String| out.push((f.to_string(), m));
     if p.prometheus.bearer_token_file.is_some() && p.prometheus.basic_auth.is_some() {
         bad(
@@ -626,7 +631,10 @@ pub fn validate(p: &Policy) -> Vec<(String, String)> {
             ),
         );
     }
-    for (field, v) in [("sites.primary", &p.sites.primary), ("sites.dr", &p.sites.dr)] {
+    for (field, v) in [
+        ("sites.primary", &p.sites.primary),
+        ("sites.dr", &p.sites.dr),
+    ] {
         if v.contains('`') {
             bad(
                 field,
@@ -644,7 +652,12 @@ pub fn validate(p: &Policy) -> Vec<(String, String)> {
     let d = &p.defaults;
     check_span(&mut out, "defaults.interval", d.interval, &INTERVAL);
     check_span(&mut out, "defaults.bake", d.bake, &BAKE);
-    check_span(&mut out, "defaults.max_duration", d.max_duration, &MAX_DURATION);
+    check_span(
+        &mut out,
+        "defaults.max_duration",
+        d.max_duration,
+        &MAX_DURATION,
+    );
     let mut bad = |f: &str, m: String| out.push((f.to_string(), m));
     if d.bake > d.max_duration {
         bad(

@@ -235,10 +235,8 @@ fn check_structure(text: &str) -> Result<(), Problem> {
                     return Ok(());
                 };
                 if open.anchor > 0 {
-                    w.anchors.insert(
-                        open.anchor,
-                        (w.values - open.values, w.bytes - open.bytes),
-                    );
+                    w.anchors
+                        .insert(open.anchor, (w.values - open.values, w.bytes - open.bytes));
                 }
             }
             _ => {}
@@ -325,7 +323,10 @@ mod tests {
         let (_, msg) = screen("a: 1\nb: x\0y\n").unwrap_err();
         assert!(msg.contains("line 2, column 5: a NUL byte"), "{msg}");
         let (_, msg) = screen("a: \u{1b}[1m\n").unwrap_err();
-        assert!(msg.contains("line 1, column 4: control character U+001B"), "{msg}");
+        assert!(
+            msg.contains("line 1, column 4: control character U+001B"),
+            "{msg}"
+        );
         assert!(screen("a: 1\r\n\tb: 2\n").is_ok());
         assert_eq!(screen("\u{feff}a: 1\n").unwrap(), "a: 1\n");
     }

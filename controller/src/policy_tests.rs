@@ -267,7 +267,10 @@ fn broken_policies_are_refused_with_the_field_named() {
         ),
         (
             "consecutive_error_limit that never trips",
-            edit("consecutive_error_limit: 3", "consecutive_error_limit: 100000"),
+            edit(
+                "consecutive_error_limit: 3",
+                "consecutive_error_limit: 100000",
+            ),
             "analysis.consecutive_error_limit",
             "above 100",
         ),
@@ -346,6 +349,23 @@ fn a_nul_byte_is_refused_with_its_line_and_column_not_read_as_the_end() {
 }
 
 #[test]
+fn a_policy_that_is_not_utf8_is_refused_with_its_line_and_column() {
+    let path = std::env::temp_dir().join(format!("cutover-latin1-{}.yaml", std::process::id()));
+    let mut bytes = CHECKOUT
+        .replacen("service: checkout", "service: caf", 1)
+        .into_bytes();
+    let at = bytes.windows(3).position(|w| w == b"caf").unwrap() + 3;
+    bytes.insert(at, 0xE9); // é in Latin-1
+    std::fs::write(&path, bytes).unwrap();
+    let e = load(&path).unwrap_err().to_string();
+    let _ = std::fs::remove_file(&path);
+    assert!(
+        e.contains("line 3, column 13: not UTF-8 (byte 0xE9); save the policy as UTF-8"),
+        "{e}"
+    );
+}
+
+#[test]
 fn a_leading_byte_order_mark_is_ignored() {
     let p = parse("p.yaml", &format!("\u{feff}{CHECKOUT}"), config::Map::new()).unwrap();
     assert_eq!(p.service, "checkout");
@@ -367,7 +387,8 @@ fn an_alias_bomb_is_refused_quickly_and_small() {
     assert_eq!(e.field, "a4[0]", "{e}");
     assert!(e.message.contains("more than 20000 values"), "{e}");
     // A policy that uses an alias or two is fine.
-    let text = edit("  bake: 5m ", "  bake: &bake 5m ").replacen("    bake: 10m", "    bake: *bake", 1);
+    let text =
+        edit("  bake: 5m ", "  bake: &bake 5m ").replacen("    bake: 10m", "    bake: *bake", 1);
     let p = parse("p.yaml", &text, config::Map::new()).unwrap();
     assert_eq!(p.stages[2].bake, Some(Span::secs(300)));
 }
@@ -376,7 +397,10 @@ fn an_alias_bomb_is_refused_quickly_and_small() {
 fn oversized_policies_are_refused() {
     let text = format!("{CHECKOUT}\n# {}\n", "x".repeat(screen::MAX_POLICY_BYTES));
     let e = parse("p.yaml", &text, config::Map::new()).unwrap_err();
-    assert!(e.to_string().contains("more than the 1048576 accepted"), "{e}");
+    assert!(
+        e.to_string().contains("more than the 1048576 accepted"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -397,7 +421,9 @@ fn secrets_in_invalid_urls_are_not_echoed() {
         assert!(!e.contains(secret), "`{secret}` echoed: {e}");
     }
     assert!(
-        e.contains("prometheus.url: `ftp://***@prometheus.monitoring:9090/…` is not an http(s) URL"),
+        e.contains(
+            "prometheus.url: `ftp://***@prometheus.monitoring:9090/…` is not an http(s) URL"
+        ),
         "{e}"
     );
     assert!(
@@ -546,17 +572,17 @@ fn no_input_makes_the_parser_panic() {
                 // An alias bomb after the policy; refused when it expands past the limit.
                 let levels = rng.random_range(2..10);
                 let fanout = rng.random_range(2..16);
-                let leaf = ["x", "{a: 1, b: [2, 3]}", &"z".repeat(rng.random_range(1..4000))]
-                    [rng.random_range(0..3)]
+                let leaf = [
+                    "x",
+                    "{a: 1, b: [2, 3]}",
+                    &"z".repeat(rng.random_range(1..4000)),
+                ][rng.random_range(0..3)]
                 .to_string();
                 let text = format!("{CHECKOUT}\n{}", alias_bomb(levels, fanout, &leaf));
                 if (fanout as f64).powi(levels as i32) > screen::MAX_VALUES as f64 {
                     let e = parse("fuzz.yaml", &text, config::Map::new())
                         .expect_err("an alias bomb is refused");
-                    assert!(
-                        e.to_string().contains("aliases"),
-                        "{levels}x{fanout}: {e}"
-                    );
+                    assert!(e.to_string().contains("aliases"), "{levels}x{fanout}: {e}");
                 }
                 text
             }
