@@ -126,7 +126,7 @@ impl PrometheusSource {
         let client = Client::from(http, &config.url).map_err(|e| {
             format!(
                 "prometheus.url: `{}` is not a usable URL ({e}); write e.g. http://prometheus:9090",
-                config.url
+                redact_url(&config.url)
             )
         })?;
         Ok(PrometheusSource {
