@@ -3,7 +3,10 @@
 //! Measuring is the only effectful part; [`Analysis::evaluate`] is pure.
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
@@ -31,14 +34,16 @@ pub struct Analysis {
 
 impl Analysis {
     /// The primary's observed share of requests, in [0, 1]; `None` without traffic data.
-    /// A site with no series at all counts as serving nothing; a failed query gives `None`.
+    /// A site with no series at all counts as serving nothing; a failed query or a negative
+    /// rate gives `None`.
     pub fn primary_share(&self) -> Option<f64> {
         if self.primary_rate.is_error() || self.dr_rate.is_error() {
             return None;
         }
         let p = self.primary_rate.finite().unwrap_or(0.0);
         let d = self.dr_rate.finite().unwrap_or(0.0);
-        if p + d <= 0.0 {
+        // A negative rate is a broken query, not a share.
+        if p < 0.0 || d < 0.0 || p + d <= 0.0 {
             None
         } else {
             Some(p / (p + d))
@@ -71,6 +76,60 @@ impl Analysis {
     }
 }
 
+/// Where a gate's readings will be found among an analysis's answers.
+enum Planned {
+    /// A sequential gate: both sites' counts over `(from, now]`.
+    Counts {
+        from: SystemTime,
+        primary: usize,
+        dr: usize,
+    },
+    /// A gate with bounds: its value at the primary and, if it differs per site, at DR.
+    Values { primary: usize, dr: Option<usize> },
+}
+
+/// The answer of one query of an analysis.
+enum Answer {
+    Read(Reading),
+    Count(CountReading),
+}
+
+/// One query of an analysis, in flight.
+type Job<'a> = Pin<Box<dyn Future<Output = Answer> + Send + 'a>>;
+
+/// Runs `jobs` concurrently until all are done or `limit` has passed; unfinished jobs are
+/// dropped (which cancels their requests) and give `None`.
+async fn all_within<T>(
+    jobs: Vec<Pin<Box<dyn Future<Output = T> + Send + '_>>>,
+    limit: Duration,
+) -> Vec<Option<T>> {
+    let mut jobs: Vec<Option<_>> = jobs.into_iter().map(Some).collect();
+    let mut out: Vec<Option<T>> = jobs.iter().map(|_| None).collect();
+    let timer = tokio::time::sleep(limit);
+    tokio::pin!(timer);
+    std::future::poll_fn(|cx| {
+        let mut waiting = false;
+        for (slot, answer) in jobs.iter_mut().zip(out.iter_mut()) {
+            if let Some(job) = slot {
+                match job.as_mut().poll(cx) {
+                    Poll::Ready(v) => {
+                        *answer = Some(v);
+                        *slot = None;
+                    }
+                    Poll::Pending => waiting = true,
+                }
+            }
+        }
+        if !waiting || timer.as_mut().poll(cx).is_ready() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await;
+    out
+}
+
 /// Takes analyses: measures every gate through a [`MetricSource`].
 #[derive(Clone)]
 pub struct Analyzer {
@@ -97,78 +156,129 @@ impl Analyzer {
     /// Measures every gate at both sites, and both sites' request rates, as of `now`.
     /// Sequential gates count over `(since[gate], now]` (default: the gate's window).
     /// Failures become [`Reading::Error`]; this never fails as a whole.
+    ///
+    /// Every query runs at once, under one deadline: the source's query timeout or the
+    /// interval, whichever is shorter. A query still unanswered then is an error (and so its
+    /// gate's result, which counts toward `consecutive_error_limit`): a slow source makes
+    /// one analysis take at most the deadline, not the sum of its queries' timeouts.
     pub async fn analyze(
         &self,
         now: SystemTime,
         interval: Duration,
         since: &BTreeMap<String, SystemTime>,
     ) -> Analysis {
+        let deadline = self
+            .source
+            .query_timeout()
+            .map_or(interval, |t| t.min(interval));
+        // Plan every query first: reads by index into `reads`, counts into `counts`.
         let rate = |site| Measure::RequestRate {
             site,
             window: interval,
         };
-        let primary_rate = self.read(&rate(Site::Primary), now).await;
-        let dr_rate = self.read(&rate(Site::Dr), now).await;
-        let mut counts: BTreeMap<Duration, Reading> = BTreeMap::new();
-        let mut gates = Vec::with_capacity(self.gates.len());
+        let mut reads: Vec<Measure> = vec![rate(Site::Primary), rate(Site::Dr)];
+        let mut counts: Vec<CountQuery> = Vec::new();
+        let mut request_counts: BTreeMap<Duration, usize> = BTreeMap::new();
+        let mut planned = Vec::with_capacity(self.gates.len());
         for g in &self.gates {
             let window = g.window(interval);
-            let primary_requests = match counts.get(&window) {
-                Some(r) => r.clone(),
-                None => {
-                    let r = self
-                        .read(
-                            &Measure::RequestCount {
-                                site: Site::Primary,
-                                window,
-                            },
-                            now,
-                        )
-                        .await;
-                    counts.insert(window, r.clone());
-                    r
-                }
-            };
-            if let Some(counted) = g.counted() {
-                let from = since.get(&g.name).copied().unwrap_or(now - window).min(now);
-                let count = |site| CountQuery {
-                    counted,
-                    site,
-                    from,
-                };
-                let primary = self.count(&count(Site::Primary), now).await;
-                let dr = self.count(&count(Site::Dr), now).await;
-                gates.push(GateMeasurement {
-                    name: g.name.clone(),
+            let requests = *request_counts.entry(window).or_insert_with(|| {
+                reads.push(Measure::RequestCount {
+                    site: Site::Primary,
                     window,
-                    primary_requests,
-                    primary: Reading::Empty,
-                    dr: Reading::Empty,
-                    counts: Some(IntervalCounts { from, primary, dr }),
                 });
-                continue;
-            }
-            let primary = self.read(&g.measure(Site::Primary, window), now).await;
-            let dr = if g.is_per_site() {
-                self.read(&g.measure(Site::Dr, window), now).await
-            } else {
-                // The query is the same for both sites: DR has no value of its own.
-                Reading::Empty
+                reads.len() - 1
+            });
+            let mut read = |m: Measure| {
+                reads.push(m);
+                reads.len() - 1
             };
-            gates.push(GateMeasurement {
-                name: g.name.clone(),
-                window,
-                primary_requests,
-                primary,
-                dr,
-                counts: None,
+            let plan = if let Some(counted) = g.counted() {
+                let from = since.get(&g.name).copied().unwrap_or(now - window).min(now);
+                let mut count = |site| {
+                    counts.push(CountQuery {
+                        counted,
+                        site,
+                        from,
+                    });
+                    counts.len() - 1
+                };
+                let (primary, dr) = (count(Site::Primary), count(Site::Dr));
+                Planned::Counts { from, primary, dr }
+            } else {
+                let primary = read(g.measure(Site::Primary, window));
+                // A query that is the same for both sites gives DR no value of its own.
+                let dr = g.is_per_site().then(|| read(g.measure(Site::Dr, window)));
+                Planned::Values { primary, dr }
+            };
+            planned.push((g, window, requests, plan));
+        }
+
+        let late = || {
+            format!(
+                "no answer within {}, the analysis deadline (the shorter of the query timeout and the interval)",
+                crate::units::Span(deadline)
+            )
+        };
+        let mut jobs: Vec<Job<'_>> = Vec::with_capacity(reads.len() + counts.len());
+        for m in &reads {
+            jobs.push(Box::pin(
+                async move { Answer::Read(self.read(m, now).await) },
+            ));
+        }
+        for q in &counts {
+            jobs.push(Box::pin(
+                async move { Answer::Count(self.count(q, now).await) },
+            ));
+        }
+        let mut answers = all_within(jobs, deadline).await.into_iter();
+        let mut read_answers: Vec<Reading> = Vec::with_capacity(reads.len());
+        for _ in &reads {
+            read_answers.push(match answers.next().flatten() {
+                Some(Answer::Read(r)) => r,
+                _ => Reading::Error(late()),
             });
         }
+        let count_answers: Vec<CountReading> = answers
+            .map(|a| match a {
+                Some(Answer::Count(c)) => c,
+                _ => CountReading::Error(late()),
+            })
+            .collect();
+
+        let gates = planned
+            .into_iter()
+            .map(|(g, window, requests, plan)| {
+                let primary_requests = read_answers[requests].clone();
+                match plan {
+                    Planned::Counts { from, primary, dr } => GateMeasurement {
+                        name: g.name.clone(),
+                        window,
+                        primary_requests,
+                        primary: Reading::Empty,
+                        dr: Reading::Empty,
+                        counts: Some(IntervalCounts {
+                            from,
+                            primary: count_answers[primary].clone(),
+                            dr: count_answers[dr].clone(),
+                        }),
+                    },
+                    Planned::Values { primary, dr } => GateMeasurement {
+                        name: g.name.clone(),
+                        window,
+                        primary_requests,
+                        primary: read_answers[primary].clone(),
+                        dr: dr.map_or(Reading::Empty, |i| read_answers[i].clone()),
+                        counts: None,
+                    },
+                }
+            })
+            .collect();
         Analysis {
             at: now,
             window: interval,
-            primary_rate,
-            dr_rate,
+            primary_rate: read_answers[0].clone(),
+            dr_rate: read_answers[1].clone(),
             gates,
         }
     }
@@ -187,5 +297,164 @@ impl Analyzer {
             tracing::debug!(query = %self.source.render(m), error = %e, "measurement failed");
         }
         r.into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gate::{GateSpec, GateStatus};
+    use crate::source::{Counts, MetricError, Sample};
+    use async_trait::async_trait;
+
+    /// Answers every query after `delay`, with a number that tells the query apart.
+    struct Source {
+        delay: Duration,
+        timeout: Option<Duration>,
+    }
+
+    fn value_of(m: &Measure) -> f64 {
+        let off = |s: &Site| if *s == Site::Primary { 0.0 } else { 1.0 };
+        match m {
+            Measure::RequestRate { site, .. } => 10.0 + off(site),
+            Measure::RequestCount { site, .. } => 1000.0 + off(site),
+            Measure::ErrorRatio { site, .. } => 0.001 + off(site) / 1000.0,
+            Measure::LatencyQuantile { site, .. } => 0.1 + off(site) / 10.0,
+            Measure::Custom { site, .. } => 7.0 + site.as_ref().map_or(0.0, off),
+            Measure::BadShare { .. } => 0.5,
+        }
+    }
+
+    #[async_trait]
+    impl MetricSource for Source {
+        fn describe(&self) -> String {
+            "test source".into()
+        }
+        fn render(&self, m: &Measure) -> String {
+            format!("{m:?}")
+        }
+        fn query_timeout(&self) -> Option<Duration> {
+            self.timeout
+        }
+        async fn measure(&self, m: &Measure, _now: SystemTime) -> Result<Sample, MetricError> {
+            tokio::time::sleep(self.delay).await;
+            Ok(Some(value_of(m)))
+        }
+        async fn count(&self, q: &CountQuery, _now: SystemTime) -> Result<Counts, MetricError> {
+            tokio::time::sleep(self.delay).await;
+            let bad = if q.site == Site::Primary { 3.0 } else { 4.0 };
+            Ok(Counts {
+                total: 1000.0,
+                bad,
+                resets: 0,
+            })
+        }
+    }
+
+    fn gates() -> Vec<Gate> {
+        [
+            serde_json::json!({"name": "errors", "error_rate": {"max": "1%"}}),
+            serde_json::json!({"name": "p99", "window": "1m", "latency": {"quantile": 0.99, "max_vs_dr": "50%"}}),
+            serde_json::json!({"name": "depth", "query": "q{s=\"{{site}}\"}", "max": 100}),
+            serde_json::json!({"name": "global", "query": "up", "max": 100}),
+            serde_json::json!({"name": "seq", "error_rate": {"vs_dr": {"tolerance": "50%"}}}),
+        ]
+        .into_iter()
+        .map(|j| {
+            serde_json::from_value::<GateSpec>(j)
+                .unwrap()
+                .compile()
+                .unwrap()
+        })
+        .collect()
+    }
+
+    #[tokio::test]
+    async fn every_reading_lands_at_its_gate_and_site() {
+        let source = Source {
+            delay: Duration::ZERO,
+            timeout: None,
+        };
+        let a = Analyzer::new(Arc::new(source), gates())
+            .analyze(SystemTime::now(), Duration::from_secs(30), &BTreeMap::new())
+            .await;
+        assert_eq!(a.primary_rate, Reading::Value(10.0));
+        assert_eq!(a.dr_rate, Reading::Value(11.0));
+        let g = |i: usize| &a.gates[i];
+        assert_eq!(g(0).primary, Reading::Value(0.001));
+        assert_eq!(g(0).dr, Reading::Value(0.002));
+        assert_eq!(g(0).primary_requests, Reading::Value(1000.0));
+        assert_eq!(g(1).window, Duration::from_secs(60));
+        assert_eq!(g(1).primary, Reading::Value(0.1));
+        assert_eq!(g(1).dr, Reading::Value(0.2));
+        assert_eq!(g(2).primary, Reading::Value(7.0));
+        assert_eq!(g(2).dr, Reading::Value(8.0));
+        assert_eq!(g(3).dr, Reading::Empty, "a site-less query has no DR value");
+        let c = g(4).counts.as_ref().unwrap();
+        let bad = |r: &CountReading| match r {
+            CountReading::Counted(c) => c.bad,
+            CountReading::Error(e) => panic!("{e}"),
+        };
+        assert_eq!((bad(&c.primary), bad(&c.dr)), (3.0, 4.0));
+    }
+
+    #[test]
+    fn a_negative_rate_gives_no_share() {
+        let a = |p: f64, d: f64| Analysis {
+            at: SystemTime::UNIX_EPOCH,
+            window: Duration::from_secs(30),
+            primary_rate: Reading::Value(p),
+            dr_rate: Reading::Value(d),
+            gates: Vec::new(),
+        };
+        assert_eq!(a(1.0, 3.0).primary_share(), Some(0.25));
+        assert_eq!(a(-1.0, 3.0).primary_share(), None);
+        assert_eq!(a(5.0, -1.0).primary_share(), None);
+    }
+
+    #[tokio::test]
+    async fn a_slow_source_makes_one_analysis_take_the_deadline_and_its_gates_errors() {
+        // Each answer takes 20 s; the query timeout is 300 ms. Run one after another, the
+        // 13 queries would take minutes; under one deadline the analysis takes 300 ms.
+        let source = Source {
+            delay: Duration::from_secs(20),
+            timeout: Some(Duration::from_millis(300)),
+        };
+        let analyzer = Analyzer::new(Arc::new(source), gates());
+        let t = std::time::Instant::now();
+        let a = analyzer
+            .analyze(SystemTime::now(), Duration::from_secs(30), &BTreeMap::new())
+            .await;
+        let took = t.elapsed();
+        assert!(
+            took >= Duration::from_millis(300) && took < Duration::from_secs(3),
+            "{took:?}"
+        );
+        assert!(a.primary_rate.is_error());
+        let results = a.evaluate(
+            analyzer.gates(),
+            100,
+            &BTreeMap::new(),
+            &mut BTreeMap::new(),
+        );
+        for r in &results {
+            assert_eq!(r.status, GateStatus::Error, "{r:?}");
+            assert!(r.reason.contains("no answer within 300ms"), "{r:?}");
+        }
+        // The interval bounds the deadline too, when it is the shorter.
+        let source = Source {
+            delay: Duration::from_secs(20),
+            timeout: None,
+        };
+        let t = std::time::Instant::now();
+        let a = Analyzer::new(Arc::new(source), gates())
+            .analyze(
+                SystemTime::now(),
+                Duration::from_millis(200),
+                &BTreeMap::new(),
+            )
+            .await;
+        assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+        assert!(a.gates[0].primary.is_error());
     }
 }

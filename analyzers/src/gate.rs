@@ -15,13 +15,20 @@ use crate::promql::{Site, render_template};
 use crate::source::{CountReading, Counted, Counts, Measure, Reading};
 use crate::units::{Percent, Span};
 
+/// The shortest gate window: Prometheus resolves time in milliseconds and scrapes every few
+/// seconds, so a shorter window holds no two samples to rate.
+pub const MIN_WINDOW: Duration = Duration::from_secs(1);
+/// The longest gate window: 30 days, past any usual retention (Prometheus's default is 15).
+pub const MAX_WINDOW: Duration = Duration::from_secs(30 * 86_400);
+
 /// One gate of a policy (`gates:`): exactly one of `error_rate`, `latency` or `query`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GateSpec {
     /// A unique name, used in logs, metrics and reports.
     pub name: String,
-    /// Look-back window of the gate's queries; default: the stage's analysis interval.
+    /// Look-back window of the gate's queries, `1s` to `30d`; default: the stage's analysis
+    /// interval.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window: Option<Span>,
     /// The primary's share of requests that are errors.
@@ -308,10 +315,22 @@ impl GateSpec {
                 }
             }
         }
-        if let Some(w) = self.window
-            && w.get().is_zero()
-        {
-            p("window", "0s is not a window; write e.g. 1m".into());
+        if let Some(w) = self.window {
+            if w.get() < MIN_WINDOW {
+                p(
+                    "window",
+                    format!(
+                        "{w} is shorter than 1s: Prometheus cannot rate over it; write e.g. 1m"
+                    ),
+                );
+            } else if w.get() > MAX_WINDOW {
+                p(
+                    "window",
+                    format!(
+                        "{w} is longer than 30 days: past any usual Prometheus retention, and every sample in it would be loaded; write e.g. 5m"
+                    ),
+                );
+            }
         }
         let window = self.window.map(Span::get);
         let mut gate = Gate {
@@ -528,6 +547,26 @@ impl Gate {
         }
     }
 
+    /// Why a finite value is impossible for this gate's metric, if it is: a rate, a ratio or
+    /// a latency is never negative (a broken query or counter is, and must not pass).
+    fn impossible(&self, v: f64) -> Option<&'static str> {
+        if v >= 0.0 {
+            return None;
+        }
+        match self.metric {
+            Metric::ErrorRate => Some(
+                "below zero, and an error rate never is: check that traffic.requests and traffic.errors select counters",
+            ),
+            Metric::Latency(_) => Some(
+                "below zero, and a latency never is: check that traffic.latency selects a histogram's _bucket counters",
+            ),
+            Metric::SlowShare(_) => Some(
+                "below zero, and a share of requests never is: check that traffic.latency selects a histogram's _bucket counters",
+            ),
+            Metric::Query(_) => None,
+        }
+    }
+
     /// Whether the gate compares the primary with DR.
     pub fn is_relative(&self) -> bool {
         self.vs_dr.is_some() || self.sequential.is_some()
@@ -599,7 +638,20 @@ impl Gate {
         {
             return r.error(format!("DR query failed: {e}"));
         }
-        let requests = m.primary_requests.finite().unwrap_or(0.0);
+        let requests = match &m.primary_requests {
+            Reading::Value(v) if *v < 0.0 => {
+                return r.error(format!(
+                    "the primary's request count is {v}, below zero: a count never is; check that traffic.requests selects a counter"
+                ));
+            }
+            Reading::Value(v) if v.is_finite() => *v,
+            other => {
+                return r.no_data(format!(
+                    "no data: counting primary requests returned {}",
+                    describe_nodata(other)
+                ));
+            }
+        };
         if requests < min_requests as f64 {
             return r.no_data(format!(
                 "{} primary requests in the window, fewer than min_requests {min_requests}",
@@ -608,10 +660,17 @@ impl Gate {
         }
         let Some(value) = m.primary.finite() else {
             return r.no_data(format!(
-                "primary query gave {}",
+                "no data: the primary query returned {}",
                 describe_nodata(&m.primary)
             ));
         };
+        for (site, v) in [("primary", Some(value)), ("DR", m.dr.finite())] {
+            if let Some(v) = v
+                && let Some(why) = self.impossible(v)
+            {
+                return r.error(format!("the {site} value {v} is {why}"));
+            }
+        }
         let mut upper = self.max;
         if let Some((ratio, slack)) = self.vs_dr {
             let (dr, from) = match (m.dr.finite(), dr_baseline) {
@@ -700,6 +759,14 @@ impl Gate {
             }
             (CountReading::Counted(p), CountReading::Counted(d)) => (*p, *d),
         };
+        for (site, c) in [("primary", p), ("DR", d)] {
+            if c.total < 0.0 || c.bad < 0.0 || !c.total.is_finite() || !c.bad.is_finite() {
+                return r.error(format!(
+                    "counted {} requests ({} bad) at the {site}: a count is a finite number of zero or more; check that the traffic: selectors select counters",
+                    c.total, c.bad
+                ));
+            }
+        }
         let tally = |c: Counts| Tally {
             total: c.total.max(0.0),
             bad: c.bad.clamp(0.0, c.total.max(0.0)),
@@ -777,6 +844,7 @@ impl Gate {
 fn describe_nodata(r: &Reading) -> String {
     match r {
         Reading::Value(v) => format!("{v} (not a finite number)"),
+        Reading::Empty => "an empty vector (no series matched)".into(),
         other => other.to_string(),
     }
 }
@@ -912,6 +980,56 @@ mod tests {
         }
         let r = g.evaluate(&m(v(200.0), v(0.0), v(0.0)), 200, None);
         assert_eq!(r.status, GateStatus::Pass);
+    }
+
+    #[test]
+    fn negative_values_are_errors_not_passes() {
+        let v = Reading::Value;
+        let err = spec(serde_json::json!({"name": "g", "error_rate": {"max": "1%"}}));
+        let p99 = spec(
+            serde_json::json!({"name": "p", "latency": {"quantile": 0.99, "max": "500ms", "max_vs_dr": "20%"}}),
+        );
+        for (case, g, meas) in [
+            ("error rate -1", &err, m(v(500.0), v(-1.0), v(0.0))),
+            ("latency -1s", &p99, m(v(500.0), v(-1.0), v(0.2))),
+            ("DR latency -1s", &p99, m(v(500.0), v(0.2), v(-1.0))),
+            ("request count -1", &err, m(v(-1.0), v(0.0), v(0.0))),
+        ] {
+            let r = g.evaluate(&meas, 200, None);
+            assert_eq!(r.status, GateStatus::Error, "{case}: {r:?}");
+            assert!(r.reason.contains("below zero"), "{case}: {}", r.reason);
+        }
+        // A custom query may well be negative (a difference, a temperature).
+        let q = spec(serde_json::json!({"name": "q", "query": "x", "min": -5}));
+        assert_eq!(
+            q.evaluate(&m(v(500.0), v(-1.0), Reading::Empty), 200, None)
+                .status,
+            GateStatus::Pass
+        );
+    }
+
+    #[test]
+    fn no_data_says_what_came_back() {
+        let g = spec(serde_json::json!({"name": "g", "error_rate": {"max": "1%"}}));
+        let v = Reading::Value;
+        let r = g.evaluate(&m(Reading::Empty, v(0.0), v(0.0)), 200, None);
+        assert_eq!(
+            r.reason,
+            "no data: counting primary requests returned an empty vector (no series matched)"
+        );
+        let r = g.evaluate(&m(v(f64::NAN), v(0.0), v(0.0)), 200, None);
+        assert_eq!(
+            r.reason,
+            "no data: counting primary requests returned NaN (not a finite number)"
+        );
+        let r = g.evaluate(&m(v(500.0), v(f64::NAN), v(0.0)), 200, None);
+        assert!(
+            r.reason
+                .starts_with("no data: the primary query returned NaN"),
+            "{r:?}"
+        );
+        let r = g.evaluate(&m(v(12.0), v(0.0), v(0.0)), 200, None);
+        assert!(r.reason.starts_with("12 primary requests"), "{r:?}");
     }
 
     #[test]

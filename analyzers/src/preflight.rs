@@ -2,7 +2,9 @@
 //!
 //! The policy's own checks (e.g. replication lag below 60 s) must each return one number
 //! within bounds, the metric source must answer, and every gate's query must return data
-//! for the DR site — a gate that cannot see DR now will not see the primary later.
+//! for the DR site — a gate that cannot see DR now will not see the primary later — and
+//! must run for the primary (no data is expected there yet, but a query the source refuses,
+//! e.g. a label value it cannot parse, would otherwise show only after traffic moved).
 
 use std::time::{Duration, SystemTime};
 
@@ -88,12 +90,13 @@ pub async fn run_preflight(
         });
     }
     for g in gates {
+        let window = g.window(interval);
         let site = if g.is_per_site() {
             Site::Dr
         } else {
             Site::Primary
         };
-        let m = g.measure(site, g.window(interval));
+        let m = g.measure(site, window);
         let query = source.render(&m);
         let (ok, detail) = match source.measure(&m, now).await {
             Err(e) => (false, e.to_string()),
@@ -115,6 +118,112 @@ pub async fn run_preflight(
             ok,
             detail,
         });
+        if !g.is_per_site() {
+            continue;
+        }
+        // The primary serves nothing yet, so no data is expected; but its query must run:
+        // one that Prometheus refuses would only show once traffic has moved.
+        let m = g.measure(Site::Primary, window);
+        let query = source.render(&m);
+        let (ok, detail) = match source.measure(&m, now).await {
+            Err(e) => (false, e.to_string()),
+            Ok(Some(v)) => (true, format!("the query runs (primary value {v})")),
+            Ok(None) => (
+                true,
+                "the query runs (no data yet, as expected before traffic moves)".into(),
+            ),
+        };
+        out.push(PreflightResult {
+            name: format!("gate {} runs for the primary", g.name),
+            query,
+            ok,
+            detail,
+        });
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gate::GateSpec;
+    use crate::source::{MetricError, Sample};
+    use async_trait::async_trait;
+
+    /// Answers DR's queries; refuses every query of the primary.
+    struct BrokenPrimary;
+
+    #[async_trait]
+    impl MetricSource for BrokenPrimary {
+        fn describe(&self) -> String {
+            "test source".into()
+        }
+        fn render(&self, m: &Measure) -> String {
+            format!("{m:?}")
+        }
+        async fn measure(&self, m: &Measure, _now: SystemTime) -> Result<Sample, MetricError> {
+            let primary = match m {
+                Measure::ErrorRatio { site, .. } | Measure::LatencyQuantile { site, .. } => {
+                    *site == Site::Primary
+                }
+                Measure::Custom { template, site } => {
+                    *site == Some(Site::Primary) && template.contains("{{site}}")
+                }
+                _ => false,
+            };
+            if primary {
+                Err(MetricError::Refused {
+                    source_name: self.describe(),
+                    query: self.render(m),
+                    message: "bad_data: unknown escape sequence".into(),
+                })
+            } else {
+                Ok(Some(0.01))
+            }
+        }
+    }
+
+    fn gate(j: serde_json::Value) -> Gate {
+        serde_json::from_value::<GateSpec>(j)
+            .unwrap()
+            .compile()
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_primary_query_the_source_refuses_fails_preflight() {
+        let gates = [
+            gate(serde_json::json!({"name": "errors", "error_rate": {"max": "1%"}})),
+            gate(serde_json::json!({"name": "depth", "query": "q{s=\"{{site}}\"}", "max": 1})),
+            gate(serde_json::json!({"name": "global", "query": "up", "max": 1})),
+        ];
+        let results = run_preflight(
+            &BrokenPrimary,
+            &[],
+            &gates,
+            Duration::from_secs(30),
+            SystemTime::now(),
+        )
+        .await;
+        let failed: Vec<&str> = results
+            .iter()
+            .filter(|r| !r.ok)
+            .map(|r| r.name.as_str())
+            .collect();
+        assert_eq!(
+            failed,
+            [
+                "gate errors runs for the primary",
+                "gate depth runs for the primary"
+            ],
+            "{results:#?}"
+        );
+        let r = results
+            .iter()
+            .find(|r| r.name == "gate errors runs for the primary")
+            .unwrap();
+        assert!(r.detail.contains("unknown escape sequence"), "{r:?}");
+        // A site-less query runs once, and DR's data is checked for every gate.
+        assert_eq!(results.len(), 5, "{results:#?}");
+    }
 }

@@ -126,7 +126,7 @@ impl PrometheusSource {
         let client = Client::from(http, &config.url).map_err(|e| {
             format!(
                 "prometheus.url: `{}` is not a usable URL ({e}); write e.g. http://prometheus:9090",
-                config.url
+                redact_url(&config.url)
             )
         })?;
         Ok(PrometheusSource {
@@ -263,6 +263,14 @@ impl PrometheusSource {
                 query: promql.to_string(),
                 message: format!("{:?}: {}", p.error_type(), p.message()),
             },
+            PromError::Client(c) if c.inner().and_then(|r| r.status()).is_some() => {
+                let status = c.inner().and_then(|r| r.status()).unwrap_or_default();
+                MetricError::HttpStatus {
+                    source_name: self.describe(),
+                    status: status.to_string(),
+                    meaning: http_status_meaning(status.as_u16()).to_string(),
+                }
+            }
             PromError::Client(c) => {
                 // The reqwest error without its URL: the URL repeats the whole query.
                 let message = match c.inner() {
@@ -295,6 +303,30 @@ impl PrometheusSource {
                 message: error_chain(&other),
             },
         }
+    }
+}
+
+/// What an HTTP error status from a Prometheus URL means, and what to check.
+fn http_status_meaning(status: u16) -> &'static str {
+    match status {
+        401 => {
+            "the credentials are missing or were refused; check prometheus.bearer_token_file or prometheus.basic_auth (is the token current?)"
+        }
+        403 => {
+            "the credentials are not allowed to query; check the permissions of the token in prometheus.bearer_token_file"
+        }
+        404 => {
+            "no Prometheus API at this URL; prometheus.url must be the server's base URL (with any path prefix, without /api/v1)"
+        }
+        407 => "a proxy wants credentials; check the proxy settings",
+        429 => "the server is rate limiting queries; query less often or raise its limit",
+        502..=504 => {
+            "a proxy or load balancer in front of Prometheus cannot get an answer from it; Prometheus itself may be down or overloaded"
+        }
+        500..=599 => {
+            "the server failed to answer (reachable, but erroring); check Prometheus's logs and load"
+        }
+        _ => "not a Prometheus API answer; check prometheus.url",
     }
 }
 
@@ -337,6 +369,10 @@ impl MetricSource for PrometheusSource {
 
     fn render(&self, m: &Measure) -> String {
         self.promql.render(m)
+    }
+
+    fn query_timeout(&self) -> Option<Duration> {
+        Some(self.timeout)
     }
 
     async fn measure(&self, m: &Measure, _now: SystemTime) -> Result<Sample, MetricError> {

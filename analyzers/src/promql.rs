@@ -187,20 +187,36 @@ pub fn is_label_name(s: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-/// Escapes a value for use inside a double- or single-quoted PromQL string literal:
-/// backslash, both quote characters and line breaks are escaped, so the value can never
-/// end its literal early.
+/// Escapes a value for use inside a double-quoted PromQL string literal (what matchers this
+/// crate writes use): see [`escape_in_quotes`].
 pub fn escape_label_value(v: &str) -> String {
+    escape_in_quotes(v, '"')
+}
+
+/// Escapes a value for use inside a PromQL string literal opened with `quote` (`"` or `'`),
+/// by PromQL's rules (Go's `strconv.Unquote`): a backslash and the opening quote are
+/// escaped, the other quote is not (`\'` inside `"..."` is an "unknown escape sequence" to
+/// Prometheus), line breaks and tabs become `\n`, `\r`, `\t`, any other control character
+/// `\uXXXX`. So the value can never end its literal early. Inside a raw string (a
+/// backtick) nothing can be escaped: the value is written as it is (policies refuse site
+/// values with a backtick).
+pub fn escape_in_quotes(v: &str, quote: char) -> String {
+    if quote == '`' {
+        return v.to_string();
+    }
     let mut out = String::with_capacity(v.len());
     for c in v.chars() {
         match c {
             '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\'' => out.push_str("\\'"),
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
-            _ => out.push(c),
+            c if c == quote => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
         }
     }
     out
@@ -405,15 +421,42 @@ impl PromqlBuilder {
 
     /// A site-less query (preflight): only `{{service}}` is replaced.
     pub fn custom_siteless(&self, template: &str) -> String {
-        template.replace("{{service}}", &escape_label_value(&self.service))
+        fill(template, &[("{{service}}", &self.service)])
     }
 }
 
-/// Replaces `{{site}}` and `{{service}}` in a query template by escaped label values.
+/// Replaces `{{site}}` and `{{service}}` in a query template by label values escaped for
+/// the string literal each placeholder stands in (double, single or backtick quotes; outside
+/// any literal, as for double quotes).
 pub fn render_template(template: &str, site: &str, service: &str) -> String {
-    template
-        .replace("{{site}}", &escape_label_value(site))
-        .replace("{{service}}", &escape_label_value(service))
+    fill(template, &[("{{site}}", site), ("{{service}}", service)])
+}
+
+/// Replaces each placeholder by its value, escaped for the quotes around it.
+fn fill(template: &str, values: &[(&str, &str)]) -> String {
+    let mut out = String::with_capacity(template.len());
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    let mut rest = template;
+    while let Some(c) = rest.chars().next() {
+        if !escaped && let Some((p, v)) = values.iter().find(|(p, _)| rest.starts_with(p)) {
+            out.push_str(&escape_in_quotes(v, quote.unwrap_or('"')));
+            rest = &rest[p.len()..];
+            continue;
+        }
+        match quote {
+            Some(_) if escaped => escaped = false,
+            Some('`') if c == '`' => quote = None,
+            Some(q) if c == '\\' && q != '`' => escaped = true,
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None if matches!(c, '"' | '\'' | '`') => quote = Some(c),
+            None => {}
+        }
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    out
 }
 
 #[cfg(test)]
@@ -472,6 +515,38 @@ mod tests {
         // Templates get the same escaping, for either quote style.
         let t = render_template("max(q{site='{{site}}'})", "a'}) or vector(1", "s");
         assert_eq!(t, r#"max(q{site='a\'}) or vector(1'})"#);
+    }
+
+    #[test]
+    fn quotes_are_escaped_by_promql_rules_for_the_literal_they_are_in() {
+        // A single quote inside double quotes needs no escape (`\'` is an error there).
+        let b = builder("o'brien");
+        assert_eq!(
+            b.request_rate(Site::Primary, Duration::from_secs(30)),
+            r#"sum(rate(http_requests_total{service="checkout",site="o'brien"}[30s]))"#
+        );
+        assert_eq!(
+            escape_label_value("a\\b\"c'd\ne\u{1}"),
+            r#"a\\b\"c'd\ne\u0001"#
+        );
+        // In single quotes, the double quote needs none.
+        assert_eq!(
+            render_template(r#"q{a='{{site}}',b="{{site}}"}"#, r#"x'y"z"#, "s"),
+            r#"q{a='x\'y"z',b="x'y\"z"}"#
+        );
+        // A quote escaped in the template does not end its literal.
+        assert_eq!(
+            render_template(r#"q{a="\"{{site}}"}"#, "x'y", "s"),
+            r#"q{a="\"x'y"}"#
+        );
+        assert_eq!(
+            render_template("q{a=`{{site}}`} + on() s{b='{{service}}'}", "p'q", "svc"),
+            "q{a=`p'q`} + on() s{b='svc'}"
+        );
+        assert_eq!(
+            b.custom_siteless(r#"up{service="{{service}}"}"#),
+            r#"up{service="checkout"}"#
+        );
     }
 
     #[test]

@@ -138,6 +138,17 @@ pub enum MetricError {
         /// What the source said.
         message: String,
     },
+    /// The source answered with an HTTP error status instead of an API answer: it is
+    /// reachable, but refuses (credentials) or fails (a server or proxy error).
+    #[error("{source_name} answered HTTP {status}: {meaning}")]
+    HttpStatus {
+        /// The source.
+        source_name: String,
+        /// The status code and reason, e.g. `401 Unauthorized`.
+        status: String,
+        /// What it means and what to check.
+        meaning: String,
+    },
     /// The answer is not one number (several series, a matrix).
     #[error(
         "`{query}` returned {found}; a gate query must return one number, e.g. wrap it in sum() or max()"
@@ -160,6 +171,11 @@ pub trait MetricSource: Send + Sync {
     fn describe(&self) -> String;
     /// The query text this source runs for a measurement (PromQL), for plans and reports.
     fn render(&self, measure: &Measure) -> String;
+    /// How long one query may take, if the source has a limit; an analysis runs its
+    /// queries concurrently and waits at most this long (or its interval, if shorter).
+    fn query_timeout(&self) -> Option<Duration> {
+        None
+    }
     /// Takes a measurement as of `now`.
     async fn measure(&self, measure: &Measure, now: SystemTime) -> Result<Sample, MetricError>;
     /// Counts a site's requests and bad requests over `(query.from, now]` from raw counter

@@ -4,7 +4,10 @@
 //!   UPSERTs of the records exactly as read, with only `Weight` changed: TTL, health check,
 //!   alias target and every other field stay as they are.
 //! * Percent maps to Route 53 weight one to one (0–100 of 0–255); a batch with both weights 0
-//!   is never sent (Route 53 would then split evenly).
+//!   is never sent (Route 53 would then split evenly). Read back, weights written by others
+//!   (e.g. 1 and 255) round to percent, but a non-zero weight never reads as 0 % or 100 %.
+//! * Missing credentials fail at connect, with how to provide them, rather than being
+//!   retried as transient.
 //! * `wait_applied` polls `GetChange` until `INSYNC`, with a timeout.
 //! * Throttling, `PriorRequestNotComplete`, 5xx and network errors are retried with jittered
 //!   exponential backoff (the API allows 5 requests/s per account); validation errors never.
@@ -116,6 +119,7 @@ impl Route53Backend {
             loader = loader.region(aws_config::Region::new("us-east-1"));
         }
         let shared = loader.load().await;
+        check_credentials(&shared).await?;
         let mut b =
             aws_sdk_route53::config::Builder::from(&shared).retry_config(RetryConfig::disabled());
         if let Some(e) = endpoint.or(cfg.endpoint_url.as_deref()) {
@@ -304,6 +308,13 @@ where
         status.map(|s| s.to_string()).unwrap_or_default()
     );
     match e {
+        // No credentials: resolving them fails before anything is sent; retrying cannot help.
+        SdkError::DispatchFailure(_) if aws_smithy_error_chain(e).contains("credential") => {
+            return BackendError::Forbidden(format!(
+                "{what}: {}; {CREDENTIALS_FIX}",
+                aws_smithy_error_chain(e)
+            ));
+        }
         SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_) => {
             return BackendError::Transient(format!("{what}: {}", aws_smithy_error_chain(e)));
         }
@@ -330,6 +341,30 @@ where
     }
 }
 
+/// How to give the controller AWS credentials.
+const CREDENTIALS_FIX: &str = "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE with a profile in ~/.aws, or (in a Kubernetes Job) IRSA: a ServiceAccount annotated with eks.amazonaws.com/role-arn";
+
+/// Resolves credentials once, so that missing ones fail at once with the fix rather than
+/// as a "transient" error retried on every call.
+async fn check_credentials(shared: &aws_config::SdkConfig) -> Result<(), BackendError> {
+    use aws_sdk_route53::config::ProvideCredentials as _;
+    let Some(provider) = shared.credentials_provider() else {
+        return Err(BackendError::Forbidden(format!(
+            "no AWS credentials provider is configured; {CREDENTIALS_FIX}"
+        )));
+    };
+    provider
+        .provide_credentials()
+        .await
+        .map(|_| ())
+        .map_err(|e| {
+            BackendError::Forbidden(format!(
+                "no AWS credentials for Route 53 ({}); {CREDENTIALS_FIX}",
+                aws_smithy_error_chain(&e)
+            ))
+        })
+}
+
 fn aws_smithy_error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut src = e.source();
@@ -346,7 +381,15 @@ fn percent(p: i64, d: i64) -> Result<Weights, BackendError> {
             "Route 53 weights primary={p} dr={d}: with both at 0 Route 53 splits traffic evenly; fix the records first"
         )));
     }
-    let primary = ((p as f64) * 100.0 / ((p + d) as f64)).round() as u8;
+    // All-DR means a primary weight of exactly 0 (and all-primary a DR weight of 0): a
+    // non-zero weight never reads as 0 %, so 1/255 is 1 %, not "all DR".
+    let primary = match (p, d) {
+        (0, _) => 0,
+        (_, 0) => 100,
+        _ => ((p as f64) * 100.0 / ((p + d) as f64))
+            .round()
+            .clamp(1.0, 99.0) as u8,
+    };
     Ok(Weights {
         primary,
         dr: 100 - primary,
@@ -490,5 +533,22 @@ mod tests {
             }
         );
         assert!(percent(0, 0).unwrap_err().to_string().contains("evenly"));
+        // Route 53 weights are 0-255: a non-zero weight is never 0 % or 100 %.
+        assert_eq!(percent(1, 255).unwrap().primary, 1);
+        assert_eq!(percent(255, 1).unwrap().primary, 99);
+        assert_eq!(percent(0, 255).unwrap().primary, 0);
+        assert_eq!(percent(255, 0).unwrap().primary, 100);
+    }
+
+    #[tokio::test]
+    async fn missing_credentials_fail_at_once_with_the_fix() {
+        let t = std::time::Instant::now();
+        let e = check_credentials(&aws_config::SdkConfig::builder().build())
+            .await
+            .unwrap_err();
+        assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+        assert!(!e.is_retryable(), "{e}");
+        assert!(e.to_string().contains("AWS_ACCESS_KEY_ID"), "{e}");
+        assert!(e.to_string().contains("IRSA"), "{e}");
     }
 }

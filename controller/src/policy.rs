@@ -18,6 +18,9 @@ use cutover_backends::BackendSpec;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+#[path = "policy_screen.rs"]
+pub mod screen;
+
 /// A cutover policy: how one service's traffic moves back from DR to the primary.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -73,13 +76,13 @@ pub struct Policy {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StageDefaults {
-    /// Minimum time at a stage before it may advance. Default `5m`.
+    /// Minimum time at a stage before it may advance, at most `7d`. Default `5m`.
     #[serde(default = "d_bake")]
     pub bake: Span,
-    /// Time between two analyses. Default `30s`.
+    /// Time between two analyses, `1s` to `1h`. Default `30s`.
     #[serde(default = "d_interval")]
     pub interval: Span,
-    /// Undecided this long at a stage: inconclusive. Default `30m`.
+    /// Undecided this long at a stage: inconclusive; at most `7d`. Default `30m`.
     #[serde(default = "d_max_duration")]
     pub max_duration: Span,
 }
@@ -246,7 +249,7 @@ pub struct RollbackSpec {
     /// Writes that fail are retried, this far apart at first, doubling up to 30s. Default `1s`.
     #[serde(default = "d_retry_interval")]
     pub retry_interval: Span,
-    /// Failed rollback writes before giving up with exit 10 (page now). Default 20.
+    /// Failed rollback writes before giving up with exit 10 (page now), 1 to 100. Default 20.
     #[serde(default = "d_max_attempts")]
     pub max_attempts: u32,
 }
@@ -394,15 +397,39 @@ pub fn env_overrides() -> config::Map<String, String> {
         .collect()
 }
 
-/// Loads and validates a policy file, with environment overrides applied.
+/// Loads and validates a policy file, with environment overrides applied. Reads at most
+/// [`screen::MAX_POLICY_BYTES`] (and one more byte, to tell that a file is too large).
 pub fn load(path: &Path) -> Result<LoadedPolicy, PolicyErrors> {
+    use std::io::Read as _;
     let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    let one = |message: String| {
         PolicyErrors(vec![PolicyError {
             file: file.clone(),
             field: String::new(),
-            message: format!("cannot read the policy: {e}"),
+            message,
         }])
+    };
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| {
+            f.take(screen::MAX_POLICY_BYTES as u64 + 1)
+                .read_to_end(&mut bytes)
+        })
+        .map_err(|e| one(format!("cannot read the policy: {e}")))?;
+    if bytes.len() > screen::MAX_POLICY_BYTES {
+        return Err(one(format!(
+            "the policy is larger than {} bytes; a policy is a few KB: is this the right file?",
+            screen::MAX_POLICY_BYTES
+        )));
+    }
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let valid = std::str::from_utf8(&e.as_bytes()[..at]).unwrap_or_default();
+        let (line, col) = screen::line_col(valid, at);
+        one(format!(
+            "line {line}, column {col}: not UTF-8 (byte 0x{:02X}); save the policy as UTF-8",
+            e.as_bytes()[at]
+        ))
     })?;
     let policy = parse(&file, &text, env_overrides())?;
     Ok(LoadedPolicy {
@@ -411,7 +438,9 @@ pub fn load(path: &Path) -> Result<LoadedPolicy, PolicyErrors> {
     })
 }
 
-/// Parses and validates policy text; `file` names it in errors.
+/// Parses and validates policy text; `file` names it in errors. The text is screened first
+/// (see [`screen`]): a leading byte-order mark is dropped; control characters, oversized
+/// documents and alias bombs are refused before the YAML loader sees them.
 pub fn parse(
     file: &str,
     text: &str,
@@ -424,6 +453,7 @@ pub fn parse(
             message,
         }])
     };
+    let text = screen::screen(text).map_err(|(field, message)| one(field, message))?;
     let built = config::Config::builder()
         .add_source(config::File::from_str(text, config::FileFormat::Yaml))
         .add_source(
@@ -487,14 +517,39 @@ fn is_dns_label(s: &str) -> bool {
         && !s.ends_with('-')
 }
 
-fn check_url(field: &str, u: &str, out: &mut Vec<(String, String)>) {
+fn check_url(field: &str, u: &str, example: &str, out: &mut Vec<(String, String)>) {
     match url::Url::parse(u) {
         Ok(parsed) if matches!(parsed.scheme(), "http" | "https") && parsed.host().is_some() => {}
         _ => out.push((
             field.to_string(),
-            format!("`{u}` is not an http(s) URL; write e.g. http://prometheus.monitoring:9090"),
+            format!(
+                "`{}` is not an http(s) URL; write e.g. {example}",
+                redact_url(u)
+            ),
         )),
     }
+}
+
+/// A URL fit for an error message: its user information (`user:password@`) becomes `***@`,
+/// and its path, query and fragment (where webhook tokens live) become `/…`. Works on text
+/// that is not a valid URL too, since that is when it is shown.
+pub fn redact_url(u: &str) -> String {
+    let (scheme, rest) = match u.find("://") {
+        Some(i) => (&u[..i + 3], &u[i + 3..]),
+        None => ("", u),
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let host = match authority.rfind('@') {
+        Some(i) => format!("***@{}", &authority[i + 1..]),
+        None => authority.to_string(),
+    };
+    let tail = if tail.is_empty() || tail == "/" {
+        tail
+    } else {
+        "/…"
+    };
+    format!("{scheme}{host}{tail}")
 }
 
 /// Checks everything serde cannot; returns `(field, message)` for each problem.
@@ -569,14 +624,19 @@ pub fn validate(p: &Policy) -> Vec<(String, String)> {
             }
         }
     }
-    check_url("prometheus.url", &p.prometheus.url, &mut out);
+    check_url(
+        "prometheus.url",
+        &p.prometheus.url,
+        "http://prometheus.monitoring:9090",
+        &mut out,
+    );
+    check_span(
+        &mut out,
+        "prometheus.timeout",
+        p.prometheus.timeout,
+        &QUERY_TIMEOUT,
+    );
     let mut bad = |f: &str, m: String| out.push((f.to_string(), m));
-    if p.prometheus.timeout.get().is_zero() {
-        bad(
-            "prometheus.timeout",
-            "0s is no time to answer; write e.g. 10s".into(),
-        );
-    }
     if p.prometheus.bearer_token_file.is_some() && p.prometheus.basic_auth.is_some() {
         bad(
             "prometheus.basic_auth",
@@ -594,18 +654,34 @@ pub fn validate(p: &Policy) -> Vec<(String, String)> {
             ),
         );
     }
+    for (field, v) in [
+        ("sites.primary", &p.sites.primary),
+        ("sites.dr", &p.sites.dr),
+    ] {
+        if v.contains('`') {
+            bad(
+                field,
+                format!(
+                    "`{v}` holds a backtick, which a PromQL raw string (`...`) cannot hold; rename the label value"
+                ),
+            );
+        }
+    }
     if let Err((field, msg)) = PromqlBuilder::new(&p.service, &p.traffic, &p.sites) {
         bad(&field, msg);
     }
 
     // Stages.
     let d = &p.defaults;
-    if d.interval.get().is_zero() {
-        bad(
-            "defaults.interval",
-            "0s: analyses need time between them; write e.g. 30s".into(),
-        );
-    }
+    check_span(&mut out, "defaults.interval", d.interval, &INTERVAL);
+    check_span(&mut out, "defaults.bake", d.bake, &BAKE);
+    check_span(
+        &mut out,
+        "defaults.max_duration",
+        d.max_duration,
+        &MAX_DURATION,
+    );
+    let mut bad = |f: &str, m: String| out.push((f.to_string(), m));
     if d.bake > d.max_duration {
         bad(
             "defaults.bake",
@@ -622,6 +698,7 @@ pub fn validate(p: &Policy) -> Vec<(String, String)> {
         );
     }
     let mut prev: Option<u32> = None;
+    let mut timings = Vec::new();
     for (i, s) in p.stages.iter().enumerate() {
         let f = |n: &str| format!("stages[{i}].{n}");
         if s.weight == 0 {
@@ -652,11 +729,14 @@ pub fn validate(p: &Policy) -> Vec<(String, String)> {
         prev = Some(s.weight);
         let bake = s.bake.unwrap_or(d.bake);
         let maxd = s.max_duration.unwrap_or(d.max_duration);
-        if s.interval.is_some_and(|iv| iv.get().is_zero()) {
-            bad(
-                &f("interval"),
-                "0s: analyses need time between them; write e.g. 30s".into(),
-            );
+        for (name, span, bounds) in [
+            ("interval", s.interval, &INTERVAL),
+            ("bake", s.bake, &BAKE),
+            ("max_duration", s.max_duration, &MAX_DURATION),
+        ] {
+            if let Some(span) = span {
+                check_span(&mut timings, &f(name), span, bounds);
+            }
         }
         if bake > maxd && (s.bake.is_some() || s.max_duration.is_some()) {
             bad(
@@ -667,6 +747,8 @@ pub fn validate(p: &Policy) -> Vec<(String, String)> {
             );
         }
     }
+    out.append(&mut timings);
+    let mut bad = |f: &str, m: String| out.push((f.to_string(), m));
     if let Some(last) = p.stages.last()
         && last.weight != 100
     {
@@ -728,11 +810,37 @@ pub fn validate(p: &Policy) -> Vec<(String, String)> {
             "0 is not a limit; write e.g. 3".into(),
         );
     }
+    for (field, v, example) in [
+        ("analysis.failure_limit", a.failure_limit, 2),
+        (
+            "analysis.consecutive_error_limit",
+            a.consecutive_error_limit,
+            3,
+        ),
+    ] {
+        if v > MAX_LIMIT {
+            bad(
+                field,
+                format!(
+                    "{v} is above {MAX_LIMIT}: a breach would practically never roll back; write e.g. {example}"
+                ),
+            );
+        }
+    }
     for (i, c) in p.preflight.iter().enumerate() {
         if c.query.trim().is_empty() {
             bad(
                 &format!("preflight[{i}].query"),
                 "the query is empty".into(),
+            );
+        }
+        if c.query.contains("{{site}}") {
+            bad(
+                &format!("preflight[{i}].query"),
+                format!(
+                    "`{}` uses {{{{site}}}}, but a preflight check runs once, for no site; write the site's label value out, or check it in a gate",
+                    c.query
+                ),
             );
         }
         if c.min.is_none() && c.max.is_none() {
@@ -759,28 +867,172 @@ pub fn validate(p: &Policy) -> Vec<(String, String)> {
             ),
         );
     }
-    if p.rollback.mode == RollbackMode::Stepped && p.rollback.step_interval.get().is_zero() {
-        bad(
-            "rollback.step_interval",
-            "0s: a stepped rollback needs time between steps".into(),
-        );
-    }
-    if p.deadline.is_some_and(|d| d.get().is_zero()) {
-        bad(
-            "deadline",
-            "0s would roll back at once; write e.g. 2h, or leave it out".into(),
-        );
-    }
     if p.rollback.max_attempts == 0 {
         bad(
             "rollback.max_attempts",
             "0 would never try to roll back; write e.g. 20".into(),
         );
+    } else if p.rollback.max_attempts > MAX_ROLLBACK_ATTEMPTS {
+        bad(
+            "rollback.max_attempts",
+            format!(
+                "{} is above {MAX_ROLLBACK_ATTEMPTS}: a rollback that cannot be written must page someone (exit 10) within minutes; write e.g. 20",
+                p.rollback.max_attempts
+            ),
+        );
+    }
+    check_span(&mut out, "settle.burn_in", p.settle.burn_in, &BURN_IN);
+    if p.rollback.mode == RollbackMode::Stepped {
+        check_span(
+            &mut out,
+            "rollback.step_interval",
+            p.rollback.step_interval,
+            &STEP_INTERVAL,
+        );
+    }
+    check_span(
+        &mut out,
+        "rollback.retry_interval",
+        p.rollback.retry_interval,
+        &RETRY_INTERVAL,
+    );
+    if let Some(d) = p.deadline {
+        check_span(&mut out, "deadline", d, &DEADLINE);
     }
     for (i, n) in p.notify.iter().enumerate() {
-        check_url(&format!("notify[{i}].webhook"), &n.webhook, &mut out);
+        check_url(
+            &format!("notify[{i}].webhook"),
+            &n.webhook,
+            "https://hooks.slack.com/services/…",
+            &mut out,
+        );
+        check_span(
+            &mut out,
+            &format!("notify[{i}].timeout"),
+            n.timeout,
+            &WEBHOOK_TIMEOUT,
+        );
     }
     out
+}
+
+/// The sane range of one kind of duration, and why.
+struct SpanBounds {
+    /// The shortest accepted.
+    min: Duration,
+    /// The longest accepted.
+    max: Duration,
+    /// Why the range, for the error.
+    why: &'static str,
+    /// A good value, for the error.
+    example: &'static str,
+}
+
+const fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+const DAY: u64 = 86_400;
+
+/// `interval`: at least a second (Prometheus resolves time in milliseconds and scrapes every
+/// few seconds); at most an hour (it is also the window of the request rates).
+const INTERVAL: SpanBounds = SpanBounds {
+    min: secs(1),
+    max: secs(3600),
+    why: "the time between two analyses (and their request-rate window)",
+    example: "30s",
+};
+/// `bake`: up to a week.
+const BAKE: SpanBounds = SpanBounds {
+    min: secs(0),
+    max: secs(7 * DAY),
+    why: "the minimum time at a stage",
+    example: "5m",
+};
+/// `max_duration`: a stage that cannot decide within a week never will.
+const MAX_DURATION: SpanBounds = SpanBounds {
+    min: secs(1),
+    max: secs(7 * DAY),
+    why: "how long a stage may stay undecided",
+    example: "30m",
+};
+/// `prometheus.timeout`: an answer slower than five minutes is no answer.
+const QUERY_TIMEOUT: SpanBounds = SpanBounds {
+    min: secs(1),
+    max: secs(300),
+    why: "how long one query may take",
+    example: "10s",
+};
+/// `settle.burn_in`: up to a day.
+const BURN_IN: SpanBounds = SpanBounds {
+    min: secs(0),
+    max: secs(DAY),
+    why: "the time after a weight change that is never judged",
+    example: "1m",
+};
+/// `rollback.step_interval`: a stepped rollback must still end within the hour.
+const STEP_INTERVAL: SpanBounds = SpanBounds {
+    min: secs(1),
+    max: secs(600),
+    why: "the pause between two steps of a stepped rollback",
+    example: "30s",
+};
+/// `rollback.retry_interval`: the first pause between failed rollback writes (it doubles up
+/// to 30 s).
+const RETRY_INTERVAL: SpanBounds = SpanBounds {
+    min: Duration::from_millis(100),
+    max: secs(30),
+    why: "the first pause between two failed rollback writes",
+    example: "1s",
+};
+/// `deadline`: a whole run within 30 days.
+const DEADLINE: SpanBounds = SpanBounds {
+    min: secs(1),
+    max: secs(30 * DAY),
+    why: "the longest a whole run may take",
+    example: "2h",
+};
+/// `notify[].timeout`: a webhook must not hold up a rollback.
+const WEBHOOK_TIMEOUT: SpanBounds = SpanBounds {
+    min: Duration::from_millis(100),
+    max: secs(60),
+    why: "how long one webhook request may take",
+    example: "5s",
+};
+
+/// The most failed analyses or query errors a policy may wait for before rolling back.
+const MAX_LIMIT: u32 = 100;
+/// The most failed rollback writes before exit 10 (page now).
+const MAX_ROLLBACK_ATTEMPTS: u32 = 100;
+
+fn check_span(out: &mut Vec<(String, String)>, field: &str, span: Span, b: &SpanBounds) {
+    let d = span.get();
+    let show = |d: Duration| humantime::format_duration(d).to_string();
+    if d < b.min {
+        let message = if d.is_zero() {
+            format!("0s is too short for {}; write e.g. {}", b.why, b.example)
+        } else {
+            format!(
+                "{} is shorter than {}, the least for {}; write e.g. {}",
+                show(d),
+                show(b.min),
+                b.why,
+                b.example
+            )
+        };
+        out.push((field.to_string(), message));
+    } else if d > b.max {
+        out.push((
+            field.to_string(),
+            format!(
+                "{} is longer than {}, the most for {}; write e.g. {}",
+                show(d),
+                show(b.max),
+                b.why,
+                b.example
+            ),
+        ));
+    }
 }
 
 impl Policy {

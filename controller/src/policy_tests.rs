@@ -220,6 +220,93 @@ fn broken_policies_are_refused_with_the_field_named() {
             "notify[0].webhook",
             "not an http(s) URL",
         ),
+        (
+            "interval of a nanosecond",
+            edit("interval: 30s", "interval: 1ns"),
+            "defaults.interval",
+            "shorter than 1s",
+        ),
+        (
+            "stage interval of an hour and a half",
+            edit("    bake: 10m\n", "    bake: 10m\n    interval: 90m\n"),
+            "stages[2].interval",
+            "longer than 1h",
+        ),
+        (
+            "gate window of 10^11 days",
+            edit(
+                "error_rate: { max: 1% }",
+                "window: 100000000000days\n    error_rate: { max: 1% }",
+            ),
+            "gates[0].window",
+            "longer than 30 days",
+        ),
+        (
+            "gate window below a second",
+            edit(
+                "error_rate: { max: 1% }",
+                "window: 10ms\n    error_rate: { max: 1% }",
+            ),
+            "gates[0].window",
+            "shorter than 1s",
+        ),
+        (
+            "bake of ten years",
+            edit("bake: 5m ", "bake: 3650days "),
+            "defaults.bake",
+            "longer than 7days",
+        ),
+        (
+            "rollback max_attempts of u32::MAX",
+            edit(
+                "mode: immediate",
+                "mode: immediate\n  max_attempts: 4294967295",
+            ),
+            "rollback.max_attempts",
+            "4294967295 is above 100",
+        ),
+        (
+            "consecutive_error_limit that never trips",
+            edit(
+                "consecutive_error_limit: 3",
+                "consecutive_error_limit: 100000",
+            ),
+            "analysis.consecutive_error_limit",
+            "above 100",
+        ),
+        (
+            "prometheus timeout of a day",
+            edit("timeout: 10s", "timeout: 1day"),
+            "prometheus.timeout",
+            "longer than 5m",
+        ),
+        (
+            "NaN bound",
+            edit("    max: 1000\n", "    max: .nan\n"),
+            "gates[3].max",
+            "`.nan` is not a number a policy can use",
+        ),
+        (
+            "infinite bound",
+            edit("    max: 1000\n", "    max: -.inf\n"),
+            "gates[3].max",
+            "NaN or infinite",
+        ),
+        (
+            "float overflow",
+            edit("    max: 60\n", "    max: 1e999\n"),
+            "preflight[0].max",
+            "`1e999`",
+        ),
+        (
+            "{{site}} in a preflight query",
+            edit(
+                "query: max(pg_replication_lag_seconds)",
+                "query: 'max(pg_replication_lag_seconds{site=\"{{site}}\"})'",
+            ),
+            "preflight[0].query",
+            "runs once, for no site",
+        ),
     ];
     assert!(cases.len() >= 12);
     for (case, text, field, words) in cases {
@@ -237,6 +324,114 @@ fn broken_policies_are_refused_with_the_field_named() {
         );
         assert!(line.contains(words), "{case}: `{line}` lacks `{words}`");
     }
+}
+
+#[test]
+fn a_nul_byte_is_refused_with_its_line_and_column_not_read_as_the_end() {
+    // Before the fix the loader stopped at the NUL: the policy validated, and ran with
+    // the default `on_signal: hold` instead of the `rollback` written after it.
+    let text = format!("{CHECKOUT}\n\0\non_signal: rollback\n");
+    let line = text[..text.find('\0').unwrap()].lines().count() + 1;
+    let e = parse("p.yaml", &text, config::Map::new()).unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with(&format!("p.yaml: line {line}, column 1: a NUL byte")),
+        "{e}"
+    );
+    for c in ['\u{1}', '\u{7f}', '\u{85}', '\u{1b}'] {
+        let text = edit("service: checkout", &format!("service: check{c}out"));
+        let e = parse("p.yaml", &text, config::Map::new()).unwrap_err();
+        assert!(e.to_string().contains("line 3, column 15"), "{c:?}: {e}");
+    }
+    // Tabs and CRLF line ends are fine.
+    let crlf = CHECKOUT.replace('\n', "\r\n").replace("# The", "#\tThe");
+    parse("p.yaml", &crlf, config::Map::new()).unwrap();
+}
+
+#[test]
+fn a_policy_that_is_not_utf8_is_refused_with_its_line_and_column() {
+    let path = std::env::temp_dir().join(format!("cutover-latin1-{}.yaml", std::process::id()));
+    let mut bytes = CHECKOUT
+        .replacen("service: checkout", "service: caf", 1)
+        .into_bytes();
+    let at = bytes.windows(3).position(|w| w == b"caf").unwrap() + 3;
+    bytes.insert(at, 0xE9); // é in Latin-1
+    std::fs::write(&path, bytes).unwrap();
+    let e = load(&path).unwrap_err().to_string();
+    let _ = std::fs::remove_file(&path);
+    assert!(
+        e.contains("line 3, column 13: not UTF-8 (byte 0xE9); save the policy as UTF-8"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_leading_byte_order_mark_is_ignored() {
+    let p = parse("p.yaml", &format!("\u{feff}{CHECKOUT}"), config::Map::new()).unwrap();
+    assert_eq!(p.service, "checkout");
+}
+
+#[test]
+fn an_alias_bomb_is_refused_quickly_and_small() {
+    // Eight levels of ten aliases: 10^8 values once expanded, in under 1 KB of text.
+    let mut bomb = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+    for i in 1..8 {
+        let refs = vec![format!("*a{}", i - 1); 10].join(", ");
+        bomb.push_str(&format!("a{i}: &a{i} [{refs}]\n"));
+    }
+    let text = format!("{CHECKOUT}\n{bomb}");
+    let t = std::time::Instant::now();
+    let e = parse("p.yaml", &text, config::Map::new()).unwrap_err();
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    let e = &e.0[0];
+    assert_eq!(e.field, "a4[0]", "{e}");
+    assert!(e.message.contains("more than 20000 values"), "{e}");
+    // A policy that uses an alias or two is fine.
+    let text =
+        edit("  bake: 5m ", "  bake: &bake 5m ").replacen("    bake: 10m", "    bake: *bake", 1);
+    let p = parse("p.yaml", &text, config::Map::new()).unwrap();
+    assert_eq!(p.stages[2].bake, Some(Span::secs(300)));
+}
+
+#[test]
+fn oversized_policies_are_refused() {
+    let text = format!("{CHECKOUT}\n# {}\n", "x".repeat(screen::MAX_POLICY_BYTES));
+    let e = parse("p.yaml", &text, config::Map::new()).unwrap_err();
+    assert!(
+        e.to_string().contains("more than the 1048576 accepted"),
+        "{e}"
+    );
+}
+
+#[test]
+fn secrets_in_invalid_urls_are_not_echoed() {
+    let text = edit(
+        "url: http://prometheus.monitoring:9090",
+        "url: ftp://admin:hunter2@prometheus.monitoring:9090/api?token=s3cret",
+    )
+    .replacen(
+        "webhook: https://hooks.example.com/services/cutover",
+        "webhook: hooks.slack.com/services/T000/B000/XXXXSECRET",
+        1,
+    );
+    let e = parse("p.yaml", &text, config::Map::new())
+        .unwrap_err()
+        .to_string();
+    for secret in ["admin", "hunter2", "s3cret", "XXXXSECRET", "T000"] {
+        assert!(!e.contains(secret), "`{secret}` echoed: {e}");
+    }
+    assert!(
+        e.contains(
+            "prometheus.url: `ftp://***@prometheus.monitoring:9090/…` is not an http(s) URL"
+        ),
+        "{e}"
+    );
+    assert!(
+        e.contains("notify[0].webhook: `hooks.slack.com/…` is not an http(s) URL"),
+        "{e}"
+    );
+    assert_eq!(redact_url("http://a:b@h:1"), "http://***@h:1");
+    assert_eq!(redact_url("prometheus:9090"), "prometheus:9090");
 }
 
 #[test]
@@ -261,9 +456,24 @@ fn empty_or_non_yaml_files_are_refused() {
     assert!(e.to_string().starts_with("p.yaml: "), "{e}");
 }
 
-/// A property test of the parser and validator: no input makes them panic. Bounded and
-/// seeded (repeatable): mutations of the contract example (byte flips, cuts, insertions of
-/// YAML-significant characters, duplicated lines) and plain garbage.
+/// Nested aliases: `levels` anchors of `fanout` references each to the one before, so the
+/// last expands to `fanout^levels` values; written as top-level keys after the policy.
+fn alias_bomb(levels: u32, fanout: usize, leaf: &str) -> String {
+    let mut bomb = format!("bomb0: &b0 [{}]\n", vec![leaf; fanout].join(", "));
+    for i in 1..levels {
+        let refs = vec![format!("*b{}", i - 1); fanout].join(", ");
+        bomb.push_str(&format!("bomb{i}: &b{i} [{refs}]\n"));
+    }
+    bomb
+}
+
+/// A property test of the parser and validator: no input makes them panic, and none takes
+/// long. Bounded and seeded (repeatable): mutations of the contract example (byte flips,
+/// cuts, insertions of YAML-significant characters, control bytes, BOMs, extreme numbers
+/// and durations, duplicated lines), alias bombs, inputs grown to 64 KB, and plain garbage.
+/// Alias bombs that expand past the limit are refused as such. (The memory bound, 64 MB
+/// for any 64 KB input, is measured on the `cutover validate` process in
+/// `tests/tests/cli_e2e.rs`, where peak memory can be read reliably.)
 #[test]
 fn no_input_makes_the_parser_panic() {
     use rand::{Rng, SeedableRng};
@@ -296,11 +506,33 @@ fn no_input_makes_the_parser_panic() {
         "{{site}}",
         "\t",
         "\u{0}",
+        "\u{1}",
+        "\u{1b}",
+        "\u{7f}",
+        "\u{85}",
+        "\u{feff}",
+        "\r\n",
+        ".nan",
+        ".inf",
+        "-.inf",
+        "1e-320",
+        "4294967295",
+        "18446744073709551616",
+        "-9223372036854775809",
+        "1ns",
+        "100000000000days",
+        "584942417355y",
+        "&b ",
+        "*b",
+        "<<: *a",
+        "!!binary ",
+        "? ",
+        "---\n",
     ];
     let lines: Vec<&str> = CHECKOUT.lines().collect();
     let mut accepted = 0;
     for i in 0..3000 {
-        let text = match i % 4 {
+        let text = match i % 6 {
             0 => {
                 let mut b = CHECKOUT.as_bytes().to_vec();
                 for _ in 0..rng.random_range(1..8) {
@@ -333,13 +565,51 @@ fn no_input_makes_the_parser_panic() {
                 }
                 ls.join("\n")
             }
-            _ => (0..rng.random_range(0..200))
+            3 => (0..rng.random_range(0..200))
                 .map(|_| pieces[rng.random_range(0..pieces.len())])
                 .collect(),
+            4 => {
+                // An alias bomb after the policy; refused when it expands past the limit.
+                let levels = rng.random_range(2..10);
+                let fanout = rng.random_range(2..16);
+                let leaf = [
+                    "x",
+                    "{a: 1, b: [2, 3]}",
+                    &"z".repeat(rng.random_range(1..4000)),
+                ][rng.random_range(0..3)]
+                .to_string();
+                let text = format!("{CHECKOUT}\n{}", alias_bomb(levels, fanout, &leaf));
+                if (fanout as f64).powi(levels as i32) > screen::MAX_VALUES as f64 {
+                    let e = parse("fuzz.yaml", &text, config::Map::new())
+                        .expect_err("an alias bomb is refused");
+                    assert!(e.to_string().contains("aliases"), "{levels}x{fanout}: {e}");
+                }
+                text
+            }
+            _ => {
+                // Grown to about 64 KB: a repeated line, piece or the whole policy.
+                let unit = match rng.random_range(0..3) {
+                    0 => lines[rng.random_range(0..lines.len())].to_string() + "\n",
+                    1 => pieces[rng.random_range(0..pieces.len())].to_string(),
+                    _ => CHECKOUT.to_string(),
+                };
+                let mut t = String::from(CHECKOUT);
+                while t.len() + unit.len() <= 64 * 1024 {
+                    t.push_str(&unit);
+                }
+                t
+            }
         };
+        let started = std::time::Instant::now();
         if parse("fuzz.yaml", &text, config::Map::new()).is_ok() {
             accepted += 1;
         }
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_secs(5),
+            "case {i} took {took:?}: {:?}",
+            &text[..text.len().min(200)]
+        );
     }
     // Most mutations are refused; some (inside comments) are harmless. Neither panics.
     assert!(accepted < 3000);

@@ -117,3 +117,145 @@ fn status_and_rollback_on_the_file_backend() {
         r#"{"primary":0,"dr":100}"#
     );
 }
+
+/// Runs `cutover validate FILE` and returns its exit code (`None`: killed by a signal),
+/// its output and its peak resident memory in KB, read from the kernel's accounting of the
+/// child (`wait4`'s `ru_maxrss`) — exact, whatever threads this test process runs. The
+/// child runs under a 4 GB address-space limit, so a regression fails the test instead of
+/// exhausting the machine.
+fn validate_peak_kb(file: &std::path::Path) -> (Option<i32>, String, i64) {
+    use std::process::{Command, Stdio};
+    let dir = TempDir::new("validate-out");
+    let out = dir.path().join("out.txt");
+    // Reaped below by wait4, which also reads its resource usage; `Child::wait` cannot.
+    #[allow(clippy::zombie_processes)]
+    let child = Command::new("bash")
+        .arg("-c")
+        .arg("ulimit -v 4000000 && exec \"$0\" validate \"$1\" >\"$2\" 2>&1")
+        .arg(cutover_tests::cutover_bin())
+        .arg(file)
+        .arg(&out)
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("bash runs");
+    let pid = child.id() as libc::pid_t;
+    let mut status: libc::c_int = 0;
+    // SAFETY: a zeroed rusage is a valid value; wait4 writes only into our two locals, for
+    // a child of ours that nothing else waits for (`child` is never waited on).
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(r, pid, "wait4 failed");
+    let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
+    let text = std::fs::read_to_string(&out).unwrap_or_default();
+    (code, text, usage.ru_maxrss)
+}
+
+/// Hostile policies of at most 64 KB — alias bombs, nesting, huge lists and scalars,
+/// control bytes, extreme numbers, and seeded random mixes of them — are refused with
+/// exit 2, and `cutover validate` stays under 64 MB of memory on every one. Before the
+/// screening of policy text, 1 KB of nested aliases took 1.8 GB (6 levels) to over 10 GB.
+#[test]
+fn validating_any_64k_policy_stays_under_64_mb() {
+    use rand::{Rng, SeedableRng};
+    const LIMIT: usize = 64 * 1024;
+    let good = std::fs::read_to_string(workspace().join("policies/checkout.yaml")).unwrap();
+    let bomb = |levels: usize, fanout: usize, leaf: &str| {
+        let mut t = format!("{good}\nb0: &b0 [{}]\n", vec![leaf; fanout].join(", "));
+        for i in 1..levels {
+            let refs = vec![format!("*b{}", i - 1); fanout].join(", ");
+            t.push_str(&format!("b{i}: &b{i} [{refs}]\n"));
+        }
+        t
+    };
+    let mut cases: Vec<(String, String)> = vec![
+        ("6 levels of 10 aliases".into(), bomb(6, 10, "lol")),
+        ("8 levels of 10 aliases".into(), bomb(8, 10, "lol")),
+        ("30 levels of 2 aliases".into(), bomb(30, 2, "lol")),
+        (
+            "aliases of a 50 KB scalar".into(),
+            format!(
+                "{good}\nbig: &big {}\nrefs: [{}]\n",
+                "z".repeat(50_000),
+                vec!["*big"; 1000].join(", ")
+            ),
+        ),
+        (
+            "aliases of a map".into(),
+            bomb(5, 12, "{a: [1, 2, 3], b: {c: d}}"),
+        ),
+        // Just inside the screening limits: these reach the YAML loader and expand.
+        ("4 levels of 10 aliases".into(), bomb(4, 10, "lol")),
+        (
+            "1 MB of text through aliases".into(),
+            format!(
+                "{good}\nbig: &big {}\nrefs: [{}]\n",
+                "z".repeat(50_000),
+                vec!["*big"; 19].join(", ")
+            ),
+        ),
+        ("deep nesting".into(), format!("a: {}", "[".repeat(60_000))),
+        (
+            "a flat list".into(),
+            format!("a: [{}]", vec!["1"; 30_000].join(",")),
+        ),
+        (
+            "many keys".into(),
+            (0..5000).map(|i| format!("k{i}: {i}\n")).collect(),
+        ),
+        (
+            "NUL before on_signal".into(),
+            format!("{good}\n\0\non_signal: rollback\n"),
+        ),
+        ("extreme numbers".into(), {
+            good.replace("max: 1000", "max: 1e999")
+                .replace("failure_limit: 2", "failure_limit: 18446744073709551616")
+        }),
+    ];
+    let pieces = [
+        "&a [",
+        "*a, ",
+        "]",
+        "{",
+        "}",
+        "[",
+        "\0",
+        "\u{feff}",
+        ".nan",
+        "-.inf",
+        "1e999",
+        "&b ",
+        "*b",
+        ": ",
+        "- ",
+        "\n",
+        "x",
+        "4294967295",
+    ];
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x6464);
+    for i in 0..24 {
+        let mut t = String::new();
+        while t.len() < LIMIT - 64 {
+            t.push_str(pieces[rng.random_range(0..pieces.len())]);
+        }
+        cases.push((format!("random mix {i}"), t));
+    }
+    let dir = TempDir::new("hostile");
+    let baseline = dir.path().join("good.yaml");
+    std::fs::write(&baseline, &good).unwrap();
+    let (code, out, good_kb) = validate_peak_kb(&baseline);
+    assert_eq!(code, Some(0), "{out}");
+    println!("a good policy: {good_kb} KB peak");
+    for (name, text) in cases {
+        assert!(text.len() <= LIMIT, "{name}: {} bytes", text.len());
+        let file = dir.path().join("hostile.yaml");
+        std::fs::write(&file, &text).unwrap();
+        let (code, out, kb) = validate_peak_kb(&file);
+        println!("{name}: exit {code:?}, {kb} KB peak");
+        assert_eq!(code, Some(2), "{name}: {out}");
+        assert!(
+            out.contains("hostile.yaml: "),
+            "{name}: names the file: {out}"
+        );
+        assert!(kb < 64 * 1024, "{name}: {kb} KB peak\n{out}");
+    }
+}

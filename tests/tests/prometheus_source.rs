@@ -116,6 +116,15 @@ async fn fake_server(
     status: &'static str,
     body: &'static str,
 ) -> (String, Arc<Mutex<Vec<String>>>) {
+    fake_server_typed(status, "application/json", body).await
+}
+
+/// [`fake_server`] with another content type (a proxy's plain-text error page).
+async fn fake_server_typed(
+    status: &'static str,
+    content_type: &'static str,
+    body: &'static str,
+) -> (String, Arc<Mutex<Vec<String>>>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let seen = Arc::new(Mutex::new(Vec::new()));
@@ -131,7 +140,7 @@ async fn fake_server(
                 .unwrap()
                 .push(String::from_utf8_lossy(&buf[..n]).to_string());
             let resp = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                 body.len()
             );
             let _ = sock.write_all(resp.as_bytes()).await;
@@ -400,4 +409,75 @@ async fn tls_with_a_private_ca() {
         "says why: {e}"
     );
     assert_eq!(skip.unwrap(), Some(1.0));
+}
+
+#[tokio::test]
+async fn http_error_statuses_say_what_they_mean_not_cannot_reach() {
+    for (status, words) in [
+        ("401 Unauthorized", "check prometheus.bearer_token_file"),
+        ("403 Forbidden", "not allowed to query"),
+        ("500 Internal Server Error", "reachable, but erroring"),
+        ("503 Service Unavailable", "a proxy or load balancer"),
+    ] {
+        let (url, _) = fake_server_typed(status, "text/plain", "go away").await;
+        let e = source(&url, |_| {}).query_one("up").await.unwrap_err();
+        assert!(matches!(e, MetricError::HttpStatus { .. }), "{status}: {e}");
+        let text = e.to_string();
+        assert!(!text.contains("cannot reach"), "{text}");
+        assert!(
+            text.contains(&format!("answered HTTP {status}: ")) && text.contains(words),
+            "{text}"
+        );
+    }
+}
+
+/// Site label values with quotes and backslashes make PromQL that Prometheus parses, and
+/// whose string literals mean exactly the value (read back through `label_replace`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn label_values_with_quotes_are_escaped_the_way_prometheus_reads_them() {
+    let prom = Prometheus::start(&[]).await;
+    let site = "o'brien \"dr\" \\ 2\tb";
+    let cfg = PrometheusConfig {
+        url: prom.url(),
+        timeout: Span::secs(5),
+        bearer_token_file: None,
+        basic_auth: None,
+        ca_file: None,
+        insecure_skip_verify: false,
+    };
+    let promql = PromqlBuilder::new(
+        "checkout",
+        &TrafficSpec {
+            requests: "http_requests_total".into(),
+            errors: "status=~\"5..\"".into(),
+            latency: "http_request_duration_seconds_bucket".into(),
+        },
+        &SitesSpec {
+            label: "site".into(),
+            primary: site.into(),
+            dr: "dr".into(),
+        },
+    )
+    .unwrap();
+    let s = PrometheusSource::new(&cfg, promql.clone()).unwrap();
+    let w = Duration::from_secs(30);
+    let primary = cutover_analyzers::promql::Site::Primary;
+    for q in [
+        promql.request_rate(primary, w),
+        promql.error_ratio(primary, w),
+        promql.latency_quantile(0.99, primary, w),
+        promql.custom("max(queue_depth{site='{{site}}'})", primary),
+        promql.custom("max(queue_depth{site=\"{{site}}\"})", primary),
+    ] {
+        let r = s.query_one(&q).await;
+        assert!(r.is_ok(), "Prometheus refused `{q}`: {r:?}");
+    }
+    for template in [
+        "label_replace(vector(1), \"v\", \"{{site}}\", \"\", \"\")",
+        "label_replace(vector(1), 'v', '{{site}}', '', '')",
+    ] {
+        let q = promql.custom(template, primary);
+        let result = prom.query(&q).await.unwrap();
+        assert_eq!(result[0]["metric"]["v"], site, "`{q}` gave {result}");
+    }
 }
