@@ -116,15 +116,12 @@ impl Driver {
                 }
                 // Braked: a rollback write goes ahead (it is what the brake asks for).
                 (Some(Ok(Some(stop @ Stop::Braked(_)))), r)
-                    if forward || !matches!(r, Request::SetWeights(_)) =>
+                    if (forward || !matches!(r, Request::SetWeights(_)))
+                        && run.state().rollback.as_ref().map(|r| r.cause)
+                            != Some(crate::run::RollbackCause::Operator) =>
                 {
-                    if run.state().phase != crate::run::Phase::RollingBack
-                        || run.state().rollback.as_ref().map(|r| r.cause)
-                            != Some(crate::run::RollbackCause::Operator)
-                    {
-                        obs = stop_observation(stop.clone(), self.clock.now());
-                        continue;
-                    }
+                    obs = stop_observation(stop.clone(), self.clock.now());
+                    continue;
                 }
                 _ => {}
             }

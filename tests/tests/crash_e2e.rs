@@ -505,3 +505,185 @@ async fn sigterm_holds_at_a_planned_weight_and_the_next_pod_resumes() {
     assert_eq!(st["restarts"], 1);
     assert_eq!(primary_in_file(env.dir.path()), 100);
 }
+
+fn state_phase(state: &Path) -> String {
+    std::fs::read(state)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| v["phase"].as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// Polls `cond` every 50 ms for at most `limit`; panics with `what` if it never holds.
+async fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < limit,
+            "{what} did not happen within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn spawn_run(policy: &Path, state: &Path, log: &Path) -> tokio::process::Child {
+    tokio::process::Command::new(cutover_bin())
+        .args(["--log-format", "json", "run"])
+        .arg(policy)
+        .arg("--state-file")
+        .arg(state)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cutover_rollback_brakes_a_live_run_at_each_phase_and_nothing_writes_forward_again() {
+    let env = Single::start("brake").await;
+    let policy = env.policy("");
+    let dir = env.dir.path().to_path_buf();
+    for (i, moment) in ["settling", "judging", "stage 2"].into_iter().enumerate() {
+        std::fs::write(weights_file(&dir), r#"{"primary":0,"dr":100}"#).unwrap();
+        let state = dir.join(format!("brake-{i}.json"));
+        let log = dir.join(format!("brake-{i}.log"));
+        // Given a live run at this moment,
+        let mut run = spawn_run(&policy, &state, &log);
+        let d = dir.clone();
+        let s = state.clone();
+        wait_until(moment, Duration::from_secs(60), move || match moment {
+            "settling" => primary_in_file(&d) == 25 && state_phase(&s) == "settling",
+            "judging" => primary_in_file(&d) == 25 && state_phase(&s) == "judging",
+            _ => primary_in_file(&d) == 50,
+        })
+        .await;
+        // when the operator pulls the brake,
+        let rb = run_cutover(
+            &["rollback", policy.to_str().unwrap(), "--watch", "30s"],
+            &state,
+            &[],
+            Duration::from_secs(90),
+        )
+        .await;
+        assert_eq!(rb.code, 0, "{moment}: {}", rb.output);
+        assert!(rb.output.contains("braked:"), "{moment}: {}", rb.output);
+        // then traffic is on DR and stays there, and the run ends as the operator's rollback.
+        let d = dir.clone();
+        let watcher = tokio::spawn(async move {
+            let mut seen = Vec::new();
+            for _ in 0..200 {
+                seen.push(primary_in_file(&d));
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            seen
+        });
+        let status = tokio::time::timeout(Duration::from_secs(60), run.wait())
+            .await
+            .expect("the braked run stops")
+            .unwrap();
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        assert_eq!(status.code(), Some(4), "{moment}: {text}");
+        let recorded: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+        assert_eq!(recorded["phase"], "aborted", "{moment}");
+        assert!(
+            recorded["outcome"]["reason"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("operator rollback"),
+            "{moment}: {}",
+            recorded["outcome"]
+        );
+        // A restarted pod of that run does not write forward.
+        let again = run_cutover(
+            &["run", policy.to_str().unwrap()],
+            &state,
+            &[],
+            Duration::from_secs(60),
+        )
+        .await;
+        assert_eq!(again.code, 4, "{moment}: {}", again.output);
+        let seen = watcher.await.unwrap();
+        assert!(
+            seen.iter().all(|w| *w == 0),
+            "{moment}: traffic stays on DR: {seen:?}"
+        );
+        assert_eq!(primary_in_file(&dir), 0, "{moment}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manual_interference_is_reported_within_one_interval_and_nothing_advances() {
+    let env = Single::start("drift").await;
+    // Stage 1 would pass after its 8 s bake; undecided stages end at 30 s.
+    let text = std::fs::read_to_string(env.policy("")).unwrap();
+    let policy = env.dir.path().join("drift.yaml");
+    std::fs::write(
+        &policy,
+        text.replace("max_duration: 60s", "max_duration: 30s"),
+    )
+    .unwrap();
+    let dir = env.dir.path().to_path_buf();
+    let cases: [(&str, &str); 3] = [
+        (
+            "a weight the plan does not name",
+            "{\"primary\":33,\"dr\":67}",
+        ),
+        ("a garbage file", "this is not json"),
+        ("a deleted file", ""),
+    ];
+    for (i, (what, content)) in cases.into_iter().enumerate() {
+        std::fs::write(weights_file(&dir), r#"{"primary":0,"dr":100}"#).unwrap();
+        let state = dir.join(format!("drift-{i}.json"));
+        let log = dir.join(format!("drift-{i}.log"));
+        let mut run = spawn_run(&policy, &state, &log);
+        let (d, s) = (dir.clone(), state.clone());
+        wait_until("judging stage 1", Duration::from_secs(60), move || {
+            primary_in_file(&d) == 25 && state_phase(&s) == "judging"
+        })
+        .await;
+        if content.is_empty() {
+            std::fs::remove_file(weights_file(&dir)).unwrap();
+        } else {
+            std::fs::write(weights_file(&dir), content).unwrap();
+        }
+        let at = std::time::Instant::now();
+        let l = log.clone();
+        wait_until(
+            &format!("{what}: a drift event"),
+            Duration::from_secs(INTERVAL + 4),
+            move || {
+                std::fs::read_to_string(&l)
+                    .unwrap_or_default()
+                    .contains("DRIFT")
+            },
+        )
+        .await;
+        let within = at.elapsed();
+        let status = tokio::time::timeout(Duration::from_secs(90), run.wait())
+            .await
+            .expect("the run ends")
+            .unwrap();
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        assert_eq!(status.code(), Some(5), "{what}: held, not advanced: {text}");
+        let recorded: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+        let history: Vec<u64> = recorded["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["weights"]["primary"].as_u64().unwrap())
+            .collect();
+        assert_eq!(history, [25], "{what}: nothing advances past a drift");
+        assert!(
+            recorded["outcome"]["reason"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("drift"),
+            "{what}: {}",
+            recorded["outcome"]
+        );
+        println!("{what}: reported {within:?} after the change");
+    }
+}

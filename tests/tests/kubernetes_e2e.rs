@@ -499,3 +499,38 @@ async fn a_job_keeps_its_state_in_a_configmap_holds_a_lease_and_survives_kill_9(
         "released at the end"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_jobs_with_different_state_configmaps_never_both_drive_one_route_in_20_races() {
+    let env = Env::start("k8s-race", VS, VS_WEIGHTS).await;
+    let kc = env.dir.path().join("kubeconfig");
+    for round in 0..20 {
+        // A Prometheus that does not answer at first keeps the winner in preflight, holding
+        // the lock while the other Job looks; then preflight fails and nothing is written.
+        let prom = cutover_tests::silent_server(Duration::from_millis(1500)).await;
+        let policy = env.dir.path().join(format!("race-{round}.yaml"));
+        std::fs::write(
+            &policy,
+            cutover_tests::cli::policy_text(ISTIO, &prom, &[10, 100], "60s", ""),
+        )
+        .unwrap();
+        let job = |cm: &str| {
+            let mut c = tokio::process::Command::new(cutover_tests::cutover_bin());
+            c.args(["run", policy.to_str().unwrap(), "--kubeconfig"])
+                .arg(&kc)
+                .args(["--state-configmap", cm]);
+            c
+        };
+        let results = cutover_tests::race(
+            job(&format!("cutover/job-a-{round}")),
+            job(&format!("cutover/job-b-{round}")),
+        )
+        .await;
+        cutover_tests::assert_one_refused(&results, round);
+        assert_eq!(
+            env.api.object(VS).unwrap().pointer(VS_WEIGHTS[0]),
+            Some(&json!(0)),
+            "round {round}: nothing was written"
+        );
+    }
+}

@@ -423,3 +423,42 @@ async fn a_validation_error_is_never_retried_and_an_unappliable_rollback_exits_1
         "nothing was ever changed"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_runs_on_one_record_set_never_both_drive_it() {
+    let env = Env::start("r53-race", false).await;
+    let proxy = FaultProxy::start(env.moto.url(), 0).await;
+    for round in 0..5 {
+        // A Prometheus that does not answer at first keeps the winner in preflight, holding
+        // the lock record while the other run looks; then preflight fails, nothing written.
+        let prom = cutover_tests::silent_server(Duration::from_millis(1500)).await;
+        let text = std::fs::read_to_string(env.policy(&proxy, "CNAME", "primary", &[10, 100]))
+            .unwrap()
+            .replace(&env.prom.url(), &prom);
+        let run = |name: &str| {
+            let p = env.dir.path().join(format!("{name}-{round}.yaml"));
+            std::fs::write(&p, &text).unwrap();
+            let mut c = tokio::process::Command::new(cutover_tests::cutover_bin());
+            c.arg("run")
+                .arg(&p)
+                .arg("--state-file")
+                .arg(env.dir.path().join(format!("{name}-{round}.json")))
+                .envs([
+                    ("AWS_ACCESS_KEY_ID", "test"),
+                    ("AWS_SECRET_ACCESS_KEY", "test"),
+                    ("AWS_REGION", "us-east-1"),
+                ]);
+            c
+        };
+        let results = cutover_tests::race(run("a"), run("b")).await;
+        cutover_tests::assert_one_refused(&results, round);
+    }
+    assert!(
+        proxy.seen.lock().unwrap().change_batches.is_empty(),
+        "no weight was written"
+    );
+    assert!(
+        !proxy.seen.lock().unwrap().lock_batches.is_empty(),
+        "the lock record was written through the Route 53 API"
+    );
+}
