@@ -35,7 +35,7 @@ pub fn lease_name(kind: &str, name: &str, identity: &str) -> String {
                 '-'
             }
         })
-        .take(30)
+        .take(20)
         .collect();
     format!(
         "cutover-{}-{}-{:016x}",

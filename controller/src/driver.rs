@@ -114,11 +114,12 @@ impl Driver {
                     obs = stop_observation(stop.clone(), self.clock.now());
                     continue;
                 }
-                // Braked: a rollback write goes ahead (it is what the brake asks for).
-                (Some(Ok(Some(stop @ Stop::Braked(_)))), r)
-                    if (forward || !matches!(r, Request::SetWeights(_)))
-                        && run.state().rollback.as_ref().map(|r| r.cause)
-                            != Some(crate::run::RollbackCause::Operator) =>
+                // Braked: the run hears of it before anything else, even a step of a stepped
+                // rollback (whose next weight may be above the operator's 0 %); once it rolls
+                // back for the operator, its writes (0 % only) go ahead.
+                (Some(Ok(Some(stop @ Stop::Braked(_)))), _)
+                    if run.state().rollback.as_ref().map(|r| r.cause)
+                        != Some(crate::run::RollbackCause::Operator) =>
                 {
                     obs = stop_observation(stop.clone(), self.clock.now());
                     continue;

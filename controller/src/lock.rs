@@ -281,55 +281,21 @@ pub struct Braking {
 
 /// Pulls the emergency brake: the run holding the object (if any, live or not) is marked so
 /// that neither it nor a restarted pod of it writes a forward weight again. Returns the
-/// holder braked. Retries compare-and-swap conflicts (the holder renews concurrently).
+/// holder braked.
 pub async fn brake(lock: &dyn ObjectLock, by: &str) -> Result<Braking, LockError> {
-    for _ in 0..20 {
-        let current = lock.read().await.map_err(|e| backend_err(lock, e))?;
-        let Some(Versioned {
-            mut record,
-            version,
-        }) = current
-        else {
-            return Ok(Braking { braked: None });
-        };
-        let Some(holder) = record.holder.clone() else {
-            return Ok(Braking { braked: None });
-        };
-        if record
-            .brake
-            .as_ref()
-            .is_some_and(|b| b.run_id == holder.run_id)
-        {
-            return Ok(Braking {
-                braked: Some(holder),
-            });
-        }
-        record.brake = Some(Brake {
-            run_id: holder.run_id.clone(),
-            by: by.to_string(),
-            at: unix_now(),
-            acknowledged: false,
-        });
-        match lock.swap(Some(&version), &record).await {
-            Ok(()) => {
-                return Ok(Braking {
-                    braked: Some(holder),
-                });
-            }
-            Err(BackendError::Conflict(_)) => {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(e) => return Err(backend_err(lock, e)),
-        }
-    }
-    Err(LockError::Backend {
-        object: lock.describe(),
-        error: "the record kept changing under 20 attempts to brake".into(),
+    let current = lock.read().await.map_err(|e| backend_err(lock, e))?;
+    let Some(holder) = current.and_then(|v| v.record.holder) else {
+        return Ok(Braking { braked: None });
+    };
+    brake_run(lock, &holder.run_id, by).await?;
+    Ok(Braking {
+        braked: Some(holder),
     })
 }
 
-/// Brakes a run by id (its record, found in the state store, names it) when no live holder
-/// does: a restarted pod of that run must not write forward either.
+/// Brakes a run by id: the lock's holder, or a run recorded in the state store that holds
+/// nothing now (a restarted pod of it must not write forward either). Retries
+/// compare-and-swap conflicts (the holder renews concurrently).
 pub async fn brake_run(lock: &dyn ObjectLock, run_id: &str, by: &str) -> Result<(), LockError> {
     for _ in 0..20 {
         let current = lock.read().await.map_err(|e| backend_err(lock, e))?;

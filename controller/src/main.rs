@@ -769,6 +769,7 @@ async fn rollback(p: LoadedPolicy, common: Common, watch: Duration) -> anyhow::R
     let by = operator();
     // 1. The brake, where the run must look before every write: the object's lock.
     let mut braked_run = None;
+    let mut stopped_record = None;
     if let Some(lock) = backend.object_lock() {
         match cutover::lock::brake(lock.as_ref(), &by).await {
             Ok(b) => {
@@ -790,15 +791,7 @@ async fn rollback(p: LoadedPolicy, common: Common, watch: Duration) -> anyhow::R
             if let Err(e) = cutover::lock::brake_run(lock.as_ref(), &state.run_id, &by).await {
                 eprintln!("cutover: cannot brake run {}: {e}", state.run_id);
             }
-            Run::mark_operator_rollback(&mut state, &by, SystemTime::now());
-            match store.save(&state).await {
-                Ok(()) => println!(
-                    "recorded: run {} ended by this operator rollback ({})",
-                    state.run_id,
-                    store.describe()
-                ),
-                Err(e) => eprintln!("cutover: cannot record the rollback in the run state: {e}"),
-            }
+            stopped_record = Some((store, state));
         }
     }
     // 3. The write, retried with backoff until it sticks.
@@ -823,6 +816,18 @@ async fn rollback(p: LoadedPolicy, common: Common, watch: Duration) -> anyhow::R
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(Duration::from_secs(30));
             }
+        }
+    }
+    // The stopped run's record says how it ended, once traffic is verified on DR.
+    if let (true, Some((store, mut state))) = (done, stopped_record) {
+        Run::mark_operator_rollback(&mut state, &by, SystemTime::now());
+        match store.save(&state).await {
+            Ok(()) => println!(
+                "recorded: run {} ended by this operator rollback ({})",
+                state.run_id,
+                store.describe()
+            ),
+            Err(e) => eprintln!("cutover: cannot record the rollback in the run state: {e}"),
         }
     }
     if !done {

@@ -1293,6 +1293,12 @@ impl Run {
             );
         }
         // Whatever was under way (a stage, a stepped rollback): one write to 0 %.
+        let reason = match &self.state.rollback {
+            Some(rb) if self.state.phase == Phase::RollingBack => {
+                format!("{reason}, during a rollback ({})", rb.reason)
+            }
+            _ => reason,
+        };
         self.begin_rollback(RollbackCause::Operator, reason, now, ev)
     }
 

@@ -1204,3 +1204,52 @@ fn an_operator_rollback_marks_a_stopped_run_so_no_restart_resumes_it() {
     assert_eq!(state.outcome.as_ref().unwrap().exit_code(), 4);
     assert_eq!(state.weights, Some(Weights::ALL_DR));
 }
+
+#[test]
+fn a_brake_during_a_stepped_rollback_goes_to_zero_at_once() {
+    let mut p = plan(&[10, 50, 100]);
+    p.rollback.mode = RollbackMode::Stepped;
+    let mut run = Run::new(p, "r".into());
+    run.step(Observation::Started {
+        now: t(0),
+        live: Ok(Weights::ALL_DR),
+    });
+    run.step(Observation::PreflightDone {
+        now: t(1),
+        results: vec![],
+    });
+    let mut s = run.step(Observation::WeightsSet {
+        now: t(2),
+        weights: Weights::primary(10).unwrap(),
+    });
+    // Force a stepped rollback from 100 % by hand: state as if at the last stage.
+    run.state.weights = Some(Weights::primary(100).unwrap());
+    let mut ev = Vec::new();
+    let r = run.begin_rollback(RollbackCause::Breach, "breach".into(), t(3), &mut ev);
+    assert_eq!(r, Request::SetWeights(Weights::primary(50).unwrap()));
+    s.request = run
+        .step(Observation::Braked {
+            now: t(4),
+            by: "op@host".into(),
+        })
+        .request;
+    assert_eq!(
+        s.request,
+        Request::SetWeights(Weights::ALL_DR),
+        "no step above 0 %"
+    );
+    let end = run.step(Observation::WeightsSet {
+        now: t(5),
+        weights: Weights::ALL_DR,
+    });
+    let Request::Finish(o) = end.request else {
+        panic!("{:?}", end.request)
+    };
+    assert_eq!(o.exit_code(), 4);
+    assert!(
+        o.reason
+            .contains("operator rollback by op@host, during a rollback (breach)"),
+        "{}",
+        o.reason
+    );
+}
