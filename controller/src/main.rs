@@ -783,7 +783,7 @@ async fn rollback(p: LoadedPolicy, common: Common, watch: Duration) -> anyhow::R
         // 2. A run recorded in the state store but not holding the lock (killed, not yet
         //    restarted) is braked by id, and its record is finished: no restart resumes it.
         if let Ok(store) = common.store(&p.policy.service).await
-            && let Ok(Some(mut state)) = store.load().await
+            && let Ok(Some(state)) = store.load().await
             && state.service == p.policy.service
             && Run::resumable(&state)
             && braked_run.as_ref().is_none_or(|h| h.run_id != state.run_id)
