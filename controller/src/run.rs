@@ -1310,6 +1310,13 @@ impl Run {
     }
 
     fn inconclusive(&mut self, reason: String, now: SystemTime, ev: &mut Vec<Event>) -> Request {
+        // A drift under way is part of why: say it, whatever the last verdict was.
+        let reason = match &self.state.drift {
+            Some(d) if !reason.contains("drift") => {
+                format!("{reason}; drift: {d} (on_drift: hold)")
+            }
+            _ => reason,
+        };
         match self.plan.on_inconclusive {
             OnInconclusive::Hold => {
                 let r = format!(
