@@ -171,7 +171,19 @@ impl ObjectLock for Route53Lock {
     }
 
     async fn swap(&self, expected: Option<&str>, new: &LockRecord) -> Result<(), BackendError> {
-        let value = encode_txt(&serde_json::to_string(new).expect("lock record serializes"));
+        // Every value written is unique (a nonce beside the record): a swap back to an
+        // earlier value (a lock released twice) must not look like a replayed change, which
+        // moto refuses as "already exists" even when the batch deletes the old record first.
+        let mut json = serde_json::to_value(new).expect("lock record serializes");
+        json["written"] = serde_json::json!(format!(
+            "{}-{}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0),
+            std::process::id()
+        ));
+        let value = encode_txt(&json.to_string());
         let change = |action: ChangeAction, r: ResourceRecordSet| {
             Change::builder()
                 .action(action)

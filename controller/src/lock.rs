@@ -152,6 +152,11 @@ impl Ownership {
                 brake: record.brake.clone(),
             };
             match lock.swap(version.as_deref(), &new).await {
+                Ok(()) if !still_mine(lock.as_ref(), &mine).await => {
+                    // An API laxer than its contract (moto accepts a second CREATE of the
+                    // lock record) let another run in at the same moment: decide again.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
                 Ok(()) => {
                     let renewer = spawn_renewer(lock.clone(), mine.clone());
                     return Ok(Ownership {
@@ -237,6 +242,16 @@ impl Ownership {
             }
         }
     }
+}
+
+/// Whether the record, read again a moment after it was written, still names `me`.
+async fn still_mine(lock: &dyn ObjectLock, me: &LockHolder) -> bool {
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    matches!(
+        lock.read().await,
+        Ok(Some(Versioned { record: LockRecord { holder: Some(h), .. }, .. }))
+            if h.run_id == me.run_id && h.host == me.host && h.pid == me.pid
+    )
 }
 
 fn spawn_renewer(lock: Arc<dyn ObjectLock>, me: LockHolder) -> tokio::task::JoinHandle<()> {

@@ -176,6 +176,22 @@ impl Env {
         .await
     }
 
+    async fn records_named(&self, name: &str) -> Vec<ResourceRecordSet> {
+        self.moto
+            .client()
+            .await
+            .list_resource_record_sets()
+            .hosted_zone_id(&self.zone)
+            .send()
+            .await
+            .unwrap()
+            .resource_record_sets()
+            .iter()
+            .cloned()
+            .filter(|r| r.name().trim_end_matches('.') == name.trim_end_matches('.'))
+            .collect()
+    }
+
     async fn records(&self) -> Vec<ResourceRecordSet> {
         self.moto
             .client()
@@ -428,7 +444,7 @@ async fn a_validation_error_is_never_retried_and_an_unappliable_rollback_exits_1
 async fn two_runs_on_one_record_set_never_both_drive_it() {
     let env = Env::start("r53-race", false).await;
     let proxy = FaultProxy::start(env.moto.url(), 0).await;
-    for round in 0..5 {
+    for round in 0..10 {
         // A Prometheus that does not answer at first keeps the winner in preflight, holding
         // the lock record while the other run looks; then preflight fails, nothing written.
         let prom = cutover_tests::silent_server(Duration::from_millis(1500)).await;
@@ -452,6 +468,18 @@ async fn two_runs_on_one_record_set_never_both_drive_it() {
         };
         let results = cutover_tests::race(run("a"), run("b")).await;
         cutover_tests::assert_one_refused(&results, round);
+        // The winner released the lock record on its way out.
+        let locks: Vec<String> = env
+            .records_named("_cutover-lock.api.example.com.")
+            .await
+            .iter()
+            .flat_map(|r| r.resource_records().iter().map(|v| v.value().to_string()))
+            .collect();
+        assert!(
+            locks.len() == 1 && locks[0].contains(r#"\"holder\":null"#),
+            "round {round}: released: {locks:?}; lock batches: {:#?}\n{results:#?}",
+            proxy.seen.lock().unwrap().lock_batches
+        );
     }
     assert!(
         proxy.seen.lock().unwrap().change_batches.is_empty(),
