@@ -137,6 +137,7 @@ impl Driver {
                             check.and_then(Result::err).unwrap_or_default()
                         ),
                         retryable: true,
+                        live: None,
                     }
                 }
                 Request::Preflight => {
@@ -176,6 +177,7 @@ impl Driver {
                             saved.err().unwrap_or_default()
                         ),
                         retryable: false,
+                        live: None,
                     }
                 }
                 Request::SetWeights(w) => {
@@ -204,6 +206,8 @@ impl Driver {
                             now: self.clock.now(),
                             error,
                             retryable,
+                            // What is live now decides whether a failed rollback pages.
+                            live: Some(self.backend.get_weights().await.map_err(|e| e.to_string())),
                         },
                     }
                 }

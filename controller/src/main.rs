@@ -592,9 +592,11 @@ async fn run_locked(
         }
         Some(s)
             if s.service == policy.service
+                // A preflight that failed before any write is no outcome to repeat; one that
+                // refused to resume a run that had changed traffic is, at every retry.
                 && s.outcome
                     .as_ref()
-                    .is_some_and(|o| o.phase != Phase::PreflightFailed)
+                    .is_some_and(|o| o.phase != Phase::PreflightFailed || !s.history.is_empty())
                 && s.weights.is_some()
                 && backend.get_weights().await.ok() == s.weights =>
         {

@@ -226,6 +226,10 @@ pub enum Observation {
         error: String,
         /// Whether a retry may succeed.
         retryable: bool,
+        /// The live weights read after the failure (`None`: not read). A rollback whose
+        /// write failed but whose live split is already the one asked for is done; "page
+        /// now" is said only when the last read is not all-DR, and it states what was read.
+        live: Option<Result<Weights, String>>,
     },
     /// A requested sleep is over.
     Slept {
@@ -585,7 +589,8 @@ impl Run {
                 now,
                 error,
                 retryable,
-            } => self.on_write_failed(now, error, retryable, &mut ev),
+                live,
+            } => self.on_write_failed(now, error, retryable, live, &mut ev),
             Observation::Slept { now } => self.on_slept(now, &mut ev),
             Observation::Analyzed {
                 now,
@@ -885,6 +890,7 @@ impl Run {
                 now,
                 format!("read back {weights} after a write of a different split"),
                 true,
+                Some(Ok(weights)),
                 ev,
             );
         }
@@ -946,6 +952,7 @@ impl Run {
         now: SystemTime,
         error: String,
         retryable: bool,
+        live: Option<Result<Weights, String>>,
         ev: &mut Vec<Event>,
     ) -> Request {
         let Some(pending) = self.state.pending.as_mut() else {
@@ -962,12 +969,30 @@ impl Run {
         });
         let wait = self.retry_wait(attempts);
         if self.state.phase == Phase::RollingBack {
+            let wanted = self.state.pending.as_ref().map(|p| p.weights);
+            if let (Some(Ok(w)), Some(want)) = (&live, wanted)
+                && *w == want
+            {
+                // The write failed, but the live split read back is the one asked for.
+                return self.on_weights_set(now, *w, ev);
+            }
             // A rollback is retried whatever the error, until it sticks or attempts run out.
             if attempts >= self.plan.rollback.max_attempts {
+                let read = match &live {
+                    Some(Ok(w)) => {
+                        format!("the live weights read {w}: traffic still reaches the primary")
+                    }
+                    Some(Err(e)) => format!(
+                        "the live weights cannot be read ({e}): traffic may still reach the primary"
+                    ),
+                    None => {
+                        "the live weights were not read: traffic may still reach the primary".into()
+                    }
+                };
                 return self.finish(
                     Phase::RollbackFailed,
                     format!(
-                        "ROLLBACK COULD NOT BE APPLIED after {attempts} attempts; traffic may still reach the primary. Last error: {error}"
+                        "ROLLBACK COULD NOT BE APPLIED after {attempts} attempts; {read}. Last error: {error}"
                     ),
                 );
             }

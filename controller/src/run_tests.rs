@@ -109,6 +109,8 @@ struct Harness {
     unreadable: Option<String>,
     /// At this time, an operator pulls the brake (seen at the next analysis).
     brake_at: Option<u64>,
+    /// A write reported failed still lands (the API erred after applying it).
+    failed_writes_land: bool,
 }
 
 impl Harness {
@@ -122,6 +124,7 @@ impl Harness {
             tamper: None,
             unreadable: None,
             brake_at: None,
+            failed_writes_land: false,
         }
     }
 
@@ -162,11 +165,17 @@ impl Harness {
                                 weights: w,
                             }
                         }
-                        Err(e) => Observation::WeightsFailed {
-                            now: t(self.now),
-                            error: e,
-                            retryable: true,
-                        },
+                        Err(e) => {
+                            if self.failed_writes_land {
+                                self.live = w;
+                            }
+                            Observation::WeightsFailed {
+                                now: t(self.now),
+                                error: e,
+                                retryable: true,
+                                live: Some(Ok(self.live)),
+                            }
+                        }
                     }
                 }
                 Request::Sleep(d) => {
@@ -497,6 +506,11 @@ fn rollback_writes_are_retried_then_page_with_exit_10() {
     );
     assert_eq!(o.phase, Phase::RollbackFailed, "{o:?}");
     assert_eq!(o.exit_code(), 10);
+    assert!(
+        o.reason.contains("the live weights read primary 10%"),
+        "says what is live: {}",
+        o.reason
+    );
     assert_eq!(h.primary_writes(), [10, 0, 0, 0, 0], "max_attempts 4");
 }
 
@@ -1252,4 +1266,30 @@ fn a_brake_during_a_stepped_rollback_goes_to_zero_at_once() {
         "{}",
         o.reason
     );
+}
+
+#[test]
+fn a_failed_rollback_write_with_dr_already_live_is_no_page() {
+    // The write is reported failed (a stale temporary file, a flaky API), but the split read
+    // afterwards is all on DR: the rollback is done, not "page now".
+    let mut h = Harness::new(plan(&[10, 100]));
+    h.failed_writes_land = true;
+    let o = h.go(
+        |_, _| Traffic {
+            primary_errors: Reading::Value(0.5),
+            ..healthy(10)
+        },
+        |_, w| {
+            if w.primary == 0 {
+                Err("permission denied: weights.json.tmp".into())
+            } else {
+                Ok(())
+            }
+        },
+        None,
+        true,
+    );
+    assert_eq!(o.phase, Phase::RolledBack, "{o:?}");
+    assert_eq!(o.exit_code(), 1);
+    assert_eq!(h.primary_writes(), [10, 0], "no further attempts");
 }

@@ -687,3 +687,40 @@ async fn manual_interference_is_reported_within_one_interval_and_nothing_advance
         println!("{what}: reported {within:?} after the change");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_to_resume_a_run_someone_rolled_back_holds_at_every_retry() {
+    let env = Single::start("sticky-refusal").await;
+    let policy = env.policy("");
+    let dir = env.dir.path().to_path_buf();
+    let state = dir.join("state.json");
+    let log = dir.join("first.log");
+    // Given a run at stage 1, killed, and all traffic put back on DR by hand,
+    let mut run = spawn_run(&policy, &state, &log);
+    let (d, s) = (dir.clone(), state.clone());
+    wait_until("stage 1", Duration::from_secs(60), move || {
+        primary_in_file(&d) == 25 && state_phase(&s) == "judging"
+    })
+    .await;
+    run.start_kill().unwrap();
+    let _ = run.wait().await;
+    std::fs::write(weights_file(&dir), r#"{"primary":0,"dr":100}"#).unwrap();
+    // when the Job's pod is retried again and again,
+    for attempt in 0..3 {
+        let again = run_cutover(
+            &["run", policy.to_str().unwrap()],
+            &state,
+            &[],
+            Duration::from_secs(60),
+        )
+        .await;
+        // then every retry refuses, and no cutover starts on the rolled-back service.
+        assert_eq!(again.code, 3, "attempt {attempt}: {}", again.output);
+        assert!(
+            again.output.contains("someone rolled back"),
+            "attempt {attempt}: {}",
+            again.output
+        );
+        assert_eq!(primary_in_file(&dir), 0, "attempt {attempt}");
+    }
+}
