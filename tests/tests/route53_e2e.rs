@@ -187,8 +187,8 @@ impl Env {
             .unwrap()
             .resource_record_sets()
             .iter()
-            .cloned()
             .filter(|r| r.name().trim_end_matches('.') == name.trim_end_matches('.'))
+            .cloned()
             .collect()
     }
 
