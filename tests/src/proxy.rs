@@ -14,8 +14,10 @@ pub struct Faults {
     pub throttle_every: u64,
     /// Answer `PENDING` to this many GetChange calls before letting INSYNC through.
     pub pending_get_changes: u64,
-    /// Refuse every ChangeResourceRecordSets with `InvalidChangeBatch` (a validation error).
+    /// Refuse ChangeResourceRecordSets with `InvalidChangeBatch` (a validation error)...
     pub invalid_batches: bool,
+    /// ...once this many weight changes have gone through (0: from the first).
+    pub invalid_after: u64,
 }
 
 /// What the proxy saw.
@@ -142,9 +144,13 @@ async fn serve(
             .push(String::from_utf8_lossy(&body).to_string());
     }
     let is_get_change = method == "GET" && path.contains("/change/");
-    if is_change {
-        rec.lock().unwrap().change_calls += 1;
-    }
+    let change_no = if is_change {
+        let mut s = rec.lock().unwrap();
+        s.change_calls += 1;
+        s.change_calls
+    } else {
+        0
+    };
     let get_change_no = if is_get_change {
         let mut s = rec.lock().unwrap();
         s.get_changes += 1;
@@ -160,7 +166,7 @@ async fn serve(
                 "text/xml".to_string(),
                 THROTTLING.as_bytes().to_vec(),
             )
-        } else if is_change && faults.invalid_batches {
+        } else if is_change && faults.invalid_batches && change_no > faults.invalid_after {
             (400u16, "text/xml".to_string(), INVALID.as_bytes().to_vec())
         } else {
             if is_change {

@@ -414,7 +414,10 @@ async fn a_pending_change_is_waited_for_until_insync() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_validation_error_is_never_retried_and_an_unappliable_rollback_exits_10() {
+async fn a_validation_error_is_never_retried_and_a_refused_rollback_pages_only_if_traffic_moved()
+{
+    // Every weight change refused from the first: the stage never lands, the rollback
+    // write is refused too, but the live split reads all-DR — no false "page now".
     let env = Env::start("r53-invalid", false).await;
     let proxy = FaultProxy::with_faults(
         env.moto.url(),
@@ -428,16 +431,49 @@ async fn a_validation_error_is_never_retried_and_an_unappliable_rollback_exits_1
     let run = env
         .run(&env.policy_with(&proxy, "CNAME", "primary", &[10, 100], extra))
         .await;
-    assert_eq!(run.code, 10, "{}", run.output);
-    assert!(run.output.contains("PAGE NOW"), "{}", run.output);
+    assert_eq!(run.code, 1, "{}", run.output);
+    assert!(!run.output.contains("PAGE NOW"), "{}", run.output);
     assert!(run.output.contains("InvalidChangeBatch"), "{}", run.output);
-    // One call for the stage (not retried: a validation error), then the two rollback attempts.
-    assert_eq!(proxy.seen.lock().unwrap().change_calls, 3);
+    // One call for the stage (not retried: a validation error), one for the rollback, whose
+    // failure is answered by reading the live split: all on DR.
+    assert_eq!(proxy.seen.lock().unwrap().change_calls, 2);
     assert_eq!(
         weight_of(&env.records().await, "dr"),
         Some(100),
         "nothing was ever changed"
     );
+
+    // The stage lands, then a breach, and every rollback write is refused: page now,
+    // saying what is live.
+    env.exporter.on_weight(
+        10,
+        0,
+        Behaviour {
+            error_rate: 0.05,
+            ..Behaviour::default()
+        },
+    );
+    let proxy = FaultProxy::with_faults(
+        env.moto.url(),
+        Faults {
+            invalid_batches: true,
+            invalid_after: 1,
+            ..Faults::default()
+        },
+    )
+    .await;
+    let _ = std::fs::remove_file(env.dir.path().join("state.json"));
+    let run = env
+        .run(&env.policy_with(&proxy, "CNAME", "primary", &[10, 100], extra))
+        .await;
+    assert_eq!(run.code, 10, "{}", run.output);
+    assert!(run.output.contains("PAGE NOW"), "{}", run.output);
+    assert!(
+        run.output.contains("the live weights read primary 10%"),
+        "states what is live: {}",
+        run.output
+    );
+    assert_eq!(weight_of(&env.records().await, "primary"), Some(10));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
