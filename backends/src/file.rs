@@ -52,11 +52,26 @@ impl FileBackend {
     }
 
     fn write_sync(path: &Path, weights: Weights) -> Result<(), BackendError> {
+        // A weights file someone made read-only is a statement: never replace it (a rename
+        // would, whatever its mode). Otherwise the new file keeps the old one's mode.
+        let mode = match std::fs::metadata(path) {
+            Ok(m) if m.permissions().readonly() => {
+                return Err(BackendError::Forbidden(format!(
+                    "weights file {} is read-only; make it writable (chmod u+w) to let cutover change it",
+                    path.display()
+                )));
+            }
+            Ok(m) => Some(m.permissions()),
+            Err(_) => None,
+        };
         // A temporary name of this process's own: a stale temporary file left by another
         // user's failed write can neither block nor be mistaken for this write.
         let tmp = path.with_extension(format!("json.{}.tmp", std::process::id()));
         let body = serde_json::to_string(&weights).expect("weights serialize") + "\n";
         std::fs::write(&tmp, body).map_err(|e| io_error(&tmp, e))?;
+        if let Some(p) = mode {
+            std::fs::set_permissions(&tmp, p).map_err(|e| io_error(&tmp, e))?;
+        }
         std::fs::rename(&tmp, path).map_err(|e| {
             let _ = std::fs::remove_file(&tmp);
             io_error(path, e)
@@ -294,6 +309,26 @@ mod tests {
         });
         b.set_weights(Weights::ALL_DR).await.unwrap();
         assert_eq!(b.get_weights().await.unwrap(), Weights::ALL_DR);
+    }
+
+    #[tokio::test]
+    async fn a_read_only_weights_file_is_refused_and_a_writable_one_keeps_its_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let path = temp("mode");
+        std::fs::write(&path, r#"{"primary": 0, "dr": 100}"#).unwrap();
+        let b = FileBackend::new(&FileBackendConfig {
+            path: path.clone(),
+            create: false,
+        });
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        b.set_weights(Weights::primary(10).unwrap()).await.unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o640, "the mode is kept");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o444)).unwrap();
+        let e = b.set_weights(Weights::ALL_DR).await.unwrap_err();
+        assert!(matches!(e, BackendError::Forbidden(_)), "{e}");
+        assert!(e.to_string().contains("read-only"), "{e}");
+        assert_eq!(b.get_weights().await.unwrap(), Weights::primary(10).unwrap());
     }
 
     #[tokio::test]

@@ -277,3 +277,110 @@ async fn wait_signal(rx: &mut Shutdown) -> String {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use cutover_analyzers::simulated::{SimWorld, SimulatedSource};
+    use cutover_backends::Applied;
+    use cutover_backends::file::FileLock;
+    use cutover_backends::lock::{LockHolder, ObjectLock};
+
+    use super::*;
+    use crate::bench::{judges::Judge, scenarios};
+    use crate::clock::SimClock;
+
+    /// In-memory weights the simulated traffic follows; an operator pulls the brake while
+    /// the first forward write is in flight.
+    struct BrakedMidWrite {
+        weights: Mutex<Weights>,
+        writes: Mutex<Vec<u8>>,
+        world: SimWorld,
+        clock: Arc<dyn Clock>,
+        lock: Arc<dyn ObjectLock>,
+    }
+
+    #[async_trait::async_trait]
+    impl TrafficBackend for BrakedMidWrite {
+        fn describe(&self) -> String {
+            "in-memory weights braked mid-write".into()
+        }
+        async fn get_weights(&self) -> Result<Weights, BackendError> {
+            Ok(*self.weights.lock().unwrap())
+        }
+        async fn set_weights(&self, w: Weights) -> Result<Applied, BackendError> {
+            let first_forward = w.primary > 0 && self.writes.lock().unwrap().is_empty();
+            if first_forward {
+                crate::lock::brake(self.lock.as_ref(), "op@host").await.unwrap();
+            }
+            self.writes.lock().unwrap().push(w.primary);
+            *self.weights.lock().unwrap() = w;
+            self.world.set_primary_weight(self.clock.now(), w.primary);
+            Ok(Applied {
+                weights: w,
+                change: None,
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_brake_pulled_during_a_forward_write_is_acted_on_as_soon_as_it_lands() {
+        let dir = std::env::temp_dir().join(format!("cutover-driver-brake-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let lock: Arc<dyn ObjectLock> = Arc::new(FileLock::new(dir.join("w.json.cutover-lock")));
+        let sc = scenarios::all().into_iter().next().unwrap();
+        let policy =
+            crate::policy::parse("t.yaml", &Judge::Sequential.policy_yaml(&sc), Default::default())
+                .unwrap();
+        let start = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let clock: Arc<dyn Clock> = Arc::new(SimClock::new(start, f64::INFINITY));
+        let world = SimWorld::new(sc.world(1), start);
+        let backend = Arc::new(BrakedMidWrite {
+            weights: Mutex::new(Weights::ALL_DR),
+            writes: Mutex::new(Vec::new()),
+            world: world.clone(),
+            clock: clock.clone(),
+            lock: lock.clone(),
+        });
+        let owner = Ownership::acquire(
+            lock.clone(),
+            LockHolder {
+                run_id: "r1".into(),
+                host: crate::lock::hostname(),
+                pid: std::process::id(),
+                state: String::new(),
+                acquired: 0,
+                renewed: 0,
+                ttl: 30,
+            },
+        )
+        .await
+        .unwrap();
+        let (_tx, shutdown) = tokio::sync::watch::channel(None);
+        let mut driver = Driver {
+            backend: backend.clone(),
+            analyzer: Analyzer::new(
+                Arc::new(SimulatedSource::new(world, policy.promql())),
+                policy.compiled_gates(),
+            ),
+            preflight: Vec::new(),
+            clock,
+            store: None,
+            observers: Vec::new(),
+            shutdown,
+            owner: Some(Arc::new(owner)),
+        };
+        let mut run = Run::new(policy.plan(Duration::ZERO), "r1".into());
+        let outcome = driver.drive(&mut run).await;
+        assert_eq!(outcome.exit_code(), 4, "{outcome:?}");
+        assert!(outcome.reason.contains("operator rollback by op@host"), "{outcome:?}");
+        assert_eq!(
+            *backend.writes.lock().unwrap(),
+            [10, 0],
+            "the in-flight write landed; the next write puts DR back, nothing forward"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1124,9 +1124,16 @@ impl Run {
                 });
                 return Request::Sleep(stage.interval);
             }
-            let why = match share {
-                None => "no traffic observed at either site".to_string(),
-                Some(s) => format!(
+            let failed = [&analysis.primary_rate, &analysis.dr_rate]
+                .into_iter()
+                .find_map(|r| match r {
+                    cutover_analyzers::Reading::Error(e) => Some(e.clone()),
+                    _ => None,
+                });
+            let why = match (share, failed) {
+                (None, Some(e)) => format!("the traffic split cannot be measured: {e}"),
+                (None, None) => "no traffic observed at either site".to_string(),
+                (Some(s), _) => format!(
                     "observed primary share {:.1}% is not within {:.1} points of the target {}%",
                     s * 100.0,
                     self.plan.settle_tolerance * 100.0,

@@ -1293,3 +1293,41 @@ fn a_failed_rollback_write_with_dr_already_live_is_no_page() {
     assert_eq!(o.exit_code(), 1);
     assert_eq!(h.primary_writes(), [10, 0], "no further attempts");
 }
+
+#[test]
+fn settling_with_prometheus_down_says_so_not_no_traffic() {
+    let mut run = Run::new(plan(&[10, 100]), "r".into());
+    run.step(Observation::Started {
+        now: t(0),
+        live: Ok(Weights::ALL_DR),
+    });
+    run.step(Observation::PreflightDone {
+        now: t(1),
+        results: vec![],
+    });
+    run.step(Observation::WeightsSet {
+        now: t(2),
+        weights: Weights::primary(10).unwrap(),
+    });
+    let mut a = analysis(t(17), &healthy(10));
+    a.primary_rate = Reading::Error("cannot reach prometheus: connection refused".into());
+    a.dr_rate = a.primary_rate.clone();
+    let s = run.step(Observation::Analyzed {
+        now: t(17),
+        analysis: a,
+        live: Some(Ok(Weights::primary(10).unwrap())),
+    });
+    let decision = s
+        .events
+        .iter()
+        .find_map(|e| match &e.kind {
+            EventKind::Analyzed { decision, .. } => Some(decision.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert!(
+        decision.contains("the traffic split cannot be measured: cannot reach prometheus"),
+        "{decision}"
+    );
+    assert!(!decision.contains("no traffic observed"), "{decision}");
+}

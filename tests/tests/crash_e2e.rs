@@ -558,6 +558,22 @@ async fn cutover_rollback_brakes_a_live_run_at_each_phase_and_nothing_writes_for
             _ => primary_in_file(&d) == 50,
         })
         .await;
+        // (`cutover status` names the run holding the object's lock),
+        let status = run_cutover(
+            &["status", policy.to_str().unwrap()],
+            &state,
+            &[],
+            Duration::from_secs(30),
+        )
+        .await;
+        assert!(
+            status
+                .output
+                .contains("lock:   held by run checkout-")
+                && status.output.contains(&format!("pid {}", run.id().unwrap())),
+            "{moment}: {}",
+            status.output
+        );
         // when the operator pulls the brake,
         let rb = run_cutover(
             &["rollback", policy.to_str().unwrap(), "--watch", "30s"],
@@ -723,4 +739,50 @@ async fn a_refusal_to_resume_a_run_someone_rolled_back_holds_at_every_retry() {
         );
         assert_eq!(primary_in_file(&dir), 0, "attempt {attempt}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_signal_a_stepped_rollback_still_waits_between_its_steps() {
+    let env = Single::start("signal-steps").await;
+    let policy =
+        env.policy("on_signal: rollback\nrollback:\n  mode: stepped\n  step_interval: 3s\n");
+    let dir = env.dir.path().to_path_buf();
+    let (state, log) = (dir.join("state.json"), dir.join("run.log"));
+    // Given a run at stage 2 (50 %) whose policy rolls back in steps on a signal,
+    let mut run = spawn_run(&policy, &state, &log);
+    let d = dir.clone();
+    wait_until("stage 2", Duration::from_secs(60), move || {
+        primary_in_file(&d) == 50
+    })
+    .await;
+    // when SIGINT arrives,
+    let pid = run.id().unwrap().to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let start = std::time::Instant::now();
+    let mut changes: Vec<(Duration, u64)> = vec![(Duration::ZERO, 50)];
+    let status = loop {
+        if let Ok(Some(s)) = run.try_wait() {
+            break s;
+        }
+        let w = primary_in_file(&dir);
+        if changes.last().map(|c| c.1) != Some(w) {
+            changes.push((start.elapsed(), w));
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "{changes:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // then it walks 50 -> 25 -> 0 with step_interval between the steps, and exits 4.
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(status.code(), Some(4), "{text}");
+    let seq: Vec<u64> = changes.iter().map(|c| c.1).collect();
+    assert_eq!(seq, [50, 25, 0], "{changes:?}");
+    let gap = changes[2].0 - changes[1].0;
+    assert!(
+        gap >= Duration::from_millis(2500),
+        "the steps are step_interval (3 s) apart, not at once: {changes:?}"
+    );
 }
