@@ -328,7 +328,10 @@ mod tests {
         let e = b.set_weights(Weights::ALL_DR).await.unwrap_err();
         assert!(matches!(e, BackendError::Forbidden(_)), "{e}");
         assert!(e.to_string().contains("read-only"), "{e}");
-        assert_eq!(b.get_weights().await.unwrap(), Weights::primary(10).unwrap());
+        assert_eq!(
+            b.get_weights().await.unwrap(),
+            Weights::primary(10).unwrap()
+        );
     }
 
     #[tokio::test]

@@ -313,7 +313,9 @@ mod tests {
         async fn set_weights(&self, w: Weights) -> Result<Applied, BackendError> {
             let first_forward = w.primary > 0 && self.writes.lock().unwrap().is_empty();
             if first_forward {
-                crate::lock::brake(self.lock.as_ref(), "op@host").await.unwrap();
+                crate::lock::brake(self.lock.as_ref(), "op@host")
+                    .await
+                    .unwrap();
             }
             self.writes.lock().unwrap().push(w.primary);
             *self.weights.lock().unwrap() = w;
@@ -331,9 +333,12 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let lock: Arc<dyn ObjectLock> = Arc::new(FileLock::new(dir.join("w.json.cutover-lock")));
         let sc = scenarios::all().into_iter().next().unwrap();
-        let policy =
-            crate::policy::parse("t.yaml", &Judge::Sequential.policy_yaml(&sc), Default::default())
-                .unwrap();
+        let policy = crate::policy::parse(
+            "t.yaml",
+            &Judge::Sequential.policy_yaml(&sc),
+            Default::default(),
+        )
+        .unwrap();
         let start = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
         let clock: Arc<dyn Clock> = Arc::new(SimClock::new(start, f64::INFINITY));
         let world = SimWorld::new(sc.world(1), start);
@@ -375,7 +380,10 @@ mod tests {
         let mut run = Run::new(policy.plan(Duration::ZERO), "r1".into());
         let outcome = driver.drive(&mut run).await;
         assert_eq!(outcome.exit_code(), 4, "{outcome:?}");
-        assert!(outcome.reason.contains("operator rollback by op@host"), "{outcome:?}");
+        assert!(
+            outcome.reason.contains("operator rollback by op@host"),
+            "{outcome:?}"
+        );
         assert_eq!(
             *backend.writes.lock().unwrap(),
             [10, 0],

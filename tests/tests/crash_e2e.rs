@@ -567,10 +567,10 @@ async fn cutover_rollback_brakes_a_live_run_at_each_phase_and_nothing_writes_for
         )
         .await;
         assert!(
-            status
-                .output
-                .contains("lock:   held by run checkout-")
-                && status.output.contains(&format!("pid {}", run.id().unwrap())),
+            status.output.contains("lock:   held by run checkout-")
+                && status
+                    .output
+                    .contains(&format!("pid {}", run.id().unwrap())),
             "{moment}: {}",
             status.output
         );

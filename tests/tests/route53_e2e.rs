@@ -414,8 +414,7 @@ async fn a_pending_change_is_waited_for_until_insync() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_validation_error_is_never_retried_and_a_refused_rollback_pages_only_if_traffic_moved()
-{
+async fn a_validation_error_is_never_retried_and_a_refused_rollback_pages_only_if_traffic_moved() {
     // Every weight change refused from the first: the stage never lands, the rollback
     // write is refused too, but the live split reads all-DR — no false "page now".
     let env = Env::start("r53-invalid", false).await;
