@@ -105,6 +105,12 @@ pub trait ObjectLock: Send + Sync {
 
 /// RFC 3339 text of Unix seconds.
 pub fn rfc3339(secs: u64) -> String {
+    // A record is read from outside: a time past 9999-12-31 is shown as its number rather
+    // than panicking in the formatter.
+    const LAST: u64 = 253_402_300_799;
+    if secs > LAST {
+        return format!("{secs} s after the Unix epoch");
+    }
     humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
         .to_string()
 }
@@ -141,6 +147,14 @@ mod tests {
             "{d}"
         );
         assert!(d.contains("1970-01-01T00:01:40Z"), "{d}");
+        assert!(rfc3339(u64::MAX).contains("after the Unix epoch"));
+        let far = LockHolder {
+            acquired: u64::MAX,
+            renewed: u64::MAX,
+            ..h.clone()
+        };
+        assert!(far.describe().contains("after the Unix epoch"));
+        assert!(!far.expired(0));
         assert_ne!(stable_hash("a"), stable_hash("b"));
         assert_eq!(stable_hash(""), 0xcbf2_9ce4_8422_2325);
     }

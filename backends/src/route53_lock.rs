@@ -107,15 +107,26 @@ where
     }
 }
 
-/// JSON as TXT: quoted strings of at most 250 characters, `"` and `\` escaped.
+/// JSON as TXT: quoted strings of at most 250 characters *as written* (escapes included;
+/// Route 53 allows 255), `"` and `\` escaped, an escape never split across two strings.
 pub fn encode_txt(text: &str) -> String {
-    let chars: Vec<char> = text.chars().collect();
-    chars
-        .chunks(250)
-        .map(|c| {
-            let s: String = c.iter().collect();
-            format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
-        })
+    let mut chunks: Vec<String> = vec![String::new()];
+    for c in text.chars() {
+        let piece = match c {
+            '"' => "\\\"".to_string(),
+            '\\' => "\\\\".to_string(),
+            c => c.to_string(),
+        };
+        if chunks.last().is_some_and(|l| l.len() + piece.len() > 250) {
+            chunks.push(String::new());
+        }
+        if let Some(l) = chunks.last_mut() {
+            l.push_str(&piece);
+        }
+    }
+    chunks
+        .iter()
+        .map(|c| format!("\"{c}\""))
         .collect::<Vec<_>>()
         .join(" ")
 }
@@ -212,9 +223,16 @@ impl ObjectLock for Route53Lock {
         .await;
         if let Err(e) = sent {
             return Err(match e {
-                // A CREATE of an existing record, or a DELETE of a value no longer there:
-                // someone swapped first.
-                BackendError::Invalid(m) => BackendError::Conflict(m),
+                // A CREATE of an existing record, or a DELETE of a value no longer there
+                // (moto says InvalidInput): someone swapped first. Other validation errors
+                // stay what they are.
+                BackendError::Invalid(m)
+                    if m.contains("already exists")
+                        || m.contains("not found")
+                        || m.contains("InvalidInput") =>
+                {
+                    BackendError::Conflict(m)
+                }
                 other => other,
             });
         }
@@ -237,8 +255,12 @@ mod tests {
     fn txt_values_round_trip() {
         let text = format!(r#"{{"a":"x\"y\\z","long":"{}"}}"#, "q".repeat(600));
         let v = encode_txt(&text);
-        // Three strings of at most 250 characters each (Route 53's limit is 255).
-        assert_eq!(v.matches("\" \"").count(), 2, "{v}");
+        // Strings of at most 250 characters as written, escapes included (Route 53: 255).
+        for chunk in v.split("\" \"") {
+            assert!(chunk.trim_matches('"').len() <= 250, "{chunk}");
+        }
+        let quotes = "\"".repeat(400);
+        assert_eq!(decode_txt(&encode_txt(&quotes)), quotes);
         assert_eq!(decode_txt(&v), text);
         assert_eq!(decode_txt(r#""a\052b""#), "a*b");
     }

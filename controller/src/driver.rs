@@ -51,7 +51,7 @@ fn stop_observation(stop: Stop, now: std::time::SystemTime) -> Observation {
             now,
             by: format!("{} at {}", b.by, cutover_backends::lock::rfc3339(b.at)),
         },
-        Stop::Lost(detail) => Observation::LockLost { now, detail },
+        Stop::Lost { detail, .. } => Observation::LockLost { now, detail },
     }
 }
 
@@ -109,8 +109,12 @@ impl Driver {
                 _ => None,
             };
             match (&check, &step.request) {
-                // Lost: never write again, not even a rollback (the object is someone else's).
-                (Some(Ok(Some(stop @ Stop::Lost(_)))), _) => {
+                // Lost to another run: never write again, not even a rollback (the object is
+                // someone else's). Released by someone else: a rollback write still goes
+                // ahead (0 % is where every run starts), nothing else does.
+                (Some(Ok(Some(stop @ Stop::Lost { held, .. }))), r)
+                    if *held || forward || !matches!(r, Request::SetWeights(_)) =>
+                {
                     obs = stop_observation(stop.clone(), self.clock.now());
                     continue;
                 }

@@ -79,8 +79,14 @@ pub enum LockError {
 pub enum Stop {
     /// An operator pulled the brake on this run.
     Braked(Brake),
-    /// The lock is someone else's now (this run stalled past its expiry): write nothing.
-    Lost(String),
+    /// The lock is no longer this run's (it stalled past its expiry): `held` when another
+    /// run holds it now (write nothing), else it was released by someone else.
+    Lost {
+        /// What was found, in words.
+        detail: String,
+        /// Whether another run holds it now.
+        held: bool,
+    },
 }
 
 /// A held lock of a traffic object, renewed in the background until released.
@@ -121,6 +127,18 @@ impl Ownership {
             let own_dead = |h: &LockHolder| {
                 h.run_id == me.run_id && h.host == me.host && h.pid != me.pid && !alive(h.pid)
             };
+            let is_me =
+                |h: &LockHolder| h.run_id == me.run_id && h.host == me.host && h.pid == me.pid;
+            if let Some(h) = record.holder.as_ref().filter(|h| is_me(h)) {
+                // Our own swap landed though its answer was lost (a retried call, a failed
+                // read-back): the lock is ours.
+                let renewer = spawn_renewer(lock.clone(), h.clone());
+                return Ok(Ownership {
+                    lock,
+                    me: h.clone(),
+                    renewer,
+                });
+            }
             if let Some(h) = record
                 .holder
                 .as_ref()
@@ -155,6 +173,12 @@ impl Ownership {
                 Ok(()) if !still_mine(lock.as_ref(), &mine).await => {
                     // An API laxer than its contract (moto accepts a second CREATE of the
                     // lock record) let another run in at the same moment: decide again.
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(LockError::Backend {
+                            object: lock.describe(),
+                            error: "the lock record kept changing while it was taken".into(),
+                        });
+                    }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
                 Ok(()) => {
@@ -201,17 +225,32 @@ impl Ownership {
             Some(h)
                 if h.run_id == self.me.run_id && h.host == self.me.host && h.pid == self.me.pid =>
             {
+                if h.expired(unix_now()) {
+                    // Not renewed in time: another run may take it any moment. Not a
+                    // licence to write forward until the renewer catches up.
+                    return Err(format!(
+                        "this run's lock {} expired (last renewed {}); not writing forward until it is renewed",
+                        self.lock.describe(),
+                        cutover_backends::lock::rfc3339(h.renewed)
+                    ));
+                }
                 Ok(None)
             }
-            Some(h) => Ok(Some(Stop::Lost(format!(
-                "the lock {} is now held by {}",
-                self.lock.describe(),
-                h.describe()
-            )))),
-            None => Ok(Some(Stop::Lost(format!(
-                "the lock {} was released by someone else",
-                self.lock.describe()
-            )))),
+            Some(h) => Ok(Some(Stop::Lost {
+                detail: format!(
+                    "the lock {} is now held by {}",
+                    self.lock.describe(),
+                    h.describe()
+                ),
+                held: !h.expired(unix_now()),
+            })),
+            None => Ok(Some(Stop::Lost {
+                detail: format!(
+                    "the lock {} was released by someone else",
+                    self.lock.describe()
+                ),
+                held: false,
+            })),
         }
     }
 
@@ -321,6 +360,18 @@ pub async fn brake_run(lock: &dyn ObjectLock, run_id: &str, by: &str) -> Result<
         if record.brake.as_ref().is_some_and(|b| b.run_id == run_id) {
             return Ok(());
         }
+        // Never replace a brake the live holder has not acknowledged yet: that run must stop.
+        if let (Some(b), Some(h)) = (&record.brake, &record.holder)
+            && !b.acknowledged
+            && b.run_id == h.run_id
+            && !h.expired(unix_now())
+        {
+            return Err(LockError::Held {
+                object: lock.describe(),
+                holder: format!("{} (braked, not yet stopped)", h.describe()),
+                ttl: h.ttl,
+            });
+        }
         record.brake = Some(Brake {
             run_id: run_id.to_string(),
             by: by.to_string(),
@@ -390,7 +441,10 @@ mod tests {
         let c = Ownership::acquire(lock.clone(), holder("run-c", 3, 30))
             .await
             .unwrap();
-        assert!(matches!(b.check().await.unwrap(), Some(Stop::Lost(_))));
+        assert!(matches!(
+            b.check().await.unwrap(),
+            Some(Stop::Lost { held: true, .. })
+        ));
         assert_eq!(c.check().await.unwrap(), None);
         c.release().await;
     }
@@ -421,6 +475,54 @@ mod tests {
             .unwrap();
         assert_eq!(fresh.check().await.unwrap(), None);
         fresh.release().await;
+    }
+
+    #[tokio::test]
+    async fn a_record_naming_this_very_process_is_ours_not_a_refusal() {
+        let lock = temp_lock("self");
+        let me = holder("run-a", std::process::id(), 30);
+        let rec = LockRecord {
+            holder: Some(LockHolder {
+                renewed: unix_now(),
+                ..me.clone()
+            }),
+            brake: None,
+        };
+        // As if our swap landed but its answer was lost.
+        lock.swap(None, &rec).await.unwrap();
+        let o = Ownership::acquire(lock.clone(), me).await.unwrap();
+        assert_eq!(o.check().await.unwrap(), None);
+        o.release().await;
+    }
+
+    #[tokio::test]
+    async fn an_expired_own_lock_is_no_licence_to_write() {
+        let lock = temp_lock("expired-own");
+        let o = Ownership::acquire(lock.clone(), holder("run-a", 7, 30))
+            .await
+            .unwrap();
+        let v = lock.read().await.unwrap().unwrap();
+        let mut r = v.record.clone();
+        r.holder.as_mut().unwrap().renewed = unix_now() - 100;
+        lock.swap(Some(&v.version), &r).await.unwrap();
+        let e = o.check().await.unwrap_err();
+        assert!(e.contains("expired"), "{e}");
+        o.release().await;
+    }
+
+    #[tokio::test]
+    async fn a_second_brake_never_replaces_one_the_live_holder_has_not_seen() {
+        let lock = temp_lock("two-brakes");
+        let a = Ownership::acquire(lock.clone(), holder("run-a", 1, 30))
+            .await
+            .unwrap();
+        brake(lock.as_ref(), "op1").await.unwrap();
+        let e = brake_run(lock.as_ref(), "old-run", "op2")
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("braked, not yet stopped"), "{e}");
+        assert!(matches!(a.check().await.unwrap(), Some(Stop::Braked(_))));
+        a.release().await;
     }
 
     #[tokio::test]

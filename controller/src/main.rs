@@ -771,6 +771,7 @@ async fn rollback(p: LoadedPolicy, common: Common, watch: Duration) -> anyhow::R
     let by = operator();
     // 1. The brake, where the run must look before every write: the object's lock.
     let mut braked_run = None;
+    let mut brake_failed = None;
     let mut stopped_record = None;
     if let Some(lock) = backend.object_lock() {
         match cutover::lock::brake(lock.as_ref(), &by).await {
@@ -780,7 +781,10 @@ async fn rollback(p: LoadedPolicy, common: Common, watch: Duration) -> anyhow::R
                 }
                 braked_run = b.braked;
             }
-            Err(e) => eprintln!("cutover: cannot brake through the lock: {e}; rolling back anyway"),
+            Err(e) => {
+                eprintln!("cutover: cannot brake through the lock: {e}; rolling back anyway");
+                brake_failed = Some(e.to_string());
+            }
         }
         // 2. A run recorded in the state store but not holding the lock (killed, not yet
         //    restarted) is braked by id, and its record is finished: no restart resumes it.
@@ -788,7 +792,9 @@ async fn rollback(p: LoadedPolicy, common: Common, watch: Duration) -> anyhow::R
             && let Ok(Some(state)) = store.load().await
             && state.service == p.policy.service
             && Run::resumable(&state)
-            && braked_run.as_ref().is_none_or(|h| h.run_id != state.run_id)
+            // A live run braked above keeps its brake: one brake per object at a time.
+            && braked_run.is_none()
+            && brake_failed.is_none()
         {
             if let Err(e) = cutover::lock::brake_run(lock.as_ref(), &state.run_id, &by).await {
                 eprintln!("cutover: cannot brake run {}: {e}", state.run_id);
@@ -843,6 +849,13 @@ async fn rollback(p: LoadedPolicy, common: Common, watch: Duration) -> anyhow::R
         );
         return Ok(EXIT_ROLLBACK_FAILED);
     }
+    if let Some(e) = brake_failed {
+        eprintln!(
+            "cutover: PAGE NOW: all traffic is on DR (verified), but a running cutover could not be braked ({e}); \
+             it may write a forward weight again: stop its Job or process"
+        );
+        return Ok(EXIT_ROLLBACK_FAILED);
+    }
     // 4. A braked live run may have had a forward write in flight: watch until it says it
     //    has stopped (releases the lock, acknowledging the brake), putting DR back if needed.
     let (Some(h), Some(lock)) = (braked_run, backend.object_lock()) else {
@@ -875,6 +888,21 @@ async fn rollback(p: LoadedPolicy, common: Common, watch: Duration) -> anyhow::R
             _ => {}
         }
         if tokio::time::Instant::now() >= until {
+            match backend.get_weights().await {
+                Ok(w) if w == Weights::ALL_DR => {}
+                other => {
+                    let read = match other {
+                        Ok(w) => format!("the live weights read {w}"),
+                        Err(e) => format!("the live weights cannot be read: {e}"),
+                    };
+                    eprintln!(
+                        "cutover: PAGE NOW: run {} has not stopped within {} and {read}",
+                        h.run_id,
+                        humantime::format_duration(watch)
+                    );
+                    return Ok(EXIT_ROLLBACK_FAILED);
+                }
+            }
             println!(
                 "waiting:  run {} has not acknowledged the brake within {} (hung, or on another machine); \
                  it checks the brake before every write and will roll back instead of advancing",

@@ -192,6 +192,16 @@ pub struct RunState {
     /// not the last confirmed write. While set, the stage does not advance.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drift: Option<String>,
+    /// Analyses in a row whose read of the live weights failed.
+    #[serde(default)]
+    pub unreadable: u32,
+    /// The last live weights read with an analysis.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_live: Option<Weights>,
+    /// When the current stage's bake restarted after a drift (its `max_duration` still
+    /// counts from the stage's start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rebake_from: Option<SystemTime>,
 }
 
 /// What the driver saw, with the time it saw it.
@@ -474,6 +484,9 @@ impl Run {
             restarts: 0,
             outcome: None,
             drift: None,
+            unreadable: 0,
+            last_live: None,
+            rebake_from: None,
         };
         Run {
             plan,
@@ -605,13 +618,24 @@ impl Run {
                         detail: detail.clone(),
                     },
                 });
-                self.finish(
-                    Phase::Aborted,
-                    format!(
-                        "{detail}; this run writes nothing more (the live split is the new holder's: {})",
-                        self.weights_text()
-                    ),
-                )
+                if self.state.phase == Phase::RollingBack {
+                    // A rollback left unfinished is a page, whoever holds the object now.
+                    self.finish(
+                        Phase::RollbackFailed,
+                        format!(
+                            "ROLLBACK NOT FINISHED: {detail}; this run writes nothing more, and its last confirmed split was {}",
+                            self.weights_text()
+                        ),
+                    )
+                } else {
+                    self.finish(
+                        Phase::Aborted,
+                        format!(
+                            "{detail}; this run writes nothing more (its last confirmed split was {})",
+                            self.weights_text()
+                        ),
+                    )
+                }
             }
             Observation::Interrupted { now, signal } => self.on_signal(now, signal, &mut ev),
         };
@@ -913,6 +937,16 @@ impl Run {
         let Some(i) = pending.stage else {
             return self.unexpected(now, "a rollback weight outside a rollback", ev);
         };
+        if self.state.stage == Some(i)
+            && matches!(self.state.phase, Phase::Settling | Phase::Judging)
+        {
+            // The current stage written again after a drift (`reassert`): its bake starts
+            // over, its max_duration does not, so a weight reverted again and again ends
+            // as inconclusive instead of re-baking forever.
+            self.state.rebake_from = Some(now);
+            self.state.counters.consecutive_passes = 0;
+            return Request::Sleep(self.plan.stages[i].interval);
+        }
         self.start_stage(i, now)
     }
 
@@ -923,6 +957,9 @@ impl Run {
     fn start_stage(&mut self, i: usize, now: SystemTime) -> Request {
         self.state.stage = Some(i);
         self.state.stage_started = Some(now);
+        self.state.drift = None;
+        self.state.unreadable = 0;
+        self.state.rebake_from = None;
         self.state.judging_started = None;
         self.state.counters = StageCounters::default();
         self.state.phase = Phase::Settling;
@@ -974,6 +1011,18 @@ impl Run {
                 && *w == want
             {
                 // The write failed, but the live split read back is the one asked for.
+                return self.on_weights_set(now, *w, ev);
+            }
+            if let Some(Ok(w)) = &live
+                && *w == Weights::ALL_DR
+            {
+                // A step failed, but everything is on DR already: the rollback is done.
+                if let Some(rb) = self.state.rollback.as_mut() {
+                    rb.remaining = vec![0];
+                }
+                if let Some(p) = self.state.pending.as_mut() {
+                    p.weights = Weights::ALL_DR;
+                }
                 return self.on_weights_set(now, *w, ev);
             }
             // A rollback is retried whatever the error, until it sticks or attempts run out.
@@ -1102,10 +1151,19 @@ impl Run {
             }
             _ => {}
         }
-        if let Some(request) = self.on_live(now, i, live, ev) {
+        let mut drift_events = Vec::new();
+        if let Some(request) = self.on_live(now, i, live, &mut drift_events) {
             push("drift".into(), ev);
+            ev.extend(drift_events);
             return request;
         }
+        ev.extend(drift_events);
+        // The bake restarts after a drift (even one cleared just now); max_duration counts
+        // from the stage's start.
+        let baked = self
+            .state
+            .rebake_from
+            .map_or(elapsed, |r| now.duration_since(r).unwrap_or_default());
         if phase == Phase::Settling {
             let target = f64::from(stage.weight) / 100.0;
             let converged =
@@ -1177,7 +1235,7 @@ impl Run {
             (sv, _) => sv,
         };
         match sv {
-            StageVerdict::Passing if elapsed >= stage.bake => {
+            StageVerdict::Passing if baked >= stage.bake => {
                 push("advance".into(), ev);
                 ev.push(Event {
                     at: now,
@@ -1211,7 +1269,7 @@ impl Run {
                 )
             }
             StageVerdict::Passing => {
-                let left = stage.bake.saturating_sub(elapsed);
+                let left = stage.bake.saturating_sub(baked);
                 push(format!("passing; bake ends in {}", fmt_d(left)), ev);
                 Request::Sleep(stage.interval)
             }
@@ -1254,49 +1312,75 @@ impl Run {
         ev: &mut Vec<Event>,
     ) -> Option<Request> {
         let expected = self.state.weights;
+        let unreadable = "the live weights cannot be read";
         let found = match live? {
             Ok(w) if Some(w) == expected => {
+                self.state.last_live = Some(w);
+                self.state.unreadable = 0;
                 if self.state.drift.take().is_some() {
                     ev.push(Event {
                         at: now,
                         kind: EventKind::DriftCleared { live: w },
                     });
-                    // What was measured during the drift was another split: re-bake.
-                    return Some(self.start_stage(stage, now));
+                    // What was measured during the drift was another split: the bake
+                    // starts over (max_duration does not).
+                    self.state.rebake_from = Some(now);
+                    self.state.counters.consecutive_passes = 0;
                 }
                 return None;
             }
-            Ok(w) => format!("the backend sends {w}"),
-            Err(e) => format!("the live weights cannot be read: {e}"),
+            Ok(w) => {
+                self.state.last_live = Some(w);
+                self.state.unreadable = 0;
+                format!("the backend sends {w}")
+            }
+            Err(e) => {
+                self.state.unreadable += 1;
+                format!("{unreadable}: {e}")
+            }
         };
-        let action = match self.plan.on_drift {
-            OnDrift::Hold => "hold: no stage advances; judging goes on and harm still rolls back",
-            OnDrift::Reassert => "reassert: writing the stage's weights again, then re-baking",
-            OnDrift::Rollback => "rollback: putting all traffic back on DR",
+        // One failed read holds; the policy's action waits for as many failed reads in a row
+        // as consecutive_error_limit allows failed queries (an API blip is not a drift).
+        let act = !found.starts_with(unreadable)
+            || self.state.unreadable >= self.plan.limits.consecutive_error_limit;
+        let action = match (self.plan.on_drift, act) {
+            (OnDrift::Hold, _) => {
+                "hold: no stage advances; judging goes on and harm still rolls back".to_string()
+            }
+            (OnDrift::Reassert, true) => {
+                "reassert: writing the stage's weights again, then re-baking".to_string()
+            }
+            (OnDrift::Rollback, true) => "rollback: putting all traffic back on DR".to_string(),
+            (_, false) => format!(
+                "hold for now: read {}/{} (consecutive_error_limit) before on_drift acts",
+                self.state.unreadable, self.plan.limits.consecutive_error_limit
+            ),
         };
-        if self.state.drift.as_deref() != Some(found.as_str()) {
+        // Told once per kind of drift (not at every analysis, nor per error text).
+        let same =
+            |a: &str, b: &str| a == b || (a.starts_with(unreadable) && b.starts_with(unreadable));
+        if !self.state.drift.as_deref().is_some_and(|d| same(d, &found)) {
             ev.push(Event {
                 at: now,
                 kind: EventKind::Drift {
                     expected,
                     found: found.clone(),
-                    action: action.into(),
+                    action,
                 },
             });
         }
         let what = format!(
             "{}: expected {} (the last confirmed write), but {found}",
             self.stage_label(stage),
-            self.weights_text()
+            expected
+                .map(|w| w.to_string())
+                .unwrap_or_else(|| "an unread split".into())
         );
         self.state.drift = Some(found);
-        match self.plan.on_drift {
-            OnDrift::Hold => None,
-            OnDrift::Reassert => {
-                self.state.drift = None;
-                Some(self.request_stage(stage, now, ev))
-            }
-            OnDrift::Rollback => Some(self.begin_rollback(
+        match (self.plan.on_drift, act) {
+            (OnDrift::Hold, _) | (_, false) => None,
+            (OnDrift::Reassert, true) => Some(self.request_stage(stage, now, ev)),
+            (OnDrift::Rollback, true) => Some(self.begin_rollback(
                 RollbackCause::Drift,
                 format!("{what} (on_drift: rollback)"),
                 now,
@@ -1335,10 +1419,15 @@ impl Run {
     }
 
     fn weights_text(&self) -> String {
-        self.state
+        let confirmed = self
+            .state
             .weights
             .map(|w| w.to_string())
-            .unwrap_or_else(|| "an unread split".into())
+            .unwrap_or_else(|| "an unread split".into());
+        match &self.state.drift {
+            Some(d) => format!("{confirmed} as last confirmed (but {d})"),
+            None => confirmed,
+        }
     }
 
     fn inconclusive(&mut self, reason: String, now: SystemTime, ev: &mut Vec<Event>) -> Request {
@@ -1374,7 +1463,14 @@ impl Run {
         now: SystemTime,
         ev: &mut Vec<Event>,
     ) -> Request {
-        let current = self.state.weights.map(|w| w.primary).unwrap_or(100);
+        // Step down from what is live if it is lower than what was confirmed: a stepped
+        // rollback never raises the primary's share.
+        let current = [self.state.weights, self.state.last_live]
+            .into_iter()
+            .flatten()
+            .map(|w| w.primary)
+            .min()
+            .unwrap_or(100);
         let mut remaining: Vec<u8> = match self.plan.rollback.mode {
             // An operator's brake is never stepped: they asked for DR now.
             _ if cause == RollbackCause::Operator => Vec::new(),

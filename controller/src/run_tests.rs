@@ -111,6 +111,8 @@ struct Harness {
     brake_at: Option<u64>,
     /// A write reported failed still lands (the API erred after applying it).
     failed_writes_land: bool,
+    /// At this time, the tampering is undone: the live split is the last write again.
+    untamper_at: Option<u64>,
 }
 
 impl Harness {
@@ -125,6 +127,7 @@ impl Harness {
             unreadable: None,
             brake_at: None,
             failed_writes_land: false,
+            untamper_at: None,
         }
     }
 
@@ -200,6 +203,13 @@ impl Harness {
                     }
                 }
                 Request::Analyze { .. } => {
+                    if self.tamper.is_none() && self.untamper_at.is_some_and(|u| self.now >= u) {
+                        self.untamper_at = None;
+                        self.unreadable = None;
+                        if let Some(w) = self.writes.last() {
+                            self.live = *w;
+                        }
+                    }
                     if let Some((at, what)) = self.tamper.take() {
                         if self.now >= at {
                             match what {
@@ -1330,4 +1340,106 @@ fn settling_with_prometheus_down_says_so_not_no_traffic() {
         "{decision}"
     );
     assert!(!decision.contains("no traffic observed"), "{decision}");
+}
+
+#[test]
+fn a_failed_read_holds_and_on_drift_acts_only_after_the_error_limit() {
+    let mut p = plan(&[10, 50, 100]);
+    p.on_drift = OnDrift::Rollback;
+    let mut h = Harness::new(p);
+    h.tamper = Some((30, Err("HTTP 503".into())));
+    let o = h.go(|_, w| healthy(w.primary), ok_writes, None, true);
+    assert_eq!(o.phase, Phase::RolledBack, "{o:?}");
+    assert_eq!(h.primary_writes(), [10, 0]);
+    let d = drift_events(&h);
+    assert_eq!(d.len(), 1, "one event per kind of drift: {d:?}");
+    assert!(d[0].contains("hold for now: read 1/3"), "{d:?}");
+    let analyses_before_rollback = h
+        .events
+        .iter()
+        .take_while(|e| !matches!(e.kind, EventKind::RollbackStarted { .. }))
+        .filter(|e| matches!(e.kind, EventKind::Analyzed { .. }) && e.at >= t(30))
+        .count();
+    assert_eq!(analyses_before_rollback, 3, "consecutive_error_limit reads");
+}
+
+#[test]
+fn a_drift_that_clears_rebakes_the_stage_but_max_duration_counts_from_its_start() {
+    let mut h = Harness::new(plan(&[10, 50, 100]));
+    h.tamper = Some((30, Ok(Weights::primary(33).unwrap())));
+    h.untamper_at = Some(60);
+    let o = h.go(|_, w| healthy(w.primary), ok_writes, None, true);
+    assert_eq!(o.phase, Phase::Promoted, "{o:?}");
+    let cleared = h
+        .events
+        .iter()
+        .find(|e| matches!(e.kind, EventKind::DriftCleared { .. }))
+        .expect("the drift is over")
+        .at;
+    let stage2 = h
+        .events
+        .iter()
+        .find(|e| matches!(e.kind, EventKind::WeightConfirmed { stage: Some(1), .. }))
+        .unwrap()
+        .at;
+    assert!(
+        stage2.duration_since(cleared).unwrap() >= Duration::from_secs(60),
+        "a full bake after the drift cleared"
+    );
+    // The stage's max_duration still counts from its start: a drift that never clears
+    // ends the stage as inconclusive at max_duration, re-bakes notwithstanding.
+    let mut h = Harness::new(plan(&[10, 50, 100]));
+    h.tamper = Some((30, Ok(Weights::primary(33).unwrap())));
+    let o = h.go(|_, w| healthy(w.primary), ok_writes, None, true);
+    assert_eq!(o.phase, Phase::Held, "{o:?}");
+    let end = h.events.last().unwrap().at;
+    assert!(end <= t(300 + 15 + 1), "held at max_duration: {end:?}");
+}
+
+#[test]
+fn a_stepped_rollback_steps_down_from_the_live_split_when_it_is_lower() {
+    let mut p = plan(&[10, 25, 50, 100]);
+    p.rollback.mode = RollbackMode::Stepped;
+    p.on_drift = OnDrift::Rollback;
+    let mut h = Harness::new(p);
+    // Someone put everything back on DR by hand at stage 3 (50 %).
+    h.tamper = Some((190, Ok(Weights::ALL_DR)));
+    let o = h.go(|_, w| healthy(w.primary), ok_writes, None, true);
+    assert_eq!(o.phase, Phase::RolledBack, "{o:?}");
+    let w = h.primary_writes();
+    assert_eq!(w.last(), Some(&0), "{w:?}");
+    let after_peak = &w[w.iter().position(|x| *x == 0).unwrap()..];
+    assert_eq!(after_peak, [0], "no step above the live 0 %: {w:?}");
+}
+
+#[test]
+fn losing_the_lock_during_a_rollback_pages() {
+    let mut run = Run::new(plan(&[10, 100]), "r".into());
+    run.step(Observation::Started {
+        now: t(0),
+        live: Ok(Weights::ALL_DR),
+    });
+    run.step(Observation::PreflightDone {
+        now: t(1),
+        results: vec![],
+    });
+    run.step(Observation::WeightsSet {
+        now: t(2),
+        weights: Weights::primary(10).unwrap(),
+    });
+    let mut ev = Vec::new();
+    run.begin_rollback(RollbackCause::Breach, "breach".into(), t(3), &mut ev);
+    let s = run.step(Observation::LockLost {
+        now: t(4),
+        detail: "the lock is now held by run other".into(),
+    });
+    let Request::Finish(o) = s.request else {
+        panic!("{:?}", s.request)
+    };
+    assert_eq!(o.exit_code(), 10, "{o:?}");
+    assert!(
+        o.reason.contains("ROLLBACK NOT FINISHED") && o.reason.contains("primary 10%"),
+        "{}",
+        o.reason
+    );
 }
