@@ -40,30 +40,40 @@ impl Moto {
             ok,
             "moto[server] is required by this test and tests/setup.sh could not install it"
         );
-        let port = free_port();
-        let child = Command::new("python3")
-            .args([
-                "-m",
-                "moto.server",
-                "-H",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("moto starts");
-        let m = Moto { child, port };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
-            assert!(Instant::now() < deadline, "moto did not listen within 30 s");
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        // A port found free may be taken by a concurrent test's server before ours binds it
+        // (then ours exits and the other answers): check that our process still runs once
+        // the port answers, else try another port. Bounded.
+        for _ in 0..5 {
+            let port = free_port();
+            let mut child = Command::new("python3")
+                .args([
+                    "-m",
+                    "moto.server",
+                    "-H",
+                    "127.0.0.1",
+                    "-p",
+                    &port.to_string(),
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("moto starts");
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_err()
+                && matches!(child.try_wait(), Ok(None))
+            {
+                assert!(Instant::now() < deadline, "moto did not listen within 30 s");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            if matches!(child.try_wait(), Ok(None)) {
+                return Moto { child, port };
+            }
+            let _ = child.wait();
         }
-        m
+        panic!("could not start moto on a port of its own in 5 attempts");
     }
 
     /// Its URL.

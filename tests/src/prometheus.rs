@@ -37,9 +37,33 @@ impl Prometheus {
             port,
             _dir: dir,
         };
-        p.spawn();
-        p.wait_ready().await;
-        p
+        // A port found free may be taken by a concurrent test's server before ours binds
+        // it; then "ready" would be answered by the other server. Check that the server on
+        // the port is this one (its data folder), else try another port. Bounded.
+        for _ in 0..5 {
+            p.spawn();
+            p.wait_ready().await;
+            if p.is_ours().await {
+                return p;
+            }
+            p.kill();
+            p.port = free_port();
+        }
+        panic!("could not start prometheus on a port of its own in 5 attempts");
+    }
+
+    /// Whether the server answering on our port is the one we started.
+    async fn is_ours(&self) -> bool {
+        let want = self._dir.path().join("data").display().to_string();
+        let flags: Option<serde_json::Value> = match reqwest::Client::new()
+            .get(format!("{}/api/v1/status/flags", self.url()))
+            .send()
+            .await
+        {
+            Ok(r) => r.json().await.ok(),
+            Err(_) => None,
+        };
+        flags.is_some_and(|f| f["data"]["storage.tsdb.path"].as_str() == Some(want.as_str()))
     }
 
     fn spawn(&mut self) {
