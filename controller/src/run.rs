@@ -697,6 +697,7 @@ impl Run {
         };
         let recorded = self.state.weights;
         self.state.weights = Some(live);
+        self.state.last_live = Some(live);
         let resumed = |stage: Option<usize>, detail: String, ev: &mut Vec<Event>| {
             ev.push(Event {
                 at: now,
@@ -828,6 +829,7 @@ impl Run {
             }
         };
         self.state.weights = Some(live);
+        self.state.last_live = Some(live);
         ev.push(Event {
             at: now,
             kind: EventKind::RunStarted {
@@ -919,6 +921,8 @@ impl Run {
             );
         }
         self.state.weights = Some(weights);
+        // What is live now, for a stepped rollback that steps down from it.
+        self.state.last_live = Some(weights);
         self.state.history.push(WeightChange {
             at: now,
             weights,

@@ -1248,6 +1248,7 @@ fn a_brake_during_a_stepped_rollback_goes_to_zero_at_once() {
     });
     // Force a stepped rollback from 100 % by hand: state as if at the last stage.
     run.state.weights = Some(Weights::primary(100).unwrap());
+    run.state.last_live = run.state.weights;
     let mut ev = Vec::new();
     let r = run.begin_rollback(RollbackCause::Breach, "breach".into(), t(3), &mut ev);
     assert_eq!(r, Request::SetWeights(Weights::primary(50).unwrap()));
@@ -1442,4 +1443,29 @@ fn losing_the_lock_during_a_rollback_pages() {
         "{}",
         o.reason
     );
+}
+
+#[test]
+fn a_stepped_rollback_right_after_a_stage_write_steps_from_that_stage() {
+    // The signal lands before any analysis at the new stage: the live split is the write
+    // just confirmed, not the previous stage's last reading.
+    let mut p = plan(&[10, 25, 50, 100]);
+    p.rollback.mode = RollbackMode::Stepped;
+    p.on_signal = OnSignal::Rollback;
+    let mut h = Harness::new(p);
+    let o = h.go(|_, w| healthy(w.primary), ok_writes, Some(125), true);
+    assert_eq!(o.exit_code(), 4, "{o:?}");
+    let w = h.primary_writes();
+    let peak = w
+        .iter()
+        .position(|x| *x == *w.iter().max().unwrap())
+        .unwrap();
+    let expected: Vec<u8> = [10u8, 25, 50, 100]
+        .into_iter()
+        .filter(|s| *s < w[peak])
+        .rev()
+        .chain([0])
+        .collect();
+    assert_eq!(w[peak + 1..], expected[..], "{w:?}");
+    assert!(w[peak] >= 25, "the signal came after a later stage: {w:?}");
 }

@@ -779,7 +779,7 @@ async fn after_a_signal_a_stepped_rollback_still_waits_between_its_steps() {
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     assert_eq!(status.code(), Some(4), "{text}");
     let seq: Vec<u64> = changes.iter().map(|c| c.1).collect();
-    assert_eq!(seq, [50, 25, 0], "{changes:?}");
+    assert_eq!(seq, [50, 25, 0], "{changes:?}\n{text}");
     let gap = changes[2].0 - changes[1].0;
     assert!(
         gap >= Duration::from_millis(2500),
