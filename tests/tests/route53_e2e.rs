@@ -176,7 +176,8 @@ impl Env {
         .await
     }
 
-    async fn records_named(&self, name: &str) -> Vec<ResourceRecordSet> {
+    /// Every record set of the zone.
+    async fn all_records(&self) -> Vec<ResourceRecordSet> {
         self.moto
             .client()
             .await
@@ -186,26 +187,22 @@ impl Env {
             .await
             .unwrap()
             .resource_record_sets()
-            .iter()
-            .filter(|r| r.name().trim_end_matches('.') == name.trim_end_matches('.'))
-            .cloned()
-            .collect()
+            .to_vec()
     }
 
+    /// The record sets named `name`.
+    async fn records_named(&self, name: &str) -> Vec<ResourceRecordSet> {
+        let name = name.trim_end_matches('.');
+        let mut all = self.all_records().await;
+        all.retain(|r| r.name().trim_end_matches('.') == name);
+        all
+    }
+
+    /// The weighted record sets (those with a SetIdentifier).
     async fn records(&self) -> Vec<ResourceRecordSet> {
-        self.moto
-            .client()
-            .await
-            .list_resource_record_sets()
-            .hosted_zone_id(&self.zone)
-            .send()
-            .await
-            .unwrap()
-            .resource_record_sets()
-            .iter()
-            .filter(|r| r.set_identifier().is_some())
-            .cloned()
-            .collect()
+        let mut all = self.all_records().await;
+        all.retain(|r| r.set_identifier().is_some());
+        all
     }
 }
 
