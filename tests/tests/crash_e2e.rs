@@ -766,6 +766,11 @@ async fn after_a_signal_a_stepped_rollback_still_waits_between_its_steps() {
     let mut changes: Vec<(Duration, u64)> = vec![(Duration::ZERO, 50)];
     let status = loop {
         if let Ok(Some(s)) = run.try_wait() {
+            // The last write may land just before the exit: read it once more.
+            let w = primary_in_file(&dir);
+            if changes.last().map(|c| c.1) != Some(w) {
+                changes.push((start.elapsed(), w));
+            }
             break s;
         }
         let w = primary_in_file(&dir);
