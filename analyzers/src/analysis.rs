@@ -1,6 +1,6 @@
-//! One analysis: every gate measured at both sites, plus each site's request rate.
-//!
-//! Measuring is the only effectful part; [`Analysis::evaluate`] is pure.
+//! Taking one analysis: every gate measured at both sites, plus each site's request rate,
+//! concurrently and under one deadline. The result, [`cutover_core::Analysis`], is judged by
+//! the core.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -9,72 +9,10 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, SystemTime};
 
-use serde::{Deserialize, Serialize};
-
-use crate::eprocess::EProcess;
-use crate::gate::{Gate, GateMeasurement, GateResult, IntervalCounts};
-use crate::promql::Site;
-use crate::source::{CountQuery, CountReading, Measure, MetricSource, Reading};
-
-/// The readings of one analysis.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Analysis {
-    /// When it was taken.
-    pub at: SystemTime,
-    /// The analysis window (the stage's interval).
-    #[serde(with = "crate::serde_secs")]
-    pub window: Duration,
-    /// Requests per second at the primary over the window.
-    pub primary_rate: Reading,
-    /// Requests per second at DR over the window.
-    pub dr_rate: Reading,
-    /// Each gate's readings.
-    pub gates: Vec<GateMeasurement>,
-}
-
-impl Analysis {
-    /// The primary's observed share of requests, in [0, 1]; `None` without traffic data.
-    /// A site with no series at all counts as serving nothing; a failed query or a negative
-    /// rate gives `None`.
-    pub fn primary_share(&self) -> Option<f64> {
-        if self.primary_rate.is_error() || self.dr_rate.is_error() {
-            return None;
-        }
-        let p = self.primary_rate.finite().unwrap_or(0.0);
-        let d = self.dr_rate.finite().unwrap_or(0.0);
-        // A negative rate is a broken query, not a share.
-        if p < 0.0 || d < 0.0 || p + d <= 0.0 {
-            None
-        } else {
-            Some(p / (p + d))
-        }
-    }
-
-    /// Evaluates every gate against its readings. Pure, apart from the sequential gates'
-    /// e-processes in `evidence` (the stage's state, keyed by gate name), which take the
-    /// interval's counts.
-    pub fn evaluate(
-        &self,
-        gates: &[Gate],
-        min_requests: u64,
-        dr_baselines: &BTreeMap<String, f64>,
-        evidence: &mut BTreeMap<String, EProcess>,
-    ) -> Vec<GateResult> {
-        gates
-            .iter()
-            .zip(&self.gates)
-            .map(|(g, m)| {
-                let baseline = dr_baselines.get(&g.name).copied();
-                if g.sequential.is_some() {
-                    let ep = evidence.entry(g.name.clone()).or_default();
-                    g.evaluate_sequential(m, self.at, ep, min_requests, baseline)
-                } else {
-                    g.evaluate(m, min_requests, baseline)
-                }
-            })
-            .collect()
-    }
-}
+use cutover_core::Analysis;
+use cutover_core::judge::gate::{Gate, GateMeasurement, IntervalCounts};
+use cutover_core::metrics::promql::Site;
+use cutover_core::metrics::source::{CountQuery, CountReading, Measure, MetricSource, Reading};
 
 /// Where a gate's readings will be found among an analysis's answers.
 enum Planned {
@@ -217,7 +155,7 @@ impl Analyzer {
         let late = || {
             format!(
                 "no answer within {}, the analysis deadline (the shorter of the query timeout and the interval)",
-                crate::units::Span(deadline)
+                cutover_core::units::Span(deadline)
             )
         };
         let mut jobs: Vec<Job<'_>> = Vec::with_capacity(reads.len() + counts.len());
@@ -303,9 +241,9 @@ impl Analyzer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gate::{GateSpec, GateStatus};
-    use crate::source::{Counts, MetricError, Sample};
     use async_trait::async_trait;
+    use cutover_core::judge::gate::{GateSpec, GateStatus};
+    use cutover_core::metrics::source::{Counts, MetricError, Sample};
 
     /// Answers every query after `delay`, with a number that tells the query apart.
     struct Source {

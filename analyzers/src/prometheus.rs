@@ -4,7 +4,7 @@
 //! the controller and Prometheus cannot make a query look into the future and come back
 //! empty). Sequential gates' counts are instant range-vector queries evaluated at the
 //! controller's time, so that consecutive intervals partition time exactly (see
-//! [`crate::counters`]); a skew then loses whole scrapes at an interval's edge, never counts
+//! [`cutover_core::metrics::counters`]); a skew then loses whole scrapes at an interval's edge, never counts
 //! one twice.
 //! Each query has a timeout; bearer tokens and basic-auth passwords are read from files on
 //! every query (so a rotated token is picked up) and are never logged.
@@ -15,44 +15,17 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use base64::Engine as _;
 use prometheus_http_query::{Client, Error as PromError, response::Data};
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
 
-use crate::counters::growth;
-use crate::promql::{PromqlBuilder, parse_le, promql_duration};
-use crate::source::{CountQuery, Counted, Counts, Measure, MetricError, MetricSource, Sample};
-use crate::units::Span;
+use cutover_core::metrics::counters::growth;
+use cutover_core::metrics::promql::{PromqlBuilder, parse_le, promql_duration};
+use cutover_core::metrics::source::{
+    CountQuery, Counted, Counts, Measure, MetricError, MetricSource, Sample,
+};
+use cutover_core::policy::prometheus::{BasicAuth, PrometheusConfig, redact_url};
 
 /// How far before an interval counting looks for each series' previous sample (Prometheus
 /// marks a series stale after 5 minutes without samples).
 const LOOKBACK: Duration = Duration::from_secs(300);
-
-/// `prometheus:` in a policy.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct PrometheusConfig {
-    /// Base URL of the Prometheus HTTP API, e.g. `http://prometheus.monitoring:9090`.
-    pub url: String,
-    /// Timeout of each query. Default `10s`.
-    #[serde(default = "default_timeout")]
-    pub timeout: Span,
-    /// A file holding a bearer token, sent as `Authorization: Bearer ...`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bearer_token_file: Option<PathBuf>,
-    /// HTTP basic authentication.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub basic_auth: Option<BasicAuth>,
-    /// A PEM bundle of CA certificates to trust, for a Prometheus behind a private CA.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ca_file: Option<PathBuf>,
-    /// Accept any TLS certificate. For tests only; never in production.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub insecure_skip_verify: bool,
-}
-
-fn default_timeout() -> Span {
-    Span::secs(10)
-}
 
 /// One series of a range query.
 #[derive(Debug, Clone, PartialEq)]
@@ -61,27 +34,6 @@ pub struct Series {
     pub labels: std::collections::BTreeMap<String, String>,
     /// `(unix seconds, value)` in time order.
     pub samples: Vec<(f64, f64)>,
-}
-
-/// Basic-auth credentials; the password is read from a file.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct BasicAuth {
-    /// The user name.
-    pub username: String,
-    /// A file holding the password.
-    pub password_file: PathBuf,
-}
-
-/// A URL fit for logs: a password in it is replaced by `***`.
-pub fn redact_url(u: &str) -> String {
-    match reqwest::Url::parse(u) {
-        Ok(mut url) if url.password().is_some() => {
-            let _ = url.set_password(Some("***"));
-            url.to_string()
-        }
-        _ => u.to_string(),
-    }
 }
 
 /// Measurements from a Prometheus server.

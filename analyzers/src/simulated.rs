@@ -16,9 +16,9 @@ use rand::rngs::StdRng;
 use rand_distr::{Binomial, Distribution, Gamma, Poisson};
 use serde::{Deserialize, Serialize};
 
-use crate::counters::growth;
-use crate::promql::{PromqlBuilder, Site};
-use crate::source::{
+use cutover_core::metrics::counters::growth;
+use cutover_core::metrics::promql::{PromqlBuilder, Site};
+use cutover_core::metrics::source::{
     CountQuery, Counted, Counts as SiteCounts, Measure, MetricError, MetricSource, Sample,
 };
 
@@ -59,7 +59,7 @@ pub enum Trigger {
     /// Once the primary's target weight reaches this percent.
     PrimaryWeightAtLeast(u8),
     /// This long after the simulation starts.
-    After(#[serde(with = "crate::serde_secs")] Duration),
+    After(#[serde(with = "cutover_core::serde_secs")] Duration),
 }
 
 /// One scripted change of a site's behaviour.
@@ -94,7 +94,7 @@ pub struct Scenario {
     /// Scripted changes.
     pub changes: Vec<Change>,
     /// Time constant of the traffic split following a weight change (0: at once).
-    #[serde(with = "crate::serde_secs")]
+    #[serde(with = "cutover_core::serde_secs")]
     pub convergence: Duration,
     /// Answers to custom queries, by query template.
     pub custom: BTreeMap<String, f64>,
@@ -113,12 +113,12 @@ pub struct Scenario {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct ScrapeSpec {
     /// Time between two scrapes.
-    #[serde(with = "crate::serde_secs")]
+    #[serde(with = "cutover_core::serde_secs")]
     pub interval: Duration,
     /// Pods per site; each second's requests go to one of them in turn.
     pub pods: u32,
     /// Mean time between restarts of a pod (its counters start again from 0); none if zero.
-    #[serde(with = "crate::serde_secs")]
+    #[serde(with = "cutover_core::serde_secs")]
     pub mean_time_between_resets: Duration,
 }
 
@@ -324,7 +324,7 @@ impl World {
             Some(b) => {
                 let fast = series(&|c| c.le[b]);
                 let f = growth(fast.iter().map(|v| &v[..]), from, to as f64);
-                crate::counters::Growth {
+                cutover_core::metrics::counters::Growth {
                     value: (total.value - f.value).max(0.0),
                     ..f
                 }

@@ -6,23 +6,10 @@
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
+use cutover_core::policy::backend::FileBackendConfig;
 
-use crate::lock::{LockRecord, ObjectLock, Versioned};
-use crate::{Applied, BackendError, TrafficBackend, Weights};
-
-/// Policy settings of the `file` backend.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct FileBackendConfig {
-    /// Path of the JSON weights file, e.g. `/var/run/cutover/checkout-weights.json`.
-    pub path: PathBuf,
-    /// Create the file with all traffic on DR when it does not exist (demos); default false,
-    /// so that a typo in the path is an error rather than a fresh file.
-    #[serde(default)]
-    pub create: bool,
-}
+use cutover_core::lock::{LockRecord, ObjectLock, Versioned};
+use cutover_core::{Applied, BackendError, TrafficBackend, Weights};
 
 /// Weights kept in a local JSON file.
 #[derive(Debug, Clone)]

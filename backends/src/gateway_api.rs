@@ -5,8 +5,10 @@
 use serde_json::Value;
 
 use crate::k8s::{Located, ObjectRef, RoutedObject};
-use crate::spec::{BackendRefSpec, GatewayApiConfig};
-use crate::{BackendError, ConnectOptions};
+use cutover_core::BackendError;
+use cutover_core::policy::backend::{BackendRefSpec, GatewayApiConfig};
+
+use crate::ConnectOptions;
 
 fn matches(r: &Value, want: &BackendRefSpec) -> bool {
     r["name"].as_str() == Some(want.name.as_str())

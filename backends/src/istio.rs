@@ -5,8 +5,10 @@
 use serde_json::Value;
 
 use crate::k8s::{Located, ObjectRef, RoutedObject};
-use crate::spec::{IstioConfig, IstioDestination};
-use crate::{BackendError, ConnectOptions};
+use cutover_core::BackendError;
+use cutover_core::policy::backend::{IstioConfig, IstioDestination};
+
+use crate::ConnectOptions;
 
 fn matches(dest: &Value, want: &IstioDestination) -> bool {
     dest["host"].as_str() == Some(want.host.as_str())

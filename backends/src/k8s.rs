@@ -9,7 +9,9 @@ use kube::core::Request;
 use kube::core::params::{GetParams, PostParams};
 use serde_json::Value;
 
-use crate::{BackendError, ConnectOptions};
+use cutover_core::BackendError;
+
+use crate::ConnectOptions;
 
 /// A Kubernetes client from the options: `--kubeconfig`/`--context`, else in-cluster, else
 /// `~/.kube/config`.
@@ -301,7 +303,7 @@ impl RoutedObject {
         Err(first_err.unwrap_or_else(|| BackendError::Invalid("no API version to try".into())))
     }
 
-    fn weights(&self, value: &Value) -> Result<(Located, crate::Weights), BackendError> {
+    fn weights(&self, value: &Value) -> Result<(Located, cutover_core::Weights), BackendError> {
         let at = (self.locate)(value)?;
         let p = weight_at(value, &at.primary, at.absent)?;
         let d = weight_at(value, &at.dr, at.absent)?;
@@ -314,7 +316,7 @@ impl RoutedObject {
         let primary = ((p as f64) * 100.0 / ((p + d) as f64)).round() as u8;
         Ok((
             at,
-            crate::Weights {
+            cutover_core::Weights {
                 primary,
                 dr: 100 - primary,
             },
@@ -331,12 +333,15 @@ impl crate::TrafficBackend for RoutedObject {
             .unwrap_or_else(|_| "kubernetes object".into())
     }
 
-    async fn get_weights(&self) -> Result<crate::Weights, BackendError> {
+    async fn get_weights(&self) -> Result<cutover_core::Weights, BackendError> {
         let (_, value) = self.fetch().await?;
         self.weights(&value).map(|(_, w)| w)
     }
 
-    async fn set_weights(&self, w: crate::Weights) -> Result<crate::Applied, BackendError> {
+    async fn set_weights(
+        &self,
+        w: cutover_core::Weights,
+    ) -> Result<cutover_core::Applied, BackendError> {
         w.validate()?;
         let note = self.note.lock().unwrap_or_else(|p| p.into_inner()).clone();
         for attempt in 1..=self.max_conflicts {
@@ -354,7 +359,7 @@ impl crate::TrafficBackend for RoutedObject {
             }
             match obj.replace(&self.client, &value).await {
                 Ok(done) => {
-                    return Ok(crate::Applied {
+                    return Ok(cutover_core::Applied {
                         weights: w,
                         change: done["metadata"]["resourceVersion"]
                             .as_str()
@@ -378,7 +383,7 @@ impl crate::TrafficBackend for RoutedObject {
         *self.note.lock().unwrap_or_else(|p| p.into_inner()) = note;
     }
 
-    fn object_lock(&self) -> Option<std::sync::Arc<dyn crate::lock::ObjectLock>> {
+    fn object_lock(&self) -> Option<std::sync::Arc<dyn cutover_core::lock::ObjectLock>> {
         Some(self.lock.clone())
     }
 

@@ -9,10 +9,10 @@
 use async_trait::async_trait;
 use serde_json::{Value, json};
 
-use crate::BackendError;
 use crate::k8s::ObjectRef;
 use crate::k8s_state::{core_ref, get, write};
-use crate::lock::{LockRecord, ObjectLock, Versioned, stable_hash};
+use cutover_core::BackendError;
+use cutover_core::lock::{LockRecord, ObjectLock, Versioned, stable_hash};
 
 const ANNOTATION: &str = "cutover.dev/lock";
 

@@ -6,8 +6,8 @@ use kube::core::Request;
 use kube::core::params::{GetParams, PostParams};
 use serde_json::{Value, json};
 
-use crate::BackendError;
 use crate::k8s::ObjectRef;
+use cutover_core::BackendError;
 
 const KEY: &str = "state.json";
 

@@ -14,9 +14,9 @@ use aws_sdk_route53::types::{
     Change, ChangeAction, ChangeBatch, ResourceRecord, ResourceRecordSet, RrType,
 };
 
-use crate::BackendError;
-use crate::lock::{LockRecord, ObjectLock, Versioned};
 use crate::route53::{classify, returned_name};
+use cutover_core::BackendError;
+use cutover_core::lock::{LockRecord, ObjectLock, Versioned};
 
 /// TTL of the lock record (it is read through the API, never resolved).
 const LOCK_TTL: i64 = 60;

@@ -5,11 +5,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use cutover_backends::TrafficBackend;
+use cutover_core::TrafficBackend;
 use tokio::sync::mpsc;
 
 use crate::driver::Observer;
-use crate::run::{Event, EventKind, Phase, RunState};
+use cutover_core::run::{Event, EventKind, Phase, RunState};
 
 /// Announces run events through the backend.
 pub struct Announcer {

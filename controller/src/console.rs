@@ -4,10 +4,10 @@ use std::io::Write;
 use std::sync::Mutex;
 use std::time::SystemTime;
 
-use cutover_analyzers::gate::{GateResult, GateStatus};
+use cutover_core::judge::gate::{GateResult, GateStatus};
 
 use crate::driver::Observer;
-use crate::run::{Event, EventKind, Phase, RunState};
+use cutover_core::run::{Event, EventKind, Phase, RunState};
 
 /// Prints one line per event, with the time since the run started; in a terminal, also a
 /// live progress line (stage, weight, what the stage waits for, each gate's last value).
@@ -135,6 +135,7 @@ pub fn describe(e: &Event, state: &RunState) -> Option<String> {
         EventKind::WriteFailed { error, attempts } => {
             format!("write      failed (attempt {attempts}): {error}")
         }
+        EventKind::Internal { what } => format!("INTERNAL   {what}"),
         EventKind::Analyzed {
             stage,
             phase,
@@ -214,6 +215,9 @@ impl Observer for LogObserver {
     fn event(&self, e: &Event, state: &RunState) {
         let json = serde_json::to_string(e).unwrap_or_default();
         match &e.kind {
+            EventKind::Internal { .. } => {
+                tracing::error!(service = %state.service, run_id = %state.run_id, event = %json, "{}", describe(e, state).unwrap_or_default())
+            }
             EventKind::RollbackStarted { .. }
             | EventKind::PreflightFailed { .. }
             | EventKind::WriteFailed { .. } => {

@@ -8,17 +8,19 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use clap::ValueEnum;
+use cutover_analyzers::Analyzer;
 use cutover_analyzers::simulated::{
     Change, Scenario, SimWorld, SimulatedSource, SiteProfile, Trigger,
 };
-use cutover_analyzers::{Analyzer, Site};
-use cutover_backends::{Applied, BackendError, FileBackend, TrafficBackend, Weights};
+use cutover_backends::FileBackend;
+use cutover_core::Site;
+use cutover_core::{Applied, BackendError, TrafficBackend, Weights};
 
 use crate::clock::{Clock, SimClock};
 use crate::driver::{Driver, Observer, Shutdown};
-use crate::policy::{self, Policy};
-use crate::run::{Outcome, Run};
-use crate::store::FileStore;
+use cutover_backends::state::FileStore;
+use cutover_core::policy::{self, Policy};
+use cutover_core::run::{Outcome, Run};
 
 /// The demo's policy, a real policy file (validated with the others).
 pub const DEMO_POLICY: &str = include_str!("../../policies/demo.yaml");

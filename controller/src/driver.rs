@@ -5,14 +5,15 @@
 use std::sync::Arc;
 
 use cutover_analyzers::Analyzer;
-use cutover_analyzers::preflight::{PreflightCheck, run_preflight};
-use cutover_backends::{BackendError, TrafficBackend, Weights};
+use cutover_analyzers::preflight::run_preflight;
+use cutover_core::judge::preflight::PreflightCheck;
+use cutover_core::{BackendError, TrafficBackend, Weights};
 use tokio::sync::watch;
 
 use crate::clock::Clock;
 use crate::lock::{Ownership, Stop};
-use crate::run::{Event, Observation, Outcome, Request, Run, RunState};
-use crate::store::StateStore;
+use cutover_core::run::{Event, Observation, Outcome, Request, Run, RunState};
+use cutover_core::store::StateStore;
 
 /// Something that wants to hear about every event (console, logs, notifications, report).
 pub trait Observer: Send + Sync {
@@ -49,7 +50,7 @@ fn stop_observation(stop: Stop, now: std::time::SystemTime) -> Observation {
     match stop {
         Stop::Braked(b) => Observation::Braked {
             now,
-            by: format!("{} at {}", b.by, cutover_backends::lock::rfc3339(b.at)),
+            by: format!("{} at {}", b.by, cutover_core::lock::rfc3339(b.at)),
         },
         Stop::Lost { detail, .. } => Observation::LockLost { now, detail },
     }
@@ -63,7 +64,7 @@ impl Driver {
             && let Err(e) = store.save(run.state()).await
         {
             return Outcome {
-                phase: crate::run::Phase::PreflightFailed,
+                phase: cutover_core::run::Phase::PreflightFailed,
                 reason: format!("cannot record the run state: {e}; nothing was changed"),
             };
         }
@@ -123,7 +124,7 @@ impl Driver {
                 // back for the operator, its writes (0 % only) go ahead.
                 (Some(Ok(Some(stop @ Stop::Braked(_)))), _)
                     if run.state().rollback.as_ref().map(|r| r.cause)
-                        != Some(crate::run::RollbackCause::Operator) =>
+                        != Some(cutover_core::run::RollbackCause::Operator) =>
                 {
                     obs = stop_observation(stop.clone(), self.clock.now());
                     continue;
@@ -288,9 +289,9 @@ mod tests {
     use std::time::{Duration, UNIX_EPOCH};
 
     use cutover_analyzers::simulated::{SimWorld, SimulatedSource};
-    use cutover_backends::Applied;
     use cutover_backends::file::FileLock;
-    use cutover_backends::lock::{LockHolder, ObjectLock};
+    use cutover_core::Applied;
+    use cutover_core::lock::{LockHolder, ObjectLock};
 
     use super::*;
     use crate::bench::{judges::Judge, scenarios};
@@ -337,7 +338,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let lock: Arc<dyn ObjectLock> = Arc::new(FileLock::new(dir.join("w.json.cutover-lock")));
         let sc = scenarios::all().into_iter().next().unwrap();
-        let policy = crate::policy::parse(
+        let policy = cutover_core::policy::parse(
             "t.yaml",
             &Judge::Sequential.policy_yaml(&sc),
             Default::default(),

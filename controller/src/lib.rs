@@ -18,8 +18,5 @@ pub mod driver;
 pub mod lock;
 pub mod notify;
 pub mod plan;
-pub mod policy;
 pub mod report;
-pub mod run;
-pub mod store;
 pub mod telemetry;

@@ -16,8 +16,8 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use cutover_backends::BackendError;
-use cutover_backends::lock::{Brake, LockHolder, LockRecord, ObjectLock, Versioned};
+use cutover_core::BackendError;
+use cutover_core::lock::{Brake, LockHolder, LockRecord, ObjectLock, Versioned};
 
 /// Unix seconds now.
 pub fn unix_now() -> u64 {
@@ -231,7 +231,7 @@ impl Ownership {
                     return Err(format!(
                         "this run's lock {} expired (last renewed {}); not writing forward until it is renewed",
                         self.lock.describe(),
-                        cutover_backends::lock::rfc3339(h.renewed)
+                        cutover_core::lock::rfc3339(h.renewed)
                     ));
                 }
                 Ok(None)

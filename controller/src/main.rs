@@ -16,15 +16,18 @@ use cutover::demo::{DemoOptions, DemoScenario};
 use cutover::driver::{Driver, Observer, Shutdown, write_and_verify};
 use cutover::lock::{Ownership, hostname, operator, unix_now};
 use cutover::notify::Notifier;
-use cutover::policy::{self, LoadedPolicy};
 use cutover::report::Report;
-use cutover::run::{Outcome, Phase, Run};
-use cutover::store::{ConfigMapStore, FileStore, StateStore};
 use cutover::telemetry::{Pushing, Telemetry};
+use cutover_analyzers::Analyzer;
 use cutover_analyzers::prometheus::PrometheusSource;
-use cutover_analyzers::{Analyzer, Span};
-use cutover_backends::lock::LockHolder;
-use cutover_backends::{ConnectOptions, TrafficBackend, Weights};
+use cutover_backends::ConnectOptions;
+use cutover_backends::state::{ConfigMapStore, FileStore};
+use cutover_core::Span;
+use cutover_core::lock::LockHolder;
+use cutover_core::policy::{self, LoadedPolicy};
+use cutover_core::run::{Outcome, Phase, Run};
+use cutover_core::store::StateStore;
+use cutover_core::{TrafficBackend, Weights};
 use tokio::sync::watch;
 
 /// Moves traffic back from the DR site to the repaired primary in stages, judging the
@@ -724,7 +727,7 @@ async fn status(p: LoadedPolicy, common: Common) -> anyhow::Result<u8> {
                         "brake:  run {} braked by {} at {}{}",
                         b.run_id,
                         b.by,
-                        cutover_backends::lock::rfc3339(b.at),
+                        cutover_core::lock::rfc3339(b.at),
                         if b.acknowledged {
                             " (acknowledged)"
                         } else {
@@ -965,7 +968,7 @@ async fn demo(
     );
     println!(
         "time:     {} of simulated cutover in {:.1}s",
-        cutover::run::fmt_d(result.elapsed),
+        cutover_core::run::fmt_d(result.elapsed),
         wall.elapsed().as_secs_f64()
     );
     Ok(report_outcome(outcome))

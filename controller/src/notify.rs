@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use crate::driver::Observer;
-use crate::run::{Event, EventKind, Phase, RunState};
+use cutover_core::run::{Event, EventKind, Phase, RunState};
 
 /// Sends notifications to the policy's webhooks.
 pub struct Notifier {

@@ -4,10 +4,10 @@
 use std::fmt::Write;
 use std::time::Duration;
 
-use cutover_analyzers::Site;
+use cutover_core::Site;
 
-use crate::policy::Policy;
-use crate::run::fmt_d;
+use cutover_core::policy::Policy;
+use cutover_core::run::fmt_d;
 
 /// Renders the plan of a valid policy as text.
 pub fn render(policy: &Policy, file: &str) -> String {
@@ -19,7 +19,7 @@ pub fn render(policy: &Policy, file: &str) -> String {
     let _ = writeln!(
         s,
         "prometheus: {} (timeout {})",
-        cutover_analyzers::prometheus::redact_url(&policy.prometheus.url),
+        cutover_core::policy::prometheus::redact_url(&policy.prometheus.url),
         policy.prometheus.timeout
     );
     let _ = writeln!(

@@ -6,12 +6,12 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::SystemTime;
 
-use cutover_analyzers::GateStatus;
+use cutover_core::GateStatus;
 use plotters::prelude::*;
 use serde_json::{Value, json};
 
 use crate::driver::Observer;
-use crate::run::{Event, EventKind, Outcome, RunState};
+use cutover_core::run::{Event, EventKind, Outcome, RunState};
 
 /// Collects every event of a run; writes the report at the end.
 #[derive(Default)]

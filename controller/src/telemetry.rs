@@ -17,7 +17,7 @@ use prometheus_client::registry::Registry;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::driver::Observer;
-use crate::run::{Event, EventKind, RunState};
+use cutover_core::run::{Event, EventKind, RunState};
 
 type Labels = Vec<(String, String)>;
 type FGauge = Gauge<f64, AtomicU64>;
@@ -189,9 +189,9 @@ impl Telemetry {
                 }
                 for r in results {
                     let kind = match r.unit {
-                        cutover_analyzers::gate::Unit::Ratio => "error_rate",
-                        cutover_analyzers::gate::Unit::Seconds => "latency",
-                        cutover_analyzers::gate::Unit::Number => "query",
+                        cutover_core::judge::gate::Unit::Ratio => "error_rate",
+                        cutover_core::judge::gate::Unit::Seconds => "latency",
+                        cutover_core::judge::gate::Unit::Number => "query",
                     };
                     let gate = |extra: &[(&str, &str)]| {
                         let mut v = svc(&self.service);
@@ -221,15 +221,15 @@ impl Telemetry {
                             .set(m);
                     }
                     let status = match r.status {
-                        cutover_analyzers::GateStatus::Pass => 1.0,
-                        cutover_analyzers::GateStatus::NoData => 0.0,
-                        cutover_analyzers::GateStatus::Undecided => 0.5,
-                        cutover_analyzers::GateStatus::Fail => -1.0,
-                        cutover_analyzers::GateStatus::Error => -2.0,
+                        cutover_core::GateStatus::Pass => 1.0,
+                        cutover_core::GateStatus::NoData => 0.0,
+                        cutover_core::GateStatus::Undecided => 0.5,
+                        cutover_core::GateStatus::Fail => -1.0,
+                        cutover_core::GateStatus::Error => -2.0,
                     };
                     self.gate_status.get_or_create(&gate(&[])).set(status);
                     let n = counts.1.entry(r.name.clone()).or_insert(0);
-                    if r.status == cutover_analyzers::GateStatus::Fail {
+                    if r.status == cutover_core::GateStatus::Fail {
                         *n += 1;
                     }
                     // Sequential gates report their own evidence of harm on the same scale.

@@ -5,9 +5,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cutover_analyzers::MetricError;
-use cutover_analyzers::prometheus::{BasicAuth, PrometheusConfig, PrometheusSource};
-use cutover_analyzers::{PromqlBuilder, SitesSpec, Span, TrafficSpec};
+use cutover_analyzers::prometheus::PrometheusSource;
+use cutover_core::policy::prometheus::{BasicAuth, PrometheusConfig};
+use cutover_core::{MetricError, PromqlBuilder, SitesSpec, Span, TrafficSpec};
 use cutover_tests::exporter::Exporter;
 use cutover_tests::prometheus::Prometheus;
 use cutover_tests::{TempDir, free_port};
@@ -154,8 +154,8 @@ async fn fake_server_typed(
 /// the proportions the exporter serves.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counts_partition_time_and_survive_a_counter_reset() {
-    use cutover_analyzers::Site;
-    use cutover_analyzers::source::{CountQuery, Counted, MetricSource};
+    use cutover_core::Site;
+    use cutover_core::metrics::source::{CountQuery, Counted, MetricSource};
     use std::time::SystemTime;
 
     let dir = TempDir::new("counts");
@@ -461,7 +461,7 @@ async fn label_values_with_quotes_are_escaped_the_way_prometheus_reads_them() {
     .unwrap();
     let s = PrometheusSource::new(&cfg, promql.clone()).unwrap();
     let w = Duration::from_secs(30);
-    let primary = cutover_analyzers::promql::Site::Primary;
+    let primary = cutover_core::metrics::promql::Site::Primary;
     for q in [
         promql.request_rate(primary, w),
         promql.error_ratio(primary, w),

@@ -9,8 +9,9 @@ use std::time::Duration;
 use aws_sdk_route53::types::{
     AliasTarget, Change, ChangeAction, ChangeBatch, ResourceRecord, ResourceRecordSet, RrType,
 };
-use cutover_backends::TrafficBackend;
-use cutover_backends::route53::{Route53Backend, Route53Config};
+use cutover_backends::route53::Route53Backend;
+use cutover_core::TrafficBackend;
+use cutover_core::policy::backend::Route53Config;
 use cutover_tests::TempDir;
 use cutover_tests::cli::{Finished, policy_text, run_cutover};
 use cutover_tests::exporter::{Behaviour, Exporter};

@@ -144,7 +144,8 @@ mod tests {
         for sc in super::super::scenarios::all() {
             for j in ALL {
                 let text = j.policy_yaml(&sc);
-                if let Err(e) = crate::policy::parse("bench.yaml", &text, Default::default()) {
+                if let Err(e) = cutover_core::policy::parse("bench.yaml", &text, Default::default())
+                {
                     panic!("{j} on {}: {e}\n{text}", sc.name);
                 }
             }

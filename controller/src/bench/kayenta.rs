@@ -9,9 +9,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use cutover_analyzers::Site;
 use cutover_analyzers::simulated::SimWorld;
-use cutover_analyzers::source::{CountQuery, Counts, Measure, MetricError, MetricSource, Sample};
+use cutover_core::Site;
+use cutover_core::metrics::source::{
+    CountQuery, Counts, Measure, MetricError, MetricSource, Sample,
+};
 use statrs::distribution::{ContinuousCDF, Normal};
 
 /// The query the Kayenta error-rate gate sends.

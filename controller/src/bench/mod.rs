@@ -13,15 +13,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
+use cutover_analyzers::Analyzer;
 use cutover_analyzers::simulated::{SimWorld, SimulatedSource};
-use cutover_analyzers::source::MetricSource;
-use cutover_analyzers::{Analyzer, Site};
-use cutover_backends::{Applied, BackendError, TrafficBackend, Weights};
+use cutover_core::Site;
+use cutover_core::metrics::source::MetricSource;
+use cutover_core::{Applied, BackendError, TrafficBackend, Weights};
 
 use crate::clock::{Clock, SimClock};
 use crate::driver::{Driver, Observer};
-use crate::policy;
-use crate::run::{Event, EventKind, Phase, Run, RunState};
+use cutover_core::policy;
+use cutover_core::run::{Event, EventKind, Phase, Run, RunState};
 use judges::Judge;
 use scenarios::BenchScenario;
 

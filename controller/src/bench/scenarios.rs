@@ -4,9 +4,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use cutover_analyzers::Site;
 use cutover_analyzers::simulated::{Change, Scenario, ScrapeSpec, SiteProfile, Trigger};
-use cutover_analyzers::source::Counted;
+use cutover_core::Site;
+use cutover_core::metrics::source::Counted;
 
 /// The bucket edge the latency gates count above: near DR's p99 (80 ms median, σ 0.5).
 pub const SLOW_EDGE: f64 = 0.25;

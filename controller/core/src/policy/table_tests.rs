@@ -2,7 +2,7 @@
 
 use super::*;
 
-const CHECKOUT: &str = include_str!("../../policies/checkout.yaml");
+const CHECKOUT: &str = include_str!("../../../../policies/checkout.yaml");
 
 fn edit(from: &str, to: &str) -> String {
     assert!(CHECKOUT.contains(from), "fixture text not found: {from}");

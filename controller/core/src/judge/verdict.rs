@@ -10,7 +10,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::gate::{GateResult, GateStatus};
+use crate::judge::gate::{GateResult, GateStatus};
 
 /// The verdict of one analysis (one evaluation of every gate).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -249,7 +249,7 @@ mod tests {
             min: None,
             max: None,
             dr_breaching,
-            unit: crate::gate::Unit::Number,
+            unit: crate::judge::gate::Unit::Number,
             reason: "r".into(),
             decisive: false,
             evidence: None,

@@ -1,22 +1,13 @@
-//! Where run state is persisted after every step: a trait, and a JSON file for local runs.
+//! The run-state stores, implementations of [`cutover_core::store::StateStore`]: a JSON
+//! file for local runs and a ConfigMap for Jobs.
 
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
-use cutover_backends::k8s_state::ConfigMapBlob;
+use cutover_core::run::RunState;
+use cutover_core::store::StateStore;
 
-use crate::run::RunState;
-
-/// Persists and loads run state.
-#[async_trait]
-pub trait StateStore: Send + Sync {
-    /// Saves the state; must be atomic (a crash leaves the old or the new state, never half).
-    async fn save(&self, state: &RunState) -> Result<(), String>;
-    /// Loads the last saved state, if any.
-    async fn load(&self) -> Result<Option<RunState>, String>;
-    /// A description for logs.
-    fn describe(&self) -> String;
-}
+use crate::k8s_state::ConfigMapBlob;
 
 /// Run state in a ConfigMap (a Job's pods come and go; the ConfigMap stays).
 pub struct ConfigMapStore {

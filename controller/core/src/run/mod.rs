@@ -9,12 +9,12 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
-use cutover_analyzers::Analysis;
-use cutover_analyzers::eprocess::EProcess;
-use cutover_analyzers::gate::GateResult;
-use cutover_analyzers::preflight::PreflightResult;
-use cutover_analyzers::verdict::{AnalysisVerdict, StageCounters, StageVerdict, judge, summarize};
-use cutover_backends::Weights;
+use crate::Analysis;
+use crate::Weights;
+use crate::judge::eprocess::EProcess;
+use crate::judge::gate::GateResult;
+use crate::judge::preflight::PreflightResult;
+use crate::judge::verdict::{AnalysisVerdict, StageCounters, StageVerdict, judge, summarize};
 use serde::{Deserialize, Serialize};
 
 use crate::policy::{OnDrift, OnInconclusive, OnSignal, Plan, RollbackMode};
@@ -421,6 +421,12 @@ pub enum EventKind {
     LockLost {
         /// Who holds it now.
         detail: String,
+    },
+    /// An observation that cannot happen in the phase it came in: a driver bug. The run
+    /// fails safe (rolls back); this event says what was seen, for the bug report.
+    Internal {
+        /// What happened, in words.
+        what: String,
     },
     /// The stage passed its gates and its bake.
     StagePassed {
@@ -1189,7 +1195,7 @@ impl Run {
             let failed = [&analysis.primary_rate, &analysis.dr_rate]
                 .into_iter()
                 .find_map(|r| match r {
-                    cutover_analyzers::Reading::Error(e) => Some(e.clone()),
+                    crate::Reading::Error(e) => Some(e.clone()),
                     _ => None,
                 });
             let why = match (share, failed) {
@@ -1578,7 +1584,12 @@ impl Run {
             "internal error: {what} in phase {:?}; rolling back to be safe",
             self.state.phase
         );
-        tracing::error!("{reason}");
+        ev.push(Event {
+            at: now,
+            kind: EventKind::Internal {
+                what: reason.clone(),
+            },
+        });
         if self.state.phase == Phase::Preflight {
             return self.finish(Phase::PreflightFailed, reason);
         }
@@ -1595,5 +1606,4 @@ pub fn fmt_d(d: Duration) -> String {
 }
 
 #[cfg(test)]
-#[path = "run_tests.rs"]
 mod tests;

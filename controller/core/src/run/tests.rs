@@ -2,11 +2,11 @@
 
 use std::time::{Duration, SystemTime};
 
-use cutover_analyzers::gate::{GateMeasurement, GateSpec};
-use cutover_analyzers::preflight::PreflightResult;
-use cutover_analyzers::verdict::Limits;
-use cutover_analyzers::{Analysis, Reading, Span};
-use cutover_backends::Weights;
+use crate::Weights;
+use crate::judge::gate::{GateMeasurement, GateSpec};
+use crate::judge::preflight::PreflightResult;
+use crate::judge::verdict::Limits;
+use crate::{Analysis, Reading, Span};
 
 use super::*;
 use crate::policy::{OnDrift, OnInconclusive, OnSignal, Plan, RollbackMode, RollbackSpec, Stage};
@@ -920,8 +920,8 @@ fn drive_sequential(
     primary_rate: impl Fn(u8) -> f64,
     fail_count: Option<usize>,
 ) -> (Outcome, Vec<(SystemTime, SystemTime)>, Vec<u32>, RunState) {
-    use cutover_analyzers::gate::IntervalCounts;
-    use cutover_analyzers::source::{CountReading, Counts};
+    use crate::judge::gate::IntervalCounts;
+    use crate::metrics::source::{CountReading, Counts};
     let mut run = Run::new(sequential_plan(), "seq".into());
     let mut now = 0u64;
     let mut live = Weights::ALL_DR;

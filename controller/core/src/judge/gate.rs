@@ -10,9 +10,9 @@ use std::time::{Duration, SystemTime};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::eprocess::{Conclusion, EProcess, Tally};
-use crate::promql::{Site, render_template};
-use crate::source::{CountReading, Counted, Counts, Measure, Reading};
+use crate::judge::eprocess::{Conclusion, EProcess, Tally};
+use crate::metrics::promql::{Site, render_template};
+use crate::metrics::source::{CountReading, Counted, Counts, Measure, Reading};
 use crate::units::{Percent, Span};
 
 /// The shortest gate window: Prometheus resolves time in milliseconds and scrapes every few
@@ -239,8 +239,8 @@ pub struct Sequential {
 
 impl Sequential {
     /// The test of one stage.
-    pub fn test(&self) -> crate::eprocess::Test {
-        crate::eprocess::Test {
+    pub fn test(&self) -> crate::judge::eprocess::Test {
+        crate::judge::eprocess::Test {
             ratio: 1.0 + self.tolerance,
             absolute: self.absolute,
             alpha: self.alpha_stage,

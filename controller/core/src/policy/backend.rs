@@ -3,8 +3,8 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::file::FileBackendConfig;
-pub use crate::route53::Route53Config;
+pub use super::backend_file::FileBackendConfig;
+pub use super::backend_route53::Route53Config;
 
 /// A destination of an Istio route: a host and an optional subset.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

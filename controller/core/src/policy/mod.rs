@@ -9,16 +9,19 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use cutover_analyzers::gate::Gate;
-use cutover_analyzers::preflight::PreflightCheck;
-use cutover_analyzers::prometheus::PrometheusConfig;
-use cutover_analyzers::verdict::Limits;
-use cutover_analyzers::{GateSpec, Percent, PromqlBuilder, SitesSpec, Span, TrafficSpec};
-use cutover_backends::BackendSpec;
+use crate::judge::gate::Gate;
+use crate::judge::preflight::PreflightCheck;
+use crate::judge::verdict::Limits;
+use crate::policy::backend::BackendSpec;
+use crate::policy::prometheus::PrometheusConfig;
+use crate::{GateSpec, Percent, PromqlBuilder, SitesSpec, Span, TrafficSpec};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-#[path = "policy_screen.rs"]
+pub mod backend;
+pub mod backend_file;
+pub mod backend_route53;
+pub mod prometheus;
 pub mod screen;
 
 /// A cutover policy: how one service's traffic moves back from DR to the primary.
@@ -296,13 +299,13 @@ pub struct Stage {
     /// Primary weight in percent.
     pub weight: u8,
     /// Minimum time at the stage.
-    #[serde(with = "cutover_analyzers::serde_secs")]
+    #[serde(with = "crate::serde_secs")]
     pub bake: Duration,
     /// Time between analyses.
-    #[serde(with = "cutover_analyzers::serde_secs")]
+    #[serde(with = "crate::serde_secs")]
     pub interval: Duration,
     /// Undecided this long: inconclusive.
-    #[serde(with = "cutover_analyzers::serde_secs")]
+    #[serde(with = "crate::serde_secs")]
     pub max_duration: Duration,
 }
 
@@ -1103,7 +1106,7 @@ pub fn json_schema() -> String {
 mod tests {
     use super::*;
 
-    const CHECKOUT: &str = include_str!("../../policies/checkout.yaml");
+    const CHECKOUT: &str = include_str!("../../../../policies/checkout.yaml");
 
     fn parse_str(text: &str) -> Result<Policy, PolicyErrors> {
         parse("p.yaml", text, config::Map::new())
@@ -1157,7 +1160,7 @@ mod tests {
 
     #[test]
     fn schema_file_is_current() {
-        let on_disk = include_str!("../../policies/policy.schema.json");
+        let on_disk = include_str!("../../../../policies/policy.schema.json");
         assert!(
             on_disk == json_schema(),
             "policies/policy.schema.json is stale; regenerate it with \
@@ -1167,5 +1170,4 @@ mod tests {
 }
 
 #[cfg(test)]
-#[path = "policy_tests.rs"]
 mod table_tests;

@@ -6,7 +6,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::source::Counted;
+use crate::metrics::source::Counted;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -396,8 +396,8 @@ impl PromqlBuilder {
     }
 
     /// The PromQL of any measurement.
-    pub fn render(&self, m: &crate::source::Measure) -> String {
-        use crate::source::Measure;
+    pub fn render(&self, m: &crate::metrics::source::Measure) -> String {
+        use crate::metrics::source::Measure;
         match m {
             Measure::RequestRate { site, window } => self.request_rate(*site, *window),
             Measure::RequestCount { site, window } => self.request_count(*site, *window),
