@@ -10,8 +10,8 @@ use std::task::Poll;
 use std::time::{Duration, SystemTime};
 
 use cutover_core::Analysis;
+use cutover_core::Site;
 use cutover_core::judge::gate::{Gate, GateMeasurement, IntervalCounts};
-use cutover_core::metrics::promql::Site;
 use cutover_core::metrics::source::{CountQuery, CountReading, Measure, MetricSource, Reading};
 
 /// Where a gate's readings will be found among an analysis's answers.

@@ -3,9 +3,9 @@
 
 use std::time::{Duration, SystemTime};
 
+use cutover_core::Site;
 use cutover_core::judge::gate::Gate;
 use cutover_core::judge::preflight::{PreflightCheck, PreflightResult};
-use cutover_core::metrics::promql::Site;
 use cutover_core::metrics::source::{Measure, MetricSource};
 
 /// Runs every preflight check and the gates' DR data check. Never changes anything.

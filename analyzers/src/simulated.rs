@@ -17,10 +17,10 @@ use rand_distr::{Binomial, Distribution, Gamma, Poisson};
 use serde::{Deserialize, Serialize};
 
 use cutover_core::metrics::counters::growth;
-use cutover_core::metrics::promql::{PromqlBuilder, Site};
 use cutover_core::metrics::source::{
     CountQuery, Counted, Counts as SiteCounts, Measure, MetricError, MetricSource, Sample,
 };
+use cutover_core::{PromqlBuilder, Site};
 
 /// Upper bounds (seconds) of the simulated latency histogram; `+Inf` is implied.
 pub const BUCKETS: [f64; 11] = [

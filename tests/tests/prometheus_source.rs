@@ -461,7 +461,7 @@ async fn label_values_with_quotes_are_escaped_the_way_prometheus_reads_them() {
     .unwrap();
     let s = PrometheusSource::new(&cfg, promql.clone()).unwrap();
     let w = Duration::from_secs(30);
-    let primary = cutover_core::metrics::promql::Site::Primary;
+    let primary = cutover_core::Site::Primary;
     for q in [
         promql.request_rate(primary, w),
         promql.error_ratio(primary, w),

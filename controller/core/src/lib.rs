@@ -28,8 +28,8 @@ pub mod weights;
 
 pub use judge::analysis::Analysis;
 pub use judge::gate::{Gate, GateResult, GateSpec, GateStatus};
-pub use metrics::promql::{PromqlBuilder, Site, SitesSpec, TrafficSpec};
+pub use metrics::promql::{PromqlBuilder, SitesSpec, TrafficSpec};
 pub use metrics::source::{Measure, MetricError, MetricSource, Reading};
 pub use traffic::{Applied, BackendError, TrafficBackend};
 pub use units::{Percent, Span};
-pub use weights::Weights;
+pub use weights::{Site, StageWeight, Weights};

@@ -11,9 +11,10 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::judge::eprocess::{Conclusion, EProcess, Tally};
-use crate::metrics::promql::{Site, render_template};
+use crate::metrics::promql::render_template;
 use crate::metrics::source::{CountReading, Counted, Counts, Measure, Reading};
 use crate::units::{Percent, Span};
+use crate::weights::Site;
 
 /// The shortest gate window: Prometheus resolves time in milliseconds and scrapes every few
 /// seconds, so a shorter window holds no two samples to rate.

@@ -3,32 +3,13 @@
 //! Every label value that comes from a policy is escaped as a PromQL string literal, so a
 //! value can never close its matcher and inject PromQL (see [`escape_label_value`]).
 
-use std::fmt;
 use std::time::Duration;
 
 use crate::metrics::source::Counted;
+use crate::weights::Site;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-
-/// One of the two sites of a failback.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Site {
-    /// The site coming back.
-    Primary,
-    /// The site serving now, the known-healthy baseline.
-    Dr,
-}
-
-impl fmt::Display for Site {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.pad(match self {
-            Site::Primary => "primary",
-            Site::Dr => "dr",
-        })
-    }
-}
 
 /// How the two sites are told apart in the metrics (`sites:` in a policy).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::metrics::promql::Site;
+use crate::weights::Site;
 
 /// One measurement a gate, the settling phase or a preflight check asks for.
 #[derive(Debug, Clone, PartialEq)]
