@@ -17,7 +17,9 @@ pub mod route53;
 pub mod route53_lock;
 pub mod state;
 
-use cutover_core::policy::backend::{BackendKind, BackendSpec};
+use std::sync::Arc;
+
+use cutover_core::policy::backend::Backend;
 use cutover_core::{BackendError, TrafficBackend};
 
 pub use file::FileBackend;
@@ -35,29 +37,15 @@ pub struct ConnectOptions {
 
 /// Connects to the backend a policy names: the factory that picks one implementation.
 pub async fn connect(
-    spec: &BackendSpec,
+    backend: &Backend,
     options: &ConnectOptions,
-) -> Result<std::sync::Arc<dyn TrafficBackend>, BackendError> {
-    match spec.kind().map_err(BackendError::Invalid)? {
-        BackendKind::File => {
-            let cfg = spec.file.as_ref().expect("kind() checked");
-            Ok(std::sync::Arc::new(FileBackend::new(cfg)))
-        }
-        BackendKind::Route53 => {
-            let cfg = spec.route53.as_ref().expect("kind() checked");
-            let b =
-                route53::Route53Backend::connect(cfg, options.aws_endpoint_url.as_deref()).await?;
-            Ok(std::sync::Arc::new(b))
-        }
-        BackendKind::Istio => {
-            let cfg = spec.istio.as_ref().expect("kind() checked");
-            Ok(std::sync::Arc::new(istio::connect(cfg, options).await?))
-        }
-        BackendKind::GatewayApi => {
-            let cfg = spec.gateway_api.as_ref().expect("kind() checked");
-            Ok(std::sync::Arc::new(
-                gateway_api::connect(cfg, options).await?,
-            ))
-        }
-    }
+) -> Result<Arc<dyn TrafficBackend>, BackendError> {
+    Ok(match backend {
+        Backend::File(cfg) => Arc::new(FileBackend::new(cfg)),
+        Backend::Route53(cfg) => Arc::new(
+            route53::Route53Backend::connect(cfg, options.aws_endpoint_url.as_deref()).await?,
+        ),
+        Backend::Istio(cfg) => Arc::new(istio::connect(cfg, options).await?),
+        Backend::GatewayApi(cfg) => Arc::new(gateway_api::connect(cfg, options).await?),
+    })
 }

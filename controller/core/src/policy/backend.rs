@@ -67,7 +67,7 @@ pub struct GatewayApiConfig {
     pub dr: BackendRefSpec,
 }
 
-/// `backend:` — exactly one must be set; [`BackendSpec::kind`] checks.
+/// `backend:` — exactly one of `istio`, `gateway_api`, `route53` or `file`.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BackendSpec {
@@ -85,45 +85,46 @@ pub struct BackendSpec {
     pub file: Option<FileBackendConfig>,
 }
 
-/// Which backend a policy names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BackendKind {
+/// The one backend a valid policy names, with its settings.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Backend {
     /// `istio`
-    Istio,
+    Istio(IstioConfig),
     /// `gateway_api`
-    GatewayApi,
+    GatewayApi(GatewayApiConfig),
     /// `route53`
-    Route53,
+    Route53(Route53Config),
     /// `file`
-    File,
+    File(FileBackendConfig),
 }
 
 impl BackendSpec {
     /// The one backend set, or a message saying how many were set.
-    pub fn kind(&self) -> Result<BackendKind, String> {
-        let set: Vec<(BackendKind, &str)> = [
-            (self.istio.is_some(), BackendKind::Istio, "istio"),
-            (
-                self.gateway_api.is_some(),
-                BackendKind::GatewayApi,
-                "gateway_api",
-            ),
-            (self.route53.is_some(), BackendKind::Route53, "route53"),
-            (self.file.is_some(), BackendKind::File, "file"),
-        ]
-        .into_iter()
-        .filter(|(s, _, _)| *s)
-        .map(|(_, k, n)| (k, n))
-        .collect();
-        match set.as_slice() {
-            [(k, _)] => Ok(*k),
-            [] => Err(
+    pub fn resolve(&self) -> Result<Backend, String> {
+        let mut set: Vec<(Backend, &str)> = Vec::new();
+        if let Some(c) = &self.istio {
+            set.push((Backend::Istio(c.clone()), "istio"));
+        }
+        if let Some(c) = &self.gateway_api {
+            set.push((Backend::GatewayApi(c.clone()), "gateway_api"));
+        }
+        if let Some(c) = &self.route53 {
+            set.push((Backend::Route53(c.clone()), "route53"));
+        }
+        if let Some(c) = &self.file {
+            set.push((Backend::File(c.clone()), "file"));
+        }
+        match set.len() {
+            1 => Ok(set.remove(0).0),
+            0 => Err(
                 "no backend is set; give exactly one of istio, gateway_api, route53, file".into(),
             ),
-            many => Err(format!(
-                "{} backends are set ({}); give exactly one",
-                many.len(),
-                many.iter().map(|(_, n)| *n).collect::<Vec<_>>().join(", ")
+            n => Err(format!(
+                "{n} backends are set ({}); give exactly one",
+                set.iter()
+                    .map(|(_, name)| *name)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )),
         }
     }

@@ -1,6 +1,9 @@
 //! Table-driven: broken variants of the contract example, each error naming its field.
 
+use std::time::Duration;
+
 use super::*;
+use crate::Span;
 
 const CHECKOUT: &str = include_str!("../../../../policies/checkout.yaml");
 
@@ -368,7 +371,7 @@ fn a_policy_that_is_not_utf8_is_refused_with_its_line_and_column() {
 #[test]
 fn a_leading_byte_order_mark_is_ignored() {
     let p = parse("p.yaml", &format!("\u{feff}{CHECKOUT}"), config::Map::new()).unwrap();
-    assert_eq!(p.service, "checkout");
+    assert_eq!(p.policy.service, "checkout");
 }
 
 #[test]
@@ -390,7 +393,7 @@ fn an_alias_bomb_is_refused_quickly_and_small() {
     let text =
         edit("  bake: 5m ", "  bake: &bake 5m ").replacen("    bake: 10m", "    bake: *bake", 1);
     let p = parse("p.yaml", &text, config::Map::new()).unwrap();
-    assert_eq!(p.stages[2].bake, Some(Span::secs(300)));
+    assert_eq!(p.policy.stages[2].bake, Some(Span::secs(300)));
 }
 
 #[test]

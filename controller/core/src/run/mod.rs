@@ -10,11 +10,11 @@ use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use crate::Analysis;
-use crate::Weights;
 use crate::judge::eprocess::EProcess;
 use crate::judge::gate::GateResult;
 use crate::judge::preflight::PreflightResult;
 use crate::judge::verdict::{AnalysisVerdict, StageCounters, StageVerdict, judge, summarize};
+use crate::weights::{StageWeight, Weights};
 use serde::{Deserialize, Serialize};
 
 use crate::policy::{OnDrift, OnInconclusive, OnSignal, Plan, RollbackMode};
@@ -213,6 +213,10 @@ pub enum Observation {
         now: SystemTime,
         /// The live weights.
         live: Result<Weights, String>,
+        /// How long clients may keep an old split after a change (the DNS TTL the backend
+        /// read with the live weights; zero where there is none): settling never judges
+        /// before it has passed.
+        propagation: Duration,
     },
     /// Preflight checks ran.
     PreflightDone {
@@ -462,6 +466,8 @@ pub struct Run {
     plan: Plan,
     state: RunState,
     resuming: bool,
+    /// From [`Observation::Started`].
+    propagation: Duration,
 }
 
 /// The longest pause between two retries of a failed write.
@@ -498,6 +504,7 @@ impl Run {
             plan,
             state,
             resuming: false,
+            propagation: Duration::ZERO,
         }
     }
 
@@ -514,6 +521,7 @@ impl Run {
             plan,
             state,
             resuming: true,
+            propagation: Duration::ZERO,
         }
     }
 
@@ -558,12 +566,6 @@ impl Run {
         &self.plan
     }
 
-    /// Sets how long clients may keep an old split (the DNS TTL), once the backend has
-    /// read its records: settling never judges before it has passed.
-    pub fn set_propagation(&mut self, d: std::time::Duration) {
-        self.plan.propagation = d;
-    }
-
     /// Takes one observation and decides the next request. Pure: no I/O, no clock.
     pub fn step(&mut self, obs: Observation) -> Step {
         let now = obs.now();
@@ -598,10 +600,18 @@ impl Run {
             };
         }
         let request = match obs {
-            Observation::Started { now, live } if self.resuming => {
-                self.on_resume(now, live, &mut ev)
+            Observation::Started {
+                now,
+                live,
+                propagation,
+            } => {
+                self.propagation = propagation;
+                if self.resuming {
+                    self.on_resume(now, live, &mut ev)
+                } else {
+                    self.on_started(now, live, &mut ev)
+                }
             }
-            Observation::Started { now, live } => self.on_started(now, live, &mut ev),
             Observation::PreflightDone { now, results } => self.on_preflight(now, results, &mut ev),
             Observation::WeightsSet { now, weights } => self.on_weights_set(now, weights, &mut ev),
             Observation::WeightsFailed {
@@ -714,7 +724,7 @@ impl Run {
                 },
             })
         };
-        let index_of = |w: u8| self.plan.stages.iter().position(|s| s.weight == w);
+        let index_of = |w: u8| self.plan.stages.iter().position(|s| s.weight.get() == w);
         if live.primary != 0 && index_of(live.primary).is_none() {
             resumed(None, format!("live {live} is not a weight of the plan"), ev);
             let reason = format!(
@@ -840,7 +850,7 @@ impl Run {
             at: now,
             kind: EventKind::RunStarted {
                 live,
-                stages: self.plan.stages.iter().map(|s| s.weight).collect(),
+                stages: self.plan.stages.iter().map(|s| s.weight.get()).collect(),
             },
         });
         if live != Weights::ALL_DR {
@@ -898,10 +908,7 @@ impl Run {
     }
 
     fn request_stage(&mut self, i: usize, now: SystemTime, ev: &mut Vec<Event>) -> Request {
-        let weights = Weights {
-            primary: self.plan.stages[i].weight,
-            dr: 100 - self.plan.stages[i].weight,
-        };
+        let weights = Weights::at(self.plan.stages[i].weight);
         self.pend_write(weights, Some(i), now, ev);
         Request::SetWeights(weights)
     }
@@ -989,7 +996,7 @@ impl Run {
         Request::Sleep(
             self.plan.stages[i]
                 .interval
-                .max(self.plan.propagation)
+                .max(self.propagation)
                 .max(self.plan.burn_in),
         )
     }
@@ -1103,7 +1110,7 @@ impl Run {
             return self.unexpected(now, "an analysis", ev);
         }
         let stage = self.plan.stages[i];
-        let dr_serves = stage.weight < 100;
+        let dr_serves = stage.weight < StageWeight::FULL;
         let empty = BTreeMap::new();
         let baselines = if dr_serves {
             &empty
@@ -1175,7 +1182,7 @@ impl Run {
             .rebake_from
             .map_or(elapsed, |r| now.duration_since(r).unwrap_or_default());
         if phase == Phase::Settling {
-            let target = f64::from(stage.weight) / 100.0;
+            let target = f64::from(stage.weight.get()) / 100.0;
             let converged =
                 share.is_some_and(|s| (s - target).abs() <= self.plan.settle_tolerance + 1e-9);
             if converged && elapsed >= self.plan.burn_in {
@@ -1225,7 +1232,7 @@ impl Run {
         }
         let sv = match (sv, share) {
             // Judging at a split other than the stage's is judging something else.
-            (StageVerdict::Passing, s) if !self.share_near(stage.weight, s, &analysis) => {
+            (StageVerdict::Passing, s) if !self.share_near(stage.weight.get(), s, &analysis) => {
                 StageVerdict::Hold {
                     reason: format!(
                         "the observed primary share {} is not within {:.1} points of the stage's {}%; never a pass",
@@ -1490,7 +1497,7 @@ impl Run {
                 .stages
                 .iter()
                 .rev()
-                .map(|s| s.weight)
+                .map(|s| s.weight.get())
                 .filter(|w| *w < current)
                 .collect(),
         };
@@ -1515,10 +1522,7 @@ impl Run {
             .as_ref()
             .and_then(|r| r.remaining.first().copied())
             .unwrap_or(0);
-        let weights = Weights {
-            primary: next,
-            dr: 100 - next,
-        };
+        let weights = rollback_step(next);
         self.pend_write(weights, None, now, ev);
         Request::SetWeights(weights)
     }
@@ -1538,10 +1542,7 @@ impl Run {
             );
         }
         let next = rb.remaining[0];
-        let weights = Weights {
-            primary: next,
-            dr: 100 - next,
-        };
+        let weights = rollback_step(next);
         self.pend_write(weights, None, now, ev);
         // Stepped: pause before the next step; the pending write is issued after the sleep.
         Request::Sleep(self.plan.rollback.step_interval.get())
@@ -1598,6 +1599,12 @@ impl Run {
         }
         self.begin_rollback(RollbackCause::Breach, reason, now, ev)
     }
+}
+
+/// The split of one rollback step. A step is a stage weight below the current one, or 0;
+/// anything else (only a corrupted state record could hold it) puts all traffic on DR.
+fn rollback_step(primary: u8) -> Weights {
+    Weights::primary(primary).unwrap_or(Weights::ALL_DR)
 }
 
 /// Formats a duration for people: `2m 30s`.

@@ -2,10 +2,10 @@
 
 use std::time::{Duration, SystemTime};
 
-use crate::Weights;
 use crate::judge::gate::{GateMeasurement, GateSpec};
 use crate::judge::preflight::PreflightResult;
 use crate::judge::verdict::Limits;
+use crate::weights::{StageWeight, Weights};
 use crate::{Analysis, Reading, Span};
 
 use super::*;
@@ -29,7 +29,7 @@ fn plan(weights: &[u8]) -> Plan {
         stages: weights
             .iter()
             .map(|w| Stage {
-                weight: *w,
+                weight: StageWeight::new(u32::from(*w)).expect("a stage weight"),
                 bake: Duration::from_secs(60),
                 interval: Duration::from_secs(15),
                 max_duration: Duration::from_secs(300),
@@ -47,7 +47,6 @@ fn plan(weights: &[u8]) -> Plan {
         on_inconclusive: OnInconclusive::Hold,
         settle_tolerance: 0.05,
         burn_in: Duration::ZERO,
-        propagation: Duration::ZERO,
         rollback: RollbackSpec {
             mode: RollbackMode::Immediate,
             step_interval: Span::secs(10),
@@ -142,6 +141,7 @@ impl Harness {
     ) -> Outcome {
         let mut obs = Observation::Started {
             now: t(0),
+            propagation: Duration::ZERO,
             live: Ok(self.live),
         };
         for _ in 0..10_000 {
@@ -277,6 +277,7 @@ fn unreadable_backend_fails_preflight() {
     let mut run = Run::new(plan(&[10, 100]), "t".into());
     let s = run.step(Observation::Started {
         now: t(0),
+        propagation: Duration::ZERO,
         live: Err("404 virtualservice".into()),
     });
     assert!(matches!(
@@ -611,6 +612,7 @@ fn a_read_back_that_differs_is_a_failed_write() {
     let mut run = Run::new(plan(&[10, 100]), "t".into());
     run.step(Observation::Started {
         now: t(0),
+        propagation: Duration::ZERO,
         live: Ok(Weights::ALL_DR),
     });
     let s = run.step(Observation::PreflightDone {
@@ -648,6 +650,7 @@ fn a_terminal_run_stays_terminal() {
     let mut run = Run::new(plan(&[10, 100]), "t".into());
     run.step(Observation::Started {
         now: t(0),
+        propagation: Duration::ZERO,
         live: Ok(Weights { primary: 5, dr: 95 }),
     });
     let s = run.step(Observation::Slept { now: t(1) });
@@ -662,11 +665,10 @@ fn a_terminal_run_stays_terminal() {
 
 #[test]
 fn settling_waits_for_the_dns_ttl_before_judging() {
-    let mut p = plan(&[10, 100]);
-    p.propagation = Duration::from_secs(60);
-    let mut run = Run::new(p, "t".into());
+    let mut run = Run::new(plan(&[10, 100]), "t".into());
     run.step(Observation::Started {
         now: t(0),
+        propagation: Duration::from_secs(60),
         live: Ok(Weights::ALL_DR),
     });
     run.step(Observation::PreflightDone {
@@ -696,6 +698,7 @@ fn killed_after(
     let mut run = Run::new(plan(plan_weights), "r1".into());
     run.step(Observation::Started {
         now: t(0),
+        propagation: Duration::ZERO,
         live: Ok(Weights::ALL_DR),
     });
     let mut s = run.step(Observation::PreflightDone {
@@ -740,6 +743,7 @@ fn a_restarted_run_resumes_its_stage_and_rebakes_it() {
     let mut run = Run::resume(plan(&[10, 25, 50, 100]), state);
     let s = run.step(Observation::Started {
         now: t(1000),
+        propagation: Duration::ZERO,
         live: Ok(live),
     });
     assert!(matches!(s.request, Request::Sleep(_)), "{s:?}");
@@ -766,6 +770,7 @@ fn a_write_whose_intent_was_recorded_is_reconciled_either_way() {
     let mut run = Run::resume(plan(&[10, 25, 50, 100]), state);
     run.step(Observation::Started {
         now: t(1000),
+        propagation: Duration::ZERO,
         live: Ok(live),
     });
     assert_eq!(run.state().stage, Some(2));
@@ -780,6 +785,7 @@ fn a_write_whose_intent_was_recorded_is_reconciled_either_way() {
     let mut run = Run::resume(plan(&[10, 25, 50, 100]), state);
     run.step(Observation::Started {
         now: t(1000),
+        propagation: Duration::ZERO,
         live: Ok(live),
     });
     assert_eq!(run.state().stage, Some(1));
@@ -791,6 +797,7 @@ fn a_live_weight_not_in_the_plan_is_rolled_back_with_the_reason() {
     let mut run = Run::resume(plan(&[10, 25, 50, 100]), state);
     let s = run.step(Observation::Started {
         now: t(1000),
+        propagation: Duration::ZERO,
         live: Ok(Weights {
             primary: 33,
             dr: 67,
@@ -810,6 +817,7 @@ fn a_live_weight_ahead_of_the_record_is_rolled_back_never_adopted() {
     let mut run = Run::resume(plan(&[10, 25, 50, 100]), state);
     let s = run.step(Observation::Started {
         now: t(1000),
+        propagation: Duration::ZERO,
         live: Ok(Weights {
             primary: 50,
             dr: 50,
@@ -835,6 +843,7 @@ fn a_rollback_interrupted_by_a_kill_is_finished_on_restart() {
     let mut run = Run::resume(plan(&[10, 25, 100]), state.clone());
     let s = run.step(Observation::Started {
         now: t(1000),
+        propagation: Duration::ZERO,
         live: Ok(Weights {
             primary: 25,
             dr: 75,
@@ -848,6 +857,7 @@ fn a_rollback_interrupted_by_a_kill_is_finished_on_restart() {
     let mut run = Run::resume(plan(&[10, 25, 100]), state);
     let s = run.step(Observation::Started {
         now: t(1000),
+        propagation: Duration::ZERO,
         live: Ok(Weights::ALL_DR),
     });
     assert!(
@@ -868,6 +878,7 @@ fn all_on_dr_while_the_record_says_a_stage_is_not_resumed() {
     let mut run = Run::resume(plan(&[10, 25, 100]), state);
     let s = run.step(Observation::Started {
         now: t(1000),
+        propagation: Duration::ZERO,
         live: Ok(Weights::ALL_DR),
     });
     let Request::Finish(o) = s.request else {
@@ -929,6 +940,7 @@ fn drive_sequential(
     let mut at_stage_start = Vec::new();
     let mut obs = Observation::Started {
         now: t(0),
+        propagation: Duration::ZERO,
         live: Ok(live),
     };
     for _ in 0..10_000 {
@@ -1185,6 +1197,7 @@ fn a_lost_lock_ends_the_run_without_another_write() {
     let mut h = Harness::new(plan(&[10, 50, 100]));
     let mut obs = Observation::Started {
         now: t(0),
+        propagation: Duration::ZERO,
         live: Ok(Weights::ALL_DR),
     };
     let mut writes = 0;
@@ -1236,6 +1249,7 @@ fn a_brake_during_a_stepped_rollback_goes_to_zero_at_once() {
     let mut run = Run::new(p, "r".into());
     run.step(Observation::Started {
         now: t(0),
+        propagation: Duration::ZERO,
         live: Ok(Weights::ALL_DR),
     });
     run.step(Observation::PreflightDone {
@@ -1310,6 +1324,7 @@ fn settling_with_prometheus_down_says_so_not_no_traffic() {
     let mut run = Run::new(plan(&[10, 100]), "r".into());
     run.step(Observation::Started {
         now: t(0),
+        propagation: Duration::ZERO,
         live: Ok(Weights::ALL_DR),
     });
     run.step(Observation::PreflightDone {
@@ -1418,6 +1433,7 @@ fn losing_the_lock_during_a_rollback_pages() {
     let mut run = Run::new(plan(&[10, 100]), "r".into());
     run.step(Observation::Started {
         now: t(0),
+        propagation: Duration::ZERO,
         live: Ok(Weights::ALL_DR),
     });
     run.step(Observation::PreflightDone {

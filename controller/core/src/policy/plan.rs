@@ -1,0 +1,132 @@
+//! The plan: a valid policy as typed values, the one thing a run, its adapters and its
+//! reports use. Made only by [`super::compile`].
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::PromqlBuilder;
+use crate::judge::gate::Gate;
+use crate::judge::verdict::Limits;
+use crate::policy::backend::Backend;
+use crate::policy::model::{OnDrift, OnInconclusive, OnSignal, Policy, RollbackSpec};
+use crate::policy::validate::{self, Problems};
+use crate::units::Span;
+use crate::weights::StageWeight;
+
+/// One stage with every timing resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stage {
+    /// Primary weight in percent, 1 to 100.
+    pub weight: StageWeight,
+    /// Minimum time at the stage.
+    #[serde(with = "crate::serde_secs")]
+    pub bake: Duration,
+    /// Time between analyses.
+    #[serde(with = "crate::serde_secs")]
+    pub interval: Duration,
+    /// Undecided this long: inconclusive.
+    #[serde(with = "crate::serde_secs")]
+    pub max_duration: Duration,
+}
+
+/// Everything the state machine needs, derived from a valid policy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// The service.
+    pub service: String,
+    /// The stages in order.
+    pub stages: Vec<Stage>,
+    /// The gates.
+    pub gates: Vec<Gate>,
+    /// `analysis.min_requests`.
+    pub min_requests: u64,
+    /// `failure_limit` and `consecutive_error_limit`.
+    pub limits: Limits,
+    /// `analysis.on_inconclusive`.
+    pub on_inconclusive: OnInconclusive,
+    /// `settle.tolerance` as a fraction.
+    pub settle_tolerance: f64,
+    /// `settle.burn_in`.
+    pub burn_in: Duration,
+    /// `rollback.*`.
+    pub rollback: RollbackSpec,
+    /// `on_signal`.
+    pub on_signal: OnSignal,
+    /// `on_drift`.
+    pub on_drift: OnDrift,
+    /// The overall deadline.
+    pub deadline: Option<Duration>,
+}
+
+/// A valid policy as typed values.
+#[derive(Debug, Clone)]
+pub struct Compiled {
+    /// The routed object, of exactly one kind.
+    pub backend: Backend,
+    /// The PromQL of this service's traffic at each site.
+    pub promql: PromqlBuilder,
+    /// What the state machine runs.
+    pub plan: Plan,
+}
+
+/// The one conversion from a policy model to typed values: every section is checked (in
+/// file order, all problems reported) and, when all are sound, compiled exactly once.
+pub fn compile(p: &Policy) -> Result<Compiled, Problems> {
+    let mut out = Problems::default();
+    validate::service(p, &mut out);
+    let backend = validate::backend(p, &mut out);
+    validate::prometheus(p, &mut out);
+    let promql = validate::sites_and_traffic(p, &mut out);
+    let stages = validate::stages(p, &mut out);
+    let gates = validate::gates(p, &mut out);
+    validate::analysis(p, &mut out);
+    validate::preflight(p, &mut out);
+    validate::settle_and_rollback(p, &mut out);
+    validate::deadline_and_notify(p, &mut out);
+    let (Some(backend), Some(promql), Some(stages), Some(mut gates)) =
+        (backend, promql, stages, gates)
+    else {
+        if out.count() == 0 {
+            out.push(
+                "",
+                "internal error: a section failed without saying why".into(),
+            );
+        }
+        return Err(out);
+    };
+    if out.count() > 0 {
+        return Err(out);
+    }
+    // Each sequential gate's alpha is split evenly over the stages and the sequential gates,
+    // so that a whole run of an acceptable primary rolls back with probability at most the
+    // largest gate alpha.
+    let sequential = gates.iter().filter(|g| g.sequential.is_some()).count();
+    let shares = (sequential * stages.len()).max(1) as f64;
+    for g in &mut gates {
+        if let Some(s) = g.sequential.as_mut() {
+            s.alpha_stage = s.alpha / shares;
+        }
+    }
+    Ok(Compiled {
+        backend,
+        promql,
+        plan: Plan {
+            service: p.service.clone(),
+            stages,
+            gates,
+            min_requests: p.analysis.min_requests,
+            limits: Limits {
+                failure_limit: p.analysis.failure_limit,
+                consecutive_error_limit: p.analysis.consecutive_error_limit,
+            },
+            on_inconclusive: p.analysis.on_inconclusive,
+            settle_tolerance: p.settle.tolerance.fraction(),
+            burn_in: p.settle.burn_in.get(),
+            rollback: p.rollback.clone(),
+            on_signal: p.on_signal,
+            on_drift: p.on_drift,
+            deadline: p.deadline.map(Span::get),
+        },
+    })
+}
