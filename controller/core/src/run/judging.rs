@@ -1,0 +1,261 @@
+//! Judging a stage: each analysis's gates, the stage verdict, the share check, and what an
+//! inconclusive stage does.
+
+use std::time::SystemTime;
+
+use super::*;
+
+impl Run {
+    pub(super) fn on_analyzed(
+        &mut self,
+        now: SystemTime,
+        analysis: Analysis,
+        live: Option<Result<Weights, String>>,
+        ev: &mut Vec<Event>,
+    ) -> Request {
+        let (Some(i), Some(started)) = (self.state.stage, self.state.stage_started) else {
+            return self.unexpected(now, "an analysis outside a stage", ev);
+        };
+        if !matches!(self.state.phase, Phase::Settling | Phase::Judging) {
+            return self.unexpected(now, "an analysis", ev);
+        }
+        let stage = self.plan.stages[i];
+        let dr_serves = stage.weight < StageWeight::FULL;
+        let empty = BTreeMap::new();
+        let baselines = if dr_serves {
+            &empty
+        } else {
+            &self.state.dr_baselines
+        };
+        let results = analysis.evaluate(
+            &self.plan.gates,
+            self.plan.min_requests,
+            baselines,
+            &mut self.state.evidence,
+        );
+        if dr_serves {
+            for (g, r) in self.plan.gates.iter().zip(&results) {
+                if let (true, Some(d)) = (g.is_relative(), r.dr) {
+                    self.state.dr_baselines.insert(g.name.clone(), d);
+                }
+            }
+        }
+        let verdict = summarize(&results);
+        let share = analysis.primary_share();
+        let elapsed = now.duration_since(started).unwrap_or_default();
+        let phase = self.state.phase;
+        let sv = judge(&mut self.state.counters, &verdict, self.plan.limits);
+        let push = |decision: String, ev: &mut Vec<Event>| {
+            ev.push(Event {
+                at: now,
+                kind: EventKind::Analyzed {
+                    stage: i,
+                    phase,
+                    share,
+                    results: results.clone(),
+                    verdict: verdict.clone(),
+                    decision,
+                },
+            })
+        };
+        // A breach is acted on in either phase: settling never hides a failing primary.
+        match &sv {
+            StageVerdict::Rollback { reason } => {
+                push("roll back".into(), ev);
+                let reason = format!("{} {reason}", self.stage_label(i));
+                return self.begin_rollback(RollbackCause::Breach, reason, now, ev);
+            }
+            StageVerdict::Freeze { reason } => {
+                push("freeze".into(), ev);
+                return self.finish(
+                    Phase::Held,
+                    format!(
+                        "{}: {reason}; traffic held at {}",
+                        self.stage_label(i),
+                        self.weights_text()
+                    ),
+                );
+            }
+            _ => {}
+        }
+        let mut drift_events = Vec::new();
+        if let Some(request) = self.on_live(now, i, live, &mut drift_events) {
+            push("drift".into(), ev);
+            ev.extend(drift_events);
+            return request;
+        }
+        ev.extend(drift_events);
+        // The bake restarts after a drift (even one cleared just now); max_duration counts
+        // from the stage's start.
+        let baked = self
+            .state
+            .rebake_from
+            .map_or(elapsed, |r| now.duration_since(r).unwrap_or_default());
+        if phase == Phase::Settling {
+            let target = f64::from(stage.weight.get()) / 100.0;
+            let converged =
+                share.is_some_and(|s| (s - target).abs() <= self.plan.settle_tolerance + 1e-9);
+            if converged && elapsed >= self.plan.burn_in {
+                push("settled; judging starts".into(), ev);
+                self.state.phase = Phase::Judging;
+                self.state.judging_started = Some(now);
+                self.state.counters.consecutive_passes = 0;
+                ev.push(Event {
+                    at: now,
+                    kind: EventKind::Settled {
+                        stage: i,
+                        share: share.unwrap_or_default(),
+                    },
+                });
+                return Request::Sleep(stage.interval);
+            }
+            let failed = [&analysis.primary_rate, &analysis.dr_rate]
+                .into_iter()
+                .find_map(|r| match r {
+                    crate::Reading::Error(e) => Some(e.clone()),
+                    _ => None,
+                });
+            let why = match (share, failed) {
+                (None, Some(e)) => format!("the traffic split cannot be measured: {e}"),
+                (None, None) => "no traffic observed at either site".to_string(),
+                (Some(s), _) => format!(
+                    "observed primary share {:.1}% is not within {:.1} points of the target {}%",
+                    s * 100.0,
+                    self.plan.settle_tolerance * 100.0,
+                    stage.weight
+                ),
+            };
+            if elapsed >= stage.max_duration {
+                push("inconclusive".into(), ev);
+                return self.inconclusive(
+                    format!(
+                        "{} never settled within max_duration {}: {why}",
+                        self.stage_label(i),
+                        fmt_d(stage.max_duration)
+                    ),
+                    now,
+                    ev,
+                );
+            }
+            push(format!("settling: {why}"), ev);
+            return Request::Sleep(stage.interval);
+        }
+        let sv = match (sv, share) {
+            // Judging at a split other than the stage's is judging something else.
+            (StageVerdict::Passing, s) if !self.share_near(stage.weight.get(), s, &analysis) => {
+                StageVerdict::Hold {
+                    reason: format!(
+                        "the observed primary share {} is not within {:.1} points of the stage's {}%; never a pass",
+                        s.map(|s| format!("{:.1}%", s * 100.0))
+                            .unwrap_or_else(|| "(none)".into()),
+                        self.plan.settle_tolerance * 100.0,
+                        stage.weight
+                    ),
+                }
+            }
+            (StageVerdict::Passing, _) if self.state.drift.is_some() => StageVerdict::Hold {
+                reason: format!(
+                    "drift: {} (on_drift: hold); nothing advances while the live split is not the run's",
+                    self.state.drift.clone().unwrap_or_default()
+                ),
+            },
+            (sv, _) => sv,
+        };
+        match sv {
+            StageVerdict::Passing if baked >= stage.bake => {
+                push("advance".into(), ev);
+                ev.push(Event {
+                    at: now,
+                    kind: EventKind::StagePassed { stage: i },
+                });
+                if i + 1 == self.plan.stages.len() {
+                    return self.finish(
+                        Phase::Promoted,
+                        format!(
+                            "all {} stages passed; the primary serves 100% of traffic",
+                            self.plan.stages.len()
+                        ),
+                    );
+                }
+                self.request_stage(i + 1, now, ev)
+            }
+            StageVerdict::Passing | StageVerdict::Hold { .. } if elapsed >= stage.max_duration => {
+                push("inconclusive".into(), ev);
+                let why = match &sv {
+                    StageVerdict::Hold { reason } => reason.clone(),
+                    _ => "gates passing but bake not over".into(),
+                };
+                self.inconclusive(
+                    format!(
+                        "{} undecided after max_duration {}: {why}",
+                        self.stage_label(i),
+                        fmt_d(stage.max_duration)
+                    ),
+                    now,
+                    ev,
+                )
+            }
+            StageVerdict::Passing => {
+                let left = stage.bake.saturating_sub(baked);
+                push(format!("passing; bake ends in {}", fmt_d(left)), ev);
+                Request::Sleep(stage.interval)
+            }
+            StageVerdict::Hold { reason } => {
+                push(format!("hold: {reason}"), ev);
+                Request::Sleep(stage.interval)
+            }
+            StageVerdict::Rollback { .. } | StageVerdict::Freeze { .. } => {
+                unreachable!("handled above")
+            }
+        }
+    }
+
+    /// Whether an observed share is the stage's weight, give or take the settle tolerance and
+    /// three standard errors of a share measured on this many requests (a quiet service's
+    /// share is noisy; noise alone must not hold a healthy stage).
+    pub(super) fn share_near(&self, weight: u8, share: Option<f64>, analysis: &Analysis) -> bool {
+        let Some(s) = share else {
+            return false;
+        };
+        let target = f64::from(weight) / 100.0;
+        let n = (analysis.primary_rate.finite().unwrap_or(0.0)
+            + analysis.dr_rate.finite().unwrap_or(0.0))
+            * analysis.window.as_secs_f64();
+        let noise = if n >= 1.0 {
+            3.0 * (target * (1.0 - target) / n).sqrt()
+        } else {
+            1.0
+        };
+        (s - target).abs() <= self.plan.settle_tolerance + noise + 1e-9
+    }
+
+    pub(super) fn inconclusive(
+        &mut self,
+        reason: String,
+        now: SystemTime,
+        ev: &mut Vec<Event>,
+    ) -> Request {
+        // A drift under way is part of why: say it, whatever the last verdict was.
+        let reason = match &self.state.drift {
+            Some(d) if !reason.contains("drift") => {
+                format!("{reason}; drift: {d} (on_drift: hold)")
+            }
+            _ => reason,
+        };
+        match self.plan.on_inconclusive {
+            OnInconclusive::Hold => {
+                let r = format!(
+                    "{reason}; traffic held at {} (on_inconclusive: hold)",
+                    self.weights_text()
+                );
+                self.finish(Phase::Held, r)
+            }
+            OnInconclusive::Rollback => self.begin_rollback(
+                RollbackCause::Inconclusive,
+                format!("{reason} (on_inconclusive: rollback)"),
+                now,
+                ev,
+            ),
+        }
+    }
+}

@@ -1,0 +1,282 @@
+//! Moving through the stages: start, preflight, each stage's write and its read-back,
+//! failed writes and their retries, settling until the observed share matches the weight.
+
+use std::time::{Duration, SystemTime};
+
+use super::*;
+
+impl Run {
+    pub(super) fn on_started(
+        &mut self,
+        now: SystemTime,
+        live: Result<Weights, String>,
+        ev: &mut Vec<Event>,
+    ) -> Request {
+        self.state.started = Some(now);
+        if self.state.phase != Phase::Preflight {
+            return self.unexpected(now, "a second start", ev);
+        }
+        let live = match live {
+            Ok(w) => w,
+            Err(e) => {
+                let reason = format!("cannot read the live weights: {e}");
+                return self.preflight_failed(reason, now, ev);
+            }
+        };
+        self.state.weights = Some(live);
+        self.state.last_live = Some(live);
+        ev.push(Event {
+            at: now,
+            kind: EventKind::RunStarted {
+                live,
+                stages: self.plan.stages.iter().map(|s| s.weight.get()).collect(),
+            },
+        });
+        if live != Weights::ALL_DR {
+            let reason = format!(
+                "the backend sends {live}, but a cutover starts with all traffic on DR; \
+                 if an earlier run stopped half-way, run `cutover rollback` first"
+            );
+            return self.preflight_failed(reason, now, ev);
+        }
+        Request::Preflight
+    }
+
+    pub(super) fn on_preflight(
+        &mut self,
+        now: SystemTime,
+        results: Vec<PreflightResult>,
+        ev: &mut Vec<Event>,
+    ) -> Request {
+        if self.state.phase != Phase::Preflight {
+            return self.unexpected(now, "preflight results", ev);
+        }
+        let failed: Vec<String> = results
+            .iter()
+            .filter(|r| !r.ok)
+            .map(|r| format!("{}: {} (query: {})", r.name, r.detail, r.query))
+            .collect();
+        if !failed.is_empty() {
+            let reason = format!("preflight failed, nothing changed: {}", failed.join("; "));
+            return self.preflight_failed(reason, now, ev);
+        }
+        ev.push(Event {
+            at: now,
+            kind: EventKind::PreflightPassed { results },
+        });
+        self.request_stage(0, now, ev)
+    }
+
+    /// Records the intent to write `weights` (persisted before the write happens).
+    pub(super) fn pend_write(
+        &mut self,
+        weights: Weights,
+        stage: Option<usize>,
+        now: SystemTime,
+        ev: &mut Vec<Event>,
+    ) {
+        self.state.pending = Some(PendingWrite {
+            weights,
+            stage,
+            attempts: 0,
+        });
+        ev.push(Event {
+            at: now,
+            kind: EventKind::WeightRequested { weights, stage },
+        });
+    }
+
+    pub(super) fn request_stage(
+        &mut self,
+        i: usize,
+        now: SystemTime,
+        ev: &mut Vec<Event>,
+    ) -> Request {
+        let weights = Weights::at(self.plan.stages[i].weight);
+        self.pend_write(weights, Some(i), now, ev);
+        Request::SetWeights(weights)
+    }
+
+    pub(super) fn on_weights_set(
+        &mut self,
+        now: SystemTime,
+        weights: Weights,
+        ev: &mut Vec<Event>,
+    ) -> Request {
+        let Some(pending) = self.state.pending.take() else {
+            return self.unexpected(now, "a weight confirmation with no write pending", ev);
+        };
+        if weights != pending.weights {
+            // The driver reads back and reports mismatches as failures; keep it that way.
+            self.state.pending = Some(pending);
+            return self.on_write_failed(
+                now,
+                format!("read back {weights} after a write of a different split"),
+                true,
+                Some(Ok(weights)),
+                ev,
+            );
+        }
+        self.state.weights = Some(weights);
+        // What is live now, for a stepped rollback that steps down from it.
+        self.state.last_live = Some(weights);
+        self.state.history.push(WeightChange {
+            at: now,
+            weights,
+            stage: pending.stage,
+        });
+        ev.push(Event {
+            at: now,
+            kind: EventKind::WeightConfirmed {
+                weights,
+                stage: pending.stage,
+            },
+        });
+        if self.state.phase == Phase::RollingBack {
+            return self.rollback_step_done(now, ev);
+        }
+        let Some(i) = pending.stage else {
+            return self.unexpected(now, "a rollback weight outside a rollback", ev);
+        };
+        if self.state.stage == Some(i)
+            && matches!(self.state.phase, Phase::Settling | Phase::Judging)
+        {
+            // The current stage written again after a drift (`reassert`): its bake starts
+            // over, its max_duration does not, so a weight reverted again and again ends
+            // as inconclusive instead of re-baking forever.
+            self.state.rebake_from = Some(now);
+            self.state.counters.consecutive_passes = 0;
+            return Request::Sleep(self.plan.stages[i].interval);
+        }
+        self.start_stage(i, now)
+    }
+
+    /// Stage `i` (re)starts at `now`: counters and evidence start from nothing, and sequential
+    /// gates count from the end of the burn-in (the split they condition on is measured, so
+    /// the settling period's data is valid evidence). Settling's first look comes after an
+    /// interval, the propagation delay and the burn-in, whichever is longest.
+    pub(super) fn start_stage(&mut self, i: usize, now: SystemTime) -> Request {
+        self.state.stage = Some(i);
+        self.state.stage_started = Some(now);
+        self.state.drift = None;
+        self.state.unreadable = 0;
+        self.state.rebake_from = None;
+        self.state.judging_started = None;
+        self.state.counters = StageCounters::default();
+        self.state.phase = Phase::Settling;
+        self.state.evidence = self
+            .plan
+            .gates
+            .iter()
+            .filter(|g| g.sequential.is_some())
+            .map(|g| {
+                let ep = EProcess {
+                    counted_to: Some(now + self.plan.burn_in),
+                    ..EProcess::default()
+                };
+                (g.name.clone(), ep)
+            })
+            .collect();
+        Request::Sleep(
+            self.plan.stages[i]
+                .interval
+                .max(self.propagation)
+                .max(self.plan.burn_in),
+        )
+    }
+
+    pub(super) fn on_write_failed(
+        &mut self,
+        now: SystemTime,
+        error: String,
+        retryable: bool,
+        live: Option<Result<Weights, String>>,
+        ev: &mut Vec<Event>,
+    ) -> Request {
+        let Some(pending) = self.state.pending.as_mut() else {
+            return self.unexpected(now, "a write failure with no write pending", ev);
+        };
+        pending.attempts += 1;
+        let attempts = pending.attempts;
+        ev.push(Event {
+            at: now,
+            kind: EventKind::WriteFailed {
+                error: error.clone(),
+                attempts,
+            },
+        });
+        let wait = self.retry_wait(attempts);
+        if self.state.phase == Phase::RollingBack {
+            let wanted = self.state.pending.as_ref().map(|p| p.weights);
+            if let (Some(Ok(w)), Some(want)) = (&live, wanted)
+                && *w == want
+            {
+                // The write failed, but the live split read back is the one asked for.
+                return self.on_weights_set(now, *w, ev);
+            }
+            if let Some(Ok(w)) = &live
+                && *w == Weights::ALL_DR
+            {
+                // A step failed, but everything is on DR already: the rollback is done.
+                if let Some(rb) = self.state.rollback.as_mut() {
+                    rb.remaining = vec![0];
+                }
+                if let Some(p) = self.state.pending.as_mut() {
+                    p.weights = Weights::ALL_DR;
+                }
+                return self.on_weights_set(now, *w, ev);
+            }
+            // A rollback is retried whatever the error, until it sticks or attempts run out.
+            if attempts >= self.plan.rollback.max_attempts {
+                let read = match &live {
+                    Some(Ok(w)) => {
+                        format!("the live weights read {w}: traffic still reaches the primary")
+                    }
+                    Some(Err(e)) => format!(
+                        "the live weights cannot be read ({e}): traffic may still reach the primary"
+                    ),
+                    None => {
+                        "the live weights were not read: traffic may still reach the primary".into()
+                    }
+                };
+                return self.finish(
+                    Phase::RollbackFailed,
+                    format!(
+                        "ROLLBACK COULD NOT BE APPLIED after {attempts} attempts; {read}. Last error: {error}"
+                    ),
+                );
+            }
+            return Request::Sleep(wait);
+        }
+        if retryable && attempts < FORWARD_WRITE_ATTEMPTS {
+            return Request::Sleep(wait);
+        }
+        let reason =
+            format!("could not write the next stage's weights after {attempts} attempts: {error}");
+        self.begin_rollback(RollbackCause::WriteFailed, reason, now, ev)
+    }
+
+    pub(super) fn retry_wait(&self, attempts: u32) -> Duration {
+        let base = self.plan.rollback.retry_interval.get();
+        let factor = 1u32 << attempts.saturating_sub(1).min(10);
+        (base * factor).min(MAX_RETRY_WAIT)
+    }
+
+    pub(super) fn on_slept(&mut self, now: SystemTime, ev: &mut Vec<Event>) -> Request {
+        if let Some(p) = &self.state.pending {
+            return Request::SetWeights(p.weights);
+        }
+        match (self.state.phase, self.state.stage) {
+            (Phase::Settling | Phase::Judging, Some(i)) => Request::Analyze {
+                interval: self.plan.stages[i].interval,
+                since: self
+                    .state
+                    .evidence
+                    .iter()
+                    .filter_map(|(name, ep)| Some((name.clone(), ep.counted_to?)))
+                    .collect(),
+            },
+            _ => self.unexpected(now, "the end of a sleep", ev),
+        }
+    }
+}

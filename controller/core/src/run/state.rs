@@ -1,0 +1,194 @@
+//! What a run records after every step: its phase, stage, counters, evidence, pending
+//! write and history; and how it ended.
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use super::*;
+
+/// Where a run is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Checking that a cutover may start; nothing changed yet.
+    Preflight,
+    /// A stage's weight is written; waiting until the observed share is near it.
+    Settling,
+    /// Analysing the primary at the current stage.
+    Judging,
+    /// Putting traffic back on DR.
+    RollingBack,
+    /// All traffic on the primary; done (exit 0).
+    Promoted,
+    /// All traffic back on DR after a breach (exit 1).
+    RolledBack,
+    /// Preflight failed; nothing was changed (exit 3).
+    PreflightFailed,
+    /// Stopped by a signal or operator; traffic held or restored as configured (exit 4).
+    Aborted,
+    /// Inconclusive or global incident; traffic held at a planned weight (exit 5).
+    Held,
+    /// A rollback could not be applied (exit 10): page now.
+    RollbackFailed,
+}
+
+impl Phase {
+    /// Whether the run is over.
+    pub fn is_terminal(self) -> bool {
+        !matches!(
+            self,
+            Phase::Preflight | Phase::Settling | Phase::Judging | Phase::RollingBack
+        )
+    }
+
+    /// A small number per phase, for the `cutover_phase` metric.
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outcome {
+    /// The terminal phase.
+    pub phase: Phase,
+    /// Why, in words.
+    pub reason: String,
+}
+
+impl Outcome {
+    /// The process exit code a runbook reads (DESIGN.md).
+    pub fn exit_code(&self) -> i32 {
+        match self.phase {
+            Phase::Promoted => 0,
+            Phase::RolledBack => 1,
+            Phase::PreflightFailed => 3,
+            Phase::Aborted => 4,
+            Phase::Held => 5,
+            Phase::RollbackFailed => 10,
+            // Not terminal: never an outcome.
+            Phase::Preflight | Phase::Settling | Phase::Judging | Phase::RollingBack => 10,
+        }
+    }
+}
+
+/// Why a rollback started; decides the outcome once traffic is on DR.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RollbackCause {
+    /// A gate breached or the error limit was reached.
+    Breach,
+    /// A stage stayed undecided and `on_inconclusive: rollback`.
+    Inconclusive,
+    /// A weight write kept failing.
+    WriteFailed,
+    /// A signal with `on_signal: rollback`.
+    Signal,
+    /// The policy's overall `deadline` passed.
+    Deadline,
+    /// A restarted run found traffic at a weight the plan does not name, or ahead of it.
+    Reconcile,
+    /// An operator pulled the emergency brake (`cutover rollback`).
+    Operator,
+    /// The live weights differed from the last confirmed write (`on_drift: rollback`).
+    Drift,
+}
+
+impl RollbackCause {
+    /// The phase a finished rollback of this cause ends in: a stop asked for by people
+    /// (signal, operator) is `Aborted` (exit 4); everything else `RolledBack` (exit 1).
+    pub fn outcome_phase(self) -> Phase {
+        match self {
+            RollbackCause::Signal | RollbackCause::Operator => Phase::Aborted,
+            _ => Phase::RolledBack,
+        }
+    }
+}
+
+/// A write the run is waiting on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingWrite {
+    /// The weights to write.
+    pub weights: Weights,
+    /// The stage it starts, or `None` for a rollback step.
+    pub stage: Option<usize>,
+    /// Failed attempts so far.
+    pub attempts: u32,
+}
+
+/// A rollback in progress.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RollbackProgress {
+    /// Why.
+    pub cause: RollbackCause,
+    /// The breach or reason, in words.
+    pub reason: String,
+    /// Primary weights still to write, in order; the last is 0.
+    pub remaining: Vec<u8>,
+}
+
+/// One change of the live weights, as confirmed by reading back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WeightChange {
+    /// When it was confirmed.
+    pub at: SystemTime,
+    /// The weights.
+    pub weights: Weights,
+    /// The stage it started, or `None` for a rollback step.
+    pub stage: Option<usize>,
+}
+
+/// The whole state of a run: persisted after every step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunState {
+    /// A unique id of this run.
+    pub run_id: String,
+    /// The service.
+    pub service: String,
+    /// The phase.
+    pub phase: Phase,
+    /// The current stage (index into the plan).
+    pub stage: Option<usize>,
+    /// When the current stage's weight was confirmed.
+    pub stage_started: Option<SystemTime>,
+    /// When the current stage settled and judging began.
+    pub judging_started: Option<SystemTime>,
+    /// The current stage's counters.
+    pub counters: StageCounters,
+    /// DR's last good value per relative gate, for stages where DR serves nothing.
+    pub dr_baselines: BTreeMap<String, f64>,
+    /// The current stage's e-process per sequential gate; reset at every weight change.
+    #[serde(default)]
+    pub evidence: BTreeMap<String, EProcess>,
+    /// The last weights confirmed live.
+    pub weights: Option<Weights>,
+    /// A write under way or to retry.
+    pub pending: Option<PendingWrite>,
+    /// A rollback under way.
+    pub rollback: Option<RollbackProgress>,
+    /// Every confirmed weight change.
+    pub history: Vec<WeightChange>,
+    /// When the run started.
+    pub started: Option<SystemTime>,
+    /// How often the run was restarted and resumed.
+    #[serde(default)]
+    pub restarts: u32,
+    /// How the run ended.
+    pub outcome: Option<Outcome>,
+    /// The drift under way: the live weights (or why they cannot be read) when they are
+    /// not the last confirmed write. While set, the stage does not advance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift: Option<String>,
+    /// Analyses in a row whose read of the live weights failed.
+    #[serde(default)]
+    pub unreadable: u32,
+    /// The last live weights read with an analysis.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_live: Option<Weights>,
+    /// When the current stage's bake restarted after a drift (its `max_duration` still
+    /// counts from the stage's start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rebake_from: Option<SystemTime>,
+}
