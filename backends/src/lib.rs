@@ -7,22 +7,17 @@
 #![deny(warnings, rust_2018_idioms)]
 #![forbid(unsafe_code)]
 
-pub mod file;
-pub mod gateway_api;
-pub mod istio;
-pub mod k8s;
-pub mod k8s_lock;
-pub mod k8s_state;
-pub mod route53;
-pub mod route53_lock;
+mod kube_api;
+pub mod lock;
 pub mod state;
+pub mod traffic;
 
 use std::sync::Arc;
 
 use cutover_core::policy::backend::Backend;
 use cutover_core::{BackendError, TrafficBackend};
 
-pub use file::FileBackend;
+pub use traffic::file::FileBackend;
 
 /// Options of connecting to a backend that do not belong in a policy.
 #[derive(Debug, Clone, Default)]
@@ -43,9 +38,10 @@ pub async fn connect(
     Ok(match backend {
         Backend::File(cfg) => Arc::new(FileBackend::new(cfg)),
         Backend::Route53(cfg) => Arc::new(
-            route53::Route53Backend::connect(cfg, options.aws_endpoint_url.as_deref()).await?,
+            traffic::route53::Route53Backend::connect(cfg, options.aws_endpoint_url.as_deref())
+                .await?,
         ),
-        Backend::Istio(cfg) => Arc::new(istio::connect(cfg, options).await?),
-        Backend::GatewayApi(cfg) => Arc::new(gateway_api::connect(cfg, options).await?),
+        Backend::Istio(cfg) => Arc::new(traffic::istio::connect(cfg, options).await?),
+        Backend::GatewayApi(cfg) => Arc::new(traffic::gateway_api::connect(cfg, options).await?),
     })
 }

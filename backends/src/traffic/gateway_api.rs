@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use crate::k8s::{Located, ObjectRef, RoutedObject};
+use crate::traffic::k8s::{Located, ObjectRef, RoutedObject};
 use cutover_core::BackendError;
 use cutover_core::policy::backend::{BackendRefSpec, GatewayApiConfig};
 
@@ -78,7 +78,7 @@ pub async fn connect(
     cfg: &GatewayApiConfig,
     options: &ConnectOptions,
 ) -> Result<RoutedObject, BackendError> {
-    let client = crate::k8s::client(options).await?;
+    let client = crate::traffic::k8s::client(options).await?;
     let obj = ObjectRef {
         group: "gateway.networking.k8s.io".into(),
         version: "v1".into(),

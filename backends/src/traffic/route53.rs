@@ -443,19 +443,21 @@ impl TrafficBackend for Route53Backend {
     }
 
     fn object_lock(&self) -> Option<std::sync::Arc<dyn cutover_core::lock::ObjectLock>> {
-        Some(std::sync::Arc::new(crate::route53_lock::Route53Lock::new(
-            self.client.clone(),
-            &self.zone,
-            &self.name,
-            &format!(
-                "route53 {} {} in zone {} (set identifiers {} and {})",
-                self.name,
-                self.rtype.as_str(),
-                self.zone,
-                self.primary_id,
-                self.dr_id
+        Some(std::sync::Arc::new(
+            crate::lock::route53_txt::Route53Lock::new(
+                self.client.clone(),
+                &self.zone,
+                &self.name,
+                &format!(
+                    "route53 {} {} in zone {} (set identifiers {} and {})",
+                    self.name,
+                    self.rtype.as_str(),
+                    self.zone,
+                    self.primary_id,
+                    self.dr_id
+                ),
             ),
-        )))
+        ))
     }
 }
 

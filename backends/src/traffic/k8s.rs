@@ -161,7 +161,7 @@ impl ObjectRef {
             "metadata": { "generateName": format!("{}.cutover.", self.name), "namespace": self.namespace },
             "eventTime": now,
             "reportingController": "cutover.dev/controller",
-            "reportingInstance": crate::k8s::instance(),
+            "reportingInstance": crate::traffic::k8s::instance(),
             "action": reason,
             "reason": reason,
             "note": note.chars().take(1000).collect::<String>(),
@@ -232,7 +232,7 @@ pub struct RoutedObject {
     note: std::sync::Mutex<String>,
     uid: std::sync::Mutex<Option<String>>,
     max_conflicts: u32,
-    lock: std::sync::Arc<crate::k8s_lock::LeaseLock>,
+    lock: std::sync::Arc<crate::lock::lease::LeaseLock>,
 }
 
 fn weight_at(obj: &Value, ptr: &str, absent: u64) -> Result<u64, BackendError> {
@@ -266,9 +266,9 @@ impl RoutedObject {
         locate: Locate,
     ) -> RoutedObject {
         let (identity, lease) =
-            crate::k8s_lock::lease_for(&obj.kind, &obj.namespace, &obj.name, part);
+            crate::lock::lease::lease_for(&obj.kind, &obj.namespace, &obj.name, part);
         let lock =
-            crate::k8s_lock::LeaseLock::new(client.clone(), &obj.namespace, &lease, &identity);
+            crate::lock::lease::LeaseLock::new(client.clone(), &obj.namespace, &lease, &identity);
         RoutedObject {
             lock: std::sync::Arc::new(lock),
             client,

@@ -14,7 +14,7 @@ use aws_sdk_route53::types::{
     Change, ChangeAction, ChangeBatch, ResourceRecord, ResourceRecordSet, RrType,
 };
 
-use crate::route53::{classify, returned_name};
+use crate::traffic::route53::{classify, returned_name};
 use cutover_core::BackendError;
 use cutover_core::lock::{LockRecord, ObjectLock, Versioned};
 

@@ -9,8 +9,8 @@
 use async_trait::async_trait;
 use serde_json::{Value, json};
 
-use crate::k8s::ObjectRef;
-use crate::k8s_state::{core_ref, get, write};
+use crate::kube_api::{core_ref, get, write};
+use crate::traffic::k8s::ObjectRef;
 use cutover_core::BackendError;
 use cutover_core::lock::{LockRecord, ObjectLock, Versioned, stable_hash};
 
@@ -135,7 +135,7 @@ impl ObjectLock for LeaseLock {
                     BackendError::Conflict(format!("{} was deleted", self.lease.describe()))
                 })?;
                 l["metadata"]["resourceVersion"] = Value::String(version.to_string());
-                crate::k8s::annotate(&mut l, ANNOTATION, &text);
+                crate::traffic::k8s::annotate(&mut l, ANNOTATION, &text);
                 l["spec"] = spec;
                 (l, false)
             }

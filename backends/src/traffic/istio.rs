@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use crate::k8s::{Located, ObjectRef, RoutedObject};
+use crate::traffic::k8s::{Located, ObjectRef, RoutedObject};
 use cutover_core::BackendError;
 use cutover_core::policy::backend::{IstioConfig, IstioDestination};
 
@@ -94,7 +94,7 @@ pub async fn connect(
     cfg: &IstioConfig,
     options: &ConnectOptions,
 ) -> Result<RoutedObject, BackendError> {
-    let client = crate::k8s::client(options).await?;
+    let client = crate::traffic::k8s::client(options).await?;
     let obj = ObjectRef {
         group: "networking.istio.io".into(),
         version: "v1".into(),
