@@ -108,7 +108,7 @@ impl TrafficBackend for FollowedBackend {
     }
     async fn set_weights(&self, w: Weights) -> Result<Applied, BackendError> {
         let applied = self.inner.set_weights(w).await?;
-        self.world.set_primary_weight(self.clock.now(), w.primary);
+        self.world.set_primary_weight(self.clock.now(), w.primary());
         Ok(applied)
     }
 }

@@ -316,15 +316,15 @@ mod tests {
             Ok(*self.weights.lock().unwrap())
         }
         async fn set_weights(&self, w: Weights) -> Result<Applied, BackendError> {
-            let first_forward = w.primary > 0 && self.writes.lock().unwrap().is_empty();
+            let first_forward = w.primary() > 0 && self.writes.lock().unwrap().is_empty();
             if first_forward {
                 crate::lock::brake(self.lock.as_ref(), "op@host")
                     .await
                     .unwrap();
             }
-            self.writes.lock().unwrap().push(w.primary);
+            self.writes.lock().unwrap().push(w.primary());
             *self.weights.lock().unwrap() = w;
-            self.world.set_primary_weight(self.clock.now(), w.primary);
+            self.world.set_primary_weight(self.clock.now(), w.primary());
             Ok(Applied {
                 weights: w,
                 change: None,

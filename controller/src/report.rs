@@ -60,7 +60,7 @@ impl Report {
         let weights: Vec<Value> = state
             .history
             .iter()
-            .map(|h| json!({ "at": at(h.at), "primary": h.weights.primary, "dr": h.weights.dr, "stage": h.stage.map(|i| i + 1) }))
+            .map(|h| json!({ "at": at(h.at), "primary": h.weights.primary(), "dr": h.weights.dr(), "stage": h.stage.map(|i| i + 1) }))
             .collect();
         let mut decisions = Vec::new();
         let mut breach = Value::Null;
@@ -129,7 +129,7 @@ impl Report {
             let t = secs(h.at, start);
             let last = target.last().map(|p| p.1).unwrap_or(0.0);
             target.push((t, last));
-            target.push((t, f64::from(h.weights.primary)));
+            target.push((t, f64::from(h.weights.primary())));
         }
         target.push((end, target.last().map(|p| p.1).unwrap_or(0.0)));
         let mut share = Vec::new();

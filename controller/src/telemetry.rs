@@ -162,7 +162,7 @@ impl Telemetry {
         if let Some(w) = state.weights {
             self.primary_weight
                 .get_or_create(&l)
-                .set(f64::from(w.primary));
+                .set(f64::from(w.primary()));
         }
         self.stage
             .get_or_create(&l)

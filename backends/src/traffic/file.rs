@@ -108,9 +108,6 @@ fn parse(path: &Path, text: &str) -> Result<Weights, BackendError> {
             path.display()
         ))
     })?;
-    weights
-        .validate()
-        .map_err(|e| BackendError::Invalid(format!("{}: {e}", path.display())))?;
     Ok(weights)
 }
 
@@ -135,7 +132,6 @@ impl TrafficBackend for FileBackend {
     }
 
     async fn set_weights(&self, weights: Weights) -> Result<Applied, BackendError> {
-        weights.validate()?;
         let path = self.path.clone();
         tokio::task::spawn_blocking(move || FileBackend::write_sync(&path, weights))
             .await
@@ -171,13 +167,12 @@ mod tests {
             create: true,
         });
         assert_eq!(b.get_weights().await.unwrap(), Weights::ALL_DR);
-        b.set_weights(Weights::primary(25).unwrap()).await.unwrap();
+        b.set_weights(Weights::from_primary(25).unwrap())
+            .await
+            .unwrap();
         assert_eq!(
             b.get_weights().await.unwrap(),
-            Weights {
-                primary: 25,
-                dr: 75
-            }
+            Weights::new(25, 75).unwrap()
         );
         assert!(!path.with_extension("json.tmp").exists());
     }
@@ -207,7 +202,9 @@ mod tests {
             create: false,
         });
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
-        b.set_weights(Weights::primary(10).unwrap()).await.unwrap();
+        b.set_weights(Weights::from_primary(10).unwrap())
+            .await
+            .unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o640, "the mode is kept");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o444)).unwrap();
@@ -216,7 +213,7 @@ mod tests {
         assert!(e.to_string().contains("read-only"), "{e}");
         assert_eq!(
             b.get_weights().await.unwrap(),
-            Weights::primary(10).unwrap()
+            Weights::from_primary(10).unwrap()
         );
     }
 

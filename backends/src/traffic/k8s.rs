@@ -314,13 +314,7 @@ impl RoutedObject {
             )));
         }
         let primary = ((p as f64) * 100.0 / ((p + d) as f64)).round() as u8;
-        Ok((
-            at,
-            cutover_core::Weights {
-                primary,
-                dr: 100 - primary,
-            },
-        ))
+        Ok((at, cutover_core::Weights::from_primary(primary)?))
     }
 }
 
@@ -342,17 +336,16 @@ impl crate::TrafficBackend for RoutedObject {
         &self,
         w: cutover_core::Weights,
     ) -> Result<cutover_core::Applied, BackendError> {
-        w.validate()?;
         let note = self.note.lock().unwrap_or_else(|p| p.into_inner()).clone();
         for attempt in 1..=self.max_conflicts {
             let (obj, mut value) = self.fetch().await?;
             let (at, _) = self.weights(&value)?;
-            set_weight(&mut value, &at.primary, u64::from(w.primary))?;
-            set_weight(&mut value, &at.dr, u64::from(w.dr))?;
+            set_weight(&mut value, &at.primary, u64::from(w.primary()))?;
+            set_weight(&mut value, &at.dr, u64::from(w.dr()))?;
             annotate(
                 &mut value,
                 "cutover.dev/weights",
-                &format!("primary={} dr={}", w.primary, w.dr),
+                &format!("primary={} dr={}", w.primary(), w.dr()),
             );
             if !note.is_empty() {
                 annotate(&mut value, "cutover.dev/run", &note);

@@ -340,10 +340,7 @@ fn percent(p: i64, d: i64) -> Result<Weights, BackendError> {
             .round()
             .clamp(1.0, 99.0) as u8,
     };
-    Ok(Weights {
-        primary,
-        dr: 100 - primary,
-    })
+    Weights::from_primary(primary)
 }
 
 #[async_trait]
@@ -363,10 +360,9 @@ impl TrafficBackend for Route53Backend {
     }
 
     async fn set_weights(&self, w: Weights) -> Result<Applied, BackendError> {
-        w.validate()?;
         let (mut p, mut d) = self.records().await?;
-        p.weight = Some(i64::from(w.primary));
-        d.weight = Some(i64::from(w.dr));
+        p.weight = Some(i64::from(w.primary()));
+        d.weight = Some(i64::from(w.dr()));
         if p.weight == Some(0) && d.weight == Some(0) {
             return Err(BackendError::Invalid(
                 "refusing to write both weights 0".into(),
@@ -470,26 +466,14 @@ mod tests {
         assert_eq!(normalise_name("API.example.com"), "api.example.com.");
         assert_eq!(normalise_name("api.example.com."), "api.example.com.");
         assert_eq!(returned_name("\\052.example.com."), "*.example.com.");
-        assert_eq!(
-            percent(10, 90).unwrap(),
-            Weights {
-                primary: 10,
-                dr: 90
-            }
-        );
-        assert_eq!(
-            percent(1, 3).unwrap(),
-            Weights {
-                primary: 25,
-                dr: 75
-            }
-        );
+        assert_eq!(percent(10, 90).unwrap(), Weights::new(10, 90).unwrap());
+        assert_eq!(percent(1, 3).unwrap(), Weights::new(25, 75).unwrap());
         assert!(percent(0, 0).unwrap_err().to_string().contains("evenly"));
         // Route 53 weights are 0-255: a non-zero weight is never 0 % or 100 %.
-        assert_eq!(percent(1, 255).unwrap().primary, 1);
-        assert_eq!(percent(255, 1).unwrap().primary, 99);
-        assert_eq!(percent(0, 255).unwrap().primary, 0);
-        assert_eq!(percent(255, 0).unwrap().primary, 100);
+        assert_eq!(percent(1, 255).unwrap().primary(), 1);
+        assert_eq!(percent(255, 1).unwrap().primary(), 99);
+        assert_eq!(percent(0, 255).unwrap().primary(), 0);
+        assert_eq!(percent(255, 0).unwrap().primary(), 100);
     }
 
     #[tokio::test]

@@ -68,13 +68,29 @@ impl fmt::Display for StageWeight {
     }
 }
 
-/// The split of traffic between the two sites, in whole percent; always sums to 100.
+/// The split of traffic between the two sites, in whole percent. Its fields are private
+/// and every constructor checks, so a `Weights` always sums to 100: a split that does not
+/// cannot reach a backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "RawWeights")]
 pub struct Weights {
-    /// Percent of traffic sent to the primary site (the site coming back).
-    pub primary: u8,
-    /// Percent of traffic sent to the DR site (the site serving now).
-    pub dr: u8,
+    primary: u8,
+    dr: u8,
+}
+
+/// Weights as written in a file or a state record, before they are checked.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWeights {
+    primary: u8,
+    dr: u8,
+}
+
+impl TryFrom<RawWeights> for Weights {
+    type Error = BackendError;
+    fn try_from(r: RawWeights) -> Result<Weights, BackendError> {
+        Weights::new(r.primary, r.dr)
+    }
 }
 
 impl Weights {
@@ -97,7 +113,7 @@ impl Weights {
     /// numbers read from outside (a backend, an operator's flag).
     ///
     /// Values above 100 are an error, never clamped: a wrong weight must not reach traffic.
-    pub fn primary(primary: u8) -> Result<Weights, BackendError> {
+    pub fn from_primary(primary: u8) -> Result<Weights, BackendError> {
         if primary > 100 {
             return Err(BackendError::Invalid(format!(
                 "primary weight {primary} is above 100; weights are percent of traffic"
@@ -109,15 +125,24 @@ impl Weights {
         })
     }
 
-    /// Checks that the two weights sum to 100.
-    pub fn validate(&self) -> Result<(), BackendError> {
-        if u16::from(self.primary) + u16::from(self.dr) != 100 {
+    /// The split read as two numbers (a file, two routes' weights); they must sum to 100.
+    pub fn new(primary: u8, dr: u8) -> Result<Weights, BackendError> {
+        if u16::from(primary) + u16::from(dr) != 100 {
             return Err(BackendError::Invalid(format!(
-                "weights primary={} dr={} do not sum to 100",
-                self.primary, self.dr
+                "weights primary={primary} dr={dr} do not sum to 100"
             )));
         }
-        Ok(())
+        Ok(Weights { primary, dr })
+    }
+
+    /// Percent of traffic sent to the primary site (the site coming back).
+    pub fn primary(self) -> u8 {
+        self.primary
+    }
+
+    /// Percent of traffic sent to the DR site (the site serving now).
+    pub fn dr(self) -> u8 {
+        self.dr
     }
 }
 
@@ -132,23 +157,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn weights_from_primary() {
-        assert_eq!(
-            Weights::primary(25).unwrap(),
-            Weights {
-                primary: 25,
-                dr: 75
-            }
-        );
-        assert!(Weights::primary(101).is_err());
-        assert!(
-            Weights {
-                primary: 50,
-                dr: 40
-            }
-            .validate()
-            .is_err()
-        );
+    fn weights_always_sum_to_100() {
+        let w = Weights::from_primary(25).unwrap();
+        assert_eq!((w.primary(), w.dr()), (25, 75));
+        assert_eq!(Weights::new(25, 75).unwrap(), w);
+        assert!(Weights::from_primary(101).is_err());
+        assert!(Weights::new(50, 40).is_err());
         assert_eq!(Weights::ALL_DR.to_string(), "primary 0% / dr 100%");
+        assert_eq!(
+            Weights::at(StageWeight::FULL),
+            Weights::new(100, 0).unwrap()
+        );
+    }
+
+    #[test]
+    fn weights_that_do_not_sum_to_100_are_refused_when_read() {
+        let ok: Weights = serde_json::from_str(r#"{"primary": 10, "dr": 90}"#).unwrap();
+        assert_eq!(ok.primary(), 10);
+        let e = serde_json::from_str::<Weights>(r#"{"primary": 50, "dr": 40}"#).unwrap_err();
+        assert!(e.to_string().contains("do not sum to 100"), "{e}");
+        assert_eq!(
+            serde_json::to_string(&ok).unwrap(),
+            r#"{"primary":10,"dr":90}"#
+        );
     }
 }

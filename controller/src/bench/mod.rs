@@ -49,7 +49,7 @@ impl TrafficBackend for BenchBackend {
         let now = self.clock.now();
         *self.weights.lock().unwrap_or_else(|p| p.into_inner()) = w;
         *self.stage_start.lock().unwrap_or_else(|p| p.into_inner()) = Some(now);
-        self.world.set_primary_weight(now, w.primary);
+        self.world.set_primary_weight(now, w.primary());
         Ok(Applied {
             weights: w,
             change: None,

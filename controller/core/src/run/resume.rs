@@ -70,7 +70,7 @@ impl Run {
             })
         };
         let index_of = |w: u8| self.plan.stages.iter().position(|s| s.weight.get() == w);
-        if live.primary != 0 && index_of(live.primary).is_none() {
+        if live.primary() != 0 && index_of(live.primary()).is_none() {
             resumed(None, format!("live {live} is not a weight of the plan"), ev);
             let reason = format!(
                 "on restart the backend sends {live}, a weight the plan does not name ({}); rolling back",
@@ -85,7 +85,7 @@ impl Run {
         }
         if self.state.phase == Phase::RollingBack {
             resumed(None, "continuing the rollback".into(), ev);
-            if live.primary == 0 {
+            if live.primary() == 0 {
                 let (cause, reason) = self
                     .state
                     .rollback
@@ -111,10 +111,10 @@ impl Run {
             .filter(|p| p.weights == live)
             .and_then(|p| p.stage);
         let recorded_stage = self.state.stage;
-        let live_stage = if live.primary == 0 {
+        let live_stage = if live.primary() == 0 {
             None
         } else {
-            index_of(live.primary)
+            index_of(live.primary())
         };
         let stage = match (pending_stage, live_stage, recorded_stage) {
             (Some(j), _, _) => Some(j),

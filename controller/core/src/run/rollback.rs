@@ -19,7 +19,7 @@ impl Run {
         let current = [self.state.weights, self.state.last_live]
             .into_iter()
             .flatten()
-            .map(|w| w.primary)
+            .map(|w| w.primary())
             .min()
             .unwrap_or(100);
         let mut remaining: Vec<u8> = match self.plan.rollback.mode {
@@ -126,5 +126,5 @@ impl Run {
 /// The split of one rollback step. A step is a stage weight below the current one, or 0;
 /// anything else (only a corrupted state record could hold it) puts all traffic on DR.
 pub(super) fn rollback_step(primary: u8) -> Weights {
-    Weights::primary(primary).unwrap_or(Weights::ALL_DR)
+    Weights::from_primary(primary).unwrap_or(Weights::ALL_DR)
 }

@@ -57,13 +57,13 @@ fn failure_limit_rolls_back_with_one_write_to_dr() {
     let o = h.run_in(|_, w| {
         n += 1;
         // At 25 %, every other analysis fails: not consecutive, still counted.
-        if w.primary == 25 && n % 2 == 0 {
+        if w.primary() == 25 && n % 2 == 0 {
             Traffic {
                 primary_errors: Reading::Value(0.05),
                 ..healthy(25)
             }
         } else {
-            healthy(w.primary)
+            healthy(w.primary())
         }
     });
     assert_eq!(o.phase, Phase::RolledBack, "{o:?}");
@@ -92,10 +92,10 @@ fn consecutive_query_errors_roll_back_fail_safe() {
         if now > 40 {
             Traffic {
                 primary_errors: Reading::Error("connection refused".into()),
-                ..healthy(w.primary)
+                ..healthy(w.primary())
             }
         } else {
-            healthy(w.primary)
+            healthy(w.primary())
         }
     });
     assert_eq!(o.phase, Phase::RolledBack, "{o:?}");
@@ -174,7 +174,7 @@ fn a_share_outside_the_tolerance_while_judging_is_never_a_pass() {
         if now >= 30 {
             healthy(34)
         } else {
-            healthy(w.primary)
+            healthy(w.primary())
         }
     });
     assert_eq!(o.phase, Phase::Held, "{o:?}");

@@ -249,11 +249,11 @@ impl Harness {
 
     /// Runs to the end with a healthy primary at every weight.
     fn run_healthy(&mut self) -> Outcome {
-        self.run_in(|_, w| healthy(w.primary))
+        self.run_in(|_, w| healthy(w.primary()))
     }
 
     fn primary_writes(&self) -> Vec<u8> {
-        self.writes.iter().map(|w| w.primary).collect()
+        self.writes.iter().map(|w| w.primary()).collect()
     }
 }
 
@@ -264,10 +264,10 @@ fn ok_writes(_: usize, _: Weights) -> Result<(), String> {
 /// A world healthy everywhere except at `weight`, where the traffic is `there`.
 fn at_weight(weight: u8, there: Traffic) -> impl FnMut(u64, Weights) -> Traffic {
     move |_, w| {
-        if w.primary == weight {
+        if w.primary() == weight {
             there.clone()
         } else {
-            healthy(w.primary)
+            healthy(w.primary())
         }
     }
 }
@@ -276,13 +276,13 @@ fn at_weight(weight: u8, there: Traffic) -> impl FnMut(u64, Weights) -> Traffic 
 /// fails `error_rate` of its requests.
 fn failing_at(weight: u8, error_rate: f64) -> impl FnMut(u64, Weights) -> Traffic {
     move |_, w| {
-        if w.primary == weight {
+        if w.primary() == weight {
             Traffic {
                 primary_errors: Reading::Value(error_rate),
                 ..healthy(weight)
             }
         } else {
-            healthy(w.primary)
+            healthy(w.primary())
         }
     }
 }

@@ -16,7 +16,7 @@ fn drift_events(h: &Harness) -> Vec<String> {
 fn drift_holds_by_default_nothing_advances_and_harm_still_rolls_back() {
     // Someone sets the primary to 33 % while the run judges stage 1 at 10 %.
     let mut h = Harness::new(plan(&[10, 50, 100]));
-    h.tamper = Some((30, Ok(Weights::primary(33).unwrap())));
+    h.tamper = Some((30, Ok(Weights::from_primary(33).unwrap())));
     let o = h.run_healthy();
     assert_eq!(o.phase, Phase::Held, "{o:?}");
     assert_eq!(h.primary_writes(), [10], "nothing advances past a drift");
@@ -37,10 +37,10 @@ fn drift_holds_by_default_nothing_advances_and_harm_still_rolls_back() {
     );
     // Harm during the drift still rolls back.
     let mut h = Harness::new(plan(&[10, 50, 100]));
-    h.tamper = Some((30, Ok(Weights::primary(33).unwrap())));
+    h.tamper = Some((30, Ok(Weights::from_primary(33).unwrap())));
     let o = h.run_in(|now, w| Traffic {
         primary_errors: Reading::Value(if now >= 60 { 0.2 } else { 0.001 }),
-        ..healthy(w.primary)
+        ..healthy(w.primary())
     });
     assert_eq!(o.phase, Phase::RolledBack, "{o:?}");
     assert_eq!(h.primary_writes(), [10, 0]);
@@ -51,7 +51,7 @@ fn drift_reasserts_or_rolls_back_when_the_policy_says_so() {
     let mut p = plan(&[10, 50, 100]);
     p.on_drift = OnDrift::Reassert;
     let mut h = Harness::new(p);
-    h.tamper = Some((30, Ok(Weights::primary(33).unwrap())));
+    h.tamper = Some((30, Ok(Weights::from_primary(33).unwrap())));
     let o = h.run_healthy();
     assert_eq!(o.phase, Phase::Promoted, "{o:?}");
     assert_eq!(
@@ -63,7 +63,7 @@ fn drift_reasserts_or_rolls_back_when_the_policy_says_so() {
     let mut p = plan(&[10, 50, 100]);
     p.on_drift = OnDrift::Rollback;
     let mut h = Harness::new(p);
-    h.tamper = Some((30, Ok(Weights::primary(33).unwrap())));
+    h.tamper = Some((30, Ok(Weights::from_primary(33).unwrap())));
     let o = h.run_healthy();
     assert_eq!(o.phase, Phase::RolledBack, "{o:?}");
     assert_eq!(h.primary_writes(), [10, 0]);
@@ -166,14 +166,14 @@ fn a_brake_during_a_stepped_rollback_goes_to_zero_at_once() {
     });
     let mut s = run.step(Observation::WeightsSet {
         now: t(2),
-        weights: Weights::primary(10).unwrap(),
+        weights: Weights::from_primary(10).unwrap(),
     });
     // Force a stepped rollback from 100 % by hand: state as if at the last stage.
-    run.state.weights = Some(Weights::primary(100).unwrap());
+    run.state.weights = Some(Weights::from_primary(100).unwrap());
     run.state.last_live = run.state.weights;
     let mut ev = Vec::new();
     let r = run.begin_rollback(RollbackCause::Breach, "breach".into(), t(3), &mut ev);
-    assert_eq!(r, Request::SetWeights(Weights::primary(50).unwrap()));
+    assert_eq!(r, Request::SetWeights(Weights::from_primary(50).unwrap()));
     s.request = run
         .step(Observation::Braked {
             now: t(4),
@@ -225,7 +225,7 @@ fn a_failed_read_holds_and_on_drift_acts_only_after_the_error_limit() {
 #[test]
 fn a_drift_that_clears_rebakes_the_stage_but_max_duration_counts_from_its_start() {
     let mut h = Harness::new(plan(&[10, 50, 100]));
-    h.tamper = Some((30, Ok(Weights::primary(33).unwrap())));
+    h.tamper = Some((30, Ok(Weights::from_primary(33).unwrap())));
     h.untamper_at = Some(60);
     let o = h.run_healthy();
     assert_eq!(o.phase, Phase::Promoted, "{o:?}");
@@ -248,7 +248,7 @@ fn a_drift_that_clears_rebakes_the_stage_but_max_duration_counts_from_its_start(
     // The stage's max_duration still counts from its start: a drift that never clears
     // ends the stage as inconclusive at max_duration, re-bakes notwithstanding.
     let mut h = Harness::new(plan(&[10, 50, 100]));
-    h.tamper = Some((30, Ok(Weights::primary(33).unwrap())));
+    h.tamper = Some((30, Ok(Weights::from_primary(33).unwrap())));
     let o = h.run_healthy();
     assert_eq!(o.phase, Phase::Held, "{o:?}");
     let end = h.events.last().unwrap().at;
@@ -269,7 +269,7 @@ fn losing_the_lock_during_a_rollback_pages() {
     });
     run.step(Observation::WeightsSet {
         now: t(2),
-        weights: Weights::primary(10).unwrap(),
+        weights: Weights::from_primary(10).unwrap(),
     });
     let mut ev = Vec::new();
     run.begin_rollback(RollbackCause::Breach, "breach".into(), t(3), &mut ev);

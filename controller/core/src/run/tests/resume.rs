@@ -32,12 +32,12 @@ fn killed_after(
         let now = t(i as u64 * 100 + 70);
         run.step(Observation::Analyzed {
             now,
-            analysis: analysis(now, &healthy(w.primary)),
+            analysis: analysis(now, &healthy(w.primary())),
             live: Some(Ok(w)),
         });
         s = run.step(Observation::Analyzed {
             now,
-            analysis: analysis(now, &healthy(w.primary)),
+            analysis: analysis(now, &healthy(w.primary())),
             live: Some(Ok(w)),
         });
     }
@@ -52,7 +52,7 @@ fn killed_after(
 #[test]
 fn a_restarted_run_resumes_its_stage_and_rebakes_it() {
     let (state, live) = killed_after(&[10, 25, 50, 100], 2, None);
-    assert_eq!(live.primary, 25);
+    assert_eq!(live.primary(), 25);
     let mut run = Run::resume(plan(&[10, 25, 50, 100]), state);
     let s = run.step(Observation::Started {
         now: t(1000),
@@ -79,7 +79,7 @@ fn a_restarted_run_resumes_its_stage_and_rebakes_it() {
 fn a_write_whose_intent_was_recorded_is_reconciled_either_way() {
     // Killed after asking for 50 %: the write landed.
     let (state, live) = killed_after(&[10, 25, 50, 100], 2, Some(true));
-    assert_eq!(live.primary, 50);
+    assert_eq!(live.primary(), 50);
     let mut run = Run::resume(plan(&[10, 25, 50, 100]), state);
     run.step(Observation::Started {
         now: t(1000),
@@ -88,13 +88,13 @@ fn a_write_whose_intent_was_recorded_is_reconciled_either_way() {
     });
     assert_eq!(run.state().stage, Some(2));
     assert_eq!(
-        run.state().history.last().unwrap().weights.primary,
+        run.state().history.last().unwrap().weights.primary(),
         50,
         "history continuous"
     );
     // ... or it did not: resume the last confirmed stage.
     let (state, live) = killed_after(&[10, 25, 50, 100], 2, Some(false));
-    assert_eq!(live.primary, 25);
+    assert_eq!(live.primary(), 25);
     let mut run = Run::resume(plan(&[10, 25, 50, 100]), state);
     run.step(Observation::Started {
         now: t(1000),
@@ -111,10 +111,7 @@ fn a_live_weight_not_in_the_plan_is_rolled_back_with_the_reason() {
     let s = run.step(Observation::Started {
         now: t(1000),
         propagation: Duration::ZERO,
-        live: Ok(Weights {
-            primary: 33,
-            dr: 67,
-        }),
+        live: Ok(Weights::new(33, 67).unwrap()),
     });
     assert_eq!(s.request, Request::SetWeights(Weights::ALL_DR));
     assert!(
@@ -131,10 +128,7 @@ fn a_live_weight_ahead_of_the_record_is_rolled_back_never_adopted() {
     let s = run.step(Observation::Started {
         now: t(1000),
         propagation: Duration::ZERO,
-        live: Ok(Weights {
-            primary: 50,
-            dr: 50,
-        }),
+        live: Ok(Weights::new(50, 50).unwrap()),
     });
     assert_eq!(s.request, Request::SetWeights(Weights::ALL_DR));
 }
@@ -157,10 +151,7 @@ fn a_rollback_interrupted_by_a_kill_is_finished_on_restart() {
     let s = run.step(Observation::Started {
         now: t(1000),
         propagation: Duration::ZERO,
-        live: Ok(Weights {
-            primary: 25,
-            dr: 75,
-        }),
+        live: Ok(Weights::new(25, 75).unwrap()),
     });
     assert_eq!(
         s.request,

@@ -21,7 +21,7 @@ fn rollback_writes_are_retried_then_page_with_exit_10() {
             ..healthy(10)
         },
         |_, w| {
-            if w.primary == 0 {
+            if w.primary() == 0 {
                 Err("API down".into())
             } else {
                 Ok(())
@@ -50,7 +50,7 @@ fn a_rollback_write_that_fails_once_is_retried_until_it_sticks() {
             ..healthy(10)
         },
         |_, w| {
-            if w.primary == 0 && !failed {
+            if w.primary() == 0 && !failed {
                 failed = true;
                 Err("409 conflict".into())
             } else {
@@ -76,7 +76,7 @@ fn a_failed_rollback_write_with_dr_already_live_is_no_page() {
             ..healthy(10)
         },
         |_, w| {
-            if w.primary == 0 {
+            if w.primary() == 0 {
                 Err("permission denied: weights.json.tmp".into())
             } else {
                 Ok(())
@@ -114,7 +114,7 @@ fn a_stepped_rollback_right_after_a_stage_write_steps_from_that_stage() {
     p.rollback.mode = RollbackMode::Stepped;
     p.on_signal = OnSignal::Rollback;
     let mut h = Harness::new(p);
-    let o = h.go(|_, w| healthy(w.primary), ok_writes, Some(125), true);
+    let o = h.go(|_, w| healthy(w.primary()), ok_writes, Some(125), true);
     assert_eq!(o.exit_code(), 4, "{o:?}");
     let w = h.primary_writes();
     let peak = w

@@ -67,7 +67,7 @@ fn drive_sequential(
                 let from = since["seq"];
                 asked.push((from, t(now)));
                 let secs = t(now).duration_since(from).unwrap().as_secs_f64();
-                let share = f64::from(live.primary) / 100.0;
+                let share = f64::from(live.primary()) / 100.0;
                 let n = 1000.0 * secs;
                 let counts = |total: f64, rate: f64| {
                     CountReading::Counted(Counts {
@@ -82,7 +82,7 @@ fn drive_sequential(
                     primary: if failing {
                         CountReading::Error("prometheus down".into())
                     } else {
-                        counts(n * share, primary_rate(live.primary))
+                        counts(n * share, primary_rate(live.primary()))
                     },
                     dr: counts(n * (1.0 - share), 0.01),
                 };
@@ -142,7 +142,7 @@ fn sequential_harm_rolls_back_at_once() {
     let (o, _, _, state) = drive_sequential(|w| if w >= 50 { 0.05 } else { 0.01 }, None);
     assert_eq!(o.phase, Phase::RolledBack, "{o:?}");
     assert!(o.reason.contains("evidence of harm"), "{}", o.reason);
-    let weights: Vec<u8> = state.history.iter().map(|h| h.weights.primary).collect();
+    let weights: Vec<u8> = state.history.iter().map(|h| h.weights.primary()).collect();
     assert_eq!(weights, vec![10, 50, 0]);
     assert_eq!(state.counters.failures, 1, "no failure_limit to wait for");
 }

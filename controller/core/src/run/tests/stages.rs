@@ -19,10 +19,7 @@ fn healthy_run_is_promoted_through_every_stage_and_only_plan_weights() {
 #[test]
 fn live_weights_not_all_on_dr_fail_preflight_without_writing() {
     let mut h = Harness::new(plan(&[10, 100]));
-    h.live = Weights {
-        primary: 30,
-        dr: 70,
-    };
+    h.live = Weights::new(30, 70).unwrap();
     let o = h.run_healthy();
     assert_eq!(o.phase, Phase::PreflightFailed);
     assert_eq!(o.exit_code(), 3);
@@ -50,7 +47,7 @@ fn unreadable_backend_fails_preflight() {
 #[test]
 fn failed_preflight_changes_nothing() {
     let mut h = Harness::new(plan(&[10, 100]));
-    let o = h.go(|_, w| healthy(w.primary), ok_writes, None, false);
+    let o = h.go(|_, w| healthy(w.primary()), ok_writes, None, false);
     assert_eq!(o.phase, Phase::PreflightFailed);
     assert!(h.writes.is_empty());
 }
@@ -59,9 +56,9 @@ fn failed_preflight_changes_nothing() {
 fn forward_write_failures_are_retried_then_rolled_back() {
     let mut h = Harness::new(plan(&[10, 25, 100]));
     let o = h.go(
-        |_, w| healthy(w.primary),
+        |_, w| healthy(w.primary()),
         |_, w| {
-            if w.primary == 25 {
+            if w.primary() == 25 {
                 Err("503".into())
             } else {
                 Ok(())
@@ -77,14 +74,14 @@ fn forward_write_failures_are_retried_then_rolled_back() {
 #[test]
 fn signal_holds_by_default_and_rolls_back_when_asked() {
     let mut h = Harness::new(plan(&[10, 25, 100]));
-    let o = h.go(|_, w| healthy(w.primary), ok_writes, Some(100), true);
+    let o = h.go(|_, w| healthy(w.primary()), ok_writes, Some(100), true);
     assert_eq!(o.phase, Phase::Aborted, "{o:?}");
     assert_eq!(o.exit_code(), 4);
     assert_eq!(h.primary_writes(), [10, 25], "held at a planned weight");
     let mut p = plan(&[10, 25, 100]);
     p.on_signal = OnSignal::Rollback;
     let mut h = Harness::new(p);
-    let o = h.go(|_, w| healthy(w.primary), ok_writes, Some(100), true);
+    let o = h.go(|_, w| healthy(w.primary()), ok_writes, Some(100), true);
     assert_eq!(o.phase, Phase::Aborted);
     assert_eq!(*h.primary_writes().last().unwrap(), 0);
 }
@@ -103,27 +100,18 @@ fn a_read_back_that_differs_is_a_failed_write() {
     });
     assert_eq!(
         s.request,
-        Request::SetWeights(Weights {
-            primary: 10,
-            dr: 90
-        })
+        Request::SetWeights(Weights::new(10, 90).unwrap())
     );
     let s = run.step(Observation::WeightsSet {
         now: t(1),
-        weights: Weights {
-            primary: 20,
-            dr: 80,
-        },
+        weights: Weights::new(20, 80).unwrap(),
     });
     assert!(matches!(s.request, Request::Sleep(_)), "{s:?}");
     assert_eq!(run.state().pending.as_ref().unwrap().attempts, 1);
     let s = run.step(Observation::Slept { now: t(2) });
     assert_eq!(
         s.request,
-        Request::SetWeights(Weights {
-            primary: 10,
-            dr: 90
-        })
+        Request::SetWeights(Weights::new(10, 90).unwrap())
     );
 }
 
@@ -133,7 +121,7 @@ fn a_terminal_run_stays_terminal() {
     run.step(Observation::Started {
         now: t(0),
         propagation: Duration::ZERO,
-        live: Ok(Weights { primary: 5, dr: 95 }),
+        live: Ok(Weights::new(5, 95).unwrap()),
     });
     let s = run.step(Observation::Slept { now: t(1) });
     assert!(matches!(
@@ -159,10 +147,7 @@ fn settling_waits_for_the_dns_ttl_before_judging() {
     });
     let s = run.step(Observation::WeightsSet {
         now: t(1),
-        weights: Weights {
-            primary: 10,
-            dr: 90,
-        },
+        weights: Weights::new(10, 90).unwrap(),
     });
     assert_eq!(
         s.request,
@@ -178,7 +163,7 @@ fn the_deadline_rolls_back() {
     let mut h = Harness::new(p);
     let o = h.run_in(|_, w| Traffic {
         requests: Reading::Value(10.0),
-        ..healthy(w.primary)
+        ..healthy(w.primary())
     });
     assert_eq!(o.phase, Phase::RolledBack, "{o:?}");
     assert!(o.reason.contains("deadline"), "{}", o.reason);
@@ -199,7 +184,7 @@ fn settling_with_prometheus_down_says_so_not_no_traffic() {
     });
     run.step(Observation::WeightsSet {
         now: t(2),
-        weights: Weights::primary(10).unwrap(),
+        weights: Weights::from_primary(10).unwrap(),
     });
     let mut a = analysis(t(17), &healthy(10));
     a.primary_rate = Reading::Error("cannot reach prometheus: connection refused".into());
@@ -207,7 +192,7 @@ fn settling_with_prometheus_down_says_so_not_no_traffic() {
     let s = run.step(Observation::Analyzed {
         now: t(17),
         analysis: a,
-        live: Some(Ok(Weights::primary(10).unwrap())),
+        live: Some(Ok(Weights::from_primary(10).unwrap())),
     });
     let decision = s
         .events
