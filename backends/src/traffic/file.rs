@@ -131,7 +131,7 @@ impl TrafficBackend for FileBackend {
         .map_err(|e| BackendError::Transient(format!("file task failed: {e}")))?
     }
 
-    async fn set_weights(&self, weights: Weights) -> Result<Applied, BackendError> {
+    async fn set_weights(&self, weights: Weights, _note: &str) -> Result<Applied, BackendError> {
         let path = self.path.clone();
         tokio::task::spawn_blocking(move || FileBackend::write_sync(&path, weights))
             .await
@@ -167,7 +167,7 @@ mod tests {
             create: true,
         });
         assert_eq!(b.get_weights().await.unwrap(), Weights::ALL_DR);
-        b.set_weights(Weights::from_primary(25).unwrap())
+        b.set_weights(Weights::from_primary(25).unwrap(), "")
             .await
             .unwrap();
         assert_eq!(
@@ -188,7 +188,7 @@ mod tests {
             path: path.clone(),
             create: false,
         });
-        b.set_weights(Weights::ALL_DR).await.unwrap();
+        b.set_weights(Weights::ALL_DR, "").await.unwrap();
         assert_eq!(b.get_weights().await.unwrap(), Weights::ALL_DR);
     }
 
@@ -202,13 +202,13 @@ mod tests {
             create: false,
         });
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
-        b.set_weights(Weights::from_primary(10).unwrap())
+        b.set_weights(Weights::from_primary(10).unwrap(), "")
             .await
             .unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o640, "the mode is kept");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o444)).unwrap();
-        let e = b.set_weights(Weights::ALL_DR).await.unwrap_err();
+        let e = b.set_weights(Weights::ALL_DR, "").await.unwrap_err();
         assert!(matches!(e, BackendError::Forbidden(_)), "{e}");
         assert!(e.to_string().contains("read-only"), "{e}");
         assert_eq!(

@@ -229,7 +229,6 @@ pub struct RoutedObject {
     obj: tokio::sync::Mutex<ObjectRef>,
     versions: Vec<String>,
     locate: Locate,
-    note: std::sync::Mutex<String>,
     uid: std::sync::Mutex<Option<String>>,
     max_conflicts: u32,
     lock: std::sync::Arc<crate::lock::lease::LeaseLock>,
@@ -275,7 +274,6 @@ impl RoutedObject {
             obj: tokio::sync::Mutex::new(obj),
             versions,
             locate,
-            note: std::sync::Mutex::new(String::new()),
             uid: std::sync::Mutex::new(None),
             max_conflicts: 8,
         }
@@ -335,8 +333,8 @@ impl crate::TrafficBackend for RoutedObject {
     async fn set_weights(
         &self,
         w: cutover_core::Weights,
+        note: &str,
     ) -> Result<cutover_core::Applied, BackendError> {
-        let note = self.note.lock().unwrap_or_else(|p| p.into_inner()).clone();
         for attempt in 1..=self.max_conflicts {
             let (obj, mut value) = self.fetch().await?;
             let (at, _) = self.weights(&value)?;
@@ -348,7 +346,7 @@ impl crate::TrafficBackend for RoutedObject {
                 &format!("primary={} dr={}", w.primary(), w.dr()),
             );
             if !note.is_empty() {
-                annotate(&mut value, "cutover.dev/run", &note);
+                annotate(&mut value, "cutover.dev/run", note);
             }
             match obj.replace(&self.client, &value).await {
                 Ok(done) => {
@@ -370,10 +368,6 @@ impl crate::TrafficBackend for RoutedObject {
         Err(BackendError::Conflict(
             "too many conflicting writers".into(),
         ))
-    }
-
-    fn note(&self, note: String) {
-        *self.note.lock().unwrap_or_else(|p| p.into_inner()) = note;
     }
 
     fn object_lock(&self) -> Option<std::sync::Arc<dyn cutover_core::lock::ObjectLock>> {

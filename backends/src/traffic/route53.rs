@@ -41,7 +41,6 @@ pub struct Route53Backend {
     poll: Duration,
     max_attempts: u32,
     ttl: Mutex<Option<i64>>,
-    note: Mutex<String>,
 }
 
 /// Normalises a DNS name: lowercase, one trailing dot.
@@ -98,7 +97,6 @@ impl Route53Backend {
             poll: Duration::from_secs(2),
             max_attempts: cfg.max_attempts.max(1),
             ttl: Mutex::new(None),
-            note: Mutex::new(String::new()),
         }
     }
 
@@ -359,7 +357,7 @@ impl TrafficBackend for Route53Backend {
         percent(p.weight.unwrap_or(0), d.weight.unwrap_or(0))
     }
 
-    async fn set_weights(&self, w: Weights) -> Result<Applied, BackendError> {
+    async fn set_weights(&self, w: Weights, note: &str) -> Result<Applied, BackendError> {
         let (mut p, mut d) = self.records().await?;
         p.weight = Some(i64::from(w.primary()));
         d.weight = Some(i64::from(w.dr()));
@@ -368,7 +366,6 @@ impl TrafficBackend for Route53Backend {
                 "refusing to write both weights 0".into(),
             ));
         }
-        let note = self.note.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let comment = format!(
             "cutover: {w}{}",
             if note.is_empty() {
@@ -432,10 +429,6 @@ impl TrafficBackend for Route53Backend {
     fn propagation_delay(&self) -> Duration {
         let ttl = *self.ttl.lock().unwrap_or_else(|e| e.into_inner());
         Duration::from_secs(ttl.unwrap_or(60).max(0) as u64)
-    }
-
-    fn note(&self, note: String) {
-        *self.note.lock().unwrap_or_else(|e| e.into_inner()) = note;
     }
 
     fn object_lock(&self) -> Option<std::sync::Arc<dyn cutover_core::lock::ObjectLock>> {

@@ -69,8 +69,10 @@ pub trait TrafficBackend: Send + Sync {
     fn describe(&self) -> String;
     /// Reads the live split from the backend itself (never from a cache).
     async fn get_weights(&self) -> Result<Weights, BackendError>;
-    /// Writes the split; the returned [`Applied`] may still be propagating.
-    async fn set_weights(&self, weights: Weights) -> Result<Applied, BackendError>;
+    /// Writes the split; the returned [`Applied`] may still be propagating. `note` (run id
+    /// and stage, e.g. `run 7f3a stage 2/5`; may be empty) is recorded with the write where
+    /// the backend can: a Route 53 change comment, an annotation on the object.
+    async fn set_weights(&self, weights: Weights, note: &str) -> Result<Applied, BackendError>;
     /// Waits until an accepted change is in force (Route 53: INSYNC). Default: at once.
     async fn wait_applied(&self, _applied: &Applied) -> Result<(), BackendError> {
         Ok(())
@@ -79,9 +81,6 @@ pub trait TrafficBackend: Send + Sync {
     fn propagation_delay(&self) -> std::time::Duration {
         std::time::Duration::ZERO
     }
-    /// A note (run id, stage) to record with the next write, where the backend can
-    /// (a Route 53 change comment, an annotation). Default: ignored.
-    fn note(&self, _note: String) {}
     /// Tells the people watching the routed object (a Kubernetes Event). Default: nothing.
     async fn announce(&self, _reason: &str, _note: &str, _warning: bool) {}
     /// The lock record of the routed object itself, where every controller that could touch
