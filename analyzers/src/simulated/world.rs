@@ -1,136 +1,21 @@
-//! A simulated pair of sites, for the demo, the benchmark and tests of the state machine.
-//!
-//! Per-site Poisson request arrivals, a per-request error probability and a log-normal
-//! latency distribution counted into histogram buckets, generated one virtual second at a
-//! time from a seeded RNG (deterministic for a seed). The traffic split follows the weight
-//! the controller writes, optionally converging slowly as DNS clients do. A scenario script
-//! changes a site's behaviour at a virtual time or when the primary weight reaches a stage.
+//! The simulated world: both sites' per-pod counters, generated one virtual second at a
+//! time, and what a Prometheus scraping them would answer.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use async_trait::async_trait;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand_distr::{Binomial, Distribution, Gamma, Poisson};
-use serde::{Deserialize, Serialize};
 
+use cutover_core::Site;
 use cutover_core::metrics::counters::growth;
 use cutover_core::metrics::source::{
-    CountQuery, Counted, Counts as SiteCounts, Measure, MetricError, MetricSource, Sample,
+    CountQuery, Counted, Counts as SiteCounts, Measure, MetricError, Sample,
 };
-use cutover_core::{PromqlBuilder, Site};
 
-/// Upper bounds (seconds) of the simulated latency histogram; `+Inf` is implied.
-pub const BUCKETS: [f64; 11] = [
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
-
-/// How one site behaves.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct SiteProfile {
-    /// Probability that a request fails.
-    pub error_rate: f64,
-    /// Median latency in seconds.
-    pub latency_median: f64,
-    /// Log-normal shape (sigma of the log); 0.5 gives p99 ~ 3.2x the median.
-    pub latency_sigma: f64,
-    /// Whether requests routed here arrive at all (false: a broken route, no traffic).
-    pub reachable: bool,
-}
-
-impl SiteProfile {
-    /// A healthy site: the given error rate, 80 ms median latency.
-    pub fn healthy(error_rate: f64) -> SiteProfile {
-        SiteProfile {
-            error_rate,
-            latency_median: 0.08,
-            latency_sigma: 0.5,
-            reachable: true,
-        }
-    }
-}
-
-/// When a scenario change happens.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Trigger {
-    /// Once the primary's target weight reaches this percent.
-    PrimaryWeightAtLeast(u8),
-    /// This long after the simulation starts.
-    After(#[serde(with = "cutover_core::serde_secs")] Duration),
-}
-
-/// One scripted change of a site's behaviour.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Change {
-    /// When it happens.
-    pub when: Trigger,
-    /// Which site; `None` for both.
-    pub site: Option<Site>,
-    /// New error probability.
-    pub error_rate: Option<f64>,
-    /// Multiplies the median latency.
-    pub latency_factor: Option<f64>,
-    /// New reachability.
-    pub reachable: Option<bool>,
-    /// From now on the error probability grows by this much per minute (a slow leak).
-    #[serde(default)]
-    pub error_ramp: Option<f64>,
-}
-
-/// A whole simulated world: traffic, both sites, and what changes when.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Scenario {
-    /// Its name.
-    pub name: String,
-    /// Requests per second over both sites.
-    pub total_rps: f64,
-    /// The primary at the start.
-    pub primary: SiteProfile,
-    /// DR at the start.
-    pub dr: SiteProfile,
-    /// Scripted changes.
-    pub changes: Vec<Change>,
-    /// Time constant of the traffic split following a weight change (0: at once).
-    #[serde(with = "cutover_core::serde_secs")]
-    pub convergence: Duration,
-    /// Answers to custom queries, by query template.
-    pub custom: BTreeMap<String, f64>,
-    /// RNG seed.
-    pub seed: u64,
-    /// How the simulated Prometheus scrapes the counters that sequential gates count.
-    #[serde(default)]
-    pub scrape: ScrapeSpec,
-    /// Overdispersion of errors: each second's error probability at each site is multiplied
-    /// by a Gamma(k, 1/k) draw (mean 1) with this shape `k`; smaller is burstier. 0: none.
-    #[serde(default)]
-    pub error_burst_shape: f64,
-}
-
-/// The simulated scrape of each site's counters: several pods, each its own series.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct ScrapeSpec {
-    /// Time between two scrapes.
-    #[serde(with = "cutover_core::serde_secs")]
-    pub interval: Duration,
-    /// Pods per site; each second's requests go to one of them in turn.
-    pub pods: u32,
-    /// Mean time between restarts of a pod (its counters start again from 0); none if zero.
-    #[serde(with = "cutover_core::serde_secs")]
-    pub mean_time_between_resets: Duration,
-}
-
-impl Default for ScrapeSpec {
-    fn default() -> Self {
-        ScrapeSpec {
-            interval: Duration::from_secs(15),
-            pods: 3,
-            mean_time_between_resets: Duration::ZERO,
-        }
-    }
-}
+use super::scenario::*;
 
 /// One pod's counters as a scrape sees them: requests, errors and cumulative buckets.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -285,7 +170,7 @@ impl World {
     }
 
     /// Counts over `(from, to]` from the scraped samples, as Prometheus would serve them.
-    fn count(&self, q: &CountQuery, to: u64) -> Result<SiteCounts, MetricError> {
+    pub(super) fn count(&self, q: &CountQuery, to: u64) -> Result<SiteCounts, MetricError> {
         let from = unix_f64(q.from).min(to as f64);
         let site = idx(q.site);
         let edge = match q.counted {
@@ -592,7 +477,7 @@ impl SimWorld {
         self.lock().share
     }
 
-    fn measure(&self, m: &Measure, now: SystemTime) -> Result<Sample, MetricError> {
+    pub(super) fn measure(&self, m: &Measure, now: SystemTime) -> Result<Sample, MetricError> {
         let mut w = self.lock();
         let t = unix(now);
         w.advance_to(t);
@@ -628,143 +513,5 @@ impl SimWorld {
             Measure::BadShare { counted, .. } => c.bad(*counted) as f64 / c.requests as f64,
             Measure::Custom { .. } => unreachable!("answered above"),
         }))
-    }
-}
-
-/// [`MetricSource`] over a [`SimWorld`]; renders the PromQL a real run would send.
-pub struct SimulatedSource {
-    world: SimWorld,
-    promql: PromqlBuilder,
-}
-
-impl SimulatedSource {
-    /// A source measuring `world`, rendering queries with `promql`.
-    pub fn new(world: SimWorld, promql: PromqlBuilder) -> SimulatedSource {
-        SimulatedSource { world, promql }
-    }
-}
-
-#[async_trait]
-impl MetricSource for SimulatedSource {
-    fn describe(&self) -> String {
-        "simulated traffic".into()
-    }
-
-    fn render(&self, m: &Measure) -> String {
-        self.promql.render(m)
-    }
-
-    async fn measure(&self, m: &Measure, now: SystemTime) -> Result<Sample, MetricError> {
-        self.world.measure(m, now)
-    }
-
-    async fn count(&self, q: &CountQuery, now: SystemTime) -> Result<SiteCounts, MetricError> {
-        self.world.count(q, now)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn histogram_quantile_matches_prometheus_rules() {
-        let b = [0.1, 0.5, 1.0];
-        // 10 in (0,0.1], 80 in (0.1,0.5], 10 in (0.5,1]: p50 rank 50 -> 0.1 + 0.4*40/80.
-        assert!((histogram_quantile(0.5, &b, &[10, 80, 10, 0]) - 0.3).abs() < 1e-12);
-        // Rank in +Inf bucket: the highest finite bound.
-        assert_eq!(histogram_quantile(0.99, &b, &[0, 0, 0, 5]), 1.0);
-        assert!(histogram_quantile(0.5, &b, &[0, 0, 0, 0]).is_nan());
-    }
-
-    fn scenario() -> Scenario {
-        Scenario {
-            name: "t".into(),
-            total_rps: 200.0,
-            primary: SiteProfile::healthy(0.01),
-            dr: SiteProfile::healthy(0.01),
-            changes: vec![Change {
-                when: Trigger::PrimaryWeightAtLeast(50),
-                site: Some(Site::Primary),
-                error_rate: Some(0.2),
-                latency_factor: None,
-                reachable: None,
-                error_ramp: None,
-            }],
-            convergence: Duration::ZERO,
-            custom: BTreeMap::new(),
-            seed: 7,
-            scrape: ScrapeSpec::default(),
-            error_burst_shape: 0.0,
-        }
-    }
-
-    #[tokio::test]
-    async fn split_follows_the_weight_and_changes_fire() {
-        let t0 = UNIX_EPOCH + Duration::from_secs(1_000_000);
-        let world = SimWorld::new(scenario(), t0);
-        let w = Duration::from_secs(60);
-        let m = |site| Measure::RequestRate { site, window: w };
-        let t1 = t0 + Duration::from_secs(60);
-        assert_eq!(world.measure(&m(Site::Primary), t1).unwrap(), Some(0.0));
-        world.set_primary_weight(t1, 25);
-        let t2 = t1 + Duration::from_secs(60);
-        let p = world.measure(&m(Site::Primary), t2).unwrap().unwrap();
-        assert!((p - 50.0).abs() < 8.0, "25% of 200 rps: {p}");
-        let e = world
-            .measure(
-                &Measure::ErrorRatio {
-                    site: Site::Primary,
-                    window: w,
-                },
-                t2,
-            )
-            .unwrap()
-            .unwrap();
-        assert!(e < 0.05, "{e}");
-        world.set_primary_weight(t2, 50);
-        let t3 = t2 + Duration::from_secs(60);
-        let e = world
-            .measure(
-                &Measure::ErrorRatio {
-                    site: Site::Primary,
-                    window: w,
-                },
-                t3,
-            )
-            .unwrap()
-            .unwrap();
-        assert!(e > 0.15, "change at 50% fired: {e}");
-        let q = world
-            .measure(
-                &Measure::LatencyQuantile {
-                    quantile: 0.5,
-                    site: Site::Dr,
-                    window: w,
-                },
-                t3,
-            )
-            .unwrap()
-            .unwrap();
-        assert!((0.06..0.1).contains(&q), "median near 80ms: {q}");
-    }
-
-    #[test]
-    fn deterministic_for_a_seed() {
-        let t0 = UNIX_EPOCH + Duration::from_secs(1_000_000);
-        let run = || {
-            let world = SimWorld::new(scenario(), t0);
-            world.set_primary_weight(t0, 10);
-            world
-                .measure(
-                    &Measure::RequestCount {
-                        site: Site::Primary,
-                        window: Duration::from_secs(300),
-                    },
-                    t0 + Duration::from_secs(300),
-                )
-                .unwrap()
-        };
-        assert_eq!(run(), run());
     }
 }
