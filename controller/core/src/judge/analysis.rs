@@ -59,7 +59,7 @@ impl Analysis {
             .zip(&self.gates)
             .map(|(g, m)| {
                 let baseline = dr_baselines.get(&g.name).copied();
-                if g.sequential.is_some() {
+                if g.is_sequential() {
                     let ep = evidence.entry(g.name.clone()).or_default();
                     g.evaluate_sequential(m, self.at, ep, min_requests, baseline)
                 } else {

@@ -1057,10 +1057,10 @@ impl Policy {
     /// primary rolls back with probability at most the largest gate alpha.
     pub fn compiled_gates(&self) -> Vec<Gate> {
         let mut gates: Vec<Gate> = self.gates.iter().filter_map(|g| g.compile().ok()).collect();
-        let sequential = gates.iter().filter(|g| g.sequential.is_some()).count();
+        let sequential = gates.iter().filter(|g| g.is_sequential()).count();
         let shares = (sequential * self.stages.len()).max(1) as f64;
         for g in &mut gates {
-            if let Some(s) = g.sequential.as_mut() {
+            if let crate::judge::gate::GateKind::Sequential { test: s, .. } = &mut g.kind {
                 s.alpha_stage = s.alpha / shares;
             }
         }
@@ -1129,10 +1129,14 @@ mod tests {
         assert_eq!(stages[0].max_duration, Duration::from_secs(1800));
         let gates = p.compiled_gates();
         assert_eq!(gates.len(), 4);
-        assert_eq!(gates[0].max, Some(0.01));
-        assert_eq!(gates[1].vs_dr.map(|v| v.0), Some(0.5));
-        assert_eq!(gates[2].max, Some(0.5));
-        assert_eq!(gates[3].max, Some(1000.0));
+        let max = |i: usize| gates[i].bounds().and_then(|b| b.max);
+        assert_eq!(max(0), Some(0.01));
+        assert_eq!(
+            gates[1].bounds().and_then(|b| b.vs_dr).map(|v| v.0),
+            Some(0.5)
+        );
+        assert_eq!(max(2), Some(0.5));
+        assert_eq!(max(3), Some(1000.0));
         assert_eq!(p.analysis.min_requests, 200);
         assert_eq!(p.analysis.failure_limit, 2);
         assert_eq!(p.analysis.consecutive_error_limit, 3);

@@ -905,7 +905,7 @@ fn sequential_plan() -> Plan {
     .unwrap()
     .compile()
     .unwrap();
-    if let Some(s) = g.sequential.as_mut() {
+    if let crate::judge::gate::GateKind::Sequential { test: s, .. } = &mut g.kind {
         s.alpha_stage = s.alpha / 3.0;
     }
     p.gates = vec![g];
