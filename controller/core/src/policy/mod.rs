@@ -9,7 +9,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::judge::gate::Gate;
+use crate::judge::gate::{Gate, GateBudget};
 use crate::judge::preflight::PreflightCheck;
 use crate::judge::verdict::Limits;
 use crate::policy::backend::BackendSpec;
@@ -772,6 +772,7 @@ pub fn validate(p: &Policy) -> Vec<(String, String)> {
         );
     }
     let mut names = BTreeSet::new();
+    let budget = p.gate_budget();
     for (i, g) in p.gates.iter().enumerate() {
         if !names.insert(g.name.clone()) {
             bad(
@@ -782,7 +783,7 @@ pub fn validate(p: &Policy) -> Vec<(String, String)> {
                 ),
             );
         }
-        if let Err(problems) = g.compile() {
+        if let Err(problems) = g.compile(&budget) {
             for (field, msg) in problems {
                 let path = if field.is_empty() {
                     format!("gates[{i}]")
@@ -1052,19 +1053,22 @@ impl Policy {
             .collect()
     }
 
-    /// The compiled gates; the policy must be valid. Each sequential gate's alpha is split
-    /// evenly over the stages and the sequential gates, so that a whole run of an acceptable
-    /// primary rolls back with probability at most the largest gate alpha.
+    /// What the gates are compiled with: `analysis.min_requests`, and each sequential
+    /// gate's alpha split evenly over the stages and the sequential gates, so that a whole
+    /// run of an acceptable primary rolls back with probability at most the largest gate
+    /// alpha.
+    pub fn gate_budget(&self) -> GateBudget {
+        let sequential = self.gates.iter().filter(|g| g.is_sequential()).count();
+        GateBudget::new(self.analysis.min_requests, self.stages.len(), sequential)
+    }
+
+    /// The compiled gates; the policy must be valid.
     pub fn compiled_gates(&self) -> Vec<Gate> {
-        let mut gates: Vec<Gate> = self.gates.iter().filter_map(|g| g.compile().ok()).collect();
-        let sequential = gates.iter().filter(|g| g.is_sequential()).count();
-        let shares = (sequential * self.stages.len()).max(1) as f64;
-        for g in &mut gates {
-            if let crate::judge::gate::GateKind::Sequential { test: s, .. } = &mut g.kind {
-                s.alpha_stage = s.alpha / shares;
-            }
-        }
-        gates
+        let budget = self.gate_budget();
+        self.gates
+            .iter()
+            .filter_map(|g| g.compile(&budget).ok())
+            .collect()
     }
 
     /// The PromQL renderer; the policy must be valid.

@@ -3,7 +3,7 @@
 use std::time::{Duration, SystemTime};
 
 use crate::Weights;
-use crate::judge::gate::{GateMeasurement, GateSpec};
+use crate::judge::gate::{GateBudget, GateMeasurement, GateSpec};
 use crate::judge::preflight::PreflightResult;
 use crate::judge::verdict::Limits;
 use crate::{Analysis, Reading, Span};
@@ -21,7 +21,10 @@ fn plan(weights: &[u8]) -> Plan {
     let gate = |j: serde_json::Value| {
         serde_json::from_value::<GateSpec>(j)
             .unwrap()
-            .compile()
+            .compile(&GateBudget {
+                min_requests: 100,
+                alpha_shares: 1.0,
+            })
             .unwrap()
     };
     Plan {
@@ -899,15 +902,12 @@ fn the_deadline_rolls_back() {
 /// A plan with one sequential error gate (alpha 0.01 over 3 stages).
 fn sequential_plan() -> Plan {
     let mut p = plan(&[10, 50, 100]);
-    let mut g = serde_json::from_value::<GateSpec>(serde_json::json!({
+    let g = serde_json::from_value::<GateSpec>(serde_json::json!({
         "name": "seq", "error_rate": {"vs_dr": {"tolerance": "50%", "alpha": 0.01}}
     }))
     .unwrap()
-    .compile()
+    .compile(&GateBudget::new(p.min_requests, 3, 1))
     .unwrap();
-    if let crate::judge::gate::GateKind::Sequential { test: s, .. } = &mut g.kind {
-        s.alpha_stage = s.alpha / 3.0;
-    }
     p.gates = vec![g];
     p
 }

@@ -56,12 +56,8 @@ impl Gate {
     ///
     /// `dr_baseline` is DR's last good value, used only when DR serves no traffic (the
     /// 100 % stage) so that relative gates still have something to compare with.
-    pub fn evaluate(
-        &self,
-        m: &GateMeasurement,
-        min_requests: u64,
-        dr_baseline: Option<f64>,
-    ) -> GateResult {
+    pub fn evaluate(&self, m: &GateMeasurement, dr_baseline: Option<f64>) -> GateResult {
+        let min_requests = self.min_requests;
         let mut r = self.no_result();
         let GateKind::Bounds { metric, bounds } = &self.kind else {
             return r.error("not a gate with bounds: a sequential gate judges counts".into());
@@ -196,10 +192,10 @@ mod tests {
             ("no requests at all", m(Reading::Empty, v(0.0), v(0.0))),
             ("NaN requests", m(v(f64::NAN), v(0.0), v(0.0))),
         ] {
-            let r = g.evaluate(&meas, 200, None);
+            let r = g.evaluate(&meas, None);
             assert_eq!(r.status, GateStatus::NoData, "{case}: {r:?}");
         }
-        let r = g.evaluate(&m(v(200.0), v(0.0), v(0.0)), 200, None);
+        let r = g.evaluate(&m(v(200.0), v(0.0), v(0.0)), None);
         assert_eq!(r.status, GateStatus::Pass);
     }
 
@@ -216,14 +212,14 @@ mod tests {
             ("DR latency -1s", &p99, m(v(500.0), v(0.2), v(-1.0))),
             ("request count -1", &err, m(v(-1.0), v(0.0), v(0.0))),
         ] {
-            let r = g.evaluate(&meas, 200, None);
+            let r = g.evaluate(&meas, None);
             assert_eq!(r.status, GateStatus::Error, "{case}: {r:?}");
             assert!(r.reason.contains("below zero"), "{case}: {}", r.reason);
         }
         // A custom query may well be negative (a difference, a temperature).
         let q = spec(serde_json::json!({"name": "q", "query": "x", "min": -5}));
         assert_eq!(
-            q.evaluate(&m(v(500.0), v(-1.0), Reading::Empty), 200, None)
+            q.evaluate(&m(v(500.0), v(-1.0), Reading::Empty), None)
                 .status,
             GateStatus::Pass
         );
@@ -233,23 +229,23 @@ mod tests {
     fn no_data_says_what_came_back() {
         let g = spec(serde_json::json!({"name": "g", "error_rate": {"max": "1%"}}));
         let v = Reading::Value;
-        let r = g.evaluate(&m(Reading::Empty, v(0.0), v(0.0)), 200, None);
+        let r = g.evaluate(&m(Reading::Empty, v(0.0), v(0.0)), None);
         assert_eq!(
             r.reason,
             "no data: counting primary requests returned an empty vector (no series matched)"
         );
-        let r = g.evaluate(&m(v(f64::NAN), v(0.0), v(0.0)), 200, None);
+        let r = g.evaluate(&m(v(f64::NAN), v(0.0), v(0.0)), None);
         assert_eq!(
             r.reason,
             "no data: counting primary requests returned NaN (not a finite number)"
         );
-        let r = g.evaluate(&m(v(500.0), v(f64::NAN), v(0.0)), 200, None);
+        let r = g.evaluate(&m(v(500.0), v(f64::NAN), v(0.0)), None);
         assert!(
             r.reason
                 .starts_with("no data: the primary query returned NaN"),
             "{r:?}"
         );
-        let r = g.evaluate(&m(v(12.0), v(0.0), v(0.0)), 200, None);
+        let r = g.evaluate(&m(v(12.0), v(0.0), v(0.0)), None);
         assert!(r.reason.starts_with("12 primary requests"), "{r:?}");
     }
 
@@ -259,15 +255,11 @@ mod tests {
             serde_json::json!({"name": "g", "latency": {"quantile": 0.99, "max_vs_dr": "20%"}}),
         );
         let v = Reading::Value;
-        let r = g.evaluate(&m(v(1000.0), v(0.3), Reading::Empty), 200, None);
+        let r = g.evaluate(&m(v(1000.0), v(0.3), Reading::Empty), None);
         assert_eq!(r.status, GateStatus::NoData);
-        let r = g.evaluate(&m(v(1000.0), v(0.3), Reading::Empty), 200, Some(0.2));
+        let r = g.evaluate(&m(v(1000.0), v(0.3), Reading::Empty), Some(0.2));
         assert_eq!(r.status, GateStatus::Fail, "0.3 > 0.2*1.2+0.01: {r:?}");
-        let r = g.evaluate(
-            &m(v(1000.0), v(0.3), Reading::Error("x".into())),
-            200,
-            Some(0.2),
-        );
+        let r = g.evaluate(&m(v(1000.0), v(0.3), Reading::Error("x".into())), Some(0.2));
         assert_eq!(r.status, GateStatus::Error);
     }
 
@@ -276,7 +268,7 @@ mod tests {
         let g =
             spec(serde_json::json!({"name": "s", "error_rate": {"vs_dr": {"tolerance": "50%"}}}));
         let v = Reading::Value;
-        let r = g.evaluate(&m(v(500.0), v(0.0), v(0.0)), 200, None);
+        let r = g.evaluate(&m(v(500.0), v(0.0), v(0.0)), None);
         assert_eq!(r.status, GateStatus::Error, "{r:?}");
     }
 }

@@ -1,7 +1,7 @@
 //! `error_rate:` gates: the primary's share of requests that are errors, held to bounds
 //! (`max`, `max_vs_dr`) or, with `vs_dr`, tested sequentially on error counts.
 
-use super::spec::{ErrorRateGate, Problems};
+use super::spec::{ErrorRateGate, GateBudget, Problems};
 use super::{Bounds, GateKind, Metric};
 use crate::metrics::source::Counted;
 use crate::units::{Percent, Span};
@@ -12,7 +12,12 @@ const DEFAULT_SLACK: f64 = 0.001;
 impl ErrorRateGate {
     /// Checks the bounds or the sequential test; problems name `error_rate.*`. `window` is
     /// the gate's, which a sequential gate may not have.
-    pub(super) fn compile(&self, window: Option<Span>, p: &mut Problems) -> Option<GateKind> {
+    pub(super) fn compile(
+        &self,
+        budget: &GateBudget,
+        window: Option<Span>,
+        p: &mut Problems,
+    ) -> Option<GateKind> {
         let kind = if let Some(v) = &self.vs_dr {
             if self.max.is_some() || self.max_vs_dr.is_some() || self.slack.is_some() {
                 p.push(
@@ -20,7 +25,7 @@ impl ErrorRateGate {
                     "a sequential gate (vs_dr) judges alone; put max/max_vs_dr/slack in a gate of its own",
                 );
             }
-            v.compile("error_rate.vs_dr", window, p)
+            v.compile("error_rate.vs_dr", budget, window, p)
                 .map(|test| GateKind::Sequential {
                     counted: Counted::Errors,
                     test,
@@ -72,14 +77,14 @@ mod tests {
             spec(serde_json::json!({"name": "g", "error_rate": {"max": "1%", "max_vs_dr": "50%"}}));
         let v = Reading::Value;
         // DR at 0.4%: relative bound 0.4*1.5+0.1 = 0.7% is tighter than 1%.
-        let r = g.evaluate(&m(v(1000.0), v(0.008), v(0.004)), 200, None);
+        let r = g.evaluate(&m(v(1000.0), v(0.008), v(0.004)), None);
         assert_eq!(r.status, GateStatus::Fail, "{r:?}");
         assert!((r.max.unwrap() - 0.007).abs() < 1e-12);
         assert!(!r.dr_breaching);
-        let r = g.evaluate(&m(v(1000.0), v(0.006), v(0.004)), 200, None);
+        let r = g.evaluate(&m(v(1000.0), v(0.006), v(0.004)), None);
         assert_eq!(r.status, GateStatus::Pass, "{r:?}");
         // DR also above 1%: a failing primary is part of a global incident.
-        let r = g.evaluate(&m(v(1000.0), v(0.05), v(0.04)), 200, None);
+        let r = g.evaluate(&m(v(1000.0), v(0.05), v(0.04)), None);
         assert_eq!(r.status, GateStatus::Fail);
         assert!(r.dr_breaching);
     }

@@ -2,7 +2,7 @@
 //! `max_vs_dr`) or, with `above` and `vs_dr`, the share of requests slower than a histogram
 //! bucket edge tested sequentially on counts.
 
-use super::spec::{LatencyGate, Problems};
+use super::spec::{GateBudget, LatencyGate, Problems};
 use super::{Bounds, GateKind, Metric};
 use crate::metrics::source::Counted;
 use crate::units::Span;
@@ -17,7 +17,12 @@ fn secs(s: Span) -> f64 {
 impl LatencyGate {
     /// Checks the bounds or the sequential test; problems name `latency.*`. `window` is the
     /// gate's, which a sequential gate may not have.
-    pub(super) fn compile(&self, window: Option<Span>, p: &mut Problems) -> Option<GateKind> {
+    pub(super) fn compile(
+        &self,
+        budget: &GateBudget,
+        window: Option<Span>,
+        p: &mut Problems,
+    ) -> Option<GateKind> {
         let kind = if let Some(v) = &self.vs_dr {
             if self.max.is_some() || self.max_vs_dr.is_some() || self.slack.is_some() {
                 p.push(
@@ -41,7 +46,7 @@ impl LatencyGate {
                     None
                 }
             };
-            let test = v.compile("latency.vs_dr", window, p);
+            let test = v.compile("latency.vs_dr", budget, window, p);
             edge.zip(test).map(|(edge, test)| GateKind::Sequential {
                 counted: Counted::SlowerThan(edge),
                 test,

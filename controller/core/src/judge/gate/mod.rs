@@ -29,7 +29,8 @@ mod spec;
 pub use bounds::Bounds;
 pub use sequential::Sequential;
 pub use spec::{
-    ErrorRateGate, GateProblem, GateSpec, LatencyGate, MAX_WINDOW, MIN_WINDOW, SequentialSpec,
+    ErrorRateGate, GateBudget, GateProblem, GateSpec, LatencyGate, MAX_WINDOW, MIN_WINDOW,
+    SequentialSpec,
 };
 
 /// What a gate's numbers are, for display.
@@ -103,6 +104,9 @@ pub struct Gate {
     pub name: String,
     /// Its own window, if it has one.
     pub window: Option<Duration>,
+    /// Primary requests (in its window; for a sequential gate, in the stage) before it may
+    /// pass: `analysis.min_requests`.
+    pub min_requests: u64,
     /// How it judges.
     pub kind: GateKind,
 }
@@ -312,19 +316,30 @@ impl GateResult {
 mod testing {
     use super::*;
 
-    /// A gate compiled from its policy text (as JSON); panics on a problem.
-    pub fn gate(j: serde_json::Value) -> Gate {
+    /// The budget of the tests: min_requests 200, alpha unsplit.
+    pub const BUDGET: GateBudget = GateBudget {
+        min_requests: 200,
+        alpha_shares: 1.0,
+    };
+
+    /// A gate compiled from its policy text (as JSON) with `budget`; panics on a problem.
+    pub fn gate_with(j: serde_json::Value, budget: GateBudget) -> Gate {
         serde_json::from_value::<GateSpec>(j)
             .unwrap()
-            .compile()
+            .compile(&budget)
             .unwrap()
+    }
+
+    /// A gate compiled from its policy text (as JSON) with [`BUDGET`]; panics on a problem.
+    pub fn gate(j: serde_json::Value) -> Gate {
+        gate_with(j, BUDGET)
     }
 
     /// The problems of a gate's policy text (as JSON); panics if it compiles.
     pub fn problems(j: serde_json::Value) -> Vec<GateProblem> {
         serde_json::from_value::<GateSpec>(j)
             .unwrap()
-            .compile()
+            .compile(&BUDGET)
             .unwrap_err()
     }
 

@@ -61,16 +61,12 @@ mod tests {
         let g = spec(serde_json::json!({"name": "g", "query": "up{site=\"{{site}}\"}", "min": 1}));
         let v = Reading::Value;
         assert_eq!(
-            g.evaluate(&m(v(300.0), v(0.0), v(1.0)), 200, None).status,
+            g.evaluate(&m(v(300.0), v(0.0), v(1.0)), None).status,
             GateStatus::Fail
         );
         assert_eq!(
-            g.evaluate(
-                &m(v(300.0), Reading::Error("down".into()), v(1.0)),
-                200,
-                None
-            )
-            .status,
+            g.evaluate(&m(v(300.0), Reading::Error("down".into()), v(1.0)), None)
+                .status,
             GateStatus::Error
         );
     }

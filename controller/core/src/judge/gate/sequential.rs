@@ -4,7 +4,7 @@
 
 use std::time::SystemTime;
 
-use super::spec::{Problems, SequentialSpec};
+use super::spec::{GateBudget, Problems, SequentialSpec};
 use super::{Gate, GateKind, GateMeasurement, GateResult, GateStatus, Unit};
 use crate::judge::eprocess::{Conclusion, EProcess, Tally, Test};
 use crate::metrics::source::{CountReading, Counted, Counts};
@@ -19,7 +19,8 @@ pub struct Sequential {
     pub absolute: f64,
     /// The gate's alpha over the whole run.
     pub alpha: f64,
-    /// This gate's alpha per stage: `alpha / (stages x sequential gates)`; set by the plan.
+    /// This gate's alpha per stage: `alpha / (stages x sequential gates)`, its share of the
+    /// run's [`GateBudget`].
     pub alpha_stage: f64,
     /// The false-certification budget per stage.
     pub beta: f64,
@@ -58,11 +59,13 @@ impl Sequential {
 }
 
 impl SequentialSpec {
-    /// Checks the test's numbers; problems name `field.*`. A sequential gate has no
+    /// Checks the test's numbers and takes the test's share of `budget`'s alpha split;
+    /// problems name `field.*`. A sequential gate has no
     /// `window`: with valid numbers and one, that is reported after the kind's problems.
     pub(super) fn compile(
         &self,
         field: &str,
+        budget: &GateBudget,
         window: Option<Span>,
         p: &mut Problems,
     ) -> Option<Sequential> {
@@ -118,7 +121,7 @@ impl SequentialSpec {
             tolerance: tol,
             absolute,
             alpha: self.alpha,
-            alpha_stage: self.alpha,
+            alpha_stage: self.alpha / budget.alpha_shares,
             beta: self.beta,
         })
     }
@@ -133,9 +136,9 @@ impl Gate {
         m: &GateMeasurement,
         at: SystemTime,
         ep: &mut EProcess,
-        min_requests: u64,
         dr_baseline: Option<f64>,
     ) -> GateResult {
+        let min_requests = self.min_requests;
         let mut r = self.no_result();
         let GateKind::Sequential { test: seq, .. } = self.kind else {
             return r.error("not a sequential gate".into());
@@ -242,9 +245,9 @@ impl Gate {
 mod tests {
     use std::time::{Duration, SystemTime};
 
-    use super::super::testing::{gate, m, problems};
+    use super::super::testing::{gate, gate_with, m, problems};
     use crate::judge::eprocess::EProcess;
-    use crate::judge::gate::{GateKind, GateMeasurement, GateStatus, IntervalCounts};
+    use crate::judge::gate::{GateBudget, GateKind, GateMeasurement, GateStatus, IntervalCounts};
     use crate::metrics::source::{CountReading, Counts, Reading};
 
     fn seq() -> serde_json::Value {
@@ -269,13 +272,19 @@ mod tests {
         x
     }
 
-    /// Feeds the same interval `n` times; the last result.
-    fn feed(g: &crate::judge::gate::Gate, x: &GateMeasurement, n: u64, min: u64) -> GateStatus {
+    /// Feeds the same interval `n` times to the gate compiled with `min_requests`; the last
+    /// result.
+    fn feed(x: &GateMeasurement, n: u64, min_requests: u64) -> GateStatus {
+        let budget = GateBudget {
+            min_requests,
+            alpha_shares: 1.0,
+        };
+        let g = gate_with(seq(), budget);
         let mut ep = EProcess::default();
         let mut last = GateStatus::NoData;
         for i in 1..=n {
             let at = SystemTime::UNIX_EPOCH + Duration::from_secs(15 * i);
-            let r = g.evaluate_sequential(x, at, &mut ep, min, None);
+            let r = g.evaluate_sequential(x, at, &mut ep, None);
             last = r.status;
             if r.status == GateStatus::Fail {
                 assert!(r.decisive, "{r:?}");
@@ -297,13 +306,12 @@ mod tests {
 
     #[test]
     fn harm_rolls_back_and_a_healthy_primary_is_certified() {
-        let g = gate(seq());
         let harmful = counted((300.0, 30.0), (700.0, 7.0));
-        assert_eq!(feed(&g, &harmful, 40, 100), GateStatus::Fail);
+        assert_eq!(feed(&harmful, 40, 100), GateStatus::Fail);
         let healthy = counted((500.0, 5.0), (500.0, 5.0));
-        assert_eq!(feed(&g, &healthy, 200, 100), GateStatus::Pass);
+        assert_eq!(feed(&healthy, 200, 100), GateStatus::Pass);
         // Certified, but with fewer primary requests over the stage than min_requests.
-        assert_eq!(feed(&g, &healthy, 200, 1_000_000), GateStatus::Undecided);
+        assert_eq!(feed(&healthy, 200, 1_000_000), GateStatus::Undecided);
     }
 
     #[test]
@@ -312,17 +320,17 @@ mod tests {
         let mut ep = EProcess::default();
         let at = SystemTime::UNIX_EPOCH;
         let none = m(Reading::Empty, Reading::Empty, Reading::Empty);
-        let r = g.evaluate_sequential(&none, at, &mut ep, 100, None);
+        let r = g.evaluate_sequential(&none, at, &mut ep, None);
         assert_eq!(r.status, GateStatus::Error);
         let mut x = counted((1.0, 0.0), (1.0, 0.0));
         x.counts.as_mut().unwrap().dr = CountReading::Error("down".into());
-        let r = g.evaluate_sequential(&x, at, &mut ep, 100, None);
+        let r = g.evaluate_sequential(&x, at, &mut ep, None);
         assert_eq!(r.status, GateStatus::Error);
         assert!(r.reason.starts_with("counting at DR failed: down"), "{r:?}");
-        let r = g.evaluate_sequential(&counted((-1.0, 0.0), (1.0, 0.0)), at, &mut ep, 100, None);
+        let r = g.evaluate_sequential(&counted((-1.0, 0.0), (1.0, 0.0)), at, &mut ep, None);
         assert_eq!(r.status, GateStatus::Error);
         let bounds = gate(serde_json::json!({"name": "g", "error_rate": {"max": "1%"}}));
-        let r = bounds.evaluate_sequential(&x, at, &mut ep, 100, None);
+        let r = bounds.evaluate_sequential(&x, at, &mut ep, None);
         assert_eq!(r.reason, "not a sequential gate");
     }
 

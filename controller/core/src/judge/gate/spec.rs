@@ -128,6 +128,28 @@ pub struct LatencyGate {
     pub vs_dr: Option<SequentialSpec>,
 }
 
+/// What every gate of a run is compiled with, besides its own spec.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GateBudget {
+    /// `analysis.min_requests`: primary requests before a gate may pass.
+    pub min_requests: u64,
+    /// How many shares a sequential gate's `alpha` is split into: the stages times the
+    /// sequential gates, at least 1. Each stage's test gets `alpha / alpha_shares`.
+    pub alpha_shares: f64,
+}
+
+impl GateBudget {
+    /// The budget of a run of `stages` stages with `sequential_gates` sequential gates: each
+    /// gate's alpha is split evenly over both, so that a whole run of an acceptable primary
+    /// rolls back with probability at most the largest gate alpha.
+    pub fn new(min_requests: u64, stages: usize, sequential_gates: usize) -> GateBudget {
+        GateBudget {
+            min_requests,
+            alpha_shares: (sequential_gates * stages).max(1) as f64,
+        }
+    }
+}
+
 /// A problem in a gate's definition: the field under `gates[i]` and what is wrong with it.
 pub type GateProblem = (String, String);
 
@@ -162,8 +184,9 @@ impl GateSpec {
             || self.latency.as_ref().is_some_and(|l| l.vs_dr.is_some())
     }
 
-    /// Checks the gate and turns it into a [`Gate`]; every problem names its field.
-    pub fn compile(&self) -> Result<Gate, Vec<GateProblem>> {
+    /// Checks the gate and turns it into a [`Gate`] that holds everything it is judged with
+    /// (its share of `budget` included); every problem names its field.
+    pub fn compile(&self, budget: &GateBudget) -> Result<Gate, Vec<GateProblem>> {
         let mut p = Problems::default();
         if self.name.trim().is_empty() {
             p.push("name", "a gate needs a name");
@@ -220,9 +243,9 @@ impl GateSpec {
             }
         }
         let kind = if let Some(e) = &self.error_rate {
-            e.compile(self.window, &mut p)
+            e.compile(budget, self.window, &mut p)
         } else if let Some(l) = &self.latency {
-            l.compile(self.window, &mut p)
+            l.compile(budget, self.window, &mut p)
         } else if let Some(q) = &self.query {
             self.compile_query(q, &mut p)
         } else {
@@ -233,6 +256,7 @@ impl GateSpec {
             Some(kind) if problems.is_empty() => Ok(Gate {
                 name: self.name.clone(),
                 window: self.window.map(Span::get),
+                min_requests: budget.min_requests,
                 kind,
             }),
             _ => Err(problems),
@@ -244,6 +268,7 @@ impl GateSpec {
 mod tests {
     use super::super::testing::problems;
     use super::*;
+    use crate::judge::gate::GateKind;
 
     #[test]
     fn compile_names_the_field_at_fault() {
@@ -271,6 +296,25 @@ mod tests {
     }
 
     #[test]
+    fn the_gate_holds_min_requests_and_its_share_of_alpha() {
+        let s: GateSpec = serde_json::from_value(
+            serde_json::json!({"name": "s", "error_rate": {"vs_dr": {"tolerance": "50%", "alpha": 0.03}}}),
+        )
+        .unwrap();
+        let budget = GateBudget::new(250, 5, 2);
+        assert_eq!(budget.alpha_shares, 10.0);
+        assert_eq!(GateBudget::new(1, 5, 0).alpha_shares, 1.0);
+        let g = s.compile(&budget).unwrap();
+        assert_eq!(g.min_requests, 250);
+        let GateKind::Sequential { test, .. } = g.kind else {
+            panic!("{g:?}")
+        };
+        assert_eq!(test.alpha, 0.03);
+        assert_eq!(test.alpha_stage.to_bits(), (0.03 / 10.0f64).to_bits());
+        assert_eq!(test.test().alpha, test.alpha_stage);
+    }
+
+    #[test]
     fn is_sequential_agrees_with_the_compiled_gate() {
         for j in [
             serde_json::json!({"name": "a", "error_rate": {"max": "1%"}}),
@@ -280,11 +324,8 @@ mod tests {
             serde_json::json!({"name": "e", "query": "up", "min": 1}),
         ] {
             let s: GateSpec = serde_json::from_value(j).unwrap();
-            assert_eq!(
-                s.is_sequential(),
-                s.compile().unwrap().is_sequential(),
-                "{s:?}"
-            );
+            let g = s.compile(&GateBudget::new(100, 5, 1)).unwrap();
+            assert_eq!(s.is_sequential(), g.is_sequential(), "{s:?}");
         }
     }
 }
