@@ -9,7 +9,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::judge::gate::{Gate, GateBudget};
+use crate::judge::gate::{Gate, GateBudget, GateProblem};
 use crate::judge::preflight::PreflightCheck;
 use crate::judge::verdict::Limits;
 use crate::policy::backend::BackendSpec;
@@ -784,13 +784,13 @@ pub fn validate(p: &Policy) -> Vec<(String, String)> {
             );
         }
         if let Err(problems) = g.compile(&budget) {
-            for (field, msg) in problems {
+            for GateProblem { field, message } in problems {
                 let path = if field.is_empty() {
                     format!("gates[{i}]")
                 } else {
                     format!("gates[{i}].{field}")
                 };
-                bad(&path, msg);
+                bad(&path, message);
             }
         }
     }

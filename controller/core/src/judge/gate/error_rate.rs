@@ -117,7 +117,7 @@ mod tests {
 
     #[test]
     fn problems_name_the_error_rate_field_in_order() {
-        let fields = |j| -> Vec<String> { problems(j).into_iter().map(|p| p.0).collect() };
+        let fields = |j| -> Vec<String> { problems(j).into_iter().map(|p| p.field).collect() };
         assert_eq!(
             fields(serde_json::json!({"name": "g", "error_rate": {}})),
             ["error_rate"]

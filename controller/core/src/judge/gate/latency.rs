@@ -145,11 +145,11 @@ mod tests {
 
     #[test]
     fn problems_name_the_latency_field_in_order() {
-        let fields = |j| -> Vec<String> { problems(j).into_iter().map(|p| p.0).collect() };
+        let fields = |j| -> Vec<String> { problems(j).into_iter().map(|p| p.field).collect() };
         let e =
             problems(serde_json::json!({"name": "g", "latency": {"quantile": 1.5, "max": "1s"}}));
-        assert_eq!(e[0].0, "latency.quantile");
-        assert!(e[0].1.contains("strictly between 0 and 1"), "{e:?}");
+        assert_eq!(e[0].field, "latency.quantile");
+        assert!(e[0].message.contains("strictly between 0 and 1"), "{e:?}");
         assert_eq!(
             fields(serde_json::json!({"name": "g", "latency": {"above": "1s", "slack": "1ms"}})),
             [

@@ -87,9 +87,9 @@ mod tests {
     #[test]
     fn problems_name_the_gate_level_field_in_order() {
         let e = problems(serde_json::json!({"name": "g", "query": "x"}));
-        assert_eq!(e[0].0, "");
-        assert!(e[0].1.contains("no bound"));
-        let fields = |j| -> Vec<String> { problems(j).into_iter().map(|p| p.0).collect() };
+        assert_eq!(e[0].field, "");
+        assert!(e[0].message.contains("no bound"));
+        let fields = |j| -> Vec<String> { problems(j).into_iter().map(|p| p.field).collect() };
         assert_eq!(
             fields(serde_json::json!({"name": "g", "query": " ", "min": 2, "max": 1, "slack": 1})),
             ["query", "min", "slack"]

@@ -336,7 +336,7 @@ mod tests {
 
     #[test]
     fn problems_name_the_test_field_and_the_window_comes_last() {
-        let fields = |j| -> Vec<String> { problems(j).into_iter().map(|p| p.0).collect() };
+        let fields = |j| -> Vec<String> { problems(j).into_iter().map(|p| p.field).collect() };
         assert_eq!(
             fields(serde_json::json!({"name": "g", "error_rate": {"vs_dr": {
                 "tolerance": "0%", "alpha": 0.7, "beta": 0, "absolute_tolerance": "100%"}}})),
@@ -351,8 +351,8 @@ mod tests {
             serde_json::json!({"name": "g", "window": "1m", "error_rate": {"vs_dr": {"tolerance": "50%"}}}),
         );
         assert_eq!(e.len(), 1);
-        assert_eq!(e[0].0, "window");
-        assert!(e[0].1.contains("no window"));
+        assert_eq!(e[0].field, "window");
+        assert!(e[0].message.contains("no window"));
         // As before the gates were split: a window is reported only once the test's own
         // numbers are valid.
         assert_eq!(

@@ -151,7 +151,14 @@ impl GateBudget {
 }
 
 /// A problem in a gate's definition: the field under `gates[i]` and what is wrong with it.
-pub type GateProblem = (String, String);
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}{message}", if field.is_empty() { String::new() } else { format!("{field}: ") })]
+pub struct GateProblem {
+    /// The field at fault, relative to the gate, e.g. `error_rate.max`; empty: the gate.
+    pub field: String,
+    /// What is wrong with it, and the fix.
+    pub message: String,
+}
 
 /// The problems found while compiling one gate, in the order they are reported.
 #[derive(Debug, Default)]
@@ -163,12 +170,18 @@ pub(super) struct Problems {
 impl Problems {
     /// A problem with `field` (relative to the gate; empty: the gate itself).
     pub(super) fn push(&mut self, field: &str, message: impl Into<String>) {
-        self.found.push((field.to_string(), message.into()));
+        self.found.push(GateProblem {
+            field: field.to_string(),
+            message: message.into(),
+        });
     }
 
     /// A problem reported after every other (that the gate's kind found).
     pub(super) fn push_last(&mut self, field: &str, message: impl Into<String>) {
-        self.last.push((field.to_string(), message.into()));
+        self.last.push(GateProblem {
+            field: field.to_string(),
+            message: message.into(),
+        });
     }
 
     fn into_vec(mut self) -> Vec<GateProblem> {
@@ -274,25 +287,35 @@ mod tests {
     fn compile_names_the_field_at_fault() {
         let e =
             problems(serde_json::json!({"name": "g", "error_rate": {"max": "1%"}, "query": "x"}));
-        assert_eq!(e[0].0, "");
-        assert!(e[0].1.contains("exactly one"));
+        assert_eq!(e[0].field, "");
+        assert!(e[0].message.contains("exactly one"));
         let e = problems(
             serde_json::json!({"name": " ", "latency": {"quantile": 0.9, "max": "1s"}, "max": 1}),
         );
-        assert_eq!((e[0].0.as_str(), e[1].0.as_str()), ("name", "max"));
-        assert!(e[1].1.contains("belongs to a `query` gate"), "{e:?}");
+        assert_eq!((e[0].field.as_str(), e[1].field.as_str()), ("name", "max"));
+        assert!(e[1].message.contains("belongs to a `query` gate"), "{e:?}");
         let e = problems(
             serde_json::json!({"name": "g", "window": "500ms", "error_rate": {"max": "1%"}}),
         );
-        assert_eq!(e[0].0, "window");
-        assert!(e[0].1.contains("shorter than 1s"));
+        assert_eq!(e[0].field, "window");
+        assert!(e[0].message.contains("shorter than 1s"));
         let e = problems(
             serde_json::json!({"name": "g", "window": "31d", "error_rate": {"max": "1%"}}),
         );
-        assert!(e[0].1.contains("longer than 30 days"));
+        assert!(e[0].message.contains("longer than 30 days"));
         let e = problems(serde_json::json!({"name": "g"}));
         assert_eq!(e.len(), 1);
-        assert!(e[0].1.contains("has 0 kinds"));
+        assert!(e[0].message.contains("has 0 kinds"));
+        assert_eq!(
+            e[0].to_string(),
+            "gate `g` has 0 kinds; give exactly one of error_rate, latency or query"
+        );
+        let e =
+            problems(serde_json::json!({"name": "g", "error_rate": {"max": "1%", "slack": "1%"}}));
+        assert_eq!(
+            e[0].to_string(),
+            "error_rate.slack: slack goes with max_vs_dr"
+        );
     }
 
     #[test]
