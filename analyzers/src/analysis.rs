@@ -242,7 +242,7 @@ impl Analyzer {
 mod tests {
     use super::*;
     use async_trait::async_trait;
-    use cutover_core::judge::gate::{GateSpec, GateStatus};
+    use cutover_core::judge::gate::{GateBudget, GateSpec, GateStatus};
     use cutover_core::metrics::source::{Counts, MetricError, Sample};
 
     /// Answers every query after `delay`, with a number that tells the query apart.
@@ -301,7 +301,7 @@ mod tests {
         .map(|j| {
             serde_json::from_value::<GateSpec>(j)
                 .unwrap()
-                .compile()
+                .compile(&GateBudget::new(100, 5, 1))
                 .unwrap()
         })
         .collect()
@@ -369,12 +369,7 @@ mod tests {
             "{took:?}"
         );
         assert!(a.primary_rate.is_error());
-        let results = a.evaluate(
-            analyzer.gates(),
-            100,
-            &BTreeMap::new(),
-            &mut BTreeMap::new(),
-        );
+        let results = a.evaluate(analyzer.gates(), &BTreeMap::new(), &mut BTreeMap::new());
         for r in &results {
             assert_eq!(r.status, GateStatus::Error, "{r:?}");
             assert!(r.reason.contains("no answer within 300ms"), "{r:?}");

@@ -111,7 +111,7 @@ pub async fn run_preflight(
 mod tests {
     use super::*;
     use async_trait::async_trait;
-    use cutover_core::judge::gate::GateSpec;
+    use cutover_core::judge::gate::{GateBudget, GateSpec};
     use cutover_core::metrics::source::{MetricError, Sample};
 
     /// Answers DR's queries; refuses every query of the primary.
@@ -150,7 +150,7 @@ mod tests {
     fn gate(j: serde_json::Value) -> Gate {
         serde_json::from_value::<GateSpec>(j)
             .unwrap()
-            .compile()
+            .compile(&GateBudget::new(100, 5, 0))
             .unwrap()
     }
 

@@ -40,7 +40,7 @@ impl StageWeight {
     pub fn new(percent: u32) -> Option<StageWeight> {
         (1..=100)
             .contains(&percent)
-            .then(|| StageWeight(percent as u8))
+            .then_some(StageWeight(percent as u8))
     }
 
     /// The percent of traffic on the primary.

@@ -50,7 +50,6 @@ impl Analysis {
     pub fn evaluate(
         &self,
         gates: &[Gate],
-        min_requests: u64,
         dr_baselines: &BTreeMap<String, f64>,
         evidence: &mut BTreeMap<String, EProcess>,
     ) -> Vec<GateResult> {
@@ -59,11 +58,11 @@ impl Analysis {
             .zip(&self.gates)
             .map(|(g, m)| {
                 let baseline = dr_baselines.get(&g.name).copied();
-                if g.sequential.is_some() {
+                if g.is_sequential() {
                     let ep = evidence.entry(g.name.clone()).or_default();
-                    g.evaluate_sequential(m, self.at, ep, min_requests, baseline)
+                    g.evaluate_sequential(m, self.at, ep, baseline)
                 } else {
-                    g.evaluate(m, min_requests, baseline)
+                    g.evaluate(m, baseline)
                 }
             })
             .collect()

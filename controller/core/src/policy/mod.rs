@@ -65,10 +65,14 @@ mod tests {
         assert_eq!(stages[0].max_duration, Duration::from_secs(1800));
         let gates = &loaded.plan.gates;
         assert_eq!(gates.len(), 4);
-        assert_eq!(gates[0].max, Some(0.01));
-        assert_eq!(gates[1].vs_dr.map(|v| v.0), Some(0.5));
-        assert_eq!(gates[2].max, Some(0.5));
-        assert_eq!(gates[3].max, Some(1000.0));
+        let max = |i: usize| gates[i].bounds().and_then(|b| b.max);
+        assert_eq!(max(0), Some(0.01));
+        assert_eq!(
+            gates[1].bounds().and_then(|b| b.vs_dr).map(|v| v.0),
+            Some(0.5)
+        );
+        assert_eq!(max(2), Some(0.5));
+        assert_eq!(max(3), Some(1000.0));
         assert_eq!(p.analysis.min_requests, 200);
         assert_eq!(p.analysis.failure_limit, 2);
         assert_eq!(p.analysis.consecutive_error_limit, 3);

@@ -37,10 +37,8 @@ pub struct Plan {
     pub service: String,
     /// The stages in order.
     pub stages: Vec<Stage>,
-    /// The gates.
+    /// The gates, compiled once with their budget (`min_requests`, alpha per stage).
     pub gates: Vec<Gate>,
-    /// `analysis.min_requests`.
-    pub min_requests: u64,
     /// `failure_limit` and `consecutive_error_limit`.
     pub limits: Limits,
     /// `analysis.on_inconclusive`.
@@ -84,8 +82,7 @@ pub fn compile(p: &Policy) -> Result<Compiled, Problems> {
     validate::preflight(p, &mut out);
     validate::settle_and_rollback(p, &mut out);
     validate::deadline_and_notify(p, &mut out);
-    let (Some(backend), Some(promql), Some(stages), Some(mut gates)) =
-        (backend, promql, stages, gates)
+    let (Some(backend), Some(promql), Some(stages), Some(gates)) = (backend, promql, stages, gates)
     else {
         if out.count() == 0 {
             out.push(
@@ -98,16 +95,6 @@ pub fn compile(p: &Policy) -> Result<Compiled, Problems> {
     if out.count() > 0 {
         return Err(out);
     }
-    // Each sequential gate's alpha is split evenly over the stages and the sequential gates,
-    // so that a whole run of an acceptable primary rolls back with probability at most the
-    // largest gate alpha.
-    let sequential = gates.iter().filter(|g| g.sequential.is_some()).count();
-    let shares = (sequential * stages.len()).max(1) as f64;
-    for g in &mut gates {
-        if let Some(s) = g.sequential.as_mut() {
-            s.alpha_stage = s.alpha / shares;
-        }
-    }
     Ok(Compiled {
         backend,
         promql,
@@ -115,7 +102,6 @@ pub fn compile(p: &Policy) -> Result<Compiled, Problems> {
             service: p.service.clone(),
             stages,
             gates,
-            min_requests: p.analysis.min_requests,
             limits: Limits {
                 failure_limit: p.analysis.failure_limit,
                 consecutive_error_limit: p.analysis.consecutive_error_limit,

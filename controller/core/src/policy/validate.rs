@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::PromqlBuilder;
 use crate::Span;
-use crate::judge::gate::Gate;
+use crate::judge::gate::{Gate, GateBudget, GateProblem};
 use crate::policy::backend::Backend;
 use crate::policy::model::{Policy, RollbackMode, StageDefaults, StageSpec};
 use crate::policy::plan::Stage;
@@ -301,8 +301,13 @@ fn stage(
     })
 }
 
-/// `gates`: at least one, unique names, each compiled once.
+/// `gates`: at least one, unique names, each compiled once with its budget: the policy's
+/// `analysis.min_requests`, and each sequential gate's alpha split evenly over the stages
+/// and the sequential gates, so that a whole run of an acceptable primary rolls back with
+/// probability at most the largest gate alpha.
 pub fn gates(p: &Policy, out: &mut Problems) -> Option<Vec<Gate>> {
+    let sequential = p.gates.iter().filter(|g| g.is_sequential()).count();
+    let budget = GateBudget::new(p.analysis.min_requests, p.stages.len(), sequential);
     let before = out.count();
     if p.gates.is_empty() {
         out.push(
@@ -322,10 +327,14 @@ pub fn gates(p: &Policy, out: &mut Problems) -> Option<Vec<Gate>> {
                 ),
             );
         }
-        match g.compile() {
+        match g.compile(&budget) {
             Ok(gate) => compiled.push(gate),
             Err(problems) => {
-                for (field, msg) in problems {
+                for GateProblem {
+                    field,
+                    message: msg,
+                } in problems
+                {
                     let path = if field.is_empty() {
                         format!("gates[{i}]")
                     } else {

@@ -27,12 +27,7 @@ impl Run {
         } else {
             &self.state.dr_baselines
         };
-        let results = analysis.evaluate(
-            &self.plan.gates,
-            self.plan.min_requests,
-            baselines,
-            &mut self.state.evidence,
-        );
+        let results = analysis.evaluate(&self.plan.gates, baselines, &mut self.state.evidence);
         if dr_serves {
             for (g, r) in self.plan.gates.iter().zip(&results) {
                 if let (true, Some(d)) = (g.is_relative(), r.dr) {

@@ -168,7 +168,7 @@ impl Run {
             .plan
             .gates
             .iter()
-            .filter(|g| g.sequential.is_some())
+            .filter(|g| g.is_sequential())
             .map(|g| {
                 let ep = EProcess {
                     counted_to: Some(now + self.plan.burn_in),

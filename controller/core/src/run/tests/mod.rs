@@ -2,7 +2,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use crate::judge::gate::{GateMeasurement, GateSpec};
+use crate::judge::gate::{GateBudget, GateMeasurement, GateSpec};
 use crate::judge::preflight::PreflightResult;
 use crate::judge::verdict::Limits;
 use crate::weights::{StageWeight, Weights};
@@ -28,7 +28,10 @@ fn plan(weights: &[u8]) -> Plan {
     let gate = |j: serde_json::Value| {
         serde_json::from_value::<GateSpec>(j)
             .unwrap()
-            .compile()
+            .compile(&GateBudget {
+                min_requests: 100,
+                alpha_shares: 1.0,
+            })
             .unwrap()
     };
     Plan {
@@ -46,7 +49,6 @@ fn plan(weights: &[u8]) -> Plan {
             gate(serde_json::json!({"name": "errors", "error_rate": {"max": "1%"}})),
             gate(serde_json::json!({"name": "errors-vs-dr", "error_rate": {"max_vs_dr": "50%"}})),
         ],
-        min_requests: 100,
         limits: Limits {
             failure_limit: 2,
             consecutive_error_limit: 3,

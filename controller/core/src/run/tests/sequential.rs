@@ -5,15 +5,12 @@ use super::*;
 /// A plan with one sequential error gate (alpha 0.01 over 3 stages).
 fn sequential_plan() -> Plan {
     let mut p = plan(&[10, 50, 100]);
-    let mut g = serde_json::from_value::<GateSpec>(serde_json::json!({
+    let g = serde_json::from_value::<GateSpec>(serde_json::json!({
         "name": "seq", "error_rate": {"vs_dr": {"tolerance": "50%", "alpha": 0.01}}
     }))
     .unwrap()
-    .compile()
+    .compile(&GateBudget::new(100, 3, 1))
     .unwrap();
-    if let Some(s) = g.sequential.as_mut() {
-        s.alpha_stage = s.alpha / 3.0;
-    }
     p.gates = vec![g];
     p
 }
