@@ -2,13 +2,15 @@
 //! whose traffic follows the weights file, and the `cutover` binary.
 //!
 //! A missing component is installed by `tests/setup.sh`; if it still cannot be found the
-//! test fails (never skips). Every process started here is killed when its handle drops.
+//! test fails (never skips). Every process started here is killed when its handle drops,
+//! and what it printed is shown only if the test fails ([`logs::Logs`]).
 #![forbid(unsafe_code)]
 
 pub mod cli;
 pub mod exporter;
 pub mod http1;
 pub mod kube_api;
+pub mod logs;
 pub mod moto;
 pub mod prometheus;
 pub mod proxy;
@@ -97,17 +99,34 @@ pub fn require_program(name: &str) -> PathBuf {
     if let Some(p) = find() {
         return p;
     }
-    static SETUP: OnceLock<bool> = OnceLock::new();
-    SETUP.get_or_init(|| {
-        Command::new("bash")
-            .arg(workspace().join("tests/setup.sh"))
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false)
-    });
+    let (_, output) = setup();
     find().unwrap_or_else(|| {
-        panic!("`{name}` is required by this test and could not be installed by tests/setup.sh; install it and rerun")
+        panic!("`{name}` is required by this test and could not be installed by tests/setup.sh; install it and rerun\n{output}")
     })
+}
+
+/// Runs `tests/setup.sh` once per test process: whether it succeeded, and what it printed
+/// (for the message of a test that fails for want of what it installs).
+pub fn setup() -> (bool, String) {
+    static SETUP: OnceLock<(bool, String)> = OnceLock::new();
+    SETUP
+        .get_or_init(|| {
+            match Command::new("bash")
+                .arg(workspace().join("tests/setup.sh"))
+                .output()
+            {
+                Ok(out) => (
+                    out.status.success(),
+                    format!(
+                        "{}{}",
+                        String::from_utf8_lossy(&out.stdout),
+                        String::from_utf8_lossy(&out.stderr)
+                    ),
+                ),
+                Err(e) => (false, format!("bash tests/setup.sh: {e}")),
+            }
+        })
+        .clone()
 }
 
 /// A loopback "Prometheus" that holds its first connection unanswered for `hold`, then
