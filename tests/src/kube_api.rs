@@ -205,25 +205,9 @@ impl State {
         // apis/{group}/{version}/namespaces/{ns}/{plural}[/{name}]
         let known =
             |g: &str, v: &str, p: &str| KINDS.iter().find(|k| k.0 == g && k.1 == v && k.2 == p);
-        let (group, version, ns, plural, name) = match parts.as_slice() {
-            ["api", v, "namespaces", ns, p] => ("", *v, *ns, *p, None),
-            ["api", v, "namespaces", ns, p, n] => ("", *v, *ns, *p, Some(*n)),
-            ["apis", g, v, "namespaces", ns, p] => (*g, *v, *ns, *p, None),
-            ["apis", g, v, "namespaces", ns, p, n] => (*g, *v, *ns, *p, Some(*n)),
-            _ => {
-                return (
-                    404,
-                    status(
-                        404,
-                        "NotFound",
-                        "the server could not find the requested resource".into(),
-                        json!({}),
-                    ),
-                );
-            }
-        };
-        let Some(kind) = known(group, version, plural) else {
-            return (
+        // An unknown path or resource type: 404 without details.
+        let no_such_resource = || {
+            (
                 404,
                 status(
                     404,
@@ -231,7 +215,17 @@ impl State {
                     "the server could not find the requested resource".into(),
                     json!({}),
                 ),
-            );
+            )
+        };
+        let (group, version, ns, plural, name) = match parts.as_slice() {
+            ["api", v, "namespaces", ns, p] => ("", *v, *ns, *p, None),
+            ["api", v, "namespaces", ns, p, n] => ("", *v, *ns, *p, Some(*n)),
+            ["apis", g, v, "namespaces", ns, p] => (*g, *v, *ns, *p, None),
+            ["apis", g, v, "namespaces", ns, p, n] => (*g, *v, *ns, *p, Some(*n)),
+            _ => return no_such_resource(),
+        };
+        let Some(kind) = known(group, version, plural) else {
+            return no_such_resource();
         };
         let verb = match (method, name) {
             ("GET", Some(_)) => "get",

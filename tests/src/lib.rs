@@ -1,14 +1,18 @@
 //! Harness of the end-to-end tests: a real Prometheus on loopback, a workload exporter
-//! whose traffic follows the weights file, and the `cutover` binary.
+//! whose traffic follows the weights file, and the `cutover` binary; [`env::Env`] puts
+//! them together for a test.
 //!
 //! A missing component is installed by `tests/setup.sh`; if it still cannot be found the
-//! test fails (never skips). Every process started here is killed when its handle drops.
+//! test fails (never skips). Every process started here is killed when its handle drops,
+//! and what it printed is shown only if the test fails ([`logs::Logs`]).
 #![forbid(unsafe_code)]
 
 pub mod cli;
+pub mod env;
 pub mod exporter;
 pub mod http1;
 pub mod kube_api;
+pub mod logs;
 pub mod moto;
 pub mod prometheus;
 pub mod proxy;
@@ -16,6 +20,41 @@ pub mod proxy;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The content of a weights file with all traffic on DR, as every test starts.
+pub const ALL_ON_DR: &str = r#"{"primary":0,"dr":100}"#;
+
+/// The primary weight in a weights file (the test fails if it is not there).
+pub fn primary_in(weights: &Path) -> u64 {
+    let text = std::fs::read_to_string(weights)
+        .unwrap_or_else(|e| panic!("read {}: {e}", weights.display()));
+    serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| v["primary"].as_u64())
+        .unwrap_or_else(|| panic!("no primary weight in {}: {text}", weights.display()))
+}
+
+/// A JSON file's content; `Null` if it is missing or not JSON.
+pub fn read_json(path: &Path) -> serde_json::Value {
+    std::fs::read(path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+/// Polls `cond` every 50 ms for at most `limit`; fails the test naming `what` if it never
+/// holds.
+pub async fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < limit,
+            "{what} did not happen within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
 
 /// The workspace root.
 pub fn workspace() -> PathBuf {
@@ -97,17 +136,34 @@ pub fn require_program(name: &str) -> PathBuf {
     if let Some(p) = find() {
         return p;
     }
-    static SETUP: OnceLock<bool> = OnceLock::new();
-    SETUP.get_or_init(|| {
-        Command::new("bash")
-            .arg(workspace().join("tests/setup.sh"))
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false)
-    });
+    let (_, output) = setup();
     find().unwrap_or_else(|| {
-        panic!("`{name}` is required by this test and could not be installed by tests/setup.sh; install it and rerun")
+        panic!("`{name}` is required by this test and could not be installed by tests/setup.sh; install it and rerun\n{output}")
     })
+}
+
+/// Runs `tests/setup.sh` once per test process: whether it succeeded, and what it printed
+/// (for the message of a test that fails for want of what it installs).
+pub fn setup() -> (bool, String) {
+    static SETUP: OnceLock<(bool, String)> = OnceLock::new();
+    SETUP
+        .get_or_init(|| {
+            match Command::new("bash")
+                .arg(workspace().join("tests/setup.sh"))
+                .output()
+            {
+                Ok(out) => (
+                    out.status.success(),
+                    format!(
+                        "{}{}",
+                        String::from_utf8_lossy(&out.stdout),
+                        String::from_utf8_lossy(&out.stderr)
+                    ),
+                ),
+                Err(e) => (false, format!("bash tests/setup.sh: {e}")),
+            }
+        })
+        .clone()
 }
 
 /// A loopback "Prometheus" that holds its first connection unanswered for `hold`, then

@@ -1,16 +1,18 @@
-//! A real `moto` server (PyPI `moto[server]`) on loopback, the Route 53 emulator; killed on drop.
+//! A real `moto` server (PyPI `moto[server]`) on loopback, the Route 53 emulator; killed on
+//! drop, its log shown then if the test is failing.
 
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use crate::{free_port, workspace};
+use crate::{TempDir, free_port};
 
 /// A running moto server.
 pub struct Moto {
     child: Child,
     /// Its port on 127.0.0.1.
     pub port: u16,
+    dir: TempDir,
 }
 
 fn moto_importable() -> bool {
@@ -27,24 +29,22 @@ impl Moto {
     /// Starts moto (installing it with `tests/setup.sh` if missing; failing if that fails).
     pub async fn start() -> Moto {
         static READY: OnceLock<bool> = OnceLock::new();
-        let ok = *READY.get_or_init(|| {
-            moto_importable()
-                || (Command::new("bash")
-                    .arg(workspace().join("tests/setup.sh"))
-                    .status()
-                    .map(|s| s.success())
-                    .unwrap_or(false)
-                    && moto_importable())
-        });
+        let ok =
+            *READY.get_or_init(|| moto_importable() || (crate::setup().0 && moto_importable()));
         assert!(
             ok,
-            "moto[server] is required by this test and tests/setup.sh could not install it"
+            "moto[server] is required by this test and tests/setup.sh could not install it\n{}",
+            crate::setup().1
         );
+        let dir = TempDir::new("moto");
+        let log = dir.path().join("moto.log");
         // A port found free may be taken by a concurrent test's server before ours binds it
         // (then ours exits and the other answers): check that our process still runs once
         // the port answers, else try another port. Bounded.
         for _ in 0..5 {
             let port = free_port();
+            let out = std::fs::File::create(&log).expect("moto's log file");
+            let err = out.try_clone().expect("moto's log file");
             let mut child = Command::new("python3")
                 .args([
                     "-m",
@@ -54,8 +54,9 @@ impl Moto {
                     "-p",
                     &port.to_string(),
                 ])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
+                .stdin(Stdio::null())
+                .stdout(out)
+                .stderr(err)
                 .spawn()
                 .expect("moto starts");
             let deadline = Instant::now() + Duration::from_secs(30);
@@ -69,7 +70,7 @@ impl Moto {
             }
             tokio::time::sleep(Duration::from_millis(300)).await;
             if matches!(child.try_wait(), Ok(None)) {
-                return Moto { child, port };
+                return Moto { child, port, dir };
             }
             let _ = child.wait();
         }
@@ -103,5 +104,8 @@ impl Drop for Moto {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            crate::logs::print_tail("moto", &self.dir.path().join("moto.log"));
+        }
     }
 }

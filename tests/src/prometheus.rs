@@ -1,5 +1,5 @@
 //! A real Prometheus server (Debian's package) on a loopback port, 1 s scrape interval,
-//! temporary TSDB; killed on drop.
+//! temporary TSDB; killed on drop, its log shown then if the test is failing.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -190,5 +190,8 @@ impl Prometheus {
 impl Drop for Prometheus {
     fn drop(&mut self) {
         self.kill();
+        if std::thread::panicking() {
+            crate::logs::print_tail("prometheus", &self._dir.path().join("prometheus.log"));
+        }
     }
 }

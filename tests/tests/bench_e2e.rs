@@ -19,7 +19,6 @@ fn the_acceptance_checks_pass_with_1000_runs_per_scenario() {
         "healthy-1pct,step-1-5,traffic-1000rps,slow-leak-1000rps",
         "--check",
     ]);
-    println!("{text}");
     assert_eq!(code, 0, "an acceptance check failed:\n{text}");
     let checks: Vec<&str> = text.lines().filter(|l| l.starts_with("* PASS")).collect();
     assert_eq!(

@@ -9,10 +9,12 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use cutover_tests::cli::{INTERVAL, policy_text, policy_text_for, run_cutover};
+use cutover_tests::cli::{INTERVAL, Policy, file_backend, primary_history};
+use cutover_tests::env::Env;
 use cutover_tests::exporter::{Behaviour, Exporter};
+use cutover_tests::logs::Logs;
 use cutover_tests::prometheus::Prometheus;
-use cutover_tests::{TempDir, cutover_bin};
+use cutover_tests::{ALL_ON_DR, TempDir, primary_in, read_json, wait_until};
 use rand::{Rng, SeedableRng};
 
 const PLAN: [u8; 3] = [25, 50, 100];
@@ -47,13 +49,6 @@ fn weights_file(dir: &Path) -> PathBuf {
     dir.join("weights.json")
 }
 
-fn primary_in_file(dir: &Path) -> u64 {
-    let t = std::fs::read_to_string(weights_file(dir)).unwrap();
-    serde_json::from_str::<serde_json::Value>(&t).unwrap()["primary"]
-        .as_u64()
-        .unwrap()
-}
-
 /// One lane: `runs` cutovers of `service`, each killed 1–3 times at random moments.
 async fn lane(
     service: String,
@@ -65,17 +60,18 @@ async fn lane(
 ) -> Vec<String> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut failures = Vec::new();
-    let backend = format!("  file:\n    path: {}", weights_file(&dir).display());
-    let policy = dir.join(format!("{service}.yaml"));
-    std::fs::write(
-        &policy,
-        policy_text_for(&service, &backend, &prom_url, &PLAN, "60s", ""),
+    let policy = Policy::new(
+        dir.join(format!("{service}.yaml")),
+        &file_backend(&weights_file(&dir)),
+        &prom_url,
     )
-    .unwrap();
+    .service(&service)
+    .stages(&PLAN)
+    .write();
     let state = dir.join("state.json");
     for n in 0..runs {
         exporter.reset();
-        std::fs::write(weights_file(&dir), r#"{"primary":0,"dr":100}"#).unwrap();
+        std::fs::write(weights_file(&dir), ALL_ON_DR).unwrap();
         let _ = std::fs::remove_file(&state);
         // Let the windows forget the previous run.
         tokio::time::sleep(Duration::from_secs(9)).await;
@@ -90,54 +86,39 @@ async fn lane(
                 },
             );
         }
+        // This run's processes; their output is shown if the run goes wrong.
+        let logs = Logs::new(&format!("{service}-{n}"));
         let mut kills_left = rng.random_range(1..=3u32);
         let mut kills = Vec::new();
         let code = loop {
-            let mut child = tokio::process::Command::new(cutover_bin())
-                .args(["--log-format", "json", "run"])
+            let mut child = logs
+                .cutover(["--log-format", "json", "run"])
                 .arg(&policy)
-                .arg("--state-file")
-                .arg(&state)
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .kill_on_drop(true)
-                .spawn()
-                .unwrap();
+                .state_file(&state)
+                .spawn();
             if kills_left > 0 {
                 let after = Duration::from_millis(rng.random_range(200..12_000));
-                match tokio::time::timeout(after, child.wait()).await {
-                    Ok(status) => break status.unwrap().code().unwrap_or(-1),
-                    Err(_) => {
-                        child.start_kill().unwrap();
-                        let _ = child.wait().await;
+                match child.exit_within(after).await {
+                    Some(code) => break code,
+                    None => {
+                        child.kill().await;
                         kills.push(after);
                         kills_left -= 1;
                         continue;
                     }
                 }
             }
-            match tokio::time::timeout(Duration::from_secs(150), child.wait()).await {
-                Ok(status) => break status.unwrap().code().unwrap_or(-1),
-                Err(_) => break -2,
+            match child.exit_within(Duration::from_secs(150)).await {
+                Some(code) => break code,
+                None => break -2,
             }
         };
         // Let the 20 ms watcher see the last write before reading what it saw.
         tokio::time::sleep(Duration::from_millis(200)).await;
         let observed = exporter.observed_weights();
-        let st: serde_json::Value = std::fs::read(&state)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default();
-        let history: Vec<u8> = st["history"]
-            .as_array()
-            .map(|h| {
-                h.iter()
-                    .filter_map(|c| c["weights"]["primary"].as_u64())
-                    .map(|w| w as u8)
-                    .collect()
-            })
-            .unwrap_or_default();
-        let final_primary = primary_in_file(&dir);
+        let st = read_json(&state);
+        let history: Vec<u8> = primary_history(&st).into_iter().map(|w| w as u8).collect();
+        let final_primary = primary_in(&weights_file(&dir));
         let mut problems = Vec::new();
         let expected = if breach { (1, 0) } else { (0, 100) };
         if (code, final_primary) != expected {
@@ -164,6 +145,8 @@ async fn lane(
             st["restarts"]
         );
         if !problems.is_empty() {
+            // The test fails at the end: show what this run's processes said.
+            logs.print();
             failures.push(format!(
                 "{service} run {n} (breach {breach}, kills {kills:?}): {}",
                 problems.join("; ")
@@ -182,7 +165,7 @@ async fn kill_minus_9_at_random_moments_thirty_times() {
         .collect();
     let mut exporters = Vec::new();
     for (i, d) in dirs.iter().enumerate() {
-        std::fs::write(weights_file(d.path()), r#"{"primary":0,"dr":100}"#).unwrap();
+        std::fs::write(weights_file(d.path()), ALL_ON_DR).unwrap();
         exporters
             .push(Exporter::start_for(&format!("lane{i}"), weights_file(d.path()), 200.0).await);
     }
@@ -218,112 +201,63 @@ async fn kill_minus_9_at_random_moments_thirty_times() {
     );
 }
 
-struct Single {
-    dir: TempDir,
-    exporter: Exporter,
-    prom: Prometheus,
+/// The lock of a file backend: beside the weights file, whatever the state file.
+fn lock_holder(env: &Env) -> serde_json::Value {
+    read_json(&env.path("weights.json.cutover-lock"))["holder"].clone()
 }
 
-impl Single {
-    async fn start(name: &str) -> Single {
-        let dir = TempDir::new(name);
-        std::fs::write(weights_file(dir.path()), r#"{"primary":0,"dr":100}"#).unwrap();
-        let exporter = Exporter::start(weights_file(dir.path()), 200.0).await;
-        let prom = Prometheus::start(&[exporter.target()]).await;
-        prom.wait_for_data(
-            "sum(rate(http_requests_total{site=\"dr\"}[8s])) > 0",
-            Duration::from_secs(40),
-        )
-        .await;
-        Single {
-            dir,
-            exporter,
-            prom,
-        }
-    }
-
-    fn policy(&self, extra: &str) -> PathBuf {
-        let backend = format!(
-            "  file:\n    path: {}",
-            weights_file(self.dir.path()).display()
-        );
-        let p = self.dir.path().join("checkout.yaml");
-        std::fs::write(
-            &p,
-            policy_text(&backend, &self.prom.url(), &PLAN, "60s", extra),
-        )
-        .unwrap();
-        p
-    }
+fn state_phase(state: &Path) -> String {
+    read_json(state)["phase"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_run_on_the_same_service_refuses_naming_the_holder() {
-    let env = Single::start("two-runs").await;
-    let policy = env.policy("");
-    let state = env.dir.path().join("state.json");
-    let mut first = tokio::process::Command::new(cutover_bin())
-        .arg("run")
-        .arg(&policy)
-        .arg("--state-file")
-        .arg(&state)
-        .stdout(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let env = Env::with_prometheus("two-runs").await;
+    let policy = env.policy().stages(&PLAN).write();
+    let mut first = env
+        .cutover_on("run", &policy, &env.path("state.json"))
+        .spawn();
     // The lock is the weights file's, beside it, whatever the state file.
-    let lock = env.dir.path().join("weights.json.cutover-lock");
-    let holder = || -> serde_json::Value {
-        std::fs::read(&lock)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-            .map(|v| v["holder"].clone())
-            .unwrap_or(serde_json::Value::Null)
-    };
     for _ in 0..100 {
-        if !holder().is_null() {
+        if !lock_holder(&env).is_null() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // Another state file (another working directory's default): the object's lock refuses.
-    let second = run_cutover(
-        &["run", policy.to_str().unwrap()],
-        &env.dir.path().join("elsewhere/state.json"),
-        &[],
-        Duration::from_secs(30),
-    )
-    .await;
+    let second = env
+        .cutover_on("run", &policy, &env.path("elsewhere/state.json"))
+        .finish(Duration::from_secs(30))
+        .await;
     assert_eq!(second.code, 2, "{}", second.output);
-    let pid = first.id().unwrap();
     assert!(
-        second.output.contains(&format!("pid {pid}")),
+        second.output.contains(&format!("pid {}", first.pid())),
         "names the holder: {}",
         second.output
     );
     // The first one drives the service to the end, undisturbed.
-    let status = tokio::time::timeout(Duration::from_secs(150), first.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(status.code(), Some(0));
-    assert_eq!(primary_in_file(env.dir.path()), 100);
-    assert!(holder().is_null(), "the lock is released at the end");
+    let first = first.wait_exit(Duration::from_secs(150)).await;
+    assert_eq!(first.code, 0, "{}", first.output);
+    assert_eq!(env.primary(), 100);
+    assert!(
+        lock_holder(&env).is_null(),
+        "the lock is released at the end"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_for_the_state_file_is_a_clear_error_and_changes_nothing() {
-    let env = Single::start("disk-full").await;
-    let state = env.dir.path().join("state.json");
+    let env = Env::with_prometheus("disk-full").await;
     // Every write of the state goes to /dev/full: "No space left on device".
-    std::os::unix::fs::symlink("/dev/full", env.dir.path().join("state.json.tmp")).unwrap();
-    let run = run_cutover(
-        &["run", env.policy("").to_str().unwrap()],
-        &state,
-        &[],
-        Duration::from_secs(60),
-    )
-    .await;
+    std::os::unix::fs::symlink("/dev/full", env.path("state.json.tmp")).unwrap();
+    let policy = env.policy().stages(&PLAN).write();
+    let run = env
+        .cutover_on("run", &policy, &env.path("state.json"))
+        .finish(Duration::from_secs(60))
+        .await;
     assert_eq!(run.code, 3, "{}", run.output);
     assert!(
         run.output.contains("No space left on device"),
@@ -335,12 +269,9 @@ async fn a_full_disk_for_the_state_file_is_a_clear_error_and_changes_nothing() {
         "names the file: {}",
         run.output
     );
+    assert_eq!(env.weights(), ALL_ON_DR);
     assert_eq!(
-        std::fs::read_to_string(weights_file(env.dir.path())).unwrap(),
-        r#"{"primary":0,"dr":100}"#
-    );
-    assert_eq!(
-        env.exporter.observed_weights(),
+        env.exporter().observed_weights(),
         [0],
         "no weight ever changed"
     );
@@ -348,87 +279,66 @@ async fn a_full_disk_for_the_state_file_is_a_clear_error_and_changes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_down_for_a_while_then_back_does_not_fail_the_run() {
-    let mut env = Single::start("prom-flap").await;
-    let policy = env.policy("");
-    let state = env.dir.path().join("state.json");
-    let mut child = tokio::process::Command::new(cutover_bin())
-        .arg("run")
-        .arg(&policy)
-        .arg("--state-file")
-        .arg(&state)
-        .stdout(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    for _ in 0..600 {
-        if env.exporter.max_weight_seen() >= 50 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    env.prom.kill();
+    let mut env = Env::with_prometheus("prom-flap").await;
+    let policy = env.policy().stages(&PLAN).write();
+    let mut run = env
+        .cutover_on("run", &policy, &env.path("state.json"))
+        .spawn();
+    wait_until("stage 2", Duration::from_secs(60), || {
+        env.exporter().max_weight_seen() >= 50
+    })
+    .await;
+    env.prom_mut().kill();
     // Down for one interval: fewer failed analyses in a row than consecutive_error_limit.
     tokio::time::sleep(Duration::from_secs(INTERVAL)).await;
-    env.prom.restart().await;
-    let status = tokio::time::timeout(Duration::from_secs(150), child.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    env.prom_mut().restart().await;
+    let run = run.wait_exit(Duration::from_secs(150)).await;
     assert_eq!(
-        status.code(),
-        Some(0),
-        "promoted after Prometheus came back"
+        run.code, 0,
+        "promoted after Prometheus came back: {}",
+        run.output
     );
-    assert_eq!(primary_in_file(env.dir.path()), 100);
+    assert_eq!(env.primary(), 100);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secrets_never_reach_logs_state_or_plans() {
-    let dir = TempDir::new("secrets");
-    std::fs::write(weights_file(dir.path()), r#"{"primary":0,"dr":100}"#).unwrap();
-    let token = dir.path().join("token");
+    let env = Env::new("secrets");
+    let token = env.path("token");
     std::fs::write(&token, "tok-SECRET-0001").unwrap();
-    let backend = format!("  file:\n    path: {}", weights_file(dir.path()).display());
     let port = cutover_tests::free_port();
-    let extra = "notify:\n  - webhook: https://hooks.example.com/services/T0/B0/SECRET-hook-0002\n";
-    let mut text = policy_text(
-        &backend,
-        &format!("http://ops:SECRET-pass-0003@127.0.0.1:{port}"),
-        &PLAN,
-        "60s",
-        extra,
-    );
-    text = text.replace(
-        "  timeout: 2s\n",
-        &format!("  timeout: 2s\n  bearer_token_file: {}\n", token.display()),
-    );
-    let policy = dir.path().join("p.yaml");
+    let text = env
+        .policy_judged_by(&format!("http://ops:SECRET-pass-0003@127.0.0.1:{port}"))
+        .stages(&PLAN)
+        .extra("notify:\n  - webhook: https://hooks.example.com/services/T0/B0/SECRET-hook-0002\n")
+        .text()
+        .replace(
+            "  timeout: 2s\n",
+            &format!("  timeout: 2s\n  bearer_token_file: {}\n", token.display()),
+        );
+    let policy = env.path("p.yaml");
     std::fs::write(&policy, text).unwrap();
-    let state = dir.path().join("state.json");
-    let env = [("RUST_LOG", "trace")];
-    let run = run_cutover(
-        &["run", policy.to_str().unwrap()],
-        &state,
-        &env,
-        Duration::from_secs(60),
-    )
-    .await;
+    let state = env.path("state.json");
+    let run = env
+        .cutover_on("run", &policy, &state)
+        .env("RUST_LOG", "trace")
+        .finish(Duration::from_secs(60))
+        .await;
     assert_eq!(
         run.code, 3,
         "Prometheus is not there: preflight fails\n{}",
         run.output
     );
-    let plan = std::process::Command::new(cutover_bin())
-        .arg("plan")
+    let plan = env
+        .cutover(["plan"])
         .arg(&policy)
-        .output()
-        .unwrap();
+        .finish(Duration::from_secs(60))
+        .await;
     let everything = format!(
-        "{}{}{}{}",
+        "{}{}{}",
         run.output,
         std::fs::read_to_string(&state).unwrap_or_default(),
-        String::from_utf8_lossy(&plan.stdout),
-        String::from_utf8_lossy(&plan.stderr)
+        plan.output
     );
     assert!(
         everything.contains("127.0.0.1"),
@@ -453,194 +363,123 @@ fn the_plan_checker_itself() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_holds_at_a_planned_weight_and_the_next_pod_resumes() {
-    let env = Single::start("sigterm").await;
-    let policy = env.policy("");
-    let state = env.dir.path().join("state.json");
-    let spawn = || {
-        tokio::process::Command::new(cutover_bin())
-            .arg("run")
-            .arg(&policy)
-            .arg("--state-file")
-            .arg(&state)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap()
-    };
-    let mut first = spawn();
-    for _ in 0..600 {
-        if env.exporter.max_weight_seen() >= 50 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let env = Env::with_prometheus("sigterm").await;
+    let policy = env.policy().stages(&PLAN).write();
+    let state = env.path("state.json");
+    let pod = || env.cutover_on("run", &policy, &state).spawn();
+    let mut first = pod();
+    wait_until("stage 2", Duration::from_secs(60), || {
+        env.exporter().max_weight_seen() >= 50
+    })
+    .await;
     // What Kubernetes sends a pod it evicts.
-    let pid = first.id().unwrap().to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let status = tokio::time::timeout(Duration::from_secs(30), first.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(status.code(), Some(4), "aborted");
+    first.signal("TERM");
+    let first = first.wait_exit(Duration::from_secs(30)).await;
+    assert_eq!(first.code, 4, "aborted: {}", first.output);
     assert_eq!(
-        primary_in_file(env.dir.path()),
+        env.primary(),
         50,
         "held at a planned weight (on_signal: hold)"
     );
-    let st: serde_json::Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
-    assert_eq!(st["phase"], "aborted");
-    let status = tokio::time::timeout(Duration::from_secs(150), spawn().wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(status.code(), Some(0), "the next pod resumed and promoted");
-    let st: serde_json::Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
-    assert_eq!(st["restarts"], 1);
-    assert_eq!(primary_in_file(env.dir.path()), 100);
+    assert_eq!(first.state["phase"], "aborted");
+    let next = pod().wait_exit(Duration::from_secs(150)).await;
+    assert_eq!(
+        next.code, 0,
+        "the next pod resumed and promoted: {}",
+        next.output
+    );
+    assert_eq!(next.state["restarts"], 1);
+    assert_eq!(env.primary(), 100);
 }
 
-fn state_phase(state: &Path) -> String {
-    std::fs::read(state)
-        .ok()
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-        .and_then(|v| v["phase"].as_str().map(str::to_string))
-        .unwrap_or_default()
-}
-
-/// Polls `cond` every 50 ms for at most `limit`; panics with `what` if it never holds.
-async fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
-    let start = std::time::Instant::now();
-    while !cond() {
-        assert!(
-            start.elapsed() < limit,
-            "{what} did not happen within {limit:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn spawn_run(policy: &Path, state: &Path, log: &Path) -> tokio::process::Child {
-    tokio::process::Command::new(cutover_bin())
-        .args(["--log-format", "json", "run"])
+/// `cutover --log-format json run POLICY --state-file STATE`, started.
+fn spawn_run(env: &Env, policy: &Path, state: &Path) -> cutover_tests::cli::Running {
+    env.cutover(["--log-format", "json", "run"])
         .arg(policy)
-        .arg("--state-file")
-        .arg(state)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap())
-        .kill_on_drop(true)
+        .state_file(state)
         .spawn()
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cutover_rollback_brakes_a_live_run_at_each_phase_and_nothing_writes_forward_again() {
-    let env = Single::start("brake").await;
-    let policy = env.policy("");
-    let dir = env.dir.path().to_path_buf();
+    let env = Env::with_prometheus("brake").await;
+    let policy = env.policy().stages(&PLAN).write();
     for (i, moment) in ["settling", "judging", "stage 2"].into_iter().enumerate() {
-        std::fs::write(weights_file(&dir), r#"{"primary":0,"dr":100}"#).unwrap();
-        let state = dir.join(format!("brake-{i}.json"));
-        let log = dir.join(format!("brake-{i}.log"));
+        env.reset_weights();
+        let state = env.path(&format!("brake-{i}.json"));
         // Given a live run at this moment,
-        let mut run = spawn_run(&policy, &state, &log);
-        let d = dir.clone();
-        let s = state.clone();
-        wait_until(moment, Duration::from_secs(60), move || match moment {
-            "settling" => primary_in_file(&d) == 25 && state_phase(&s) == "settling",
-            "judging" => primary_in_file(&d) == 25 && state_phase(&s) == "judging",
-            _ => primary_in_file(&d) == 50,
+        let mut run = spawn_run(&env, &policy, &state);
+        wait_until(moment, Duration::from_secs(60), || match moment {
+            "settling" => env.primary() == 25 && state_phase(&state) == "settling",
+            "judging" => env.primary() == 25 && state_phase(&state) == "judging",
+            _ => env.primary() == 50,
         })
         .await;
         // (`cutover status` names the run holding the object's lock),
-        let status = run_cutover(
-            &["status", policy.to_str().unwrap()],
-            &state,
-            &[],
-            Duration::from_secs(30),
-        )
-        .await;
+        let status = env
+            .cutover_on("status", &policy, &state)
+            .finish(Duration::from_secs(30))
+            .await;
         assert!(
             status.output.contains("lock:   held by run checkout-")
-                && status
-                    .output
-                    .contains(&format!("pid {}", run.id().unwrap())),
+                && status.output.contains(&format!("pid {}", run.pid())),
             "{moment}: {}",
             status.output
         );
         // when the operator pulls the brake,
-        let rb = run_cutover(
-            &["rollback", policy.to_str().unwrap(), "--watch", "30s"],
-            &state,
-            &[],
-            Duration::from_secs(90),
-        )
-        .await;
+        let rb = env
+            .cutover_on("rollback", &policy, &state)
+            .args(["--watch", "30s"])
+            .finish(Duration::from_secs(90))
+            .await;
         assert_eq!(rb.code, 0, "{moment}: {}", rb.output);
         assert!(rb.output.contains("braked:"), "{moment}: {}", rb.output);
         // then traffic is on DR and stays there, and the run ends as the operator's rollback.
-        let d = dir.clone();
+        let weights = env.weights_file();
         let watcher = tokio::spawn(async move {
             let mut seen = Vec::new();
             for _ in 0..200 {
-                seen.push(primary_in_file(&d));
+                seen.push(primary_in(&weights));
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             seen
         });
-        let status = tokio::time::timeout(Duration::from_secs(60), run.wait())
-            .await
-            .expect("the braked run stops")
-            .unwrap();
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        assert_eq!(status.code(), Some(4), "{moment}: {text}");
-        let recorded: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
-        assert_eq!(recorded["phase"], "aborted", "{moment}");
+        let braked = run.wait_exit(Duration::from_secs(60)).await;
+        assert_eq!(braked.code, 4, "{moment}: {}", braked.output);
+        assert_eq!(braked.state["phase"], "aborted", "{moment}");
         assert!(
-            recorded["outcome"]["reason"]
+            braked.state["outcome"]["reason"]
                 .as_str()
                 .unwrap_or_default()
                 .contains("operator rollback"),
             "{moment}: {}",
-            recorded["outcome"]
+            braked.state["outcome"]
         );
         // A restarted pod of that run does not write forward.
-        let again = run_cutover(
-            &["run", policy.to_str().unwrap()],
-            &state,
-            &[],
-            Duration::from_secs(60),
-        )
-        .await;
+        let again = env
+            .cutover_on("run", &policy, &state)
+            .finish(Duration::from_secs(60))
+            .await;
         assert_eq!(again.code, 4, "{moment}: {}", again.output);
         let seen = watcher.await.unwrap();
         assert!(
             seen.iter().all(|w| *w == 0),
             "{moment}: traffic stays on DR: {seen:?}"
         );
-        assert_eq!(primary_in_file(&dir), 0, "{moment}");
+        assert_eq!(env.primary(), 0, "{moment}");
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn manual_interference_is_reported_within_one_interval_and_nothing_advances() {
-    let env = Single::start("drift").await;
+    let env = Env::with_prometheus("drift").await;
     // Stage 1 would pass after its 8 s bake; undecided stages end at 30 s.
-    let text = std::fs::read_to_string(env.policy("")).unwrap();
-    let policy = env.dir.path().join("drift.yaml");
-    std::fs::write(
-        &policy,
-        text.replace("max_duration: 60s", "max_duration: 30s"),
-    )
-    .unwrap();
-    let dir = env.dir.path().to_path_buf();
+    let policy = env
+        .policy()
+        .stages(&PLAN)
+        .max_duration("30s")
+        .at(env.path("drift.yaml"))
+        .write();
     let cases: [(&str, &str); 3] = [
         (
             "a weight the plan does not name",
@@ -650,55 +489,40 @@ async fn manual_interference_is_reported_within_one_interval_and_nothing_advance
         ("a deleted file", ""),
     ];
     for (i, (what, content)) in cases.into_iter().enumerate() {
-        std::fs::write(weights_file(&dir), r#"{"primary":0,"dr":100}"#).unwrap();
-        let state = dir.join(format!("drift-{i}.json"));
-        let log = dir.join(format!("drift-{i}.log"));
-        let mut run = spawn_run(&policy, &state, &log);
-        let (d, s) = (dir.clone(), state.clone());
-        wait_until("judging stage 1", Duration::from_secs(60), move || {
-            primary_in_file(&d) == 25 && state_phase(&s) == "judging"
+        env.reset_weights();
+        let state = env.path(&format!("drift-{i}.json"));
+        let mut run = spawn_run(&env, &policy, &state);
+        wait_until("judging stage 1", Duration::from_secs(60), || {
+            env.primary() == 25 && state_phase(&state) == "judging"
         })
         .await;
         if content.is_empty() {
-            std::fs::remove_file(weights_file(&dir)).unwrap();
+            std::fs::remove_file(env.weights_file()).unwrap();
         } else {
-            std::fs::write(weights_file(&dir), content).unwrap();
+            std::fs::write(env.weights_file(), content).unwrap();
         }
         let at = std::time::Instant::now();
-        let l = log.clone();
         wait_until(
             &format!("{what}: a drift event"),
             Duration::from_secs(INTERVAL + 4),
-            move || {
-                std::fs::read_to_string(&l)
-                    .unwrap_or_default()
-                    .contains("DRIFT")
-            },
+            || run.output().contains("DRIFT"),
         )
         .await;
         let within = at.elapsed();
-        let status = tokio::time::timeout(Duration::from_secs(90), run.wait())
-            .await
-            .expect("the run ends")
-            .unwrap();
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        assert_eq!(status.code(), Some(5), "{what}: held, not advanced: {text}");
-        let recorded: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
-        let history: Vec<u64> = recorded["history"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|h| h["weights"]["primary"].as_u64().unwrap())
-            .collect();
-        assert_eq!(history, [25], "{what}: nothing advances past a drift");
+        let run = run.wait_exit(Duration::from_secs(90)).await;
+        assert_eq!(run.code, 5, "{what}: held, not advanced: {}", run.output);
+        assert_eq!(
+            run.primary_history(),
+            [25],
+            "{what}: nothing advances past a drift"
+        );
         assert!(
-            recorded["outcome"]["reason"]
+            run.state["outcome"]["reason"]
                 .as_str()
                 .unwrap_or_default()
                 .contains("drift"),
             "{what}: {}",
-            recorded["outcome"]
+            run.state["outcome"]
         );
         println!("{what}: reported {within:?} after the change");
     }
@@ -706,30 +530,23 @@ async fn manual_interference_is_reported_within_one_interval_and_nothing_advance
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refusal_to_resume_a_run_someone_rolled_back_holds_at_every_retry() {
-    let env = Single::start("sticky-refusal").await;
-    let policy = env.policy("");
-    let dir = env.dir.path().to_path_buf();
-    let state = dir.join("state.json");
-    let log = dir.join("first.log");
+    let env = Env::with_prometheus("sticky-refusal").await;
+    let policy = env.policy().stages(&PLAN).write();
+    let state = env.path("state.json");
     // Given a run at stage 1, killed, and all traffic put back on DR by hand,
-    let mut run = spawn_run(&policy, &state, &log);
-    let (d, s) = (dir.clone(), state.clone());
-    wait_until("stage 1", Duration::from_secs(60), move || {
-        primary_in_file(&d) == 25 && state_phase(&s) == "judging"
+    let mut run = spawn_run(&env, &policy, &state);
+    wait_until("stage 1", Duration::from_secs(60), || {
+        env.primary() == 25 && state_phase(&state) == "judging"
     })
     .await;
-    run.start_kill().unwrap();
-    let _ = run.wait().await;
-    std::fs::write(weights_file(&dir), r#"{"primary":0,"dr":100}"#).unwrap();
+    run.kill().await;
+    env.reset_weights();
     // when the Job's pod is retried again and again,
     for attempt in 0..3 {
-        let again = run_cutover(
-            &["run", policy.to_str().unwrap()],
-            &state,
-            &[],
-            Duration::from_secs(60),
-        )
-        .await;
+        let again = env
+            .cutover_on("run", &policy, &state)
+            .finish(Duration::from_secs(60))
+            .await;
         // then every retry refuses, and no cutover starts on the rolled-back service.
         assert_eq!(again.code, 3, "attempt {attempt}: {}", again.output);
         assert!(
@@ -737,43 +554,35 @@ async fn a_refusal_to_resume_a_run_someone_rolled_back_holds_at_every_retry() {
             "attempt {attempt}: {}",
             again.output
         );
-        assert_eq!(primary_in_file(&dir), 0, "attempt {attempt}");
+        assert_eq!(env.primary(), 0, "attempt {attempt}");
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_signal_a_stepped_rollback_still_waits_between_its_steps() {
-    let env = Single::start("signal-steps").await;
-    let policy =
-        env.policy("on_signal: rollback\nrollback:\n  mode: stepped\n  step_interval: 3s\n");
-    let dir = env.dir.path().to_path_buf();
-    let (state, log) = (dir.join("state.json"), dir.join("run.log"));
+    let env = Env::with_prometheus("signal-steps").await;
+    let policy = env
+        .policy()
+        .stages(&PLAN)
+        .extra("on_signal: rollback\nrollback:\n  mode: stepped\n  step_interval: 3s\n")
+        .write();
     // Given a run at stage 2 (50 %) whose policy rolls back in steps on a signal,
-    let mut run = spawn_run(&policy, &state, &log);
-    let d = dir.clone();
-    wait_until("stage 2", Duration::from_secs(60), move || {
-        primary_in_file(&d) == 50
-    })
-    .await;
+    let mut run = spawn_run(&env, &policy, &env.path("state.json"));
+    wait_until("stage 2", Duration::from_secs(60), || env.primary() == 50).await;
     // when SIGINT arrives,
-    let pid = run.id().unwrap().to_string();
-    let sent = std::process::Command::new("kill")
-        .args(["-INT", &pid])
-        .status()
-        .unwrap();
-    assert!(sent.success());
+    run.signal("INT");
     let start = std::time::Instant::now();
     let mut changes: Vec<(Duration, u64)> = vec![(Duration::ZERO, 50)];
-    let status = loop {
-        if let Ok(Some(s)) = run.try_wait() {
+    let code = loop {
+        if let Some(code) = run.try_exit() {
             // The last write may land just before the exit: read it once more.
-            let w = primary_in_file(&dir);
+            let w = env.primary();
             if changes.last().map(|c| c.1) != Some(w) {
                 changes.push((start.elapsed(), w));
             }
-            break s;
+            break code;
         }
-        let w = primary_in_file(&dir);
+        let w = env.primary();
         if changes.last().map(|c| c.1) != Some(w) {
             changes.push((start.elapsed(), w));
         }
@@ -781,8 +590,8 @@ async fn after_a_signal_a_stepped_rollback_still_waits_between_its_steps() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     // then it walks 50 -> 25 -> 0 with step_interval between the steps, and exits 4.
-    let text = std::fs::read_to_string(&log).unwrap_or_default();
-    assert_eq!(status.code(), Some(4), "{text}");
+    let text = run.output();
+    assert_eq!(code, 4, "{text}");
     let seq: Vec<u64> = changes.iter().map(|c| c.1).collect();
     assert_eq!(seq, [50, 25, 0], "{changes:?}\n{text}");
     let gap = changes[2].0 - changes[1].0;

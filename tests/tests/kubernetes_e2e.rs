@@ -2,15 +2,15 @@
 //! against the API-server emulation in `tests/src/kube_api.rs`, with the gates judged by a
 //! real Prometheus scraping a workload that follows the object's weights.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use cutover_tests::TempDir;
-use cutover_tests::cli::{Finished, policy_text, run_cutover};
-use cutover_tests::exporter::{Behaviour, Exporter};
+use cutover_tests::cli::{Cutover, Finished, primary_history};
+use cutover_tests::env::{Env, RUN_LIMIT};
+use cutover_tests::exporter::Behaviour;
 use cutover_tests::kube_api::KubeApi;
-use cutover_tests::prometheus::Prometheus;
+use cutover_tests::{race, silent_server, wait_until};
 use serde_json::{Value, json};
 
 const VS: &str = "/apis/networking.istio.io/v1/namespaces/production/virtualservices/checkout";
@@ -92,79 +92,63 @@ fn without_our_changes(mut o: Value, weights: &[&str]) -> Value {
     o
 }
 
-struct Env {
-    dir: TempDir,
+/// A cluster: the API emulation holding a VirtualService and an HTTPRoute, a kubeconfig
+/// for it, and a workload whose traffic follows the weights of the object at `path`.
+struct Cluster {
+    env: Env,
     api: Arc<KubeApi>,
-    exporter: Exporter,
-    prom: Prometheus,
-    follower: tokio::task::JoinHandle<()>,
 }
 
-impl Env {
-    async fn start(name: &str, path: &'static str, weights: [&'static str; 2]) -> Env {
-        let dir = TempDir::new(name);
+impl std::ops::Deref for Cluster {
+    type Target = Env;
+    fn deref(&self) -> &Env {
+        &self.env
+    }
+}
+
+impl Cluster {
+    async fn start(name: &str, path: &'static str, weights: [&'static str; 2]) -> Cluster {
         let api = Arc::new(KubeApi::start(vec![virtual_service(), http_route()]).await);
-        let file = dir.path().join("weights.json");
-        std::fs::write(&file, r#"{"primary":0,"dr":100}"#).unwrap();
+        let mut env = Env::with_prometheus(name).await;
         // The mesh follows the object's weights.
-        let (a, f) = (api.clone(), file.clone());
-        let follower = tokio::spawn(async move {
-            loop {
-                if let Some(o) = a.object(path) {
-                    let p = o.pointer(weights[0]).and_then(Value::as_u64).unwrap_or(0);
-                    let d = o.pointer(weights[1]).and_then(Value::as_u64).unwrap_or(0);
-                    if let Some(pp) = (p * 100).checked_div(p + d) {
-                        let json = format!("{{\"primary\":{pp},\"dr\":{}}}", 100 - pp);
-                        let _ = std::fs::write(&f, json);
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
+        let a = api.clone();
+        env.follow(Duration::from_millis(100), move || {
+            let o = a.object(path);
+            async move {
+                let o = o?;
+                let w = |p: &str| o.pointer(p).and_then(Value::as_u64).unwrap_or(0);
+                Some((w(weights[0]), w(weights[1])))
             }
         });
-        let exporter = Exporter::start(file, 200.0).await;
-        let prom = Prometheus::start(&[exporter.target()]).await;
-        prom.wait_for_data(
-            "sum(rate(http_requests_total{site=\"dr\"}[8s])) > 0",
-            Duration::from_secs(40),
-        )
-        .await;
-        api.kubeconfig(&dir.path().join("kubeconfig"));
-        Env {
-            dir,
-            api,
-            exporter,
-            prom,
-            follower,
-        }
+        api.kubeconfig(&env.path("kubeconfig"));
+        Cluster { env, api }
     }
 
-    fn policy(&self, backend: &str, stages: &[u8], extra: &str) -> PathBuf {
-        let p = self.dir.path().join("checkout.yaml");
-        std::fs::write(
-            &p,
-            policy_text(backend, &self.prom.url(), stages, "60s", extra),
-        )
-        .unwrap();
-        p
+    /// `cutover SUBCOMMAND POLICY --kubeconfig ...`.
+    fn cutover(&self, subcommand: &str, policy: &Path) -> Cutover<'_> {
+        self.env
+            .cutover([subcommand])
+            .arg(policy)
+            .arg("--kubeconfig")
+            .arg(self.path("kubeconfig"))
     }
 
-    async fn cutover(&self, args: &[&str], env: &[(&str, &str)]) -> Finished {
-        let kc = self.dir.path().join("kubeconfig");
-        let mut all: Vec<&str> = args.to_vec();
-        all.extend(["--kubeconfig", kc.to_str().unwrap()]);
-        run_cutover(
-            &all,
-            &self.dir.path().join("state.json"),
-            env,
-            Duration::from_secs(180),
-        )
-        .await
+    /// `cutover run POLICY --kubeconfig ... --state-file state.json`, to its end.
+    async fn run(&self, policy: &Path) -> Finished {
+        self.cutover("run", policy)
+            .state_file(&self.path("state.json"))
+            .finish(RUN_LIMIT)
+            .await
     }
-}
 
-impl Drop for Env {
-    fn drop(&mut self) {
-        self.follower.abort();
+    /// The test policy on `backend` with these stages.
+    fn policy_for(&self, backend: &str, stages: &[u8], extra: &str) -> PathBuf {
+        self.env
+            .policy()
+            .backend(backend)
+            .stages(stages)
+            .extra(extra)
+            .write()
     }
 }
 
@@ -178,20 +162,14 @@ const ROUTE_WEIGHTS: [&str; 2] = [
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_virtual_service_is_promoted_changing_two_numbers_and_nothing_else() {
-    let env = Env::start("k8s-istio", VS, VS_WEIGHTS).await;
-    let before = env.api.object(VS).unwrap();
-    let run = env
-        .cutover(
-            &[
-                "run",
-                env.policy(ISTIO, &[10, 50, 100], "").to_str().unwrap(),
-            ],
-            &[],
-        )
+    let cluster = Cluster::start("k8s-istio", VS, VS_WEIGHTS).await;
+    let before = cluster.api.object(VS).unwrap();
+    let run = cluster
+        .run(&cluster.policy_for(ISTIO, &[10, 50, 100], ""))
         .await;
     assert_eq!(run.code, 0, "{}", run.output);
     assert_eq!(run.primary_history(), [10, 50, 100]);
-    let after = env.api.object(VS).unwrap();
+    let after = cluster.api.object(VS).unwrap();
     assert_eq!(after.pointer(VS_WEIGHTS[0]), Some(&json!(100)));
     assert_eq!(after.pointer(VS_WEIGHTS[1]), Some(&json!(0)));
     // Byte-level: everything else, serialized, is what it was.
@@ -210,7 +188,7 @@ async fn a_virtual_service_is_promoted_changing_two_numbers_and_nothing_else() {
             .unwrap()
             .contains("stage 3/3")
     );
-    let reasons: Vec<String> = env
+    let reasons: Vec<String> = cluster
         .api
         .events()
         .iter()
@@ -227,32 +205,29 @@ async fn a_virtual_service_is_promoted_changing_two_numbers_and_nothing_else() {
         ],
         "Events on the VirtualService"
     );
-    assert!(env.api.events().iter().all(
+    assert!(cluster.api.events().iter().all(
         |e| e["regarding"]["name"] == "checkout" && e["regarding"]["kind"] == "VirtualService"
     ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http_route_is_promoted_and_a_breach_on_a_virtual_service_rolls_back() {
-    let env = Env::start("k8s-gw", ROUTE, ROUTE_WEIGHTS).await;
-    let before = env.api.object(ROUTE).unwrap();
-    let run = env
-        .cutover(
-            &["run", env.policy(GATEWAY, &[25, 100], "").to_str().unwrap()],
-            &[],
-        )
+    let cluster = Cluster::start("k8s-gw", ROUTE, ROUTE_WEIGHTS).await;
+    let before = cluster.api.object(ROUTE).unwrap();
+    let run = cluster
+        .run(&cluster.policy_for(GATEWAY, &[25, 100], ""))
         .await;
     assert_eq!(run.code, 0, "{}", run.output);
-    let after = env.api.object(ROUTE).unwrap();
+    let after = cluster.api.object(ROUTE).unwrap();
     assert_eq!(after.pointer(ROUTE_WEIGHTS[0]), Some(&json!(100)));
     assert_eq!(
         serde_json::to_string(&without_our_changes(before, &ROUTE_WEIGHTS)).unwrap(),
         serde_json::to_string(&without_our_changes(after, &ROUTE_WEIGHTS)).unwrap()
     );
-    drop(env);
+    drop(cluster);
 
-    let env = Env::start("k8s-breach", VS, VS_WEIGHTS).await;
-    env.exporter.on_weight(
+    let cluster = Cluster::start("k8s-breach", VS, VS_WEIGHTS).await;
+    cluster.exporter().on_weight(
         50,
         0,
         Behaviour {
@@ -260,21 +235,16 @@ async fn an_http_route_is_promoted_and_a_breach_on_a_virtual_service_rolls_back(
             ..Behaviour::default()
         },
     );
-    let run = env
-        .cutover(
-            &[
-                "run",
-                env.policy(ISTIO, &[10, 50, 100], "").to_str().unwrap(),
-            ],
-            &[],
-        )
+    let run = cluster
+        .run(&cluster.policy_for(ISTIO, &[10, 50, 100], ""))
         .await;
     assert_eq!(run.code, 1, "{}", run.output);
-    let after = env.api.object(VS).unwrap();
+    let after = cluster.api.object(VS).unwrap();
     assert_eq!(after.pointer(VS_WEIGHTS[0]), Some(&json!(0)));
     assert_eq!(after.pointer(VS_WEIGHTS[1]), Some(&json!(100)));
     assert!(
-        env.api
+        cluster
+            .api
             .events()
             .iter()
             .any(|e| e["reason"] == "RollingBack" && e["type"] == "Warning")
@@ -283,29 +253,29 @@ async fn an_http_route_is_promoted_and_a_breach_on_a_virtual_service_rolls_back(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_concurrent_writer_causes_a_retry_not_a_lost_update() {
-    let env = Env::start("k8s-conflict", VS, VS_WEIGHTS).await;
+    let cluster = Cluster::start("k8s-conflict", VS, VS_WEIGHTS).await;
     // Another controller changes the beta route's retries between our read and our write.
-    env.api.foreign_write_before_next_update(json!({"metadata": {"labels": {"touched-by": "other-controller"}},
+    cluster.api.foreign_write_before_next_update(json!({"metadata": {"labels": {"touched-by": "other-controller"}},
         "spec": {"http": virtual_service()["spec"]["http"].as_array().unwrap().iter().enumerate().map(|(i, r)| {
             let mut r = r.clone();
             if i == 1 { r["retries"]["attempts"] = json!(5); }
             r
         }).collect::<Vec<_>>()}}));
-    let run = env
-        .cutover(
-            &["run", env.policy(ISTIO, &[50, 100], "").to_str().unwrap()],
-            &[("RUST_LOG", "cutover=info,cutover_backends=warn")],
-        )
+    let run = cluster
+        .cutover("run", &cluster.policy_for(ISTIO, &[50, 100], ""))
+        .state_file(&cluster.path("state.json"))
+        .env("RUST_LOG", "cutover=info,cutover_backends=warn")
+        .finish(RUN_LIMIT)
         .await;
     assert_eq!(run.code, 0, "{}", run.output);
-    let after = env.api.object(VS).unwrap();
+    let after = cluster.api.object(VS).unwrap();
     assert_eq!(
         after["metadata"]["labels"]["touched-by"], "other-controller",
         "the other writer's change survived"
     );
     assert_eq!(after["spec"]["http"][1]["retries"]["attempts"], 5);
     assert_eq!(after.pointer(VS_WEIGHTS[0]), Some(&json!(100)));
-    let conflicts = env.api.log().iter().filter(|l| l.code == 409).count();
+    let conflicts = cluster.api.log().iter().filter(|l| l.code == 409).count();
     assert_eq!(conflicts, 1, "one stale write, answered 409");
     assert!(
         run.output.contains("resourceVersion conflict"),
@@ -316,11 +286,13 @@ async fn a_concurrent_writer_causes_a_retry_not_a_lost_update() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forbidden_and_missing_objects_say_which_verb_on_which_object_and_the_fix() {
-    let env = Env::start("k8s-rbac", VS, VS_WEIGHTS).await;
-    env.api.forbid("update", "virtualservices");
-    let policy = env.policy(ISTIO, &[50, 100], "rollback:\n  max_attempts: 1\n");
-    let run = env
-        .cutover(&["rollback", policy.to_str().unwrap()], &[])
+    let cluster = Cluster::start("k8s-rbac", VS, VS_WEIGHTS).await;
+    cluster.api.forbid("update", "virtualservices");
+    let policy = cluster.policy_for(ISTIO, &[50, 100], "rollback:\n  max_attempts: 1\n");
+    let run = cluster
+        .cutover("rollback", &policy)
+        .state_file(&cluster.path("state.json"))
+        .finish(RUN_LIMIT)
         .await;
     assert_eq!(run.code, 10, "{}", run.output);
     assert!(
@@ -338,14 +310,8 @@ async fn forbidden_and_missing_objects_say_which_verb_on_which_object_and_the_fi
     );
 
     let missing = ISTIO.replace("virtual_service: checkout", "virtual_service: checkuot");
-    let run = env
-        .cutover(
-            &[
-                "run",
-                env.policy(&missing, &[50, 100], "").to_str().unwrap(),
-            ],
-            &[],
-        )
+    let run = cluster
+        .run(&cluster.policy_for(&missing, &[50, 100], ""))
         .await;
     assert_eq!(run.code, 3, "{}", run.output);
     assert!(
@@ -355,14 +321,8 @@ async fn forbidden_and_missing_objects_say_which_verb_on_which_object_and_the_fi
         run.output
     );
     let wrong_route = ISTIO.replace("route: primary-dr", "route: primary");
-    let run = env
-        .cutover(
-            &[
-                "run",
-                env.policy(&wrong_route, &[50, 100], "").to_str().unwrap(),
-            ],
-            &[],
-        )
+    let run = cluster
+        .run(&cluster.policy_for(&wrong_route, &[50, 100], ""))
         .await;
     assert_eq!(run.code, 3, "{}", run.output);
     assert!(
@@ -384,44 +344,38 @@ fn lease_path() -> String {
     format!("/apis/coordination.k8s.io/v1/namespaces/production/leases/{name}")
 }
 
+/// The run state a Job keeps in its ConfigMap.
+fn state_in_configmap(cluster: &Cluster) -> Value {
+    serde_json::from_str(
+        cluster.api.object(STATE_CM).unwrap()["data"]["state.json"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_keeps_its_state_in_a_configmap_holds_a_lease_and_survives_kill_9() {
-    let env = Env::start("k8s-state", VS, VS_WEIGHTS).await;
-    let policy = env.policy(ISTIO, &[25, 50, 100], "");
-    let kc = env.dir.path().join("kubeconfig");
-    let args = |bin: &mut tokio::process::Command| {
-        bin.args([
-            "run",
-            policy.to_str().unwrap(),
-            "--kubeconfig",
-            kc.to_str().unwrap(),
-        ])
-        .args([
-            "--state-configmap",
-            "cutover/checkout-run",
-            "--lock-ttl",
-            "6s",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true);
+    let cluster = Cluster::start("k8s-state", VS, VS_WEIGHTS).await;
+    let policy = cluster.policy_for(ISTIO, &[25, 50, 100], "");
+    let pod = || {
+        cluster
+            .cutover("run", &policy)
+            .args(["--state-configmap", "cutover/checkout-run"])
+            .args(["--lock-ttl", "6s"])
+            .spawn()
     };
-    let mut first = tokio::process::Command::new(cutover_tests::cutover_bin());
-    args(&mut first);
-    let mut first = first.spawn().unwrap();
+    let mut first = pod();
     // Wait until the first stage is written and recorded.
-    for _ in 0..300 {
-        if env
+    wait_until("stage 1 written", Duration::from_secs(30), || {
+        cluster
             .api
             .object(VS)
             .and_then(|o| o.pointer(VS_WEIGHTS[0]).and_then(Value::as_u64))
             == Some(25)
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let lease = env
+    })
+    .await;
+    let lease = cluster
         .api
         .object(&lease_path())
         .expect("a Lease is held during the run");
@@ -429,64 +383,35 @@ async fn a_job_keeps_its_state_in_a_configmap_holds_a_lease_and_survives_kill_9(
         .as_str()
         .unwrap()
         .to_string();
-    assert!(
-        holder.contains(&format!("#{}", first.id().unwrap())),
-        "{holder}"
-    );
+    assert!(holder.contains(&format!("#{}", first.pid())), "{holder}");
 
     // A second controller on the same service is refused, naming the holder.
-    let second = tokio::process::Command::new(cutover_tests::cutover_bin())
-        .args([
-            "run",
-            policy.to_str().unwrap(),
-            "--kubeconfig",
-            kc.to_str().unwrap(),
-        ])
+    let second = cluster
+        .cutover("run", &policy)
         // Another Job, another state ConfigMap: the VirtualService's own lock refuses it.
         .args(["--state-configmap", "cutover/another-run"])
-        .output()
-        .await
-        .unwrap();
-    let text = String::from_utf8_lossy(&second.stderr).to_string();
-    assert_eq!(second.status.code(), Some(2), "{text}");
-    let pid = first.id().unwrap();
+        .finish(RUN_LIMIT)
+        .await;
+    let text = &second.output;
+    assert_eq!(second.code, 2, "{text}");
     assert!(
-        text.contains(&format!("pid {pid}")) && text.contains("cutover/checkout-run"),
+        text.contains(&format!("pid {}", first.pid())) && text.contains("cutover/checkout-run"),
         "names the holder and its state: {text}"
     );
 
     // kill -9, as a node drain does; the Job's next pod resumes from the ConfigMap.
-    first.start_kill().unwrap();
-    let _ = first.wait().await;
-    let recorded: Value = serde_json::from_str(
-        env.api.object(STATE_CM).unwrap()["data"]["state.json"]
-            .as_str()
-            .unwrap(),
-    )
-    .unwrap();
-    let run_id = recorded["run_id"].as_str().unwrap().to_string();
-    let mut again = tokio::process::Command::new(cutover_tests::cutover_bin());
-    args(&mut again);
-    let status = tokio::time::timeout(Duration::from_secs(150), again.spawn().unwrap().wait())
-        .await
+    first.kill().await;
+    let run_id = state_in_configmap(&cluster)["run_id"]
+        .as_str()
         .unwrap()
-        .unwrap();
-    assert_eq!(status.code(), Some(0));
-    let state: Value = serde_json::from_str(
-        env.api.object(STATE_CM).unwrap()["data"]["state.json"]
-            .as_str()
-            .unwrap(),
-    )
-    .unwrap();
+        .to_string();
+    let again = pod().wait_exit(Duration::from_secs(150)).await;
+    assert_eq!(again.code, 0, "{}", again.output);
+    let state = state_in_configmap(&cluster);
     assert_eq!(state["run_id"], run_id.as_str(), "the same run, resumed");
     assert_eq!(state["restarts"], 1);
     assert_eq!(state["phase"], "promoted");
-    let history: Vec<u64> = state["history"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| h["weights"]["primary"].as_u64().unwrap())
-        .collect();
+    let history = primary_history(&state);
     assert_eq!(history.first(), Some(&25));
     assert_eq!(history.last(), Some(&100));
     assert!(
@@ -494,7 +419,7 @@ async fn a_job_keeps_its_state_in_a_configmap_holds_a_lease_and_survives_kill_9(
         "no stage skipped or repeated out of order: {history:?}"
     );
     assert_eq!(
-        env.api.object(&lease_path()).unwrap()["spec"]["holderIdentity"],
+        cluster.api.object(&lease_path()).unwrap()["spec"]["holderIdentity"],
         Value::Null,
         "released at the end"
     );
@@ -502,33 +427,31 @@ async fn a_job_keeps_its_state_in_a_configmap_holds_a_lease_and_survives_kill_9(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_jobs_with_different_state_configmaps_never_both_drive_one_route_in_20_races() {
-    let env = Env::start("k8s-race", VS, VS_WEIGHTS).await;
-    let kc = env.dir.path().join("kubeconfig");
+    let cluster = Cluster::start("k8s-race", VS, VS_WEIGHTS).await;
     for round in 0..20 {
         // A Prometheus that does not answer at first keeps the winner in preflight, holding
         // the lock while the other Job looks; then preflight fails and nothing is written.
-        let prom = cutover_tests::silent_server(Duration::from_millis(1500)).await;
-        let policy = env.dir.path().join(format!("race-{round}.yaml"));
-        std::fs::write(
-            &policy,
-            cutover_tests::cli::policy_text(ISTIO, &prom, &[10, 100], "60s", ""),
-        )
-        .unwrap();
+        let prom = silent_server(Duration::from_millis(1500)).await;
+        let policy = cluster
+            .policy_judged_by(&prom)
+            .backend(ISTIO)
+            .stages(&[10, 100])
+            .at(cluster.path(&format!("race-{round}.yaml")))
+            .write();
         let job = |cm: &str| {
-            let mut c = tokio::process::Command::new(cutover_tests::cutover_bin());
-            c.args(["run", policy.to_str().unwrap(), "--kubeconfig"])
-                .arg(&kc)
-                .args(["--state-configmap", cm]);
-            c
+            cluster
+                .cutover("run", &policy)
+                .args(["--state-configmap", cm])
+                .command()
         };
-        let results = cutover_tests::race(
+        let results = race(
             job(&format!("cutover/job-a-{round}")),
             job(&format!("cutover/job-b-{round}")),
         )
         .await;
         cutover_tests::assert_one_refused(&results, round);
         assert_eq!(
-            env.api.object(VS).unwrap().pointer(VS_WEIGHTS[0]),
+            cluster.api.object(VS).unwrap().pointer(VS_WEIGHTS[0]),
             Some(&json!(0)),
             "round {round}: nothing was written"
         );

@@ -11,10 +11,10 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use cutover_tests::cli::{INTERVAL, policy_text, run_cutover};
-use cutover_tests::exporter::{Behaviour, Exporter};
-use cutover_tests::prometheus::Prometheus;
-use cutover_tests::{TempDir, free_port, workspace};
+use cutover_tests::cli::INTERVAL;
+use cutover_tests::env::{Env, RUN_LIMIT};
+use cutover_tests::exporter::Behaviour;
+use cutover_tests::{free_port, workspace};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Records the JSON bodies POSTed to it, in order.
@@ -92,11 +92,12 @@ fn exprs(dashboard: &serde_json::Value) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rollback_seen_through_metrics_dashboard_report_and_webhooks() {
-    let dir = TempDir::new("observe");
-    let weights = dir.path().join("weights.json");
-    std::fs::write(&weights, r#"{"primary":0,"dr":100}"#).unwrap();
-    let exporter = Exporter::start(weights.clone(), 200.0).await;
-    exporter.on_weight(
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let env = Env::builder("observe")
+        .scrape(metrics.clone())
+        .start()
+        .await;
+    env.exporter().on_weight(
         25,
         0,
         Behaviour {
@@ -104,46 +105,29 @@ async fn a_rollback_seen_through_metrics_dashboard_report_and_webhooks() {
             ..Behaviour::default()
         },
     );
-    let metrics_port = free_port();
-    let prom = Prometheus::start(&[exporter.target(), format!("127.0.0.1:{metrics_port}")]).await;
-    prom.wait_for_data(
-        "sum(rate(http_requests_total{site=\"dr\"}[8s])) > 0",
-        Duration::from_secs(40),
-    )
-    .await;
     let (hook, received) = recording_webhook().await;
     let hang = hanging_webhook().await;
-    let extra = format!(
-        "notify:\n  - webhook: {hook}\n    timeout: 2s\n  - webhook: {hang}\n    timeout: 2s\n"
-    );
-    let backend = format!("  file:\n    path: {}", weights.display());
-    let policy = dir.path().join("checkout.yaml");
-    std::fs::write(
-        &policy,
-        policy_text(&backend, &prom.url(), &[10, 25, 50, 100], "60s", &extra),
-    )
-    .unwrap();
-    let report = dir.path().join("report");
+    let policy = env
+        .policy()
+        .extra(&format!(
+            "notify:\n  - webhook: {hook}\n    timeout: 2s\n  - webhook: {hang}\n    timeout: 2s\n"
+        ))
+        .write();
+    let report = env.path("report");
     let start = SystemTime::now();
-    let run = run_cutover(
-        &[
-            "run",
-            policy.to_str().unwrap(),
-            "--metrics-addr",
-            &format!("127.0.0.1:{metrics_port}"),
-            "--report",
-            report.to_str().unwrap(),
-        ],
-        &dir.path().join("state.json"),
-        &[],
-        Duration::from_secs(180),
-    )
-    .await;
+    let run = env
+        .cutover(["run"])
+        .arg(&policy)
+        .args(["--metrics-addr", &metrics, "--report"])
+        .arg(&report)
+        .state_file(&env.path("state.json"))
+        .finish(RUN_LIMIT)
+        .await;
     let exited = SystemTime::now();
     assert_eq!(run.code, 1, "{}", run.output);
 
     // The hanging webhook delayed neither the rollback nor the exit beyond its timeout.
-    let jump = exporter.changed_at().unwrap();
+    let jump = env.exporter().changed_at().unwrap();
     let rolled_back = run.last_change_at();
     assert!(rolled_back.duration_since(jump).unwrap() <= Duration::from_secs(3 * INTERVAL));
     let tail = exited.duration_since(rolled_back).unwrap();
@@ -195,7 +179,7 @@ async fn a_rollback_seen_through_metrics_dashboard_report_and_webhooks() {
             .replace("$service", "checkout")
             .replace("$__rate_interval", "1m")
             .replace("$__interval", "15s");
-        let r = prom.query_range(&q, from, to).await.unwrap();
+        let r = env.prom().query_range(&q, from, to).await.unwrap();
         assert!(
             r.as_array().is_some_and(|a| !a.is_empty()),
             "dashboard query returned no data: {q}"
@@ -276,19 +260,17 @@ fn the_grafana_configmap_holds_the_same_dashboard() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_are_pushed_to_a_real_pushgateway_at_exit() {
-    let bin = cutover_tests::require_program("prometheus-pushgateway");
-    let dir = TempDir::new("pushgateway");
+    let env = Env::new("pushgateway");
     let port = free_port();
-    let mut gw = std::process::Command::new(bin)
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .arg(format!(
-            "--persistence.file={}",
-            dir.path().join("pgw.data").display()
-        ))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut gw = env.logs.daemon(
+        "prometheus-pushgateway",
+        std::process::Command::new(cutover_tests::require_program("prometheus-pushgateway"))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg(format!(
+                "--persistence.file={}",
+                env.path("pgw.data").display()
+            )),
+    );
     let url = format!("http://127.0.0.1:{port}");
     for _ in 0..100 {
         if reqwest::get(format!("{url}/-/ready"))
@@ -299,24 +281,16 @@ async fn metrics_are_pushed_to_a_real_pushgateway_at_exit() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let weights = dir.path().join("weights.json");
-    std::fs::write(&weights, r#"{"primary":0,"dr":100}"#).unwrap();
-    let backend = format!("  file:\n    path: {}", weights.display());
     // No Prometheus there: preflight fails at once, and the run still pushes what happened.
-    let policy = dir.path().join("checkout.yaml");
     let nowhere = format!("http://127.0.0.1:{}", free_port());
-    std::fs::write(
-        &policy,
-        policy_text(&backend, &nowhere, &[10, 100], "60s", ""),
-    )
-    .unwrap();
-    let run = run_cutover(
-        &["run", policy.to_str().unwrap(), "--pushgateway-url", &url],
-        &dir.path().join("state.json"),
-        &[],
-        Duration::from_secs(60),
-    )
-    .await;
+    let policy = env.policy_judged_by(&nowhere).stages(&[10, 100]).write();
+    let run = env
+        .cutover(["run"])
+        .arg(&policy)
+        .args(["--pushgateway-url", &url])
+        .state_file(&env.path("state.json"))
+        .finish(Duration::from_secs(60))
+        .await;
     assert_eq!(run.code, 3, "{}", run.output);
     let metrics = reqwest::get(format!("{url}/metrics"))
         .await
@@ -324,8 +298,7 @@ async fn metrics_are_pushed_to_a_real_pushgateway_at_exit() {
         .text()
         .await
         .unwrap();
-    let _ = gw.kill();
-    let _ = gw.wait();
+    gw.stop();
     let line = metrics
         .lines()
         .find(|l| l.starts_with("cutover_phase{") && l.contains("service=\"checkout\""))

@@ -5,130 +5,44 @@
 //! when `cutover run` drives the policy,
 //! then the exit code, the weights file and the persisted history say what happened.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-use cutover_tests::cli::{Finished, INTERVAL, policy_text, run_cutover};
-use cutover_tests::exporter::{Behaviour, Exporter};
-use cutover_tests::prometheus::Prometheus;
-use cutover_tests::{TempDir, cutover_bin};
+use cutover_tests::cli::INTERVAL;
+use cutover_tests::env::{Env, RUN_LIMIT};
+use cutover_tests::exporter::Behaviour;
+use cutover_tests::wait_until;
 
-struct Env {
-    dir: TempDir,
-    exporter: Exporter,
-    prom: Prometheus,
-}
-
-impl Env {
-    async fn start(name: &str) -> Env {
-        Self::start_with(name, 200.0).await
-    }
-
-    async fn start_with(name: &str, rps: f64) -> Env {
-        let dir = TempDir::new(name);
-        std::fs::write(weights_path(dir.path()), r#"{"primary":0,"dr":100}"#).unwrap();
-        let exporter = Exporter::start(weights_path(dir.path()), rps).await;
-        let prom = Prometheus::start(&[exporter.target()]).await;
-        // Poll, never sleep a fixed time: the first scrape comes ~5 s after start.
-        prom.wait_for_data(
-            "sum(rate(http_requests_total{site=\"dr\"}[8s])) > 0",
-            Duration::from_secs(40),
-        )
-        .await;
-        Env {
-            dir,
-            exporter,
-            prom,
-        }
-    }
-
-    fn policy(&self, extra: &str, max_duration: &str) -> PathBuf {
-        let backend = format!(
-            "  file:\n    path: {}",
-            weights_path(self.dir.path()).display()
-        );
-        let text = policy_text(
-            &backend,
-            &self.prom.url(),
-            &[10, 25, 50, 100],
-            max_duration,
-            extra,
-        );
-        let p = self.dir.path().join("checkout.yaml");
-        std::fs::write(&p, text).unwrap();
-        p
-    }
-
-    /// The test policy with its gates replaced by sequential ones.
-    fn sequential_policy(&self) -> PathBuf {
-        let p = self.policy("", "90s");
-        let text = std::fs::read_to_string(&p).unwrap();
-        let (head, rest) = text.split_once("gates:\n").unwrap();
-        let (_, tail) = rest.split_once("analysis:\n").unwrap();
-        let gates = concat!(
-            "gates:\n",
-            "  - name: errors-vs-dr\n",
-            "    error_rate: { vs_dr: { tolerance: 100%, alpha: 0.01 } }\n",
-            "  - name: slow-vs-dr\n",
-            "    latency: { above: 250ms, vs_dr: { tolerance: 100%, alpha: 0.01, absolute_tolerance: 1% } }\n",
-        );
-        std::fs::write(&p, format!("{head}{gates}analysis:\n{tail}")).unwrap();
-        p
-    }
-
-    async fn run(&self, policy: &Path) -> Run {
-        let state = self.dir.path().join("state.json");
-        let f = run_cutover(
-            &["run", policy.to_str().unwrap()],
-            &state,
-            &[],
-            Duration::from_secs(180),
-        )
-        .await;
-        Run {
-            f,
-            weights: std::fs::read_to_string(weights_path(self.dir.path())).unwrap(),
-        }
-    }
-}
-
-struct Run {
-    f: Finished,
-    weights: String,
-}
-
-impl std::ops::Deref for Run {
-    type Target = Finished;
-    fn deref(&self) -> &Finished {
-        &self.f
-    }
-}
-
-impl Run {
-    fn primary_now(&self) -> u64 {
-        serde_json::from_str::<serde_json::Value>(&self.weights).unwrap()["primary"]
-            .as_u64()
-            .unwrap()
-    }
-}
-
-fn weights_path(dir: &Path) -> PathBuf {
-    dir.join("weights.json")
+/// The test policy with its gates replaced by sequential ones.
+fn sequential_policy(env: &Env) -> PathBuf {
+    let text = env.policy().max_duration("90s").text();
+    let (head, rest) = text.split_once("gates:\n").unwrap();
+    let (_, tail) = rest.split_once("analysis:\n").unwrap();
+    let gates = concat!(
+        "gates:\n",
+        "  - name: errors-vs-dr\n",
+        "    error_rate: { vs_dr: { tolerance: 100%, alpha: 0.01 } }\n",
+        "  - name: slow-vs-dr\n",
+        "    latency: { above: 250ms, vs_dr: { tolerance: 100%, alpha: 0.01, absolute_tolerance: 1% } }\n",
+    );
+    let p = env.path("checkout.yaml");
+    std::fs::write(&p, format!("{head}{gates}analysis:\n{tail}")).unwrap();
+    p
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthy_primary_is_promoted_to_100() {
-    let env = Env::start("healthy").await;
-    let run = env.run(&env.policy("", "60s")).await;
+    let env = Env::with_prometheus("healthy").await;
+    let run = env.run(&env.policy().write()).await;
     assert_eq!(run.code, 0, "{}", run.output);
     assert_eq!(run.primary_history(), [10, 25, 50, 100]);
-    assert_eq!(run.primary_now(), 100);
+    assert_eq!(env.primary(), 100);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn error_spike_at_25_is_rolled_back_within_three_intervals() {
-    let env = Env::start("error-spike").await;
-    env.exporter.on_weight(
+    let env = Env::with_prometheus("error-spike").await;
+    env.exporter().on_weight(
         25,
         0,
         Behaviour {
@@ -136,11 +50,11 @@ async fn error_spike_at_25_is_rolled_back_within_three_intervals() {
             ..Behaviour::default()
         },
     );
-    let run = env.run(&env.policy("", "60s")).await;
+    let run = env.run(&env.policy().write()).await;
     assert_eq!(run.code, 1, "{}", run.output);
     assert_eq!(run.primary_history(), [10, 25, 0]);
-    assert_eq!(run.primary_now(), 0, "DR at 100%");
-    let jump = env.exporter.changed_at().expect("the spike happened");
+    assert_eq!(env.primary(), 0, "DR at 100%");
+    let jump = env.exporter().changed_at().expect("the spike happened");
     let took = run.last_change_at().duration_since(jump).unwrap();
     println!("rolled back {took:?} after the error spike");
     assert!(took <= Duration::from_secs(3 * INTERVAL), "took {took:?}");
@@ -152,8 +66,8 @@ async fn error_spike_at_25_is_rolled_back_within_three_intervals() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn p99_doubling_past_the_gate_is_rolled_back() {
-    let env = Env::start("latency").await;
-    env.exporter.on_weight(
+    let env = Env::with_prometheus("latency").await;
+    env.exporter().on_weight(
         50,
         0,
         Behaviour {
@@ -161,7 +75,7 @@ async fn p99_doubling_past_the_gate_is_rolled_back() {
             ..Behaviour::default()
         },
     );
-    let run = env.run(&env.policy("", "60s")).await;
+    let run = env.run(&env.policy().write()).await;
     assert_eq!(run.code, 1, "{}", run.output);
     assert_eq!(run.primary_history(), [10, 25, 50, 0]);
     assert!(run.output.contains("p99-latency"), "{}", run.output);
@@ -169,15 +83,15 @@ async fn p99_doubling_past_the_gate_is_rolled_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn primary_without_traffic_never_advances_and_holds() {
-    let env = Env::start("no-traffic").await;
-    env.exporter.set(
+    let env = Env::with_prometheus("no-traffic").await;
+    env.exporter().set(
         0,
         Behaviour {
             reachable: false,
             ..Behaviour::default()
         },
     );
-    let run = env.run(&env.policy("", "16s")).await;
+    let run = env.run(&env.policy().max_duration("16s").write()).await;
     assert_eq!(run.code, 5, "{}", run.output);
     assert_eq!(run.primary_history(), [10], "never advanced");
     assert!(run.output.contains("never settled"), "{}", run.output);
@@ -185,49 +99,28 @@ async fn primary_without_traffic_never_advances_and_holds() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_killed_mid_run_holds_then_rolls_back() {
-    let mut env = Env::start("prom-killed").await;
-    let policy = env.policy("", "60s");
-    let bin = cutover_bin();
-    let state = env.dir.path().join("state.json");
-    let mut child = tokio::process::Command::new(bin)
-        .arg("run")
-        .arg(&policy)
-        .arg("--state-file")
-        .arg(&state)
-        .stdout(std::fs::File::create(env.dir.path().join("out.log")).unwrap())
-        .stderr(std::fs::File::create(env.dir.path().join("err.log")).unwrap())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut env = Env::with_prometheus("prom-killed").await;
+    let policy = env.policy().write();
+    let state = env.path("state.json");
+    let mut run = env.cutover_on("run", &policy, &state).spawn();
     // When the run reaches 25 %, Prometheus dies.
-    let deadline = std::time::Instant::now() + Duration::from_secs(90);
-    while env.exporter.max_weight_seen() < 25 {
-        assert!(std::time::Instant::now() < deadline, "never reached 25%");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    env.prom.kill();
+    wait_until("25%", Duration::from_secs(90), || {
+        env.exporter().max_weight_seen() >= 25
+    })
+    .await;
+    env.prom_mut().kill();
     let killed = SystemTime::now();
-    let status = tokio::time::timeout(Duration::from_secs(90), child.wait())
-        .await
-        .expect("the run ends")
-        .unwrap();
-    // Text or JSON logs (stdout is not a terminal here): read both streams.
-    let out = std::fs::read_to_string(env.dir.path().join("out.log")).unwrap()
-        + &std::fs::read_to_string(env.dir.path().join("err.log")).unwrap();
-    println!("{out}");
-    assert_eq!(status.code(), Some(1), "{out}");
-    assert!(out.contains("consecutive_error_limit"), "{out}");
-    let weights = std::fs::read_to_string(weights_path(env.dir.path())).unwrap();
-    assert!(weights.contains("\"primary\":0"), "{weights}");
+    let run = run.wait_exit(Duration::from_secs(90)).await;
+    // Text or JSON logs (stdout is not a terminal here): both streams are in the output.
+    assert_eq!(run.code, 1, "{}", run.output);
+    assert!(
+        run.output.contains("consecutive_error_limit"),
+        "{}",
+        run.output
+    );
+    assert!(env.weights().contains("\"primary\":0"), "{}", env.weights());
     // Held (no advance) while Prometheus was down: the last stage written before the rollback is 25.
-    let st: serde_json::Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
-    let hist: Vec<u64> = st["history"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["weights"]["primary"].as_u64().unwrap())
-        .collect();
-    assert_eq!(hist, [10, 25, 0]);
+    assert_eq!(run.primary_history(), [10, 25, 0]);
     println!(
         "rolled back {:?} after Prometheus died",
         SystemTime::now().duration_since(killed).unwrap()
@@ -236,25 +129,27 @@ async fn prometheus_killed_mid_run_holds_then_rolls_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn preflight_out_of_bounds_exits_3_and_touches_nothing() {
-    let env = Env::start("preflight").await;
-    env.exporter.set_gauge("pg_replication_lag_seconds", 120.0);
-    env.prom
+    let env = Env::with_prometheus("preflight").await;
+    env.exporter()
+        .set_gauge("pg_replication_lag_seconds", 120.0);
+    env.prom()
         .wait_for_data("pg_replication_lag_seconds > 100", Duration::from_secs(20))
         .await;
-    let before = std::fs::metadata(weights_path(env.dir.path()))
-        .unwrap()
-        .modified()
-        .unwrap();
-    let run = env.run(&env.policy("", "60s")).await;
+    let modified = || {
+        std::fs::metadata(env.weights_file())
+            .unwrap()
+            .modified()
+            .unwrap()
+    };
+    let before = modified();
+    let run = env.run(&env.policy().write()).await;
     assert_eq!(run.code, 3, "{}", run.output);
     assert_eq!(
-        run.weights, r#"{"primary":0,"dr":100}"#,
+        env.weights(),
+        r#"{"primary":0,"dr":100}"#,
         "weights untouched"
     );
-    let after = std::fs::metadata(weights_path(env.dir.path()))
-        .unwrap()
-        .modified()
-        .unwrap();
+    let after = modified();
     assert_eq!(before, after, "the weights file was not even rewritten");
     assert!(run.output.contains("replication-lag"), "{}", run.output);
     assert!(run.output.contains("above max 60"), "{}", run.output);
@@ -262,15 +157,14 @@ async fn preflight_out_of_bounds_exits_3_and_touches_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plan_prints_promql_that_prometheus_accepts() {
-    let env = Env::start("plan").await;
-    let policy = env.policy("", "60s");
-    let out = std::process::Command::new(cutover_bin())
-        .arg("plan")
-        .arg(&policy)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let text = String::from_utf8(out.stdout).unwrap();
+    let env = Env::with_prometheus("plan").await;
+    let plan = env
+        .cutover(["plan"])
+        .arg(env.policy().write())
+        .finish(RUN_LIMIT)
+        .await;
+    assert_eq!(plan.code, 0, "{}", plan.output);
+    let text = plan.output;
     let expected = r#"(sum(rate(http_requests_total{service="checkout",site="primary",status=~"5.."}[8s])) or vector(0)) / sum(rate(http_requests_total{service="checkout",site="primary"}[8s]))"#;
     assert!(text.contains(expected), "{text}");
     let queries: Vec<&str> = text
@@ -285,7 +179,7 @@ async fn plan_prints_promql_that_prometheus_accepts() {
         .collect();
     assert!(queries.len() >= 12, "{queries:?}");
     for q in queries {
-        env.prom
+        env.prom()
             .query(q)
             .await
             .unwrap_or_else(|e| panic!("Prometheus refused the planned query: {e}"));
@@ -296,15 +190,15 @@ async fn plan_prints_promql_that_prometheus_accepts() {
 /// promoted — through a counter reset at both sites, which must not look like harm.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sequential_gates_promote_a_healthy_primary_through_a_counter_reset() {
-    let env = Env::start_with("sequential-healthy", 1000.0).await;
+    let env = Env::builder("sequential-healthy").rps(1000.0).start().await;
     let both = Behaviour {
         error_rate: 0.02,
         ..Behaviour::default()
     };
-    env.exporter.set(0, both);
-    env.exporter.set(1, both);
-    let policy = env.sequential_policy();
-    let exporter = &env.exporter;
+    env.exporter().set(0, both);
+    env.exporter().set(1, both);
+    let policy = sequential_policy(&env);
+    let exporter = env.exporter();
     let restarts = async {
         // Restart both sites' "pods" once the primary reaches 25 %.
         for _ in 0..1200 {
@@ -332,14 +226,14 @@ async fn sequential_gates_promote_a_healthy_primary_through_a_counter_reset() {
 /// evidence of harm, without waiting for a failure count.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sequential_gates_roll_back_on_evidence_of_harm() {
-    let env = Env::start_with("sequential-harm", 1000.0).await;
+    let env = Env::builder("sequential-harm").rps(1000.0).start().await;
     let base = Behaviour {
         error_rate: 0.02,
         ..Behaviour::default()
     };
-    env.exporter.set(0, base);
-    env.exporter.set(1, base);
-    env.exporter.on_weight(
+    env.exporter().set(0, base);
+    env.exporter().set(1, base);
+    env.exporter().on_weight(
         25,
         0,
         Behaviour {
@@ -347,10 +241,13 @@ async fn sequential_gates_roll_back_on_evidence_of_harm() {
             ..base
         },
     );
-    let run = env.run(&env.sequential_policy()).await;
+    let run = env.run(&sequential_policy(&env)).await;
     assert_eq!(run.code, 1, "{}", run.output);
     assert_eq!(run.primary_history(), [10, 25, 0]);
-    let jump = env.exporter.changed_at().expect("the regression happened");
+    let jump = env
+        .exporter()
+        .changed_at()
+        .expect("the regression happened");
     let took = run.last_change_at().duration_since(jump).unwrap();
     println!("rolled back {took:?} after the regression");
     assert!(took <= Duration::from_secs(3 * INTERVAL), "took {took:?}");

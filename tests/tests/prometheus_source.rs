@@ -8,22 +8,27 @@ use std::time::Duration;
 use cutover_analyzers::prometheus::PrometheusSource;
 use cutover_core::policy::prometheus::{BasicAuth, PrometheusConfig};
 use cutover_core::{MetricError, PromqlBuilder, SitesSpec, Span, TrafficSpec};
-use cutover_tests::exporter::Exporter;
+use cutover_tests::env::Env;
+use cutover_tests::logs::Logs;
 use cutover_tests::prometheus::Prometheus;
 use cutover_tests::{TempDir, free_port};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-fn source(url: &str, f: impl FnOnce(&mut PrometheusConfig)) -> PrometheusSource {
-    let mut cfg = PrometheusConfig {
+/// The source's settings for the Prometheus at `url`: a 2 s timeout, no credentials.
+fn config(url: &str) -> PrometheusConfig {
+    PrometheusConfig {
         url: url.into(),
         timeout: Span::secs(2),
         bearer_token_file: None,
         basic_auth: None,
         ca_file: None,
         insecure_skip_verify: false,
-    };
-    f(&mut cfg);
-    let promql = PromqlBuilder::new(
+    }
+}
+
+/// The queries of `checkout` whose primary site has the label value `primary`.
+fn promql(primary: &str) -> PromqlBuilder {
+    PromqlBuilder::new(
         "checkout",
         &TrafficSpec {
             requests: "http_requests_total".into(),
@@ -32,22 +37,32 @@ fn source(url: &str, f: impl FnOnce(&mut PrometheusConfig)) -> PrometheusSource 
         },
         &SitesSpec {
             label: "site".into(),
-            primary: "primary".into(),
+            primary: primary.into(),
             dr: "dr".into(),
         },
     )
-    .unwrap();
-    PrometheusSource::new(&cfg, promql).unwrap()
+    .unwrap()
+}
+
+fn source(url: &str, f: impl FnOnce(&mut PrometheusConfig)) -> PrometheusSource {
+    let mut cfg = config(url);
+    f(&mut cfg);
+    PrometheusSource::new(&cfg, promql("primary")).unwrap()
+}
+
+/// A workload of 100 requests/s, all on DR, and a Prometheus with its data in.
+async fn workload(name: &str, ready_when: &str) -> Env {
+    Env::builder(name)
+        .rps(100.0)
+        .ready_when(ready_when)
+        .start()
+        .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_and_refusals_of_a_real_prometheus() {
-    let dir = TempDir::new("source");
-    let exporter = Exporter::start(dir.path().join("w.json"), 100.0).await;
-    let prom = Prometheus::start(&[exporter.target()]).await;
-    prom.wait_for_data("http_requests_total", Duration::from_secs(40))
-        .await;
-    let s = source(&prom.url(), |_| {});
+    let env = workload("source", "http_requests_total").await;
+    let s = source(&env.prom().url(), |_| {});
 
     let one = s.query_one("sum(http_requests_total)").await.unwrap();
     assert!(one.is_some_and(|v| v > 0.0), "{one:?}");
@@ -158,18 +173,14 @@ async fn counts_partition_time_and_survive_a_counter_reset() {
     use cutover_core::metrics::source::{CountQuery, Counted, MetricSource};
     use std::time::SystemTime;
 
-    let dir = TempDir::new("counts");
-    // No weights file: all 100 requests/s go to DR.
-    let exporter = Exporter::start(dir.path().join("w.json"), 100.0).await;
-    let prom = Prometheus::start(&[exporter.target()]).await;
-    prom.wait_for_data("http_requests_total{site=\"dr\"}", Duration::from_secs(40))
-        .await;
-    let s = source(&prom.url(), |_| {});
+    // All 100 requests/s go to DR.
+    let env = workload("counts", "http_requests_total{site=\"dr\"}").await;
+    let s = source(&env.prom().url(), |_| {});
     tokio::time::sleep(Duration::from_secs(3)).await;
     let a = SystemTime::now();
     tokio::time::sleep(Duration::from_secs(6)).await;
     let b = SystemTime::now();
-    exporter.restart_site(1);
+    env.exporter().restart_site(1);
     tokio::time::sleep(Duration::from_secs(6)).await;
     let c = SystemTime::now();
     // Let the scrapes up to `c` land before asking about them.
@@ -313,6 +324,7 @@ fn openssl(dir: &std::path::Path, args: &[&str]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_with_a_private_ca() {
     let dir = TempDir::new("tls");
+    let logs = Logs::new("tls");
     let d = dir.path();
     openssl(
         d,
@@ -375,16 +387,15 @@ async fn tls_with_a_private_ca() {
     .unwrap();
     std::fs::write(d.join("prometheus.yml"), "global:\n  scrape_interval: 1s\n").unwrap();
     let port = free_port();
-    let mut prom = std::process::Command::new(cutover_tests::require_program("prometheus"))
-        .current_dir(d)
-        .arg("--config.file=prometheus.yml")
-        .arg(format!("--storage.tsdb.path={}", d.join("data").display()))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .arg("--web.config.file=web.yml")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut prom = logs.daemon(
+        "prometheus (TLS)",
+        std::process::Command::new(cutover_tests::require_program("prometheus"))
+            .current_dir(d)
+            .arg("--config.file=prometheus.yml")
+            .arg(format!("--storage.tsdb.path={}", d.join("data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--web.config.file=web.yml"),
+    );
     let url = format!("https://127.0.0.1:{port}");
     let trusted = source(&url, |c| c.ca_file = Some(d.join("ca.crt")));
     let mut answer = None;
@@ -399,8 +410,7 @@ async fn tls_with_a_private_ca() {
     let skip = source(&url, |c| c.insecure_skip_verify = true)
         .query_one("vector(1)")
         .await;
-    let _ = prom.kill();
-    let _ = prom.wait();
+    prom.stop();
     assert_eq!(answer, Some(Some(1.0)), "trusted through ca_file");
     let e = untrusted.unwrap_err();
     assert!(matches!(e, MetricError::Unreachable { .. }), "{e}");
@@ -438,27 +448,10 @@ async fn label_values_with_quotes_are_escaped_the_way_prometheus_reads_them() {
     let prom = Prometheus::start(&[]).await;
     let site = "o'brien \"dr\" \\ 2\tb";
     let cfg = PrometheusConfig {
-        url: prom.url(),
         timeout: Span::secs(5),
-        bearer_token_file: None,
-        basic_auth: None,
-        ca_file: None,
-        insecure_skip_verify: false,
+        ..config(&prom.url())
     };
-    let promql = PromqlBuilder::new(
-        "checkout",
-        &TrafficSpec {
-            requests: "http_requests_total".into(),
-            errors: "status=~\"5..\"".into(),
-            latency: "http_request_duration_seconds_bucket".into(),
-        },
-        &SitesSpec {
-            label: "site".into(),
-            primary: site.into(),
-            dr: "dr".into(),
-        },
-    )
-    .unwrap();
+    let promql = promql(site);
     let s = PrometheusSource::new(&cfg, promql.clone()).unwrap();
     let w = Duration::from_secs(30);
     let primary = cutover_core::Site::Primary;

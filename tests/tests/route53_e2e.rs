@@ -2,7 +2,7 @@
 //! signing) against a real `moto` server, through a fault-injecting proxy, with the gates
 //! judged by a real Prometheus scraping a workload that follows the records' weights.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,22 +12,34 @@ use aws_sdk_route53::types::{
 use cutover_backends::route53::Route53Backend;
 use cutover_core::TrafficBackend;
 use cutover_core::policy::backend::Route53Config;
-use cutover_tests::TempDir;
-use cutover_tests::cli::{Finished, policy_text, run_cutover};
-use cutover_tests::exporter::{Behaviour, Exporter};
+use cutover_tests::cli::Finished;
+use cutover_tests::env::{Env, RUN_LIMIT};
+use cutover_tests::exporter::Behaviour;
 use cutover_tests::moto::Moto;
-use cutover_tests::prometheus::Prometheus;
 use cutover_tests::proxy::{FaultProxy, Faults, weights_in};
+use cutover_tests::{assert_one_refused, race, silent_server};
 
 const NAME: &str = "api.example.com.";
 
-struct Env {
-    dir: TempDir,
+/// The test credentials of moto, for `cutover`.
+const AWS_ENV: [(&str, &str); 3] = [
+    ("AWS_ACCESS_KEY_ID", "test"),
+    ("AWS_SECRET_ACCESS_KEY", "test"),
+    ("AWS_REGION", "us-east-1"),
+];
+
+/// A hosted zone in moto with two weighted records, and a workload following them.
+struct Zone {
+    env: Env,
     moto: Moto,
     zone: String,
-    exporter: Exporter,
-    prom: Prometheus,
-    follower: tokio::task::JoinHandle<()>,
+}
+
+impl std::ops::Deref for Zone {
+    type Target = Env;
+    fn deref(&self) -> &Env {
+        &self.env
+    }
 }
 
 fn record(id: &str, weight: i64, alias: bool) -> ResourceRecordSet {
@@ -68,11 +80,10 @@ fn route53_config(zone: &str, rtype: &str, primary_id: &str) -> Route53Config {
     }
 }
 
-impl Env {
+impl Zone {
     /// Given a zone with two weighted records (primary 0, DR 100) in moto, a workload
     /// whose split follows them, and a Prometheus scraping it.
-    async fn start(name: &str, alias: bool) -> Env {
-        let dir = TempDir::new(name);
+    async fn start(name: &str, alias: bool) -> Zone {
         let moto = Moto::start().await;
         let client = moto.client().await;
         let zone = client
@@ -111,32 +122,30 @@ impl Env {
             .send()
             .await
             .expect("create records");
-        let weights = dir.path().join("weights.json");
-        let exporter = Exporter::start(weights.clone(), 200.0).await;
+        let mut env = Env::with_prometheus(name).await;
         // The workload follows the records, as resolvers would (without their cache).
         let rtype = if alias { "A" } else { "CNAME" };
         let reader = Arc::new(Route53Backend::from_client(
             client.clone(),
             &route53_config(&zone, rtype, "primary"),
         ));
-        let follower = tokio::spawn(follow(reader, weights));
-        let prom = Prometheus::start(&[exporter.target()]).await;
-        prom.wait_for_data(
-            "sum(rate(http_requests_total{site=\"dr\"}[8s])) > 0",
-            Duration::from_secs(40),
-        )
-        .await;
-        Env {
-            dir,
-            moto,
-            zone,
-            exporter,
-            prom,
-            follower,
-        }
+        env.follow(Duration::from_millis(250), move || {
+            let reader = reader.clone();
+            async move {
+                let w = reader.get_weights().await.ok()?;
+                Some((u64::from(w.primary), u64::from(w.dr)))
+            }
+        });
+        Zone { env, moto, zone }
     }
 
-    fn policy(&self, proxy: &FaultProxy, rtype: &str, primary_id: &str, stages: &[u8]) -> PathBuf {
+    fn policy_for(
+        &self,
+        proxy: &FaultProxy,
+        rtype: &str,
+        primary_id: &str,
+        stages: &[u8],
+    ) -> PathBuf {
         self.policy_with(proxy, rtype, primary_id, stages, "")
     }
 
@@ -152,29 +161,21 @@ impl Env {
             "  route53:\n    hosted_zone_id: {}\n    record_name: api.example.com\n    record_type: {rtype}\n    primary_set_identifier: {primary_id}\n    dr_set_identifier: dr\n    endpoint_url: {}\n    insync_timeout: 30s",
             self.zone, proxy.url
         );
-        let p = self.dir.path().join("api.yaml");
-        std::fs::write(
-            &p,
-            policy_text(&backend, &self.prom.url(), stages, "60s", extra),
-        )
-        .unwrap();
-        p
+        self.env
+            .policy()
+            .backend(&backend)
+            .stages(stages)
+            .extra(extra)
+            .at(self.path("api.yaml"))
+            .write()
     }
 
-    async fn run(&self, policy: &std::path::Path) -> Finished {
-        let env = [
-            ("AWS_ACCESS_KEY_ID", "test"),
-            ("AWS_SECRET_ACCESS_KEY", "test"),
-            ("AWS_REGION", "us-east-1"),
-            ("RUST_LOG", "cutover=info,warn"),
-        ];
-        run_cutover(
-            &["run", policy.to_str().unwrap()],
-            &self.dir.path().join("state.json"),
-            &env,
-            Duration::from_secs(180),
-        )
-        .await
+    async fn run(&self, policy: &Path) -> Finished {
+        self.cutover_on("run", policy, &self.path("state.json"))
+            .envs(&AWS_ENV)
+            .env("RUST_LOG", "cutover=info,warn")
+            .finish(RUN_LIMIT)
+            .await
     }
 
     /// Every record set of the zone.
@@ -207,21 +208,6 @@ impl Env {
     }
 }
 
-impl Drop for Env {
-    fn drop(&mut self) {
-        self.follower.abort();
-    }
-}
-
-async fn follow(reader: Arc<Route53Backend>, file: PathBuf) {
-    loop {
-        if let Ok(w) = reader.get_weights().await {
-            let _ = std::fs::write(&file, serde_json::to_string(&w).unwrap());
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
 fn weight_of(records: &[ResourceRecordSet], id: &str) -> Option<i64> {
     records
         .iter()
@@ -250,11 +236,11 @@ fn assert_no_both_zero(proxy: &FaultProxy) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_step_through_every_stage_and_keep_their_fields() {
-    let env = Env::start("r53-promote", false).await;
+    let env = Zone::start("r53-promote", false).await;
     let before = env.records().await;
     let proxy = FaultProxy::start(env.moto.url(), 0).await;
     let run = env
-        .run(&env.policy(&proxy, "CNAME", "primary", &[10, 50, 100]))
+        .run(&env.policy_for(&proxy, "CNAME", "primary", &[10, 50, 100]))
         .await;
     assert_eq!(run.code, 0, "{}", run.output);
     assert_eq!(run.primary_history(), [10, 50, 100]);
@@ -289,8 +275,8 @@ async fn records_step_through_every_stage_and_keep_their_fields() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_breach_puts_all_traffic_back_on_dr() {
-    let env = Env::start("r53-breach", false).await;
-    env.exporter.on_weight(
+    let env = Zone::start("r53-breach", false).await;
+    env.exporter().on_weight(
         50,
         0,
         Behaviour {
@@ -300,7 +286,7 @@ async fn a_breach_puts_all_traffic_back_on_dr() {
     );
     let proxy = FaultProxy::start(env.moto.url(), 0).await;
     let run = env
-        .run(&env.policy(&proxy, "CNAME", "primary", &[10, 50, 100]))
+        .run(&env.policy_for(&proxy, "CNAME", "primary", &[10, 50, 100]))
         .await;
     assert_eq!(run.code, 1, "{}", run.output);
     let after = env.records().await;
@@ -311,11 +297,11 @@ async fn a_breach_puts_all_traffic_back_on_dr() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alias_records_keep_their_alias_targets() {
-    let env = Env::start("r53-alias", true).await;
+    let env = Zone::start("r53-alias", true).await;
     let before = env.records().await;
     let proxy = FaultProxy::start(env.moto.url(), 0).await;
     let run = env
-        .run(&env.policy(&proxy, "A", "primary", &[50, 100]))
+        .run(&env.policy_for(&proxy, "A", "primary", &[50, 100]))
         .await;
     assert_eq!(run.code, 0, "{}", run.output);
     let after = env.records().await;
@@ -340,10 +326,10 @@ async fn alias_records_keep_their_alias_targets() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_record_is_refused_and_nothing_changes() {
-    let env = Env::start("r53-missing", false).await;
+    let env = Zone::start("r53-missing", false).await;
     let proxy = FaultProxy::start(env.moto.url(), 0).await;
     let run = env
-        .run(&env.policy(&proxy, "CNAME", "primray", &[10, 100]))
+        .run(&env.policy_for(&proxy, "CNAME", "primray", &[10, 100]))
         .await;
     assert_eq!(run.code, 3, "{}", run.output);
     assert!(
@@ -365,10 +351,10 @@ async fn a_missing_record_is_refused_and_nothing_changes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_request_in_three_throttled_still_completes_with_retries_logged() {
-    let env = Env::start("r53-throttle", false).await;
+    let env = Zone::start("r53-throttle", false).await;
     let proxy = FaultProxy::start(env.moto.url(), 3).await;
     let run = env
-        .run(&env.policy(&proxy, "CNAME", "primary", &[10, 50, 100]))
+        .run(&env.policy_for(&proxy, "CNAME", "primary", &[10, 50, 100]))
         .await;
     assert_eq!(run.code, 0, "{}", run.output);
     let throttled = proxy.seen.lock().unwrap().throttled;
@@ -388,7 +374,7 @@ async fn one_request_in_three_throttled_still_completes_with_retries_logged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pending_change_is_waited_for_until_insync() {
-    let env = Env::start("r53-pending", false).await;
+    let env = Zone::start("r53-pending", false).await;
     let proxy = FaultProxy::with_faults(
         env.moto.url(),
         Faults {
@@ -398,7 +384,7 @@ async fn a_pending_change_is_waited_for_until_insync() {
     )
     .await;
     let run = env
-        .run(&env.policy(&proxy, "CNAME", "primary", &[50, 100]))
+        .run(&env.policy_for(&proxy, "CNAME", "primary", &[50, 100]))
         .await;
     assert_eq!(run.code, 0, "{}", run.output);
     let seen = proxy.seen.lock().unwrap();
@@ -415,7 +401,7 @@ async fn a_pending_change_is_waited_for_until_insync() {
 async fn a_validation_error_is_never_retried_and_a_refused_rollback_pages_only_if_traffic_moved() {
     // Every weight change refused from the first: the stage never lands, the rollback
     // write is refused too, but the live split reads all-DR — no false "page now".
-    let env = Env::start("r53-invalid", false).await;
+    let env = Zone::start("r53-invalid", false).await;
     let proxy = FaultProxy::with_faults(
         env.moto.url(),
         Faults {
@@ -442,7 +428,7 @@ async fn a_validation_error_is_never_retried_and_a_refused_rollback_pages_only_i
 
     // The stage lands, then a breach, and every rollback write is refused: page now,
     // saying what is live.
-    env.exporter.on_weight(
+    env.exporter().on_weight(
         10,
         0,
         Behaviour {
@@ -459,7 +445,7 @@ async fn a_validation_error_is_never_retried_and_a_refused_rollback_pages_only_i
         },
     )
     .await;
-    let _ = std::fs::remove_file(env.dir.path().join("state.json"));
+    let _ = std::fs::remove_file(env.path("state.json"));
     let run = env
         .run(&env.policy_with(&proxy, "CNAME", "primary", &[10, 100], extra))
         .await;
@@ -475,32 +461,24 @@ async fn a_validation_error_is_never_retried_and_a_refused_rollback_pages_only_i
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_runs_on_one_record_set_never_both_drive_it() {
-    let env = Env::start("r53-race", false).await;
+    let env = Zone::start("r53-race", false).await;
     let proxy = FaultProxy::start(env.moto.url(), 0).await;
     for round in 0..10 {
         // A Prometheus that does not answer at first keeps the winner in preflight, holding
         // the lock record while the other run looks; then preflight fails, nothing written.
-        let prom = cutover_tests::silent_server(Duration::from_millis(1500)).await;
-        let text = std::fs::read_to_string(env.policy(&proxy, "CNAME", "primary", &[10, 100]))
+        let prom = silent_server(Duration::from_millis(1500)).await;
+        let text = std::fs::read_to_string(env.policy_for(&proxy, "CNAME", "primary", &[10, 100]))
             .unwrap()
-            .replace(&env.prom.url(), &prom);
+            .replace(&env.prom().url(), &prom);
         let run = |name: &str| {
-            let p = env.dir.path().join(format!("{name}-{round}.yaml"));
+            let p = env.path(&format!("{name}-{round}.yaml"));
             std::fs::write(&p, &text).unwrap();
-            let mut c = tokio::process::Command::new(cutover_tests::cutover_bin());
-            c.arg("run")
-                .arg(&p)
-                .arg("--state-file")
-                .arg(env.dir.path().join(format!("{name}-{round}.json")))
-                .envs([
-                    ("AWS_ACCESS_KEY_ID", "test"),
-                    ("AWS_SECRET_ACCESS_KEY", "test"),
-                    ("AWS_REGION", "us-east-1"),
-                ]);
-            c
+            env.cutover_on("run", &p, &env.path(&format!("{name}-{round}.json")))
+                .envs(&AWS_ENV)
+                .command()
         };
-        let results = cutover_tests::race(run("a"), run("b")).await;
-        cutover_tests::assert_one_refused(&results, round);
+        let results = race(run("a"), run("b")).await;
+        assert_one_refused(&results, round);
         // The winner released the lock record on its way out.
         let locks: Vec<String> = env
             .records_named("_cutover-lock.api.example.com.")
