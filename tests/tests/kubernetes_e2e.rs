@@ -335,7 +335,7 @@ async fn forbidden_and_missing_objects_say_which_verb_on_which_object_and_the_fi
 const STATE_CM: &str = "/api/v1/namespaces/cutover/configmaps/checkout-run";
 /// The lock of the VirtualService route: a Lease in the object's namespace, named from it.
 fn lease_path() -> String {
-    let (_, name) = cutover_backends::k8s_lock::lease_for(
+    let (_, name) = cutover_backends::lock::lease::lease_for(
         "VirtualService",
         "production",
         "checkout",

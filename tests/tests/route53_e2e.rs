@@ -9,7 +9,7 @@ use std::time::Duration;
 use aws_sdk_route53::types::{
     AliasTarget, Change, ChangeAction, ChangeBatch, ResourceRecord, ResourceRecordSet, RrType,
 };
-use cutover_backends::route53::Route53Backend;
+use cutover_backends::traffic::route53::Route53Backend;
 use cutover_core::TrafficBackend;
 use cutover_core::policy::backend::Route53Config;
 use cutover_tests::cli::Finished;
@@ -133,7 +133,7 @@ impl Zone {
             let reader = reader.clone();
             async move {
                 let w = reader.get_weights().await.ok()?;
-                Some((u64::from(w.primary), u64::from(w.dr)))
+                Some((u64::from(w.primary()), u64::from(w.dr())))
             }
         });
         Zone { env, moto, zone }
