@@ -17,7 +17,8 @@ use cutover_core::Site;
 use cutover_core::{Applied, BackendError, TrafficBackend, Weights};
 
 use crate::clock::{Clock, SimClock};
-use crate::driver::{Driver, Observer, Shutdown};
+use crate::driver::{Driver, Shutdown};
+use crate::observe::Observer;
 use cutover_backends::state::FileStore;
 use cutover_core::policy::{self, Policy};
 use cutover_core::run::{Outcome, Run};

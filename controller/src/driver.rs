@@ -12,14 +12,9 @@ use tokio::sync::watch;
 
 use crate::clock::Clock;
 use crate::lock::{Ownership, Stop};
-use cutover_core::run::{Event, Observation, Outcome, Request, Run, RunState};
+use crate::observe::Observer;
+use cutover_core::run::{Observation, Outcome, Request, Run};
 use cutover_core::store::StateStore;
-
-/// Something that wants to hear about every event (console, logs, notifications, report).
-pub trait Observer: Send + Sync {
-    /// Called for each event, with the state after the step that produced it.
-    fn event(&self, event: &Event, state: &RunState);
-}
 
 /// A receiver of termination signals: holds the signal's name once one arrived.
 pub type Shutdown = watch::Receiver<Option<String>>;

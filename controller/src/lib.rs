@@ -9,14 +9,10 @@
 #![deny(warnings, rust_2018_idioms)]
 #![forbid(unsafe_code)]
 
-pub mod announce;
 pub mod bench;
 pub mod clock;
-pub mod console;
 pub mod demo;
 pub mod driver;
 pub mod lock;
-pub mod notify;
+pub mod observe;
 pub mod plan;
-pub mod report;
-pub mod telemetry;

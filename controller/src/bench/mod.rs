@@ -20,7 +20,8 @@ use cutover_core::metrics::source::MetricSource;
 use cutover_core::{Applied, BackendError, TrafficBackend, Weights};
 
 use crate::clock::{Clock, SimClock};
-use crate::driver::{Driver, Observer};
+use crate::driver::Driver;
+use crate::observe::Observer;
 use cutover_core::policy;
 use cutover_core::run::{Event, EventKind, Phase, Run, RunState};
 use judges::Judge;
