@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use async_trait::async_trait;
 use clap::ValueEnum;
 use cutover_analyzers::Analyzer;
 use cutover_analyzers::simulated::{
@@ -14,11 +13,12 @@ use cutover_analyzers::simulated::{
 };
 use cutover_backends::FileBackend;
 use cutover_core::Site;
-use cutover_core::{Applied, BackendError, TrafficBackend, Weights};
+use cutover_core::TrafficBackend;
 
 use crate::clock::{Clock, SimClock};
 use crate::driver::{Driver, Shutdown};
 use crate::observe::Observer;
+use crate::simulated_backend::SimulatedBackend;
 use cutover_backends::state::FileStore;
 use cutover_core::policy::{self, Policy};
 use cutover_core::run::{Outcome, Run};
@@ -92,28 +92,6 @@ impl DemoScenario {
     }
 }
 
-/// The file backend, telling the simulated world each new split (as a load balancer would).
-struct FollowedBackend {
-    inner: FileBackend,
-    world: SimWorld,
-    clock: Arc<dyn Clock>,
-}
-
-#[async_trait]
-impl TrafficBackend for FollowedBackend {
-    fn describe(&self) -> String {
-        format!("{} (simulated traffic follows it)", self.inner.describe())
-    }
-    async fn get_weights(&self) -> Result<Weights, BackendError> {
-        self.inner.get_weights().await
-    }
-    async fn set_weights(&self, w: Weights) -> Result<Applied, BackendError> {
-        let applied = self.inner.set_weights(w).await?;
-        self.world.set_primary_weight(self.clock.now(), w.primary);
-        Ok(applied)
-    }
-}
-
 /// Options of a demo run.
 pub struct DemoOptions {
     /// The scenario.
@@ -165,11 +143,11 @@ pub async fn run_demo(
     let start = SystemTime::now();
     let clock: Arc<dyn Clock> = Arc::new(SimClock::new(start, opts.speed));
     let world = SimWorld::new(opts.scenario.scenario(opts.seed), start);
-    let backend = Arc::new(FollowedBackend {
-        inner: FileBackend::new(&file),
-        world: world.clone(),
-        clock: clock.clone(),
-    });
+    let backend = Arc::new(SimulatedBackend::on_file(
+        FileBackend::new(&file),
+        world.clone(),
+        clock.clone(),
+    ));
     let source = Arc::new(SimulatedSource::new(world, policy.promql()));
     let analyzer = Analyzer::new(source, policy.compiled_gates());
     let plan = policy.plan(backend.propagation_delay());

@@ -16,3 +16,4 @@ pub mod driver;
 pub mod lock;
 pub mod observe;
 pub mod plan;
+pub mod simulated_backend;
