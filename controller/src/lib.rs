@@ -15,5 +15,4 @@ pub mod demo;
 pub mod driver;
 pub mod lock;
 pub mod observe;
-pub mod plan;
 pub mod simulated_backend;

@@ -2,12 +2,19 @@
 //! each gate and preflight check will run.
 
 use std::fmt::Write;
+use std::path::Path;
 use std::time::Duration;
 
 use cutover_core::Site;
 
-use cutover_core::policy::Policy;
+use cutover_core::policy::{LoadedPolicy, Policy};
 use cutover_core::run::fmt_d;
+
+/// Prints the plan of a loaded policy file; exit 0.
+pub fn plan(p: &LoadedPolicy, path: &Path) -> u8 {
+    print!("{}", render(&p.policy, &path.display().to_string()));
+    0
+}
 
 /// Renders the plan of a valid policy as text.
 pub fn render(policy: &Policy, file: &str) -> String {
