@@ -3,6 +3,7 @@
 //! telling observers after every step.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use cutover_analyzers::Analyzer;
 use cutover_analyzers::preflight::run_preflight;
@@ -187,7 +188,7 @@ impl Driver {
                         None => "rollback".to_string(),
                     };
                     self.backend.note(format!("run {} {what}", st.run_id));
-                    match write_and_verify(self.backend.as_ref(), w).await {
+                    match write_or_read_live(self.backend.as_ref(), w).await {
                         Ok(weights) => {
                             // A brake pulled while this forward write was in flight: the
                             // run hears of it next, and puts traffic back on DR itself.
@@ -202,12 +203,11 @@ impl Driver {
                                 weights,
                             }
                         }
-                        Err((error, retryable)) => Observation::WeightsFailed {
+                        Err(f) => Observation::WeightsFailed {
                             now: self.clock.now(),
-                            error,
-                            retryable,
-                            // What is live now decides whether a failed rollback pages.
-                            live: Some(self.backend.get_weights().await.map_err(|e| e.to_string())),
+                            error: f.error,
+                            retryable: f.retryable,
+                            live: Some(f.live),
                         },
                     }
                 }
@@ -257,6 +257,51 @@ pub async fn write_and_verify(
         return Err((format!("wrote {w} but read back {back}"), true));
     }
     Ok(back)
+}
+
+/// A write that did not stick.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WriteFailure {
+    /// What went wrong.
+    pub error: String,
+    /// Whether a retry may help.
+    pub retryable: bool,
+    /// The live split read right after the failure, or why it could not be read: what is
+    /// live decides whether a failed rollback is done anyway or pages, and the page says it.
+    pub live: Result<Weights, String>,
+}
+
+/// A run's write, and `cutover rollback`'s: [`write_and_verify`], and on failure the live
+/// split read back.
+pub async fn write_or_read_live(
+    backend: &dyn TrafficBackend,
+    w: Weights,
+) -> Result<Weights, WriteFailure> {
+    match write_and_verify(backend, w).await {
+        Ok(back) => Ok(back),
+        Err((error, retryable)) => Err(WriteFailure {
+            error,
+            retryable,
+            live: backend.get_weights().await.map_err(|e| e.to_string()),
+        }),
+    }
+}
+
+/// The longest pause between two failed rollback writes.
+pub const MAX_RETRY_WAIT: Duration = Duration::from_secs(30);
+
+/// The pause after the `failed`-th failed rollback write in a row (1-based): `first`
+/// (the policy's `rollback.retry_interval`), doubled with every failure, at most
+/// [`MAX_RETRY_WAIT`] — the run's schedule, which its state machine computes itself
+/// (`cutover_core::run`, privately); a test below holds the two equal.
+///
+/// One small function, not a retry crate (`backon`, `backoff`): the run's waits are requests
+/// of a pure state machine, slept by the driver on the run's clock (virtual in the demo and
+/// benchmark), so a crate's own retry loop and jitter could serve `cutover rollback` only,
+/// and would make its schedule differ from the run's.
+pub fn retry_backoff(first: Duration, failed: u32) -> Duration {
+    let factor = 1u32 << failed.saturating_sub(1).min(10);
+    (first * factor).min(MAX_RETRY_WAIT)
 }
 
 /// Resolves once a signal arrives that the run has not been told of yet (at once if one
@@ -390,5 +435,73 @@ mod tests {
             "the in-flight write landed; the next write puts DR back, nothing forward"
         );
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// `cutover rollback` retries on [`retry_backoff`]; the run's rollback on its state
+    /// machine's own schedule: the same pauses, up to the cap and past it.
+    #[test]
+    fn the_rollback_command_backs_off_as_a_run_rolling_back_does() {
+        use cutover_core::run::RollbackCause;
+        let policy = crate::demo::demo_policy(std::path::Path::new("/nonexistent"));
+        let first = policy.rollback.retry_interval.get();
+        let mut run = Run::new(policy.plan(Duration::ZERO), "r1".into());
+        let at = |s: u64| UNIX_EPOCH + Duration::from_secs(1_800_000_000 + s);
+        let mut step = run.step(Observation::Started {
+            now: at(0),
+            live: Ok(Weights::ALL_DR),
+        });
+        assert!(matches!(step.request, Request::Preflight), "{step:?}");
+        step = run.step(Observation::PreflightDone {
+            now: at(0),
+            results: Vec::new(),
+        });
+        let Request::SetWeights(w) = step.request else {
+            panic!("{step:?}");
+        };
+        run.step(Observation::WeightsSet {
+            now: at(0),
+            weights: w,
+        });
+        step = run.step(Observation::Braked {
+            now: at(1),
+            by: "op@host".into(),
+        });
+        let mut pauses = Vec::new();
+        for s in 2.. {
+            match step.request {
+                Request::SetWeights(w) => {
+                    assert_eq!(w, Weights::ALL_DR);
+                    step = run.step(Observation::WeightsFailed {
+                        now: at(s),
+                        error: "API down".into(),
+                        retryable: true,
+                        live: Some(Ok(Weights {
+                            primary: 10,
+                            dr: 90,
+                        })),
+                    });
+                }
+                Request::Sleep(d) => {
+                    pauses.push(d);
+                    step = run.step(Observation::Slept { now: at(s) });
+                }
+                Request::Finish(o) => {
+                    assert_eq!(o.exit_code(), 10, "{o:?}");
+                    break;
+                }
+                _ => panic!("{step:?}"),
+            }
+        }
+        assert_eq!(
+            run.state().rollback.as_ref().map(|r| r.cause),
+            Some(RollbackCause::Operator)
+        );
+        let attempts = policy.rollback.max_attempts;
+        assert!(
+            retry_backoff(first, attempts - 1) == MAX_RETRY_WAIT,
+            "the policy's attempts reach the cap"
+        );
+        let ours: Vec<Duration> = (1..attempts).map(|n| retry_backoff(first, n)).collect();
+        assert_eq!(pauses, ours);
     }
 }

@@ -2,11 +2,11 @@
 
 use std::time::{Duration, SystemTime};
 
-use cutover::driver::write_and_verify;
+use cutover::driver::{retry_backoff, write_and_verify, write_or_read_live};
 use cutover::lock::{operator, unix_now};
-use cutover_core::Weights;
-use cutover_core::policy::LoadedPolicy;
+use cutover_core::policy::{LoadedPolicy, RollbackSpec};
 use cutover_core::run::Run;
+use cutover_core::{TrafficBackend, Weights};
 
 use super::EXIT_ROLLBACK_FAILED;
 use super::common::{Common, connect};
@@ -48,32 +48,16 @@ pub async fn rollback(p: LoadedPolicy, common: Common, watch: Duration) -> anyho
             stopped_record = Some((store, state));
         }
     }
-    // 3. The write, retried with backoff until it sticks.
-    let spec = &p.policy.rollback;
-    let mut wait = spec.retry_interval.get();
-    let mut done = false;
-    for attempt in 1..=spec.max_attempts {
-        match write_and_verify(backend.as_ref(), Weights::ALL_DR).await {
-            Ok(w) => {
-                println!(
-                    "rolled back: {w} on {} (verified by reading back)",
-                    backend.describe()
-                );
-                done = true;
-                break;
-            }
-            Err((e, _)) => {
-                eprintln!(
-                    "rollback attempt {attempt}/{} failed: {e}",
-                    spec.max_attempts
-                );
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_secs(30));
-            }
-        }
+    // 3. The write, verified by reading back, retried until it sticks.
+    let written = write_all_dr(backend.as_ref(), &p.policy.rollback).await;
+    if let Ok(w) = &written {
+        println!(
+            "rolled back: {w} on {} (verified by reading back)",
+            backend.describe()
+        );
     }
     // The stopped run's record says how it ended, once traffic is verified on DR.
-    if let (true, Some((store, mut state))) = (done, stopped_record) {
+    if let (Ok(_), Some((store, mut state))) = (&written, stopped_record) {
         Run::mark_operator_rollback(&mut state, &by, SystemTime::now());
         match store.save(&state).await {
             Ok(()) => println!(
@@ -84,8 +68,8 @@ pub async fn rollback(p: LoadedPolicy, common: Common, watch: Duration) -> anyho
             Err(e) => eprintln!("cutover: cannot record the rollback in the run state: {e}"),
         }
     }
-    if !done {
-        let live = match backend.get_weights().await {
+    if let Err(live) = written {
+        let live = match live {
             Ok(w) => format!("the live weights read {w}"),
             Err(e) => format!("the live weights cannot be read: {e}"),
         };
@@ -158,5 +142,31 @@ pub async fn rollback(p: LoadedPolicy, common: Common, watch: Duration) -> anyho
             return Ok(0);
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Writes all traffic to DR the way a run's rollback does ([`write_or_read_live`]),
+/// retried on the run's schedule ([`retry_backoff`]) up to `rollback.max_attempts` times.
+/// Each failure is printed; the last one's live split is returned for the page.
+async fn write_all_dr(
+    backend: &dyn TrafficBackend,
+    spec: &RollbackSpec,
+) -> Result<Weights, Result<Weights, String>> {
+    let mut failed = 0;
+    loop {
+        match write_or_read_live(backend, Weights::ALL_DR).await {
+            Ok(w) => return Ok(w),
+            Err(f) => {
+                failed += 1;
+                eprintln!(
+                    "rollback attempt {failed}/{} failed: {}",
+                    spec.max_attempts, f.error
+                );
+                if failed >= spec.max_attempts {
+                    return Err(f.live);
+                }
+                tokio::time::sleep(retry_backoff(spec.retry_interval.get(), failed)).await;
+            }
+        }
     }
 }
