@@ -5,7 +5,7 @@
 //! * [`run`] — a cutover against live traffic;
 //! * [`status`] — the live weights, the lock and the persisted run;
 //! * [`rollback`] — the emergency brake;
-//! * [`demo`], [`bench`] — simulated cutovers: a demo, and the judges' benchmark;
+//! * [`demo`], [`bench`](mod@bench) — simulated cutovers: a demo, and the judges' benchmark;
 //! * [`common`], [`output`] — options, state and backend opening, signals; log format and
 //!   progress output.
 
