@@ -118,9 +118,9 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let mut cli = Cli::parse();
-    cli.log_format = cli.log_format.resolve();
-    cli::output::init_logging(cli.log_format);
+    let mut args = Cli::parse();
+    args.log_format = args.log_format.resolve();
+    cli::output::init_logging(args.log_format);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -131,7 +131,7 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    match rt.block_on(dispatch(cli)) {
+    match rt.block_on(dispatch(args)) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("cutover: {e:#}");
@@ -141,16 +141,16 @@ fn main() -> ExitCode {
 }
 
 /// Runs the command; a policy file that does not load is exit 2, its problems printed.
-async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
-    let load = |path: &std::path::Path| cli::load_or_report(path);
-    match cli.command {
+async fn dispatch(args: Cli) -> anyhow::Result<u8> {
+    use cli::load_or_report as load;
+    match args.command {
         Command::Validate { policies } => Ok(cli::validate::validate(&policies)),
         Command::Plan { policy } => Ok(match load(&policy) {
             Some(p) => cli::plan::plan(&p, &policy),
             None => EXIT_USAGE,
         }),
         Command::Run { policy, common } => match load(&policy) {
-            Some(p) => cli::run::run(p, common, cli.log_format).await,
+            Some(p) => cli::run::run(p, common, args.log_format).await,
             None => Ok(EXIT_USAGE),
         },
         Command::Status { policy, common } => match load(&policy) {
