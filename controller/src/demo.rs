@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use async_trait::async_trait;
 use clap::ValueEnum;
 use cutover_analyzers::Analyzer;
 use cutover_analyzers::simulated::{
@@ -14,12 +13,14 @@ use cutover_analyzers::simulated::{
 };
 use cutover_backends::FileBackend;
 use cutover_core::Site;
-use cutover_core::{Applied, BackendError, TrafficBackend, Weights};
 
 use crate::clock::{Clock, SimClock};
-use crate::driver::{Driver, Observer, Shutdown};
+use crate::driver::{Driver, Shutdown};
+use crate::observe::Observer;
+use crate::simulated_backend::SimulatedBackend;
 use cutover_backends::state::FileStore;
-use cutover_core::policy::{self, Policy};
+use cutover_core::policy::backend::Backend;
+use cutover_core::policy::{self, LoadedPolicy};
 use cutover_core::run::{Outcome, Run};
 
 /// The demo's policy, a real policy file (validated with the others).
@@ -91,28 +92,6 @@ impl DemoScenario {
     }
 }
 
-/// The file backend, telling the simulated world each new split (as a load balancer would).
-struct FollowedBackend {
-    inner: FileBackend,
-    world: SimWorld,
-    clock: Arc<dyn Clock>,
-}
-
-#[async_trait]
-impl TrafficBackend for FollowedBackend {
-    fn describe(&self) -> String {
-        format!("{} (simulated traffic follows it)", self.inner.describe())
-    }
-    async fn get_weights(&self) -> Result<Weights, BackendError> {
-        self.inner.get_weights().await
-    }
-    async fn set_weights(&self, w: Weights) -> Result<Applied, BackendError> {
-        let applied = self.inner.set_weights(w).await?;
-        self.world.set_primary_weight(self.clock.now(), w.primary());
-        Ok(applied)
-    }
-}
-
 /// Options of a demo run.
 pub struct DemoOptions {
     /// The scenario.
@@ -125,15 +104,17 @@ pub struct DemoOptions {
     pub dir: PathBuf,
 }
 
-/// The demo policy with its weights file moved into `dir`.
-pub fn demo_policy(dir: &Path) -> Policy {
-    let mut p = policy::parse("policies/demo.yaml", DEMO_POLICY, Default::default())
-        .expect("the built-in demo policy is valid");
-    if let Some(f) = p.backend.file.as_mut() {
+/// The demo policy with its weights file moved into `dir` (created there if missing).
+pub fn demo_policy(dir: &Path) -> LoadedPolicy {
+    let file = "policies/demo.yaml";
+    let mut model = policy::parse(file, DEMO_POLICY, Default::default())
+        .expect("the built-in demo policy is valid")
+        .policy;
+    if let Some(f) = model.backend.file.as_mut() {
         f.path = dir.join("weights.json");
         f.create = true;
     }
-    p
+    policy::from_model(file, model).expect("the demo policy with its weights moved is valid")
 }
 
 /// How a demo ended.
@@ -154,29 +135,26 @@ pub async fn run_demo(
 ) -> anyhow::Result<DemoResult> {
     std::fs::create_dir_all(&opts.dir)?;
     let policy = demo_policy(&opts.dir);
-    let file = policy
-        .backend
-        .file
-        .clone()
-        .expect("demo uses the file backend");
+    let Backend::File(file) = &policy.backend else {
+        anyhow::bail!("the demo policy must use the file backend");
+    };
     // Always start from all traffic on DR.
     let _ = std::fs::remove_file(&file.path);
     let start = SystemTime::now();
     let clock: Arc<dyn Clock> = Arc::new(SimClock::new(start, opts.speed));
     let world = SimWorld::new(opts.scenario.scenario(opts.seed), start);
-    let backend = Arc::new(FollowedBackend {
-        inner: FileBackend::new(&file),
-        world: world.clone(),
-        clock: clock.clone(),
-    });
-    let source = Arc::new(SimulatedSource::new(world, policy.promql()));
-    let analyzer = Analyzer::new(source, policy.compiled_gates());
-    let plan = policy.plan(backend.propagation_delay());
-    let mut run = Run::new(plan, format!("demo-{}", opts.seed));
+    let backend = Arc::new(SimulatedBackend::on_file(
+        FileBackend::new(file),
+        world.clone(),
+        clock.clone(),
+    ));
+    let source = Arc::new(SimulatedSource::new(world, policy.promql.clone()));
+    let analyzer = Analyzer::new(source, policy.plan.gates.clone());
+    let mut run = Run::new(policy.plan.clone(), format!("demo-{}", opts.seed));
     let mut driver = Driver {
         backend,
         analyzer,
-        preflight: policy.preflight.clone(),
+        preflight: policy.policy.preflight.clone(),
         clock: clock.clone(),
         store: Some(Box::new(FileStore::new(opts.dir.join("state.json")))),
         observers,

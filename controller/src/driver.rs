@@ -12,14 +12,9 @@ use tokio::sync::watch;
 
 use crate::clock::Clock;
 use crate::lock::{Ownership, Stop};
-use cutover_core::run::{Event, Observation, Outcome, Request, Run, RunState};
+use crate::observe::Observer;
+use cutover_core::run::{Observation, Outcome, Request, Run};
 use cutover_core::store::StateStore;
-
-/// Something that wants to hear about every event (console, logs, notifications, report).
-pub trait Observer: Send + Sync {
-    /// Called for each event, with the state after the step that produced it.
-    fn event(&self, event: &Event, state: &RunState);
-}
 
 /// A receiver of termination signals: holds the signal's name once one arrived.
 pub type Shutdown = watch::Receiver<Option<String>>;
@@ -68,11 +63,13 @@ impl Driver {
                 reason: format!("cannot record the run state: {e}; nothing was changed"),
             };
         }
+        // The live split first: reading it is how a backend learns its propagation delay
+        // (Route 53 reads the records' TTL).
         let live = self.backend.get_weights().await.map_err(|e| e.to_string());
-        run.set_propagation(self.backend.propagation_delay());
         let mut obs = Observation::Started {
             now: self.clock.now(),
             live,
+            propagation: self.backend.propagation_delay(),
         };
         // A stop found right after a forward write, told to the run as its next observation.
         let mut stop_next: Option<Stop> = None;
@@ -179,7 +176,7 @@ impl Driver {
                         now: self.clock.now(),
                         error: format!(
                             "not writing {w}: the intent could not be recorded ({})",
-                            saved.err().unwrap_or_default()
+                            saved.err().map(|e| e.to_string()).unwrap_or_default()
                         ),
                         retryable: false,
                         live: None,
@@ -191,8 +188,8 @@ impl Driver {
                         Some(i) => format!("stage {}/{}", i + 1, run.plan().stages.len()),
                         None => "rollback".to_string(),
                     };
-                    self.backend.note(format!("run {} {what}", st.run_id));
-                    match write_and_verify(self.backend.as_ref(), w).await {
+                    let note = format!("run {} {what}", st.run_id);
+                    match write_or_read_live(self.backend.as_ref(), w, &note).await {
                         Ok(weights) => {
                             // A brake pulled while this forward write was in flight: the
                             // run hears of it next, and puts traffic back on DR itself.
@@ -207,12 +204,11 @@ impl Driver {
                                 weights,
                             }
                         }
-                        Err((error, retryable)) => Observation::WeightsFailed {
+                        Err(f) => Observation::WeightsFailed {
                             now: self.clock.now(),
-                            error,
-                            retryable,
-                            // What is live now decides whether a failed rollback pages.
-                            live: Some(self.backend.get_weights().await.map_err(|e| e.to_string())),
+                            retryable: f.error.is_retryable(),
+                            error: f.error.to_string(),
+                            live: Some(f.live),
                         },
                     }
                 }
@@ -245,23 +241,75 @@ impl Driver {
     }
 }
 
-/// Writes, waits until applied, then reads back: only a read-back equal to what was
-/// written counts. Errors carry whether a retry may help.
+/// Why a write did not stick.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// The backend refused or failed the write, the wait or the read-back.
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    /// The write was accepted but the object reads back something else.
+    #[error("wrote {wrote} but read back {read}")]
+    Mismatch {
+        /// What was written.
+        wrote: Weights,
+        /// What was read back.
+        read: Weights,
+    },
+}
+
+impl WriteError {
+    /// Whether retrying the same write may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            WriteError::Backend(e) => e.is_retryable(),
+            WriteError::Mismatch { .. } => true,
+        }
+    }
+}
+
+/// Writes (with the run's `note`), waits until applied, then reads back: only a read-back
+/// equal to what was written counts.
 pub async fn write_and_verify(
     backend: &dyn TrafficBackend,
     w: Weights,
-) -> Result<Weights, (String, bool)> {
-    let err = |e: BackendError| {
-        let retry = e.is_retryable();
-        (e.to_string(), retry)
-    };
-    let applied = backend.set_weights(w).await.map_err(err)?;
-    backend.wait_applied(&applied).await.map_err(err)?;
-    let back = backend.get_weights().await.map_err(err)?;
+    note: &str,
+) -> Result<Weights, WriteError> {
+    let applied = backend.set_weights(w, note).await?;
+    backend.wait_applied(&applied).await?;
+    let back = backend.get_weights().await?;
     if back != w {
-        return Err((format!("wrote {w} but read back {back}"), true));
+        return Err(WriteError::Mismatch {
+            wrote: w,
+            read: back,
+        });
     }
     Ok(back)
+}
+
+/// A write that did not stick.
+#[derive(Debug)]
+pub struct WriteFailure {
+    /// What went wrong.
+    pub error: WriteError,
+    /// The live split read right after the failure, or why it could not be read: what is
+    /// live decides whether a failed rollback is done anyway or pages, and the page says it.
+    pub live: Result<Weights, String>,
+}
+
+/// A run's write, and `cutover rollback`'s: [`write_and_verify`], and on failure the live
+/// split read back.
+pub async fn write_or_read_live(
+    backend: &dyn TrafficBackend,
+    w: Weights,
+    note: &str,
+) -> Result<Weights, WriteFailure> {
+    match write_and_verify(backend, w, note).await {
+        Ok(back) => Ok(back),
+        Err(error) => Err(WriteFailure {
+            error,
+            live: backend.get_weights().await.map_err(|e| e.to_string()),
+        }),
+    }
 }
 
 /// Resolves once a signal arrives that the run has not been told of yet (at once if one
@@ -289,7 +337,7 @@ mod tests {
     use std::time::{Duration, UNIX_EPOCH};
 
     use cutover_analyzers::simulated::{SimWorld, SimulatedSource};
-    use cutover_backends::file::FileLock;
+    use cutover_backends::lock::FileLock;
     use cutover_core::Applied;
     use cutover_core::lock::{LockHolder, ObjectLock};
 
@@ -315,7 +363,7 @@ mod tests {
         async fn get_weights(&self) -> Result<Weights, BackendError> {
             Ok(*self.weights.lock().unwrap())
         }
-        async fn set_weights(&self, w: Weights) -> Result<Applied, BackendError> {
+        async fn set_weights(&self, w: Weights, _note: &str) -> Result<Applied, BackendError> {
             let first_forward = w.primary() > 0 && self.writes.lock().unwrap().is_empty();
             if first_forward {
                 crate::lock::brake(self.lock.as_ref(), "op@host")
@@ -372,8 +420,8 @@ mod tests {
         let mut driver = Driver {
             backend: backend.clone(),
             analyzer: Analyzer::new(
-                Arc::new(SimulatedSource::new(world, policy.promql())),
-                policy.compiled_gates(),
+                Arc::new(SimulatedSource::new(world, policy.promql.clone())),
+                policy.plan.gates.clone(),
             ),
             preflight: Vec::new(),
             clock,
@@ -382,7 +430,7 @@ mod tests {
             shutdown,
             owner: Some(Arc::new(owner)),
         };
-        let mut run = Run::new(policy.plan(Duration::ZERO), "r1".into());
+        let mut run = Run::new(policy.plan.clone(), "r1".into());
         let outcome = driver.drive(&mut run).await;
         assert_eq!(outcome.exit_code(), 4, "{outcome:?}");
         assert!(
@@ -395,5 +443,71 @@ mod tests {
             "the in-flight write landed; the next write puts DR back, nothing forward"
         );
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// `cutover rollback` retries on [`retry_backoff`], and so does a run rolling back:
+    /// the run's pauses are that schedule, up to the cap and past it.
+    #[test]
+    fn the_rollback_command_backs_off_as_a_run_rolling_back_does() {
+        use cutover_core::run::{MAX_RETRY_WAIT, RollbackCause, retry_backoff};
+        let policy = crate::demo::demo_policy(std::path::Path::new("/nonexistent"));
+        let first = policy.plan.rollback.retry_interval.get();
+        let mut run = Run::new(policy.plan.clone(), "r1".into());
+        let at = |s: u64| UNIX_EPOCH + Duration::from_secs(1_800_000_000 + s);
+        let mut step = run.step(Observation::Started {
+            now: at(0),
+            live: Ok(Weights::ALL_DR),
+            propagation: Duration::ZERO,
+        });
+        assert!(matches!(step.request, Request::Preflight), "{step:?}");
+        step = run.step(Observation::PreflightDone {
+            now: at(0),
+            results: Vec::new(),
+        });
+        let Request::SetWeights(w) = step.request else {
+            panic!("{step:?}");
+        };
+        run.step(Observation::WeightsSet {
+            now: at(0),
+            weights: w,
+        });
+        step = run.step(Observation::Braked {
+            now: at(1),
+            by: "op@host".into(),
+        });
+        let mut pauses = Vec::new();
+        for s in 2.. {
+            match step.request {
+                Request::SetWeights(w) => {
+                    assert_eq!(w, Weights::ALL_DR);
+                    step = run.step(Observation::WeightsFailed {
+                        now: at(s),
+                        error: "API down".into(),
+                        retryable: true,
+                        live: Some(Ok(Weights::new(10, 90).unwrap())),
+                    });
+                }
+                Request::Sleep(d) => {
+                    pauses.push(d);
+                    step = run.step(Observation::Slept { now: at(s) });
+                }
+                Request::Finish(o) => {
+                    assert_eq!(o.exit_code(), 10, "{o:?}");
+                    break;
+                }
+                _ => panic!("{step:?}"),
+            }
+        }
+        assert_eq!(
+            run.state().rollback.as_ref().map(|r| r.cause),
+            Some(RollbackCause::Operator)
+        );
+        let attempts = policy.plan.rollback.max_attempts;
+        assert!(
+            retry_backoff(first, attempts - 1) == MAX_RETRY_WAIT,
+            "the policy's attempts reach the cap"
+        );
+        let ours: Vec<Duration> = (1..attempts).map(|n| retry_backoff(first, n)).collect();
+        assert_eq!(pauses, ours);
     }
 }

@@ -1,22 +1,27 @@
 //! `cutover`: the progressive traffic controller and canary analyzer for the cutover phase
-//! of a disaster-recovery failback.
+//! of a disaster-recovery failback — the parts around the pure core (`cutover-core`: policy,
+//! plan, gates, the run state machine and its ports) that touch the outside world.
 //!
-//! * [`policy`] — the policy file: model, loading, validation, plan;
-//! * [`run`] — the pure state machine;
-//! * [`driver`] — performs what the run asks for, against a backend, a metric source and a clock;
-//! * [`clock`], [`store`], [`console`] — time, persisted state, progress output;
-//! * [`demo`], [`plan`] — the `demo` and `plan` commands.
+//! * [`driver`] — performs what the run asks for (preflight, verified weight writes, sleeps,
+//!   analyses) against a backend, a metric source and a clock; the write step and retry
+//!   backoff that `cutover rollback` shares;
+//! * [`clock`] — real time, or virtual time for simulations;
+//! * [`lock`] — one writer per traffic object: taking, renewing and releasing its lock, and
+//!   the operator's brake;
+//! * [`observe`] — who hears about a run's events: console, report, telemetry, webhook
+//!   notifications, Kubernetes Events;
+//! * [`simulated_backend`] — the backend of simulated cutovers, which simulated traffic follows;
+//! * [`demo`] — a cutover on simulated traffic and the file backend (`cutover demo`);
+//! * [`bench`](mod@bench) — four judges on the same seeded simulated cutovers (`cutover bench`).
+//!
+//! The command line itself (one module per command) is the binary's, in `src/cli/`.
 #![deny(warnings, rust_2018_idioms)]
 #![forbid(unsafe_code)]
 
-pub mod announce;
 pub mod bench;
 pub mod clock;
-pub mod console;
 pub mod demo;
 pub mod driver;
 pub mod lock;
-pub mod notify;
-pub mod plan;
-pub mod report;
-pub mod telemetry;
+pub mod observe;
+pub mod simulated_backend;

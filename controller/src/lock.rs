@@ -393,7 +393,7 @@ pub async fn brake_run(lock: &dyn ObjectLock, run_id: &str, by: &str) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cutover_backends::file::FileLock;
+    use cutover_backends::lock::FileLock;
 
     fn holder(run: &str, pid: u32, ttl: u64) -> LockHolder {
         LockHolder {

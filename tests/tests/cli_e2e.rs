@@ -123,6 +123,7 @@ fn status_and_rollback_on_the_file_backend() {
 /// child (`wait4`'s `ru_maxrss`) — exact, whatever threads this test process runs. The
 /// child runs under a 4 GB address-space limit, so a regression fails the test instead of
 /// exhausting the machine.
+#[allow(unsafe_code)]
 fn validate_peak_kb(file: &std::path::Path) -> (Option<i32>, String, i64) {
     use std::process::{Command, Stdio};
     let dir = TempDir::new("validate-out");

@@ -1,8 +1,9 @@
 //! `cutover bench`: four judges on the same simulated cutovers, in virtual time.
 //!
 //! Every run drives the real [`Run`] state machine through the real [`Driver`], with an
-//! in-memory backend the simulated traffic follows and a simulated metric source that
-//! serves raw counter samples the way Prometheus does (15 s scrapes, three pods per site).
+//! in-memory [`SimulatedBackend`] the simulated traffic follows and a simulated metric
+//! source that serves raw counter samples the way Prometheus does (15 s scrapes, three pods
+//! per site).
 //! Runs are seeded (`seed + i`) and deterministic: the same command prints the same table.
 
 pub mod judges;
@@ -12,15 +13,15 @@ pub mod scenarios;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use async_trait::async_trait;
 use cutover_analyzers::Analyzer;
 use cutover_analyzers::simulated::{SimWorld, SimulatedSource};
 use cutover_core::Site;
 use cutover_core::metrics::source::MetricSource;
-use cutover_core::{Applied, BackendError, TrafficBackend, Weights};
 
 use crate::clock::{Clock, SimClock};
-use crate::driver::{Driver, Observer};
+use crate::driver::Driver;
+use crate::observe::Observer;
+use crate::simulated_backend::SimulatedBackend;
 use cutover_core::policy;
 use cutover_core::run::{Event, EventKind, Phase, Run, RunState};
 use judges::Judge;
@@ -28,34 +29,6 @@ use scenarios::BenchScenario;
 
 /// Where every simulated run starts (fixed, so scrape times and results repeat).
 const START_SECS: u64 = 1_800_000_000;
-
-/// Weights in memory; the simulated world follows every write.
-struct BenchBackend {
-    weights: Mutex<Weights>,
-    world: SimWorld,
-    clock: Arc<dyn Clock>,
-    stage_start: Arc<Mutex<Option<SystemTime>>>,
-}
-
-#[async_trait]
-impl TrafficBackend for BenchBackend {
-    fn describe(&self) -> String {
-        "in-memory weights (benchmark)".into()
-    }
-    async fn get_weights(&self) -> Result<Weights, BackendError> {
-        Ok(*self.weights.lock().unwrap_or_else(|p| p.into_inner()))
-    }
-    async fn set_weights(&self, w: Weights) -> Result<Applied, BackendError> {
-        let now = self.clock.now();
-        *self.weights.lock().unwrap_or_else(|p| p.into_inner()) = w;
-        *self.stage_start.lock().unwrap_or_else(|p| p.into_inner()) = Some(now);
-        self.world.set_primary_weight(now, w.primary());
-        Ok(Applied {
-            weights: w,
-            change: None,
-        })
-    }
-}
 
 /// Records when the rollback started.
 #[derive(Default)]
@@ -95,18 +68,10 @@ pub async fn run_one(judge: Judge, sc: &BenchScenario, seed: u64) -> anyhow::Res
     let start = UNIX_EPOCH + Duration::from_secs(START_SECS);
     let clock: Arc<dyn Clock> = Arc::new(SimClock::new(start, f64::INFINITY));
     let world = SimWorld::new(sc.world(seed), start);
-    let stage_start = Arc::new(Mutex::new(None));
-    let backend = Arc::new(BenchBackend {
-        weights: Mutex::new(Weights {
-            primary: 0,
-            dr: 100,
-        }),
-        world: world.clone(),
-        clock: clock.clone(),
-        stage_start: stage_start.clone(),
-    });
+    let backend = Arc::new(SimulatedBackend::in_memory(world.clone(), clock.clone()));
+    let stage_start = backend.last_write();
     let simulated: Arc<dyn MetricSource> =
-        Arc::new(SimulatedSource::new(world.clone(), policy.promql()));
+        Arc::new(SimulatedSource::new(world.clone(), policy.promql.clone()));
     let source: Arc<dyn MetricSource> = match judge {
         Judge::Kayenta => Arc::new(kayenta::KayentaSource {
             inner: simulated,
@@ -119,7 +84,7 @@ pub async fn run_one(judge: Judge, sc: &BenchScenario, seed: u64) -> anyhow::Res
     let (_tx, shutdown) = tokio::sync::watch::channel(None);
     let mut driver = Driver {
         backend,
-        analyzer: Analyzer::new(source, policy.compiled_gates()),
+        analyzer: Analyzer::new(source, policy.plan.gates.clone()),
         preflight: Vec::new(),
         clock: clock.clone(),
         store: None,
@@ -127,7 +92,7 @@ pub async fn run_one(judge: Judge, sc: &BenchScenario, seed: u64) -> anyhow::Res
         shutdown,
         owner: None,
     };
-    let mut run = Run::new(policy.plan(Duration::ZERO), format!("bench-{seed}"));
+    let mut run = Run::new(policy.plan, format!("bench-{seed}"));
     let outcome = driver.drive(&mut run).await;
     let end = clock.now();
     let rollback_at = *recorder

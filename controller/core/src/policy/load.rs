@@ -158,6 +158,12 @@ pub fn parse(
         let field = if field == "." { String::new() } else { field };
         one(field, explain_serde(&e.into_inner().to_string()))
     })?;
+    from_model(file, policy)
+}
+
+/// Compiles a policy model (read from `file`, or edited after reading, as the demo moves its
+/// weights file) into a [`LoadedPolicy`], or every problem it has.
+pub fn from_model(file: &str, policy: Policy) -> Result<LoadedPolicy, PolicyErrors> {
     match compile(&policy) {
         Ok(Compiled {
             backend,

@@ -20,7 +20,7 @@ pub mod prometheus;
 pub mod screen;
 pub mod validate;
 
-pub use load::{LoadedPolicy, PolicyError, PolicyErrors, env_overrides, load, parse};
+pub use load::{LoadedPolicy, PolicyError, PolicyErrors, env_overrides, from_model, load, parse};
 pub use model::*;
 pub use plan::{Compiled, Plan, Stage, compile};
 pub use validate::{redact_url, validate};

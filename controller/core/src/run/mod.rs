@@ -40,7 +40,20 @@ pub struct Run {
 }
 
 /// The longest pause between two retries of a failed write.
-const MAX_RETRY_WAIT: Duration = Duration::from_secs(30);
+pub const MAX_RETRY_WAIT: Duration = Duration::from_secs(30);
+
+/// The pause after the `failed`-th failed write in a row (1-based): `first` (the policy's
+/// `rollback.retry_interval`), doubled with every failure, at most [`MAX_RETRY_WAIT`]. The
+/// one backoff of cutover: the run's retries and `cutover rollback`'s.
+///
+/// One small function, not a retry crate (`backon`, `backoff`): the run's waits are requests
+/// of this pure state machine, slept by the driver on the run's clock (virtual in the demo
+/// and benchmark), so a crate's own retry loop and jitter could serve `cutover rollback`
+/// only, and would make its schedule differ from the run's.
+pub fn retry_backoff(first: Duration, failed: u32) -> Duration {
+    let factor = 1u32 << failed.saturating_sub(1).min(10);
+    (first * factor).min(MAX_RETRY_WAIT)
+}
 /// Forward (advancing) writes tried this often before rolling back.
 const FORWARD_WRITE_ATTEMPTS: u32 = 3;
 impl Run {

@@ -257,9 +257,7 @@ impl Run {
     }
 
     pub(super) fn retry_wait(&self, attempts: u32) -> Duration {
-        let base = self.plan.rollback.retry_interval.get();
-        let factor = 1u32 << attempts.saturating_sub(1).min(10);
-        (base * factor).min(MAX_RETRY_WAIT)
+        retry_backoff(self.plan.rollback.retry_interval.get(), attempts)
     }
 
     pub(super) fn on_slept(&mut self, now: SystemTime, ev: &mut Vec<Event>) -> Request {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use cutover_core::TrafficBackend;
 use tokio::sync::mpsc;
 
-use crate::driver::Observer;
+use super::Observer;
 use cutover_core::run::{Event, EventKind, Phase, RunState};
 
 /// Announces run events through the backend.

@@ -10,7 +10,7 @@ use cutover_core::GateStatus;
 use plotters::prelude::*;
 use serde_json::{Value, json};
 
-use crate::driver::Observer;
+use super::Observer;
 use cutover_core::run::{Event, EventKind, Outcome, RunState};
 
 /// Collects every event of a run; writes the report at the end.

@@ -6,7 +6,7 @@ use std::time::SystemTime;
 
 use cutover_core::judge::gate::{GateResult, GateStatus};
 
-use crate::driver::Observer;
+use super::Observer;
 use cutover_core::run::{Event, EventKind, Phase, RunState};
 
 /// Prints one line per event, with the time since the run started; in a terminal, also a
@@ -208,6 +208,10 @@ impl Observer for Console {
     }
 }
 
+/// The `tracing` target of the events, as before this module moved into `observe`: log
+/// filters (`RUST_LOG=cutover::console=info`) and pipelines select on it.
+const TARGET: &str = "cutover::console";
+
 /// Logs every event through `tracing` as structured data (JSON in a pod).
 pub struct LogObserver;
 
@@ -216,15 +220,15 @@ impl Observer for LogObserver {
         let json = serde_json::to_string(e).unwrap_or_default();
         match &e.kind {
             EventKind::Internal { .. } => {
-                tracing::error!(service = %state.service, run_id = %state.run_id, event = %json, "{}", describe(e, state).unwrap_or_default())
+                tracing::error!(target: TARGET, service = %state.service, run_id = %state.run_id, event = %json, "{}", describe(e, state).unwrap_or_default())
             }
             EventKind::RollbackStarted { .. }
             | EventKind::PreflightFailed { .. }
             | EventKind::WriteFailed { .. } => {
-                tracing::warn!(service = %state.service, run_id = %state.run_id, event = %json, "{}", describe(e, state).unwrap_or_default())
+                tracing::warn!(target: TARGET, service = %state.service, run_id = %state.run_id, event = %json, "{}", describe(e, state).unwrap_or_default())
             }
             _ => {
-                tracing::info!(service = %state.service, run_id = %state.run_id, event = %json, "{}", describe(e, state).unwrap_or_default())
+                tracing::info!(target: TARGET, service = %state.service, run_id = %state.run_id, event = %json, "{}", describe(e, state).unwrap_or_default())
             }
         }
     }

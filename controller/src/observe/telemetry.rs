@@ -16,7 +16,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::driver::Observer;
+use super::Observer;
 use cutover_core::run::{Event, EventKind, RunState};
 
 type Labels = Vec<(String, String)>;
@@ -254,9 +254,11 @@ impl Telemetry {
             .await
         {
             Ok(r) if r.status().is_success() => {}
-            Ok(r) => tracing::warn!(status = %r.status(), "the Pushgateway refused the metrics"),
+            Ok(r) => {
+                tracing::warn!(target: "cutover::telemetry", status = %r.status(), "the Pushgateway refused the metrics")
+            }
             Err(e) => {
-                tracing::warn!(error = %e.without_url(), "cannot push metrics to the Pushgateway")
+                tracing::warn!(target: "cutover::telemetry", error = %e.without_url(), "cannot push metrics to the Pushgateway")
             }
         }
     }

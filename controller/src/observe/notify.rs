@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use crate::driver::Observer;
+use super::Observer;
 use cutover_core::run::{Event, EventKind, Phase, RunState};
 
 /// Sends notifications to the policy's webhooks.
@@ -45,8 +45,8 @@ impl Notifier {
                     for attempt in 1..=ATTEMPTS {
                         match http.post(&url).json(&body).send().await {
                             Ok(r) if r.status().is_success() => break,
-                            Ok(r) => tracing::warn!(webhook = %host_of(&url), status = %r.status(), attempt, "webhook refused a notification"),
-                            Err(e) => tracing::warn!(webhook = %host_of(&url), error = %e.without_url(), attempt, "webhook failed"),
+                            Ok(r) => tracing::warn!(target: "cutover::notify", webhook = %host_of(&url), status = %r.status(), attempt, "webhook refused a notification"),
+                            Err(e) => tracing::warn!(target: "cutover::notify", webhook = %host_of(&url), error = %e.without_url(), attempt, "webhook failed"),
                         }
                         if attempt < ATTEMPTS {
                             tokio::time::sleep(Duration::from_millis(500) * attempt).await;

@@ -2,20 +2,29 @@
 //! each gate and preflight check will run.
 
 use std::fmt::Write;
+use std::path::Path;
 use std::time::Duration;
 
 use cutover_core::Site;
 
-use cutover_core::policy::Policy;
+use cutover_core::policy::LoadedPolicy;
+use cutover_core::policy::backend::Backend;
 use cutover_core::run::fmt_d;
 
+/// Prints the plan of a loaded policy file; exit 0.
+pub(crate) fn plan(p: &LoadedPolicy, path: &Path) -> u8 {
+    print!("{}", render(p, &path.display().to_string()));
+    0
+}
+
 /// Renders the plan of a valid policy as text.
-pub fn render(policy: &Policy, file: &str) -> String {
+pub(crate) fn render(loaded: &LoadedPolicy, file: &str) -> String {
     let mut s = String::new();
-    let promql = policy.promql();
-    let stages = policy.resolved_stages();
+    let policy = &loaded.policy;
+    let promql = &loaded.promql;
+    let stages = &loaded.plan.stages;
     let _ = writeln!(s, "Plan of {file}: service {}", policy.service);
-    let _ = writeln!(s, "backend: {}", backend_line(policy));
+    let _ = writeln!(s, "backend: {}", backend_line(&loaded.backend));
     let _ = writeln!(
         s,
         "prometheus: {} (timeout {})",
@@ -33,7 +42,7 @@ pub fn render(policy: &Policy, file: &str) -> String {
     );
     let mut best = Duration::ZERO;
     let mut worst = Duration::ZERO;
-    for st in &stages {
+    for st in stages {
         let _ = writeln!(
             s,
             "  {:>5}%  {:>8}  {:>8}  {:>12}",
@@ -75,7 +84,7 @@ pub fn render(policy: &Policy, file: &str) -> String {
         s,
         "\nGates (window = the stage's interval unless the gate sets its own):"
     );
-    for g in policy.compiled_gates() {
+    for g in &loaded.plan.gates {
         let w = g.window(interval);
         let _ = writeln!(s, "  {} — {}", g.name, g.describe_bounds());
         if let Some(counted) = g.counted() {
@@ -113,23 +122,19 @@ pub fn render(policy: &Policy, file: &str) -> String {
     s
 }
 
-fn backend_line(p: &Policy) -> String {
-    let b = &p.backend;
-    if let Some(i) = &b.istio {
-        format!(
+fn backend_line(b: &Backend) -> String {
+    match b {
+        Backend::Istio(i) => format!(
             "istio VirtualService {}/{} route {}",
             i.namespace, i.virtual_service, i.route
-        )
-    } else if let Some(g) = &b.gateway_api {
-        format!("gateway_api HTTPRoute {}/{}", g.namespace, g.http_route)
-    } else if let Some(r) = &b.route53 {
-        format!(
+        ),
+        Backend::GatewayApi(g) => {
+            format!("gateway_api HTTPRoute {}/{}", g.namespace, g.http_route)
+        }
+        Backend::Route53(r) => format!(
             "route53 {} {} in zone {}",
             r.record_name, r.record_type, r.hosted_zone_id
-        )
-    } else if let Some(f) = &b.file {
-        format!("file {}", f.path.display())
-    } else {
-        "none".into()
+        ),
+        Backend::File(f) => format!("file {}", f.path.display()),
     }
 }

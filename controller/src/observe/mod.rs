@@ -1,0 +1,24 @@
+//! Who hears about a run's events: the [`Observer`] trait and its implementations.
+//!
+//! * [`console`] — progress lines for people, and every event as a `tracing` event;
+//! * [`report`] — the post-mortem report (`report.json`, `report.md`, `chart.svg`);
+//! * [`telemetry`] — Prometheus metrics: `/metrics`, and pushes to a Pushgateway;
+//! * [`notify`] — webhook notifications (Slack-compatible);
+//! * [`announce`] — Kubernetes Events on the routed object.
+//!
+//! Each observer is told every event, in order, with the state after the step that produced
+//! it; none may block the run (slow work goes to a queue of its own).
+
+pub mod announce;
+pub mod console;
+pub mod notify;
+pub mod report;
+pub mod telemetry;
+
+use cutover_core::run::{Event, RunState};
+
+/// Something that wants to hear about every event (console, logs, notifications, report).
+pub trait Observer: Send + Sync {
+    /// Called for each event, with the state after the step that produced it.
+    fn event(&self, event: &Event, state: &RunState);
+}
