@@ -116,6 +116,15 @@ fn status_and_rollback_on_the_file_backend() {
         std::fs::read_to_string(&weights).unwrap().trim(),
         r#"{"primary":0,"dr":100}"#
     );
+    // A write refused (a read-only file) while traffic already reads all on DR is no page:
+    // traffic is where the operator asked, as a run's rollback also concludes.
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&weights, std::fs::Permissions::from_mode(0o444)).unwrap();
+    let (code, out) = cutover(&["rollback", p.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("read-only"), "{out}");
+    assert!(out.contains("already read all on DR"), "{out}");
+    assert!(!out.contains("PAGE NOW"), "{out}");
 }
 
 /// Runs `cutover validate FILE` and returns its exit code (`None`: killed by a signal),

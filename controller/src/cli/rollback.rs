@@ -158,7 +158,9 @@ const ROLLBACK_NOTE: &str = "cutover rollback (operator)";
 
 /// Writes all traffic to DR the way a run's rollback does ([`write_or_read_live`]),
 /// retried on the run's schedule ([`retry_backoff`]) up to `rollback.max_attempts` times.
-/// Each failure is printed; the last one's live split is returned for the page.
+/// Each failure is printed; the last one's live split is returned for the page. As in the
+/// run, a failed write with the live split read all on DR is done, not a page: traffic is
+/// where the operator asked.
 async fn write_all_dr(
     backend: &dyn TrafficBackend,
     spec: &RollbackSpec,
@@ -173,6 +175,10 @@ async fn write_all_dr(
                     "rollback attempt {failed}/{} failed: {}",
                     spec.max_attempts, f.error
                 );
+                if f.live == Ok(Weights::ALL_DR) {
+                    eprintln!("the live weights already read all on DR: nothing left to write");
+                    return Ok(Weights::ALL_DR);
+                }
                 if failed >= spec.max_attempts {
                     return Err(f.live);
                 }
