@@ -263,6 +263,26 @@ fn ok_writes(_: usize, _: Weights) -> Result<(), String> {
     Ok(())
 }
 
+/// A run of `plan` started on all-DR, past preflight (t = 1 s), whose first stage's write
+/// of `weight` was confirmed at t = 2 s.
+fn written_first_stage(plan: Plan, weight: u8) -> Run {
+    let mut run = Run::new(plan, "r".into());
+    run.step(Observation::Started {
+        now: t(0),
+        propagation: Duration::ZERO,
+        live: Ok(Weights::ALL_DR),
+    });
+    run.step(Observation::PreflightDone {
+        now: t(1),
+        results: vec![],
+    });
+    run.step(Observation::WeightsSet {
+        now: t(2),
+        weights: Weights::from_primary(weight).unwrap(),
+    });
+    run
+}
+
 /// A world healthy everywhere except at `weight`, where the traffic is `there`.
 fn at_weight(weight: u8, there: Traffic) -> impl FnMut(u64, Weights) -> Traffic {
     move |_, w| {

@@ -257,20 +257,7 @@ fn a_drift_that_clears_rebakes_the_stage_but_max_duration_counts_from_its_start(
 
 #[test]
 fn losing_the_lock_during_a_rollback_pages() {
-    let mut run = Run::new(plan(&[10, 100]), "r".into());
-    run.step(Observation::Started {
-        now: t(0),
-        propagation: Duration::ZERO,
-        live: Ok(Weights::ALL_DR),
-    });
-    run.step(Observation::PreflightDone {
-        now: t(1),
-        results: vec![],
-    });
-    run.step(Observation::WeightsSet {
-        now: t(2),
-        weights: Weights::from_primary(10).unwrap(),
-    });
+    let mut run = written_first_stage(plan(&[10, 100]), 10);
     let mut ev = Vec::new();
     run.begin_rollback(RollbackCause::Breach, "breach".into(), t(3), &mut ev);
     let s = run.step(Observation::LockLost {

@@ -172,20 +172,7 @@ fn the_deadline_rolls_back() {
 
 #[test]
 fn settling_with_prometheus_down_says_so_not_no_traffic() {
-    let mut run = Run::new(plan(&[10, 100]), "r".into());
-    run.step(Observation::Started {
-        now: t(0),
-        propagation: Duration::ZERO,
-        live: Ok(Weights::ALL_DR),
-    });
-    run.step(Observation::PreflightDone {
-        now: t(1),
-        results: vec![],
-    });
-    run.step(Observation::WeightsSet {
-        now: t(2),
-        weights: Weights::from_primary(10).unwrap(),
-    });
+    let mut run = written_first_stage(plan(&[10, 100]), 10);
     let mut a = analysis(t(17), &healthy(10));
     a.primary_rate = Reading::Error("cannot reach prometheus: connection refused".into());
     a.dr_rate = a.primary_rate.clone();
