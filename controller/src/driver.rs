@@ -136,7 +136,10 @@ impl Driver {
                         now: self.clock.now(),
                         error: format!(
                             "not writing {w}: {}",
-                            check.and_then(Result::err).unwrap_or_default()
+                            check
+                                .and_then(Result::err)
+                                .map(|e| e.to_string())
+                                .unwrap_or_default()
                         ),
                         retryable: true,
                         live: None,

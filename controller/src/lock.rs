@@ -64,6 +64,24 @@ pub enum LockError {
         /// Its time to live, seconds.
         ttl: u64,
     },
+    /// This run's own lock was not renewed in time: another run may take it any moment.
+    #[error(
+        "this run's lock {object} expired (last renewed {renewed}); not writing forward until it is renewed"
+    )]
+    Expired {
+        /// Where the lock lives.
+        object: String,
+        /// When it was last renewed (RFC 3339).
+        renewed: String,
+    },
+    /// The record could not be read to confirm this run still owns the object.
+    #[error("cannot read the lock {object} to confirm this run still owns the object: {error}")]
+    Unconfirmed {
+        /// Where the lock lives.
+        object: String,
+        /// What went wrong.
+        error: String,
+    },
     /// The record could not be read or written.
     #[error("cannot use the lock {object}: {error}")]
     Backend {
@@ -210,12 +228,10 @@ impl Ownership {
 
     /// Re-reads the record: `Ok(None)` while this run may go on, `Ok(Some(stop))` when it
     /// must stop, `Err` when the record cannot be read (never a licence to write forward).
-    pub async fn check(&self) -> Result<Option<Stop>, String> {
-        let read = self.lock.read().await.map_err(|e| {
-            format!(
-                "cannot read the lock {} to confirm this run still owns the object: {e}",
-                self.lock.describe()
-            )
+    pub async fn check(&self) -> Result<Option<Stop>, LockError> {
+        let read = self.lock.read().await.map_err(|e| LockError::Unconfirmed {
+            object: self.lock.describe(),
+            error: e.to_string(),
         })?;
         let record = read.map(|v| v.record).unwrap_or_default();
         if let Some(b) = record.brake.filter(|b| b.run_id == self.me.run_id) {
@@ -228,11 +244,10 @@ impl Ownership {
                 if h.expired(unix_now()) {
                     // Not renewed in time: another run may take it any moment. Not a
                     // licence to write forward until the renewer catches up.
-                    return Err(format!(
-                        "this run's lock {} expired (last renewed {}); not writing forward until it is renewed",
-                        self.lock.describe(),
-                        cutover_core::lock::rfc3339(h.renewed)
-                    ));
+                    return Err(LockError::Expired {
+                        object: self.lock.describe(),
+                        renewed: cutover_core::lock::rfc3339(h.renewed),
+                    });
                 }
                 Ok(None)
             }
@@ -506,7 +521,8 @@ mod tests {
         r.holder.as_mut().unwrap().renewed = unix_now() - 100;
         lock.swap(Some(&v.version), &r).await.unwrap();
         let e = o.check().await.unwrap_err();
-        assert!(e.contains("expired"), "{e}");
+        assert!(matches!(e, LockError::Expired { .. }), "{e}");
+        assert!(e.to_string().contains("expired"), "{e}");
         o.release().await;
     }
 
