@@ -12,7 +12,8 @@
 //! ```
 //!
 //! ("no worse than DR within the tolerance, or below δ anyway"). Two e-processes run side by
-//! side, both reset when the weight changes:
+//! side, both reset when the weight changes (and continued, not reset, by a restart that
+//! resumes the same stage at the same weight: `run/resume.rs`):
 //!
 //! * **harm** (→ Rollback): evidence *against* "acceptable". Crossing `1/α` rolls back; if the
 //!   primary is acceptable this happens with probability at most `α` (Ville's inequality),

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::Analysis;
 use crate::judge::eprocess::EProcess;
-use crate::judge::gate::GateResult;
+use crate::judge::gate::{GateKind, GateResult};
 use crate::judge::preflight::PreflightResult;
 use crate::judge::verdict::{AnalysisVerdict, StageCounters, StageVerdict, judge, summarize};
 use crate::weights::{StageWeight, Weights};
@@ -69,6 +69,7 @@ impl Run {
             counters: StageCounters::default(),
             dr_baselines: BTreeMap::new(),
             evidence: BTreeMap::new(),
+            evidence_of: None,
             weights: None,
             pending: None,
             rollback: None,
@@ -91,7 +92,9 @@ impl Run {
 
     /// Resumes a persisted, unfinished run (a restarted Job). On start it reconciles the
     /// live weights with the record, resumes the recorded stage and re-bakes it from the
-    /// start; it never advances past a stage whose analysis did not finish.
+    /// start (its sequential gates' evidence continues when the stage and weight are the
+    /// ones it was gathered at); it never advances past a stage whose analysis did not
+    /// finish.
     pub fn resume(plan: Plan, mut state: RunState) -> Run {
         if state.phase == Phase::Aborted && state.rollback.is_none() {
             // Stopped by a signal with traffic held at its stage: pick the stage up again.

@@ -1,6 +1,7 @@
 //! Restarts: whether a persisted run can resume, and reconciling the live weights with
 //! the record when it does (a write whose intent was recorded, a split the plan does not
-//! name, a rollback cut short).
+//! name, a rollback cut short); a resumed stage re-bakes, and continues its sequential
+//! gates' evidence where it was gathered.
 
 use std::time::SystemTime;
 
@@ -164,11 +165,108 @@ impl Run {
                 stage: Some(i),
             });
         }
+        let (continued, evidence) = self.evidence_to_continue(i, live, now);
+        let request = self.start_stage(i, now);
+        self.state.evidence.extend(continued);
         resumed(
             Some(i),
-            format!("re-baking stage {} from its start", i + 1),
+            format!("re-baking stage {} from its start{evidence}", i + 1),
             ev,
         );
-        self.start_stage(i, now)
+        request
+    }
+
+    /// The persisted e-processes that resumed stage `i` continues, and what to say about
+    /// them. Evidence continues only where it was gathered: the record's stage is `i`, its
+    /// evidence was gathered at stage `i` and at the weight live now (any other weight is a
+    /// new stage, with fresh evidence, as in a run never restarted), and each gate still
+    /// tests what it tested then. A restart then neither re-spends the stage's
+    /// false-rollback budget (one e-process per gate and stage, however often the pod is
+    /// restarted) nor throws away evidence of harm.
+    ///
+    /// Counting resumes where it stopped (`counted_to`), so each request between the last
+    /// analysis and the next is counted exactly once: the downtime is the same stage at the
+    /// same weight, and its counts are evidence like any interval's (the test conditions on
+    /// the split measured over the interval). But it looks back at most the stage's
+    /// `max_duration` before the restart: after a longer stop (a run held by a signal and
+    /// resumed the next day) the time before that is left out. Leaving out intervals chosen
+    /// by the clock alone, without looking at their counts, keeps the e-process valid; and
+    /// it spares the first analysis a count over hours when nobody watched the weights, of
+    /// raw samples Prometheus may no longer keep (a series whose older samples are gone
+    /// would look newly born and count its whole life), in a query that must answer within
+    /// one interval.
+    fn evidence_to_continue(
+        &mut self,
+        i: usize,
+        live: Weights,
+        now: SystemTime,
+    ) -> (BTreeMap<String, EProcess>, String) {
+        let here = self.evidence_of(i);
+        if here.tests.is_empty() {
+            return (BTreeMap::new(), String::new());
+        }
+        let recorded = self.state.evidence_of.take();
+        let mut persisted = std::mem::take(&mut self.state.evidence);
+        let same_stage = self.state.stage == Some(i)
+            && live.primary() == here.weight
+            && recorded
+                .as_ref()
+                .is_some_and(|r| r.stage == here.stage && r.weight == here.weight);
+        if !same_stage {
+            let why = match recorded {
+                None if self.state.stage == Some(i) => {
+                    "the record, written by an earlier version, does not say where its evidence was gathered"
+                }
+                _ => "the record's evidence is about another stage or weight",
+            };
+            return (
+                BTreeMap::new(),
+                format!("; its sequential evidence starts from nothing ({why})"),
+            );
+        }
+        let tested = recorded.map(|r| r.tests).unwrap_or_default();
+        let max_duration = self.plan.stages[i].max_duration;
+        let floor = now
+            .checked_sub(max_duration)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let mut continued = BTreeMap::new();
+        let mut changed = Vec::new();
+        let mut from: Option<SystemTime> = None;
+        let mut left_out = false;
+        for (name, test) in &here.tests {
+            match persisted.remove(name) {
+                Some(mut ep) if tested.get(name) == Some(test) => {
+                    left_out |= ep.counted_to.is_some_and(|c| c < floor);
+                    let at = ep.counted_to.map_or(now, |c| c.max(floor));
+                    ep.counted_to = Some(at);
+                    from = Some(from.map_or(at, |f| f.min(at)));
+                    continued.insert(name.clone(), ep);
+                }
+                _ => changed.push(name.as_str()),
+            }
+        }
+        let mut said = String::new();
+        if let Some(from) = from {
+            let gap = now.duration_since(from).unwrap_or_default();
+            said = format!(
+                "; the sequential gates' evidence continues, counting from where it stopped ({} before the restart",
+                fmt_d(gap)
+            );
+            if left_out {
+                said.push_str(&format!(
+                    ", at most the stage's max_duration {}: anything earlier is left out",
+                    fmt_d(max_duration)
+                ));
+            }
+            said.push(')');
+        }
+        if !changed.is_empty() {
+            said.push_str(&format!(
+                "; {} start{} from nothing (new to the policy, or its test changed since the evidence was gathered)",
+                changed.join(", "),
+                if changed.len() == 1 { "s" } else { "" }
+            ));
+        }
+        (continued, said)
     }
 }

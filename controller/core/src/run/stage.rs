@@ -154,7 +154,9 @@ impl Run {
     /// Stage `i` (re)starts at `now`: counters and evidence start from nothing, and sequential
     /// gates count from the end of the burn-in (the split they condition on is measured, so
     /// the settling period's data is valid evidence). Settling's first look comes after an
-    /// interval, the propagation delay and the burn-in, whichever is longest.
+    /// interval, the propagation delay and the burn-in, whichever is longest. (A restart that
+    /// resumes the same stage at the same weight then puts its persisted evidence back:
+    /// `resume.rs`.)
     pub(super) fn start_stage(&mut self, i: usize, now: SystemTime) -> Request {
         self.state.stage = Some(i);
         self.state.stage_started = Some(now);
@@ -177,12 +179,37 @@ impl Run {
                 (g.name.clone(), ep)
             })
             .collect();
+        self.state.evidence_of = Some(self.evidence_of(i));
         Request::Sleep(
             self.plan.stages[i]
                 .interval
                 .max(self.propagation)
                 .max(self.plan.burn_in),
         )
+    }
+
+    /// What stage `i`'s evidence is about under this plan: its weight and each sequential
+    /// gate's test.
+    pub(super) fn evidence_of(&self, i: usize) -> EvidenceOf {
+        EvidenceOf {
+            stage: i,
+            weight: self.plan.stages[i].weight.get(),
+            tests: self
+                .plan
+                .gates
+                .iter()
+                .filter_map(|g| match g.kind {
+                    GateKind::Sequential { counted, test } => Some((
+                        g.name.clone(),
+                        EvidenceTest {
+                            counted,
+                            ratio: test.test().ratio,
+                        },
+                    )),
+                    GateKind::Bounds { .. } => None,
+                })
+                .collect(),
+        }
     }
 
     pub(super) fn on_write_failed(

@@ -7,6 +7,7 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 use super::*;
+use crate::metrics::source::Counted;
 
 /// Where a run is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -140,6 +141,31 @@ pub struct WeightChange {
     pub stage: Option<usize>,
 }
 
+/// What a stage's evidence is about: the stage, its weight, and what each sequential gate
+/// tests. A restart continues the persisted e-processes only where all of it is still so
+/// (an edited policy may have moved a stage or changed a gate's tolerance, and evidence
+/// against one `ρ₀` is not evidence against another).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvidenceOf {
+    /// The stage (index into the plan).
+    pub stage: usize,
+    /// The primary's weight at that stage, in percent.
+    pub weight: u8,
+    /// Per sequential gate (by name), what its e-process tests.
+    pub tests: BTreeMap<String, EvidenceTest>,
+}
+
+/// What one sequential gate's e-process tests.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct EvidenceTest {
+    /// What is counted as a bad request.
+    pub counted: Counted,
+    /// `ρ₀ = 1 + tolerance`, the ratio the relative evidence is measured against. (The
+    /// absolute test is computed from the totals at every look, and alpha and beta are
+    /// boundaries: changing those keeps the evidence valid.)
+    pub ratio: f64,
+}
+
 /// The whole state of a run: persisted after every step.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunState {
@@ -159,9 +185,14 @@ pub struct RunState {
     pub counters: StageCounters,
     /// DR's last good value per relative gate, for stages where DR serves nothing.
     pub dr_baselines: BTreeMap<String, f64>,
-    /// The current stage's e-process per sequential gate; reset at every weight change.
+    /// The current stage's e-process per sequential gate; reset at every weight change,
+    /// continued by a restart that resumes the same stage at the same weight.
     #[serde(default)]
     pub evidence: BTreeMap<String, EProcess>,
+    /// What `evidence` was gathered at, so that a restart continues it only there. `None` in
+    /// a record written before restarts kept evidence: such a record's evidence starts over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence_of: Option<EvidenceOf>,
     /// The last weights confirmed live.
     pub weights: Option<Weights>,
     /// A write under way or to retry.

@@ -14,6 +14,7 @@ use crate::policy::{OnDrift, OnInconclusive, OnSignal, Plan, RollbackMode, Rollb
 mod judging;
 mod operator;
 mod resume;
+mod resume_evidence;
 mod rollback;
 mod sequential;
 mod stages;

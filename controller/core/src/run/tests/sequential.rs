@@ -3,10 +3,15 @@
 use super::*;
 
 /// A plan with one sequential error gate (alpha 0.01 over 3 stages).
-fn sequential_plan() -> Plan {
+pub(super) fn sequential_plan() -> Plan {
+    sequential_plan_with(serde_json::json!({"tolerance": "50%", "alpha": 0.01}))
+}
+
+/// [`sequential_plan`] with the gate's `vs_dr` section `vs_dr`.
+pub(super) fn sequential_plan_with(vs_dr: serde_json::Value) -> Plan {
     let mut p = plan(&[10, 50, 100]);
     let g = serde_json::from_value::<GateSpec>(serde_json::json!({
-        "name": "seq", "error_rate": {"vs_dr": {"tolerance": "50%", "alpha": 0.01}}
+        "name": "seq", "error_rate": {"vs_dr": vs_dr}
     }))
     .unwrap()
     .compile(&GateBudget::new(100, 3, 1))
@@ -15,96 +20,261 @@ fn sequential_plan() -> Plan {
     p
 }
 
-/// Drives a sequential plan: each analysis counts `rps * (now - since)` requests per site at
-/// the live split, the primary failing at `primary_rate(weight)` and DR at 1 %. `fail_count`
-/// makes the n-th count fail. Returns the outcome, every (since, now) asked for, and the
-/// evidence at the start of each stage.
+/// Requests and bad requests counted at one site.
+pub(super) type Count = (f64, f64);
+
+/// Counts at (primary, DR) over `(from, to]` (seconds after `t(0)`) at the live weights.
+type World<'a> = Box<dyn FnMut(u64, u64, Weights) -> (Count, Count) + 'a>;
+
+/// Whether to kill the run after a step: `Some((down, done))`.
+type Kill<'a> = Box<dyn FnMut(&Request, usize) -> Option<(u64, bool)> + 'a>;
+
+/// Drives a sequential plan in a scripted world, killing and restarting it as told.
+pub(super) struct SeqDriver<'a> {
+    plan: Plan,
+    /// The counts at (primary, DR) over `(from, to]`, in seconds after `t(0)`, at the live
+    /// weights.
+    world: World<'a>,
+    /// Asked after every step that did not finish the run, with the step's request and the
+    /// analyses so far: `Some((down, done))` kills the run there (after its state was
+    /// persisted, as the driver does before every request), with the request carried out
+    /// (`done`) or not, and restarts it `down` seconds later.
+    kill: Kill<'a>,
+    /// What happens to the persisted state before a restart reads it.
+    on_restart: Box<dyn FnMut(&mut RunState) + 'a>,
+    /// The n-th count (1-based) fails.
+    fail_count: Option<usize>,
+    /// Stop after this, the run still going.
+    until: u64,
+}
+
+/// What a driven run did.
+pub(super) struct Driven {
+    /// How it ended; `None`: still going at `until`.
+    pub(super) outcome: Option<Outcome>,
+    /// Every analysis's counting interval `(since, now)`.
+    pub(super) asked: Vec<(SystemTime, SystemTime)>,
+    /// The gate's e-process intervals at the start of each stage written.
+    pub(super) at_stage_start: Vec<u32>,
+    /// Every event, of every process of the run.
+    pub(super) events: Vec<Event>,
+    /// The state at the end.
+    pub(super) state: RunState,
+    /// The state right after each restart's first step, and when it was.
+    pub(super) resumed: Vec<(u64, RunState)>,
+}
+
+impl<'a> SeqDriver<'a> {
+    /// `plan` in a world where the primary fails `primary_rate(weight)` of its requests and
+    /// DR 1 %, at 1000 requests a second; never killed; for at most a day.
+    pub(super) fn new(plan: Plan, primary_rate: impl Fn(u8) -> f64 + 'a) -> SeqDriver<'a> {
+        SeqDriver {
+            plan,
+            world: Box::new(move |from, to, live| {
+                let n = 1000.0 * (to - from) as f64;
+                let share = f64::from(live.primary()) / 100.0;
+                let (p, d) = (n * share, n * (1.0 - share));
+                (
+                    (p, (p * primary_rate(live.primary())).round()),
+                    (d, (d * 0.01).round()),
+                )
+            }),
+            kill: Box::new(|_, _| None),
+            on_restart: Box::new(|_| {}),
+            fail_count: None,
+            until: 86_400,
+        }
+    }
+
+    /// Counts from `world` instead.
+    pub(super) fn world(
+        mut self,
+        world: impl FnMut(u64, u64, Weights) -> (Count, Count) + 'a,
+    ) -> Self {
+        self.world = Box::new(world);
+        self
+    }
+
+    /// Kills the run as `kill` says (see [`SeqDriver::kill`]).
+    pub(super) fn kill(
+        mut self,
+        kill: impl FnMut(&Request, usize) -> Option<(u64, bool)> + 'a,
+    ) -> Self {
+        self.kill = Box::new(kill);
+        self
+    }
+
+    /// Kills the run after every `every`-th analysis that asks for a sleep (mid-stage), and
+    /// restarts it `down` seconds later.
+    pub(super) fn kill_every(self, every: usize, down: u64) -> Self {
+        self.kill(move |r, n| {
+            (matches!(r, Request::Sleep(_)) && n > 0 && n % every == 0).then_some((down, false))
+        })
+    }
+
+    /// Changes the persisted state before each restart reads it.
+    pub(super) fn on_restart(mut self, f: impl FnMut(&mut RunState) + 'a) -> Self {
+        self.on_restart = Box::new(f);
+        self
+    }
+
+    pub(super) fn fail_count(mut self, n: usize) -> Self {
+        self.fail_count = Some(n);
+        self
+    }
+
+    pub(super) fn until(mut self, until: u64) -> Self {
+        self.until = until;
+        self
+    }
+
+    pub(super) fn drive(mut self) -> Driven {
+        use crate::judge::gate::IntervalCounts;
+        use crate::metrics::source::{CountReading, Counts};
+        let mut run = Run::new(self.plan.clone(), "seq".into());
+        let mut now = 0u64;
+        let mut live = Weights::ALL_DR;
+        let mut d = Driven {
+            outcome: None,
+            asked: Vec::new(),
+            at_stage_start: Vec::new(),
+            events: Vec::new(),
+            state: run.state().clone(),
+            resumed: Vec::new(),
+        };
+        let mut restarting = false;
+        // The last analysis already answered: a kill is asked about once per analysis.
+        let mut killed_at = usize::MAX;
+        let mut obs = Observation::Started {
+            now: t(0),
+            propagation: Duration::ZERO,
+            live: Ok(live),
+        };
+        for _ in 0..100_000 {
+            let step = run.step(obs);
+            d.events.extend(step.events);
+            d.state = run.state().clone();
+            if std::mem::take(&mut restarting) {
+                d.resumed.push((now, d.state.clone()));
+            }
+            if let Request::Finish(o) = step.request {
+                d.outcome = Some(o);
+                return d;
+            }
+            if now > self.until {
+                return d;
+            }
+            let analyses = d.asked.len();
+            let kill = if killed_at == analyses && matches!(step.request, Request::Sleep(_)) {
+                None
+            } else {
+                (self.kill)(&step.request, analyses)
+            };
+            if let Some((down, done)) = kill {
+                killed_at = analyses;
+                if let (true, Request::SetWeights(w)) = (done, &step.request) {
+                    live = *w;
+                }
+                now += down;
+                let mut state = run.state().clone();
+                (self.on_restart)(&mut state);
+                run = Run::resume(self.plan.clone(), state);
+                restarting = true;
+                obs = Observation::Started {
+                    now: t(now),
+                    propagation: Duration::ZERO,
+                    live: Ok(live),
+                };
+                continue;
+            }
+            obs = match step.request {
+                Request::Finish(_) => unreachable!("returned above"),
+                Request::Preflight => Observation::PreflightDone {
+                    now: t(now),
+                    results: vec![],
+                },
+                Request::SetWeights(w) => {
+                    live = w;
+                    d.at_stage_start.push(u32::MAX);
+                    Observation::WeightsSet {
+                        now: t(now),
+                        weights: w,
+                    }
+                }
+                Request::Sleep(s) => {
+                    if d.at_stage_start.last() == Some(&u32::MAX) {
+                        let n = run.state().evidence.get("seq").map_or(0, |e| e.intervals);
+                        *d.at_stage_start.last_mut().unwrap() = n;
+                    }
+                    now += s.as_secs();
+                    Observation::Slept { now: t(now) }
+                }
+                Request::Analyze { since, .. } => {
+                    let from = since["seq"];
+                    d.asked.push((from, t(now)));
+                    let from_s = from.duration_since(t(0)).unwrap().as_secs();
+                    let ((pn, pb), (dn, db)) = (self.world)(from_s, now, live);
+                    let counts = |total: f64, bad: f64| {
+                        CountReading::Counted(Counts {
+                            total,
+                            bad,
+                            resets: 0,
+                        })
+                    };
+                    let c = IntervalCounts {
+                        from,
+                        primary: if self.fail_count == Some(d.asked.len()) {
+                            CountReading::Error("prometheus down".into())
+                        } else {
+                            counts(pn, pb)
+                        },
+                        dr: counts(dn, db),
+                    };
+                    let secs = (now - from_s).max(1) as f64;
+                    Observation::Analyzed {
+                        now: t(now),
+                        analysis: Analysis {
+                            at: t(now),
+                            window: Duration::from_secs(15),
+                            primary_rate: Reading::Value(pn / secs),
+                            dr_rate: Reading::Value(dn / secs),
+                            gates: vec![GateMeasurement {
+                                name: "seq".into(),
+                                window: Duration::from_secs(15),
+                                primary_requests: Reading::Value(pn),
+                                primary: Reading::Empty,
+                                dr: Reading::Empty,
+                                counts: Some(c),
+                            }],
+                        },
+                        live: Some(Ok(live)),
+                    }
+                }
+            };
+        }
+        panic!("no end");
+    }
+}
+
+/// Drives a sequential plan never killed: each analysis counts `rps * (now - since)`
+/// requests per site at the live split, the primary failing at `primary_rate(weight)` and
+/// DR at 1 %. `fail_count` makes the n-th count fail. Returns the outcome, every (since,
+/// now) asked for, and the evidence at the start of each stage.
 fn drive_sequential(
     primary_rate: impl Fn(u8) -> f64,
     fail_count: Option<usize>,
 ) -> (Outcome, Vec<(SystemTime, SystemTime)>, Vec<u32>, RunState) {
-    use crate::judge::gate::IntervalCounts;
-    use crate::metrics::source::{CountReading, Counts};
-    let mut run = Run::new(sequential_plan(), "seq".into());
-    let mut now = 0u64;
-    let mut live = Weights::ALL_DR;
-    let mut asked = Vec::new();
-    let mut at_stage_start = Vec::new();
-    let mut obs = Observation::Started {
-        now: t(0),
-        propagation: Duration::ZERO,
-        live: Ok(live),
-    };
-    for _ in 0..10_000 {
-        let step = run.step(obs);
-        obs = match step.request {
-            Request::Finish(o) => return (o, asked, at_stage_start, run.state().clone()),
-            Request::Preflight => Observation::PreflightDone {
-                now: t(now),
-                results: vec![],
-            },
-            Request::SetWeights(w) => {
-                live = w;
-                let o = Observation::WeightsSet {
-                    now: t(now),
-                    weights: w,
-                };
-                at_stage_start.push(u32::MAX);
-                o
-            }
-            Request::Sleep(d) => {
-                if at_stage_start.last() == Some(&u32::MAX) {
-                    let n = run.state().evidence.get("seq").map_or(0, |e| e.intervals);
-                    *at_stage_start.last_mut().unwrap() = n;
-                }
-                now += d.as_secs();
-                Observation::Slept { now: t(now) }
-            }
-            Request::Analyze { since, .. } => {
-                let from = since["seq"];
-                asked.push((from, t(now)));
-                let secs = t(now).duration_since(from).unwrap().as_secs_f64();
-                let share = f64::from(live.primary()) / 100.0;
-                let n = 1000.0 * secs;
-                let counts = |total: f64, rate: f64| {
-                    CountReading::Counted(Counts {
-                        total,
-                        bad: (total * rate).round(),
-                        resets: 0,
-                    })
-                };
-                let failing = fail_count == Some(asked.len());
-                let c = IntervalCounts {
-                    from,
-                    primary: if failing {
-                        CountReading::Error("prometheus down".into())
-                    } else {
-                        counts(n * share, primary_rate(live.primary()))
-                    },
-                    dr: counts(n * (1.0 - share), 0.01),
-                };
-                Observation::Analyzed {
-                    now: t(now),
-                    analysis: Analysis {
-                        at: t(now),
-                        window: Duration::from_secs(15),
-                        primary_rate: Reading::Value(1000.0 * share),
-                        dr_rate: Reading::Value(1000.0 * (1.0 - share)),
-                        gates: vec![GateMeasurement {
-                            name: "seq".into(),
-                            window: Duration::from_secs(15),
-                            primary_requests: Reading::Value(n * share),
-                            primary: Reading::Empty,
-                            dr: Reading::Empty,
-                            counts: Some(c),
-                        }],
-                    },
-                    live: Some(Ok(live)),
-                }
-            }
-        };
+    let mut driver = SeqDriver::new(sequential_plan(), primary_rate);
+    if let Some(n) = fail_count {
+        driver = driver.fail_count(n);
     }
-    panic!("no end");
+    let d = driver.drive();
+    (
+        d.outcome.expect("an end"),
+        d.asked,
+        d.at_stage_start,
+        d.state,
+    )
 }
 
 #[test]
