@@ -88,8 +88,11 @@
 //! * Certify when relative no-worse `>= 2/β` **or** absolute no-worse `>= 2/β` (each at
 //!   half the budget; `1/β` for the relative one alone when `δ = 0`).
 //! * When DR serves nothing (the 100 % stage), the relative test has no data: both sides use
-//!   the absolute test against `max(ρ₀ · r̂_d, δ)`, with `r̂_d` DR's pooled rate from the
-//!   stages before. That bound is an estimate, so this stage's guarantee is approximate.
+//!   the absolute test against `max(ρ₀ · r̂_d, δ)`, with `r̂_d` DR's rate as the last
+//!   analysis of the stage before measured it — one estimate, taken as exact (its
+//!   uncertainty is not accounted for) and older than the data it is compared with. This
+//!   stage's guarantee is therefore approximate, and a rise common to both sites that starts
+//!   once the primary serves 100 % reads as harm: nothing concurrent tells it apart.
 //!
 //! The reported *evidence* is `ln(e) / ln(boundary)`: 0 is none, 1 is the boundary.
 //! Certification sticks for the rest of the stage (the test stopped there); harm is still
