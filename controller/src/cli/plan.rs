@@ -43,6 +43,14 @@ pub(crate) fn render(loaded: &LoadedPolicy, file: &str) -> String {
     let mut best = Duration::ZERO;
     let mut worst = Duration::ZERO;
     for st in stages {
+        if !st.judged {
+            let _ = writeln!(
+                s,
+                "  {:>5}%  written once the holdout stage passes; not judged",
+                st.weight
+            );
+            continue;
+        }
         let _ = writeln!(
             s,
             "  {:>5}%  {:>8}  {:>8}  {:>12}",

@@ -92,7 +92,8 @@
 //!   analysis of the stage before measured it — one estimate, taken as exact (its
 //!   uncertainty is not accounted for) and older than the data it is compared with. This
 //!   stage's guarantee is therefore approximate, and a rise common to both sites that starts
-//!   once the primary serves 100 % reads as harm: nothing concurrent tells it apart.
+//!   once the primary serves 100 % reads as harm: nothing concurrent tells it apart. A
+//!   policy's `final_holdout` avoids the case (the last judged stage keeps DR traffic).
 //!
 //! The reported *evidence* is `ln(e) / ln(boundary)`: 0 is none, 1 is the boundary.
 //! Certification sticks for the rest of the stage (the test stopped there); harm is still

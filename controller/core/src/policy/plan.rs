@@ -28,6 +28,14 @@ pub struct Stage {
     /// Undecided this long: inconclusive.
     #[serde(with = "crate::serde_secs")]
     pub max_duration: Duration,
+    /// Whether the stage is judged. Only the 100 % that ends a `final_holdout` is not: it is
+    /// written and read back once the holdout stage before it passed, and the run ends.
+    #[serde(default = "judged")]
+    pub judged: bool,
+}
+
+fn judged() -> bool {
+    true
 }
 
 /// Everything the state machine needs, derived from a valid policy.

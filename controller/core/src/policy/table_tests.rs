@@ -310,6 +310,24 @@ fn broken_policies_are_refused_with_the_field_named() {
             "preflight[0].query",
             "runs once, for no site",
         ),
+        (
+            "final_holdout not a whole percent",
+            format!("{CHECKOUT}\nfinal_holdout: 2.5%\n"),
+            "final_holdout",
+            "whole percent",
+        ),
+        (
+            "final_holdout above 50%",
+            format!("{CHECKOUT}\nfinal_holdout: 60%\n"),
+            "final_holdout",
+            "from 1% to 50%",
+        ),
+        (
+            "final_holdout at or below the stage before the last",
+            format!("{CHECKOUT}\nfinal_holdout: 25%\n"),
+            "final_holdout",
+            "not above the stage before it (75%)",
+        ),
     ];
     assert!(cases.len() >= 12);
     for (case, text, field, words) in cases {
@@ -616,4 +634,33 @@ fn no_input_makes_the_parser_panic() {
     }
     // Most mutations are refused; some (inside comments) are harmless. Neither panics.
     assert!(accepted < 3000);
+}
+
+#[test]
+fn a_final_holdout_judges_the_last_stage_below_100_then_writes_100() {
+    let p = parse(
+        "p.yaml",
+        &format!("{CHECKOUT}\nfinal_holdout: 2%\n"),
+        config::Map::new(),
+    )
+    .unwrap();
+    let stages: Vec<(u8, bool)> = p
+        .plan
+        .stages
+        .iter()
+        .map(|s| (s.weight.get(), s.judged))
+        .collect();
+    assert_eq!(
+        stages,
+        [
+            (10, true),
+            (25, true),
+            (50, true),
+            (75, true),
+            (98, true),
+            (100, false)
+        ]
+    );
+    // The holdout stage keeps the last stage's timings.
+    assert_eq!(p.plan.stages[4].bake, p.plan.stages[5].bake);
 }

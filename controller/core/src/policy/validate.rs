@@ -7,12 +7,12 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use crate::PromqlBuilder;
-use crate::Span;
 use crate::judge::gate::{Gate, GateBudget, GateProblem};
 use crate::policy::backend::Backend;
 use crate::policy::model::{Policy, RollbackMode, StageDefaults, StageSpec};
 use crate::policy::plan::Stage;
 use crate::weights::StageWeight;
+use crate::{Percent, Span};
 
 /// Every problem found so far: `(field path, message)`.
 #[derive(Debug, Default)]
@@ -234,7 +234,47 @@ pub fn stages(p: &Policy, out: &mut Problems) -> Option<Vec<Stage>> {
             ),
         );
     }
+    if let Some(h) = p.final_holdout {
+        final_holdout(h, p, &mut resolved, out);
+    }
     (out.count() == before).then_some(resolved)
+}
+
+/// `final_holdout`: the last stage is judged at `100 - h` and 100 % follows unjudged.
+fn final_holdout(h: Percent, p: &Policy, resolved: &mut Vec<Stage>, out: &mut Problems) {
+    let points = h.fraction() * 100.0;
+    if points.fract() != 0.0 || !(1.0..=50.0).contains(&points) {
+        out.push(
+            "final_holdout",
+            format!("{h} is not a whole percent from 1% to 50%; write e.g. 2%"),
+        );
+        return;
+    }
+    let judged_at = 100 - points as u32;
+    let before = p.stages.len().checked_sub(2).map(|i| p.stages[i].weight);
+    if let Some(w) = before
+        && w >= judged_at
+    {
+        out.push(
+            "final_holdout",
+            format!(
+                "{h} leaves the last stage judged at {judged_at}%, not above the stage before it ({w}%); write a smaller holdout or lower that stage"
+            ),
+        );
+        return;
+    }
+    let (Some(last), Some(weight)) = (resolved.last().copied(), StageWeight::new(judged_at)) else {
+        return;
+    };
+    if last.weight != StageWeight::FULL {
+        return; // reported as the last stage's problem
+    }
+    let n = resolved.len();
+    resolved[n - 1].weight = weight;
+    resolved.push(Stage {
+        judged: false,
+        ..last
+    });
 }
 
 /// One stage; its timing problems go to `timings` (reported after every stage's weight).
@@ -298,6 +338,7 @@ fn stage(
         bake: bake.get(),
         interval: interval.get(),
         max_duration: max_duration.get(),
+        judged: true,
     })
 }
 

@@ -158,6 +158,20 @@ impl Run {
     /// resumes the same stage at the same weight then puts its persisted evidence back:
     /// `resume.rs`.)
     pub(super) fn start_stage(&mut self, i: usize, now: SystemTime) -> Request {
+        if !self.plan.stages[i].judged {
+            // The 100 % that ends a final holdout: written and read back, nothing to judge.
+            self.state.stage = Some(i);
+            self.state.stage_started = Some(now);
+            let judged_at = i.checked_sub(1).map(|j| self.plan.stages[j].weight);
+            return self.finish(
+                Phase::Promoted,
+                format!(
+                    "all {} stages passed, the last judged at {}% against DR's holdout; the primary serves 100% of traffic",
+                    self.plan.stages.len(),
+                    judged_at.map(|w| w.get()).unwrap_or(100)
+                ),
+            );
+        }
         self.state.stage = Some(i);
         self.state.stage_started = Some(now);
         self.state.drift = None;

@@ -44,6 +44,7 @@ fn plan(weights: &[u8]) -> Plan {
                 bake: Duration::from_secs(60),
                 interval: Duration::from_secs(15),
                 max_duration: Duration::from_secs(300),
+                judged: true,
             })
             .collect(),
         gates: vec![

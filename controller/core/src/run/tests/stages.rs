@@ -195,3 +195,59 @@ fn settling_with_prometheus_down_says_so_not_no_traffic() {
     );
     assert!(!decision.contains("no traffic observed"), "{decision}");
 }
+
+/// A plan whose last stage is judged at 98 % against a 2 % DR holdout, then 100 % unjudged.
+fn holdout_plan() -> Plan {
+    let mut p = plan(&[10, 50, 98, 100]);
+    p.stages[3].judged = false;
+    p
+}
+
+#[test]
+fn a_final_holdout_is_judged_then_100_is_written_without_judging() {
+    let mut h = Harness::new(holdout_plan());
+    let o = h.run_healthy();
+    assert_eq!(o.phase, Phase::Promoted, "{o:?}");
+    assert_eq!(h.primary_writes(), [10, 50, 98, 100]);
+    assert!(o.reason.contains("judged at 98%"), "{}", o.reason);
+    // Every analysis was taken while DR still served: none at 100 %.
+    let analysed: Vec<usize> = h
+        .events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Analyzed { stage, .. } => Some(*stage),
+            _ => None,
+        })
+        .collect();
+    assert!(analysed.contains(&2), "{analysed:?}");
+    assert!(!analysed.contains(&3), "{analysed:?}");
+}
+
+#[test]
+fn a_breach_at_the_holdout_stage_rolls_back_before_100() {
+    let mut h = Harness::new(holdout_plan());
+    let o = h.run_in(failing_at(98, 0.2));
+    assert_eq!(o.phase, Phase::RolledBack, "{o:?}");
+    assert_eq!(h.primary_writes(), [10, 50, 98, 0]);
+}
+
+#[test]
+fn a_run_restarted_after_its_unjudged_100_landed_is_promoted() {
+    let mut h = Harness::new(holdout_plan());
+    let o = h.run_healthy();
+    assert_eq!(o.phase, Phase::Promoted);
+    // The same record, as if the pod died right after the last write was confirmed.
+    let mut state = h.run.state().clone();
+    state.phase = Phase::Settling;
+    state.outcome = None;
+    let mut run = Run::resume(holdout_plan(), state);
+    let s = run.step(Observation::Started {
+        now: t(10_000),
+        propagation: Duration::ZERO,
+        live: Ok(Weights::from_primary(100).unwrap()),
+    });
+    let Request::Finish(o) = s.request else {
+        panic!("{s:?}")
+    };
+    assert_eq!(o.phase, Phase::Promoted, "{o:?}");
+}
