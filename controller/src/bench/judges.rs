@@ -15,6 +15,8 @@
 //! * **sequential** — ours: `vs_dr` sequential gates on error counts and on counts of
 //!   requests slower than 250 ms, tolerance 50 %, alpha 0.01 over the run, a 1-minute
 //!   minimum soak, advance on certification.
+//! * **seq+holdout** — the same with `final_holdout: 2%`: the last stage is judged at 98 %
+//!   against DR's concurrent 2 %, then 100 % is written unjudged.
 //!
 //! The state machine counts failed checks per stage, so `flagger` here forgives more than
 //! Flagger itself (whose count runs over the whole canary): that favours it, not us.
@@ -34,6 +36,9 @@ pub enum Judge {
     Kayenta,
     /// cutover's anytime-valid sequential gates.
     Sequential,
+    /// The same, with a 2 % DR holdout while the last stage is judged.
+    #[value(name = "seq+holdout")]
+    SequentialHoldout,
 }
 
 impl fmt::Display for Judge {
@@ -43,16 +48,18 @@ impl fmt::Display for Judge {
             Judge::Argo => "argo",
             Judge::Kayenta => "kayenta",
             Judge::Sequential => "sequential",
+            Judge::SequentialHoldout => "seq+holdout",
         })
     }
 }
 
 /// Every judge, in report order.
-pub const ALL: [Judge; 4] = [
+pub const ALL: [Judge; 5] = [
     Judge::Flagger,
     Judge::Argo,
     Judge::Kayenta,
     Judge::Sequential,
+    Judge::SequentialHoldout,
 ];
 
 impl Judge {
@@ -86,7 +93,7 @@ impl Judge {
                     super::kayenta::LATENCY
                 ),
             ),
-            Judge::Sequential => (
+            Judge::Sequential | Judge::SequentialHoldout => (
                 "1m",
                 3,
                 format!(
@@ -95,6 +102,11 @@ impl Judge {
                     super::scenarios::SLOW_EDGE * 1000.0
                 ),
             ),
+        };
+        let holdout = if self == Judge::SequentialHoldout {
+            "final_holdout: 2%\n"
+        } else {
+            ""
         };
         format!(
             r#"service: bench
@@ -121,7 +133,7 @@ stages:
   - weight: 50
   - weight: 75
   - weight: 100
-gates:
+{holdout}gates:
 {gates}analysis:
   min_requests: 20
   failure_limit: {failure_limit}

@@ -283,6 +283,15 @@ pub fn acceptance(results: &[Summary]) -> Vec<(String, bool)> {
                 .is_some_and(|t| t <= Duration::from_secs(15 * 60)),
         ));
     }
+    if let Some(s) = get("common-rise-at-100", Judge::SequentialHoldout) {
+        out.push((
+            format!(
+                "common rise at the end: seq+holdout false rollback {:.1}% <= 1%",
+                s.rolled_back * 100.0
+            ),
+            s.rolled_back <= 0.01,
+        ));
+    }
     if let Some(s) = get("slow-leak-1000rps", Judge::Sequential) {
         out.push((
             format!(

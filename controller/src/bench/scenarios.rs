@@ -253,6 +253,23 @@ pub fn all() -> Vec<BenchScenario> {
                 0.01,
             )
         },
+        b(
+            "zero-baseline",
+            "DR at 0 % errors; the primary 0 % -> 0.5 % from the 10 % stage, 100 rps",
+            100.0,
+            0.0,
+        )
+        .regression(errors_to(0.005, 10)),
+        b(
+            "common-rise-at-100",
+            "both sites 1 % -> 3 % errors once the primary takes >= 98 % (a shared cause), 100 rps",
+            100.0,
+            0.01,
+        )
+        .with_changes(vec![Change {
+            error_rate: Some(0.03),
+            ..at_weight(98, None)
+        }]),
         BenchScenario {
             resets: Duration::from_secs(300),
             ..b(
