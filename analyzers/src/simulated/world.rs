@@ -10,7 +10,7 @@ use rand::rngs::StdRng;
 use rand_distr::{Binomial, Distribution, Gamma, Poisson};
 
 use cutover_core::Site;
-use cutover_core::metrics::counters::growth;
+use cutover_core::metrics::counters::{MAX_GAP, growth};
 use cutover_core::metrics::source::{
     CountQuery, Counted, Counts as SiteCounts, Measure, MetricError, Sample,
 };
@@ -186,7 +186,7 @@ impl World {
                     })?,
             ),
         };
-        let lookback = from - 300.0;
+        let lookback = from - MAX_GAP;
         let pods = self.scenario.scrape.pods.max(1) as usize;
         let series = |f: &dyn Fn(&PodCounters) -> f64| -> Vec<Vec<(f64, f64)>> {
             (0..pods)
