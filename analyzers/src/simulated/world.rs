@@ -10,7 +10,7 @@ use rand::rngs::StdRng;
 use rand_distr::{Binomial, Distribution, Gamma, Poisson};
 
 use cutover_core::Site;
-use cutover_core::metrics::counters::{MAX_GAP, growth};
+use cutover_core::metrics::counters::{MAX_GAP, growth, pair_growth};
 use cutover_core::metrics::source::{
     CountQuery, Counted, Counts as SiteCounts, Measure, MetricError, Sample,
 };
@@ -199,22 +199,22 @@ impl World {
                 })
                 .collect()
         };
+        if let Some(b) = edge {
+            // Each pod's +Inf bucket and its bucket at the edge, a pair.
+            let (inf, fast) = (series(&|c| c.le[BUCKETS.len()]), series(&|c| c.le[b]));
+            let mut counts = SiteCounts::default();
+            for (inf, fast) in inf.iter().zip(&fast) {
+                let g = pair_growth(inf, fast, from, to as f64);
+                counts.total += g.whole.value;
+                counts.bad += g.rest();
+                counts.resets += g.whole.resets;
+            }
+            return Ok(counts);
+        }
         let total_series = series(&|c| c.requests);
         let total = growth(total_series.iter().map(|v| &v[..]), from, to as f64);
-        let bad = match edge {
-            None => {
-                let s = series(&|c| c.errors);
-                growth(s.iter().map(|v| &v[..]), from, to as f64)
-            }
-            Some(b) => {
-                let fast = series(&|c| c.le[b]);
-                let f = growth(fast.iter().map(|v| &v[..]), from, to as f64);
-                cutover_core::metrics::counters::Growth {
-                    value: (total.value - f.value).max(0.0),
-                    ..f
-                }
-            }
-        };
+        let errors = series(&|c| c.errors);
+        let bad = growth(errors.iter().map(|v| &v[..]), from, to as f64);
         Ok(SiteCounts {
             total: total.value,
             bad: bad.value,

@@ -33,6 +33,13 @@
 //! alike — rather than a whole lifetime being invented in one interval. Whether a sample
 //! counts depends only on its series and its target's scrapes in the 5 minutes before it,
 //! never on the interval's bounds, so counting still partitions time.
+//!
+//! * **Pairs** ([`pair_growth`]): slow requests are `growth(+Inf) − growth(le)` of one
+//!   histogram's buckets, two counters of one pod that restart together. A reset seen on
+//!   either of them (or on their difference, the requests above the edge, which never
+//!   falls either) is a reset of both: with resets judged per series, a pod going from 10
+//!   requests of which 9 fast to 9 of 9 (it restarted and served 9 fast ones) would count
+//!   `9 − 0 = 9` slow requests that never happened.
 
 /// The longest gap between two samples of a series across which its growth is counted:
 /// Prometheus' default look-back delta (a series without a sample for 5 minutes is stale).
@@ -197,6 +204,76 @@ pub fn with_births(samples: &[(f64, f64)], scrapes: &[f64]) -> Vec<(f64, f64)> {
     out
 }
 
+/// What one pod's pair of counters grew by over `(from, to]`: `whole` (a histogram's
+/// `+Inf` bucket: requests) and `part` (its bucket at an edge: the requests at most that
+/// slow), with `part <= whole` at every scrape.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct PairGrowth {
+    /// The growth of `whole`; its `resets` are the pair's.
+    pub whole: Growth,
+    /// The growth of `part`.
+    pub part: Growth,
+}
+
+impl PairGrowth {
+    /// `whole − part`: the requests outside the part (slower than the edge). Never below
+    /// zero nor above `whole`; with resets judged per pair that bound is only a guard
+    /// (against samples of the two that are not from the same scrapes).
+    pub fn rest(&self) -> f64 {
+        (self.whole.value - self.part.value).clamp(0.0, self.whole.value.max(0.0))
+    }
+}
+
+/// The growth of one pod's pair of counters that restart together (`part <= whole` at
+/// every scrape) over `(from, to]`, counted between the scrapes that sampled both: a
+/// reset seen on either of them, or on `whole − part` (which never falls either), is a
+/// reset of both — a step of the pair that spans the two scrapes a reset was seen between
+/// counts both from zero. So `whole` grows at least as much as `part` in every step.
+pub fn pair_growth(whole: &[(f64, f64)], part: &[(f64, f64)], from: f64, to: f64) -> PairGrowth {
+    // Both, at the scrapes where both have a sample.
+    let mut both: Vec<(f64, f64, f64)> = Vec::with_capacity(whole.len());
+    let mut j = 0;
+    for &(t, w) in whole.iter().filter(|(t, v)| v.is_finite() && *t <= to) {
+        while j < part.len() && part[j].0 < t - SAME_TIME {
+            j += 1;
+        }
+        if let Some(&(pt, p)) = part.get(j)
+            && (pt - t).abs() <= SAME_TIME
+            && p.is_finite()
+        {
+            both.push((t, w, p));
+        }
+    }
+    let diff: Vec<(f64, f64)> = both.iter().map(|&(t, w, p)| (t, w - p)).collect();
+    // Where a restart happened: between the two samples of a step that fell.
+    let restarts: Vec<(f64, f64)> = steps(whole, to)
+        .chain(steps(part, to))
+        .chain(steps(&diff, to))
+        .filter(Step::fell)
+        .map(|s| (s.from, s.at))
+        .collect();
+    let mut g = PairGrowth::default();
+    let mut prev: Option<(f64, f64, f64)> = None;
+    for &(t, w, p) in &both {
+        if let Some((pt, pw, pp)) = prev.filter(|(pt, ..)| t - pt <= MAX_GAP)
+            && t > from
+        {
+            let reset = restarts
+                .iter()
+                .any(|&(a, b)| pt <= a + SAME_TIME && b <= t + SAME_TIME);
+            let grew = |now: f64, before: f64| if reset { now } else { now - before };
+            g.whole.resets += u32::from(reset);
+            g.whole.value += grew(w, pw);
+            g.part.value += grew(p, pp);
+        }
+        prev = Some((t, w, p));
+    }
+    let inside = u32::from(both.iter().any(|(t, ..)| *t > from));
+    g.whole.series = inside;
+    g.part.series = inside;
+    g
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -298,5 +375,78 @@ mod tests {
         let g = growth([&s[..], &with_births(&born, &scrapes)[..]], 15.0, 60.0);
         assert_eq!(g.value, 7.0 + 6.0);
         assert_eq!(g.series, 2);
+    }
+
+    /// Issue 12 (a): 10 requests of which 9 fast, then 9 of 9 (the pod restarted and served
+    /// 9 fast ones): no slow request, where resets judged per series counted 9.
+    #[test]
+    fn a_reset_of_either_counter_of_a_pair_resets_both() {
+        let inf = [(0.0, 10.0), (15.0, 9.0)];
+        let le = [(0.0, 9.0), (15.0, 9.0)];
+        // The flaw: the +Inf counter fell (reset, 9 counted), the le counter did not (0).
+        let per_series = series_growth(&inf, 0.0, 15.0).value - series_growth(&le, 0.0, 15.0).value;
+        assert_eq!(per_series, 9.0);
+        let g = pair_growth(&inf, &le, 0.0, 15.0);
+        assert_eq!(g.whole.value, 9.0);
+        assert_eq!(g.part.value, 9.0);
+        assert_eq!(g.rest(), 0.0);
+        assert_eq!(g.whole.resets, 1);
+        // The same seen from the other counter: le fell, +Inf did not.
+        let g = pair_growth(
+            &[(0.0, 10.0), (15.0, 12.0)],
+            &[(0.0, 9.0), (15.0, 3.0)],
+            0.0,
+            15.0,
+        );
+        assert_eq!((g.whole.value, g.part.value, g.rest()), (12.0, 3.0, 9.0));
+        // Neither fell but their difference did (10/5 -> 12/11: 5 slow before, 1 after).
+        let g = pair_growth(
+            &[(0.0, 10.0), (15.0, 12.0)],
+            &[(0.0, 5.0), (15.0, 11.0)],
+            0.0,
+            15.0,
+        );
+        assert_eq!((g.whole.value, g.part.value, g.rest()), (12.0, 11.0, 1.0));
+        // Without a reset, the plain differences.
+        let g = pair_growth(
+            &[(0.0, 10.0), (15.0, 20.0)],
+            &[(0.0, 9.0), (15.0, 17.0)],
+            0.0,
+            15.0,
+        );
+        assert_eq!(
+            (g.whole.value, g.part.value, g.rest(), g.whole.resets),
+            (10.0, 8.0, 2.0, 0)
+        );
+    }
+
+    #[test]
+    fn a_pair_counts_between_the_scrapes_of_both_and_a_reset_spans_them() {
+        // The le counter missed the scrape at 15, where +Inf was at 30; +Inf fell by 30:
+        // the pod restarted between 0 and 30 and served 12 requests, 10 of them fast. What
+        // it served before the restart has no le sample: its speed is unknown, not slow.
+        let inf = [(0.0, 10.0), (15.0, 30.0), (30.0, 12.0), (45.0, 20.0)];
+        let le = [(0.0, 9.0), (30.0, 10.0), (45.0, 17.0)];
+        let g = pair_growth(&inf, &le, 0.0, 45.0);
+        assert_eq!((g.whole.value, g.part.value), (12.0 + 8.0, 10.0 + 7.0));
+        assert_eq!(g.rest(), 3.0);
+        assert_eq!(g.whole.resets, 1);
+        // Adjacent intervals add up.
+        let a = pair_growth(&inf, &le, 0.0, 30.0);
+        let b = pair_growth(&inf, &le, 30.0, 45.0);
+        assert_eq!(a.rest() + b.rest(), g.rest());
+        assert_eq!(a.whole.value + b.whole.value, g.whole.value);
+        // A reset in the look-back, before the interval, resets nothing inside it.
+        assert_eq!((b.whole.value, b.part.value, b.whole.resets), (8.0, 7.0, 0));
+        // Proven births of both (one target, one scrape) pair up.
+        let scrapes = [0.0, 15.0, 30.0];
+        let (inf, le) = ([(15.0, 4.0), (30.0, 6.0)], [(15.0, 3.0), (30.0, 5.0)]);
+        let g = pair_growth(
+            &with_births(&inf, &scrapes),
+            &with_births(&le, &scrapes),
+            0.0,
+            30.0,
+        );
+        assert_eq!((g.whole.value, g.part.value, g.rest()), (6.0, 5.0, 1.0));
     }
 }
