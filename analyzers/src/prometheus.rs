@@ -16,16 +16,20 @@ use async_trait::async_trait;
 use base64::Engine as _;
 use prometheus_http_query::{Client, Error as PromError, response::Data};
 
-use cutover_core::metrics::counters::growth;
-use cutover_core::metrics::promql::{PromqlBuilder, parse_le, promql_duration};
+use cutover_core::metrics::counters::{
+    Growth, MAX_GAP, first_seen_in, pair_growth, series_growth, with_births,
+};
+use cutover_core::metrics::promql::{
+    PromqlBuilder, escape_label_value, parse_le, promql_duration, regex_any_of,
+};
 use cutover_core::metrics::source::{
     CountQuery, Counted, Counts, Measure, MetricError, MetricSource, Sample,
 };
 use cutover_core::policy::prometheus::{BasicAuth, PrometheusConfig, redact_url};
 
-/// How far before an interval counting looks for each series' previous sample (Prometheus
-/// marks a series stale after 5 minutes without samples).
-const LOOKBACK: Duration = Duration::from_secs(300);
+/// How far before an interval counting looks for each series' previous sample: the longest
+/// gap counted across ([`MAX_GAP`], Prometheus' 5-minute look-back delta).
+const LOOKBACK: Duration = Duration::from_secs(MAX_GAP as u64);
 
 /// One series of a range query.
 #[derive(Debug, Clone, PartialEq)]
@@ -343,38 +347,287 @@ impl MetricSource for PrometheusSource {
         let selectors = self.promql.count_selectors(q.counted, q.site);
         match q.counted {
             Counted::Errors => {
-                let total = self.query_raw(&selectors[0], range, to).await?;
+                let mut total = self.query_raw(&selectors[0], range, to).await?;
                 let bad = self.query_raw(&selectors[1], range, to).await?;
-                let t = growth(total.iter().map(|s| &s.samples[..]), from, to);
-                let b = growth(bad.iter().map(|s| &s.samples[..]), from, to);
-                Ok(Counts {
-                    total: t.value,
-                    bad: b.value.min(t.value),
-                    resets: t.resets + b.resets,
-                })
+                // The bad series are requests series too; one scraped between the two
+                // queries joins the total.
+                for b in &bad {
+                    if !total.iter().any(|t| t.labels == b.labels) {
+                        total.push(b.clone());
+                    }
+                }
+                self.prove_births(&mut total, from, to, range).await?;
+                Ok(count_errors(&total, &bad, from, to))
             }
             Counted::SlowerThan(edge) => {
-                let series = self.query_raw(&selectors[0], range, to).await?;
-                let (inf, fast): (Vec<&Series>, Vec<&Series>) = series.iter().partition(|s| {
-                    s.labels.get("le").and_then(|v| parse_le(v)) == Some(f64::INFINITY)
-                });
-                let t = growth(inf.iter().map(|s| &s.samples[..]), from, to);
-                let f = growth(fast.iter().map(|s| &s.samples[..]), from, to);
-                if !inf.is_empty() && fast.is_empty() {
-                    return Err(MetricError::Refused {
-                        source_name: self.describe(),
-                        query: selectors[0].clone(),
-                        message: format!(
-                            "traffic.latency has no bucket with le={edge}; set latency.above to one of the histogram's bucket edges"
-                        ),
-                    });
-                }
-                Ok(Counts {
-                    total: t.value,
-                    bad: (t.value - f.value).max(0.0),
-                    resets: t.resets + f.resets,
+                let mut series = self.query_raw(&selectors[0], range, to).await?;
+                self.prove_births(&mut series, from, to, range).await?;
+                count_slow(&series, from, to).ok_or_else(|| MetricError::Refused {
+                    source_name: self.describe(),
+                    query: selectors[0].clone(),
+                    message: format!(
+                        "traffic.latency has no bucket with le={edge}; set latency.above to one of the histogram's bucket edges"
+                    ),
                 })
             }
         }
+    }
+}
+
+impl PrometheusSource {
+    /// Gives the series first seen in `(from, to]` (no sample in the 5 minutes before) the
+    /// zero they were born from, where Prometheus scraped their target successfully in
+    /// those 5 minutes without them ([`with_births`]): one `up` query over the counting
+    /// window, made only when such a series has a `job` and an `instance` label.
+    async fn prove_births(
+        &self,
+        series: &mut [Series],
+        from: f64,
+        to: f64,
+        range: Duration,
+    ) -> Result<(), MetricError> {
+        let targets: std::collections::BTreeSet<(&str, &str)> = series
+            .iter()
+            .filter(|s| first_seen_in(&s.samples, from, to))
+            .filter_map(|s| target(&s.labels))
+            .collect();
+        if targets.is_empty() {
+            return Ok(());
+        }
+        let up = self.query_raw(&up_selector(&targets), range, to).await?;
+        let scrapes = successful_scrapes(&up);
+        for s in series.iter_mut() {
+            if !first_seen_in(&s.samples, from, to) {
+                continue;
+            }
+            if let Some(times) = target(&s.labels).and_then(|t| scrapes.get(&t)) {
+                s.samples = with_births(&s.samples, times);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The `up` series of these targets (and perhaps of a few others: `job` and `instance` are
+/// matched separately).
+fn up_selector(targets: &std::collections::BTreeSet<(&str, &str)>) -> String {
+    format!(
+        "up{{job=~\"{}\",instance=~\"{}\"}}",
+        escape_label_value(&regex_any_of(targets.iter().map(|t| t.0))),
+        escape_label_value(&regex_any_of(targets.iter().map(|t| t.1))),
+    )
+}
+
+/// A series' scrape target: its `job` and `instance` labels, if it has both.
+fn target(labels: &std::collections::BTreeMap<String, String>) -> Option<(&str, &str)> {
+    Some((
+        labels.get("job")?.as_str(),
+        labels.get("instance")?.as_str(),
+    ))
+}
+
+/// The times, in order, at which each target was scraped successfully (`up == 1`), from
+/// `up` series. A target whose `job` and `instance` two `up` series share is left out: which
+/// of them a series came from is unknown.
+fn successful_scrapes(up: &[Series]) -> std::collections::BTreeMap<(&str, &str), Vec<f64>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut shared = Vec::new();
+    for s in up {
+        let Some(t) = target(&s.labels) else {
+            continue;
+        };
+        let times: Vec<f64> = s
+            .samples
+            .iter()
+            .filter(|(_, v)| *v == 1.0)
+            .map(|(t, _)| *t)
+            .collect();
+        if out.insert(t, times).is_some() {
+            shared.push(t);
+        }
+    }
+    for t in shared {
+        out.remove(&t);
+    }
+    out
+}
+
+/// Requests and errors over `(from, to]` from the raw samples of every requests series
+/// (`total`) and of those that are errors (`bad`, matched by labels): each series counted
+/// once, so errors never exceed requests.
+///
+/// Unlike slow requests, errors are not a difference of two counters: an error series is
+/// one of the requests series, counted the same way in both sums, so a reset seen on it
+/// cannot invent errors. (A reset of a pod that only its error series shows — its other
+/// series grew past their old values within one scrape — still undercounts that pod's other
+/// requests in that step: nothing says which series share a process.)
+pub fn count_errors(total: &[Series], bad: &[Series], from: f64, to: f64) -> Counts {
+    let bad: std::collections::BTreeSet<_> = bad.iter().map(|s| &s.labels).collect();
+    let mut all = Growth::default();
+    let mut errors = 0.0;
+    for s in total {
+        let g = series_growth(&s.samples, from, to);
+        if bad.contains(&s.labels) {
+            errors += g.value;
+        }
+        all.value += g.value;
+        all.resets += g.resets;
+    }
+    Counts {
+        total: all.value,
+        bad: errors.min(all.value),
+        resets: all.resets,
+    }
+}
+
+/// Requests and requests slower than the edge over `(from, to]` from a histogram's `+Inf`
+/// and edge bucket series: each edge bucket paired with the `+Inf` bucket of the same labels
+/// (all but `le`: one pod's histogram), counted by [`pair_growth`] so that a restart seen on
+/// either resets both. A `+Inf` series without its edge bucket is left out (its requests'
+/// speed is unknown); `None` if no `+Inf` series has one (the histogram lacks the edge).
+pub fn count_slow(series: &[Series], from: f64, to: f64) -> Option<Counts> {
+    type Pair<'a> = (Option<&'a Series>, Option<&'a Series>);
+    let mut pairs: std::collections::BTreeMap<_, Pair<'_>> = std::collections::BTreeMap::new();
+    for s in series {
+        let Some(le) = s.labels.get("le").and_then(|v| parse_le(v)) else {
+            continue;
+        };
+        let mut key = s.labels.clone();
+        key.remove("le");
+        let pair = pairs.entry(key).or_default();
+        let side = if le == f64::INFINITY {
+            &mut pair.0
+        } else {
+            &mut pair.1
+        };
+        side.get_or_insert(s);
+    }
+    let mut counts = Counts::default();
+    let mut paired = false;
+    let mut inf = false;
+    for (whole, part) in pairs.values() {
+        inf |= whole.is_some();
+        let (Some(whole), Some(part)) = (whole, part) else {
+            continue;
+        };
+        paired = true;
+        let g = pair_growth(&whole.samples, &part.samples, from, to);
+        counts.total += g.whole.value;
+        counts.bad += g.rest();
+        counts.resets += g.whole.resets;
+    }
+    (paired || !inf).then_some(counts)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use super::*;
+
+    fn series(labels: &[(&str, &str)], samples: &[(f64, f64)]) -> Series {
+        Series {
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<BTreeMap<_, _>>(),
+            samples: samples.to_vec(),
+        }
+    }
+
+    /// Issue 12 (a) on labelled series: pod b goes from 10 requests of which 9 fast to 9 of
+    /// 9 (it restarted); pod a served 10 more, 8 fast. 2 slow, not 11.
+    #[test]
+    fn slow_requests_are_counted_per_pod_pair() {
+        let bucket = |pod, le, samples: &[(f64, f64)]| {
+            series(&[("instance", pod), ("job", "web"), ("le", le)], samples)
+        };
+        let all = [
+            bucket("a", "+Inf", &[(0.0, 100.0), (15.0, 110.0)]),
+            bucket("a", "0.25", &[(0.0, 90.0), (15.0, 98.0)]),
+            bucket("b", "+Inf", &[(0.0, 10.0), (15.0, 9.0)]),
+            bucket("b", "0.250", &[(0.0, 9.0), (15.0, 9.0)]),
+            // Another bucket layout without the edge (the query does not return its 0.3
+            // bucket): its requests' speed is unknown, they are left out.
+            bucket("c", "+Inf", &[(0.0, 10.0), (15.0, 20.0)]),
+            bucket("c", "0.3", &[(0.0, 0.0), (15.0, 0.0)]),
+        ];
+        let fast: Vec<Series> = all
+            .iter()
+            .filter(|s| s.labels["le"] != "0.3")
+            .cloned()
+            .collect();
+        let c = count_slow(&fast, 0.0, 15.0).unwrap();
+        assert_eq!((c.total, c.bad, c.resets), (10.0 + 9.0, 2.0, 1));
+        // Without the edge anywhere: an error to report, not zero slow requests.
+        let none: Vec<Series> = all
+            .iter()
+            .filter(|s| s.labels["instance"] == "c" && s.labels["le"] != "0.3")
+            .cloned()
+            .collect();
+        assert_eq!(count_slow(&none, 0.0, 15.0), None);
+        assert_eq!(count_slow(&[], 0.0, 15.0), Some(Counts::default()));
+    }
+
+    #[test]
+    fn errors_are_requests_series_counted_once() {
+        let s = |status, samples: &[(f64, f64)]| {
+            series(
+                &[("instance", "a"), ("job", "web"), ("status", status)],
+                samples,
+            )
+        };
+        let ok = s("200", &[(0.0, 100.0), (15.0, 190.0)]);
+        // Restarted: 5 errors before, 2 since.
+        let errors = s("500", &[(0.0, 5.0), (15.0, 2.0)]);
+        let c = count_errors(&[ok, errors.clone()], &[errors], 0.0, 15.0);
+        assert_eq!((c.total, c.bad, c.resets), (92.0, 2.0, 1));
+    }
+
+    #[test]
+    fn births_are_proven_by_successful_scrapes_of_the_series_target() {
+        let up = [
+            series(
+                &[
+                    ("__name__", "up"),
+                    ("instance", "10.0.0.1:80"),
+                    ("job", "web"),
+                ],
+                &[(0.0, 1.0), (15.0, 1.0), (30.0, 1.0)],
+            ),
+            // Failed scrapes prove nothing.
+            series(
+                &[
+                    ("__name__", "up"),
+                    ("instance", "10.0.0.2:80"),
+                    ("job", "web"),
+                ],
+                &[(0.0, 0.0), (15.0, 0.0), (30.0, 1.0)],
+            ),
+            // Two targets share a job and an instance: which one is unknown.
+            series(
+                &[("env", "a"), ("instance", "x"), ("job", "web")],
+                &[(15.0, 1.0)],
+            ),
+            series(
+                &[("env", "b"), ("instance", "x"), ("job", "web")],
+                &[(15.0, 1.0)],
+            ),
+        ];
+        let scrapes = successful_scrapes(&up);
+        assert_eq!(scrapes[&("web", "10.0.0.1:80")], vec![0.0, 15.0, 30.0]);
+        assert_eq!(scrapes[&("web", "10.0.0.2:80")], vec![30.0]);
+        assert!(!scrapes.contains_key(&("web", "x")));
+        // The first errors of pod 1 at 30 are counted; pod 2's first sample is a baseline.
+        let born = [(30.0, 3.0)];
+        let one = with_births(&born, &scrapes[&("web", "10.0.0.1:80")]);
+        let two = with_births(&born, &scrapes[&("web", "10.0.0.2:80")]);
+        assert_eq!(series_growth(&one, 15.0, 30.0).value, 3.0);
+        assert_eq!(series_growth(&two, 15.0, 30.0).value, 0.0);
+        let targets = BTreeSet::from([("web", "10.0.0.1:80"), ("api", "10.0.0.2:80")]);
+        assert_eq!(
+            up_selector(&targets),
+            r#"up{job=~"api|web",instance=~"10\\.0\\.0\\.2:80|10\\.0\\.0\\.1:80"}"#
+        );
     }
 }

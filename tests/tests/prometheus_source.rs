@@ -244,6 +244,55 @@ async fn counts_partition_time_and_survive_a_counter_reset() {
     assert_eq!(p.total, 0.0);
 }
 
+/// A series first seen inside an interval (the first errors of a label set: client
+/// libraries create a labelled counter at its first increment) counts from zero, because
+/// Prometheus scraped its target without it just before: no first errors are lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_series_born_inside_an_interval_counts_from_zero() {
+    use cutover_core::Site;
+    use cutover_core::metrics::source::{CountQuery, Counted, MetricSource};
+    use std::time::SystemTime;
+
+    let env = workload("births", "http_requests_total{site=\"dr\"}").await;
+    let promql = PromqlBuilder::new(
+        "checkout",
+        &TrafficSpec {
+            requests: "late_requests_total".into(),
+            errors: "status=~\"5..\"".into(),
+            latency: "http_request_duration_seconds_bucket".into(),
+        },
+        &SitesSpec {
+            label: "site".into(),
+            primary: "primary".into(),
+            dr: "dr".into(),
+        },
+    )
+    .unwrap();
+    let s = PrometheusSource::new(&config(&env.prom().url()), promql).unwrap();
+    let errors = "late_requests_total{site=\"dr\",status=\"500\"}";
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let a = SystemTime::now();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    env.exporter().set_gauge(errors, 4.0);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let m = SystemTime::now();
+    env.exporter().set_gauge(errors, 6.0);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let b = SystemTime::now();
+    // Let the scrapes up to `b` land before asking about them.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let q = |from| CountQuery {
+        counted: Counted::Errors,
+        site: Site::Dr,
+        from,
+    };
+    let whole = s.count(&q(a), b).await.unwrap();
+    assert_eq!((whole.total, whole.bad), (6.0, 6.0), "{whole:?}");
+    let first = s.count(&q(a), m).await.unwrap();
+    let second = s.count(&q(m), b).await.unwrap();
+    assert_eq!((first.bad, second.bad), (4.0, 2.0), "{first:?} {second:?}");
+}
+
 #[tokio::test]
 async fn an_http_error_page_is_a_clear_error() {
     let (url, _) = fake_server("502 Bad Gateway", "<html>bad gateway</html>").await;

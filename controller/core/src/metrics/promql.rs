@@ -223,6 +223,23 @@ pub fn le_regex(edge: f64) -> String {
     }
 }
 
+/// A regex (RE2, as Prometheus reads it: anchored at both ends) matching exactly the given
+/// values: each with the regex metacharacters escaped, joined by `|`. Write it into a
+/// matcher with [`escape_label_value`].
+pub fn regex_any_of<'a>(values: impl IntoIterator<Item = &'a str>) -> String {
+    let quote = |v: &str| {
+        let mut out = String::with_capacity(v.len());
+        for c in v.chars() {
+            if "\\.+*?()|[]{}^$".contains(c) {
+                out.push('\\');
+            }
+            out.push(c);
+        }
+        out
+    };
+    values.into_iter().map(quote).collect::<Vec<_>>().join("|")
+}
+
 /// Parses an `le` label value: a number, or `+Inf`.
 pub fn parse_le(v: &str) -> Option<f64> {
     match v {
@@ -476,6 +493,20 @@ mod tests {
         assert_eq!(
             b.request_count(Site::Primary, Duration::from_millis(1500)),
             r#"sum(increase(http_requests_total{service="checkout",site="primary"}[1500ms]))"#
+        );
+    }
+
+    #[test]
+    fn regex_any_of_matches_exactly_the_values() {
+        let re = regex_any_of(["127.0.0.1:9090", "a|b", r"x\y(1)"]);
+        assert_eq!(re, r"127\.0\.0\.1:9090|a\|b|x\\y\(1\)");
+        // As written into a matcher: backslashes doubled for the string literal.
+        assert_eq!(
+            format!(
+                "instance=~\"{}\"",
+                escape_label_value(&regex_any_of(["10.0.0.1:80"]))
+            ),
+            r#"instance=~"10\\.0\\.0\\.1:80""#
         );
     }
 
