@@ -86,22 +86,16 @@ impl Run {
         }
         if self.state.phase == Phase::RollingBack {
             resumed(None, "continuing the rollback".into(), ev);
-            if live.primary() == 0 {
-                let (cause, reason) = self
-                    .state
-                    .rollback
-                    .as_ref()
-                    .map(|r| (r.cause, r.reason.clone()))
-                    .unwrap_or((RollbackCause::Breach, "rollback".into()));
-                self.state.pending = None;
-                return self.finish(cause.outcome_phase(), format!("{reason}; all traffic is back on DR (verified by reading back after a restart)"));
-            }
             let (cause, reason) = self
                 .state
                 .rollback
                 .as_ref()
                 .map(|r| (r.cause, r.reason.clone()))
                 .unwrap_or((RollbackCause::Breach, "rollback".into()));
+            if live.primary() == 0 {
+                self.state.pending = None;
+                return self.finish(cause.outcome_phase(), format!("{reason}; all traffic is back on DR (verified by reading back after a restart)"));
+            }
             return self.begin_rollback(cause, reason, now, ev);
         }
         // The stage the live weight shows, if the record explains it.

@@ -285,6 +285,21 @@ fn written_first_stage(plan: Plan, weight: u8) -> Run {
     run
 }
 
+/// Writes that fail with `error` whenever they set the primary to `weight`, and work
+/// otherwise.
+fn writes_failing_at(
+    weight: u8,
+    error: &'static str,
+) -> impl FnMut(usize, Weights) -> Result<(), String> {
+    move |_, w| {
+        if w.primary() == weight {
+            Err(error.into())
+        } else {
+            Ok(())
+        }
+    }
+}
+
 /// A world healthy everywhere except at `weight`, where the traffic is `there`.
 fn at_weight(weight: u8, there: Traffic) -> impl FnMut(u64, Weights) -> Traffic {
     move |_, w| {

@@ -20,13 +20,7 @@ fn rollback_writes_are_retried_then_page_with_exit_10() {
             primary_errors: Reading::Value(0.5),
             ..healthy(10)
         },
-        |_, w| {
-            if w.primary() == 0 {
-                Err("API down".into())
-            } else {
-                Ok(())
-            }
-        },
+        writes_failing_at(0, "API down"),
         None,
         true,
     );
@@ -75,13 +69,7 @@ fn a_failed_rollback_write_with_dr_already_live_is_no_page() {
             primary_errors: Reading::Value(0.5),
             ..healthy(10)
         },
-        |_, w| {
-            if w.primary() == 0 {
-                Err("permission denied: weights.json.tmp".into())
-            } else {
-                Ok(())
-            }
-        },
+        writes_failing_at(0, "permission denied: weights.json.tmp"),
         None,
         true,
     );

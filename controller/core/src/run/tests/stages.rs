@@ -57,13 +57,7 @@ fn forward_write_failures_are_retried_then_rolled_back() {
     let mut h = Harness::new(plan(&[10, 25, 100]));
     let o = h.go(
         |_, w| healthy(w.primary()),
-        |_, w| {
-            if w.primary() == 25 {
-                Err("503".into())
-            } else {
-                Ok(())
-            }
-        },
+        writes_failing_at(25, "503"),
         None,
         true,
     );
