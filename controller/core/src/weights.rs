@@ -78,9 +78,9 @@ pub struct Weights {
     dr: u8,
 }
 
-/// Weights as written in a file or a state record, before they are checked.
+/// Weights as written in a file or a state record, before they are checked. Other fields
+/// are ignored, as they were before weights were checked on reading.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawWeights {
     primary: u8,
     dr: u8,
