@@ -521,6 +521,16 @@ impl KubeApi {
             .insert((verb.into(), plural.into()));
     }
 
+    /// Someone else (an operator with kubectl) sets one field of a stored object, at a JSON
+    /// pointer, bumping its resourceVersion.
+    pub fn set_field(&self, path: &str, pointer: &str, value: Value) {
+        let mut s = self.state.lock().unwrap();
+        let rv = s.bump();
+        let o = s.objects.get_mut(path).expect("a stored object");
+        *o.pointer_mut(pointer).expect("an existing field") = value;
+        o["metadata"]["resourceVersion"] = json!(rv);
+    }
+
     /// Before the next update, another writer merge-patches the object (bumping its
     /// resourceVersion), so that update arrives stale.
     pub fn foreign_write_before_next_update(&self, patch: Value) {

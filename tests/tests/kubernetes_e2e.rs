@@ -287,6 +287,9 @@ async fn a_concurrent_writer_causes_a_retry_not_a_lost_update() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forbidden_and_missing_objects_say_which_verb_on_which_object_and_the_fix() {
     let cluster = Cluster::start("k8s-rbac", VS, VS_WEIGHTS).await;
+    // Traffic is split, so the operator's rollback has something to write; it is refused.
+    cluster.api.set_field(VS, VS_WEIGHTS[0], json!(50));
+    cluster.api.set_field(VS, VS_WEIGHTS[1], json!(50));
     cluster.api.forbid("update", "virtualservices");
     let policy = cluster.policy_for(ISTIO, &[50, 100], "rollback:\n  max_attempts: 1\n");
     let run = cluster
