@@ -23,7 +23,7 @@ pub mod validate;
 pub use load::{LoadedPolicy, PolicyError, PolicyErrors, env_overrides, from_model, load, parse};
 pub use model::*;
 pub use plan::{Compiled, Plan, Stage, compile};
-pub use validate::{redact_url, validate};
+pub use validate::redact_url;
 
 /// The policy's JSON Schema, as written to `policies/policy.schema.json`.
 pub fn json_schema() -> String {

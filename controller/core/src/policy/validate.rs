@@ -50,15 +50,6 @@ impl Problems {
     }
 }
 
-/// Checks everything serde cannot; returns `(field, message)` for each problem. The same
-/// checks [`super::compile`] makes, for callers that want only the problems.
-pub fn validate(p: &Policy) -> Vec<(String, String)> {
-    match super::compile(p) {
-        Ok(_) => Vec::new(),
-        Err(problems) => problems.0,
-    }
-}
-
 /// `service`: a DNS label.
 pub fn service(p: &Policy, out: &mut Problems) {
     if !is_dns_label(&p.service) {
