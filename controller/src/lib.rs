@@ -11,6 +11,7 @@
 //! * [`observe`] — who hears about a run's events: console, report, telemetry, webhook
 //!   notifications, Kubernetes Events;
 //! * [`simulated_backend`] — the backend of simulated cutovers, which simulated traffic follows;
+//! * [`manifests`] — the Kubernetes objects that run a policy as a Job (`cutover manifests`);
 //! * [`demo`] — a cutover on simulated traffic and the file backend (`cutover demo`);
 //! * [`bench`](mod@bench) — four judges on the same seeded simulated cutovers (`cutover bench`).
 //!
@@ -23,5 +24,6 @@ pub mod clock;
 pub mod demo;
 pub mod driver;
 pub mod lock;
+pub mod manifests;
 pub mod observe;
 pub mod simulated_backend;

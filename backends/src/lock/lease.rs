@@ -53,6 +53,29 @@ pub fn lease_for(kind: &str, namespace: &str, name: &str, part: &str) -> (String
     (identity, lease)
 }
 
+/// The Lease (namespace, name) that locks the routed object of a Kubernetes backend, as a
+/// run takes it; `None` for backends whose lock is not a Lease (file, Route 53). Used to
+/// write manifests whose RBAC names exactly this Lease.
+pub fn lease_of(backend: &cutover_core::policy::backend::Backend) -> Option<(String, String)> {
+    use cutover_core::policy::backend::Backend;
+    let (kind, namespace, name, part) = match backend {
+        Backend::Istio(c) => (
+            "VirtualService",
+            &c.namespace,
+            &c.virtual_service,
+            format!("route {}", c.route),
+        ),
+        Backend::GatewayApi(c) => (
+            "HTTPRoute",
+            &c.namespace,
+            &c.http_route,
+            crate::traffic::gateway_api::gateway_part(c),
+        ),
+        Backend::Route53(_) | Backend::File(_) => return None,
+    };
+    Some((namespace.clone(), lease_for(kind, namespace, name, &part).1))
+}
+
 impl LeaseLock {
     /// The lock of the object `identity` (e.g. `VirtualService production/checkout route
     /// primary-dr`), kept in Lease `namespace/name`.

@@ -98,7 +98,7 @@ pub async fn connect(
 }
 
 /// The rule a policy names, for the lock's identity: `rule NAME` or `rule #INDEX`.
-fn gateway_part(cfg: &GatewayApiConfig) -> String {
+pub(crate) fn gateway_part(cfg: &GatewayApiConfig) -> String {
     match (&cfg.rule, cfg.rule_index) {
         (Some(name), _) => format!("rule {name}"),
         (None, Some(i)) => format!("rule #{i}"),
