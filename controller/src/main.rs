@@ -8,7 +8,7 @@ mod cli;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use cli::EXIT_USAGE;
 use cli::common::Common;
 use cli::output::LogFormat;
@@ -28,6 +28,9 @@ struct Cli {
     /// `json` for log pipelines; `auto` is text in a terminal and JSON otherwise (a pod).
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Auto)]
     log_format: LogFormat,
+    /// Print only errors and the final outcome line (no progress, no info logs).
+    #[arg(long, short, global = true)]
+    quiet: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -115,11 +118,35 @@ enum Command {
     },
     /// Print the policy JSON Schema (policies/policy.schema.json).
     Schema,
+    /// Print the Kubernetes objects that run POLICY as a Job: policy ConfigMap,
+    /// ServiceAccount, least-privilege Roles, state ConfigMap, Lease and the hardened Job.
+    Manifests {
+        /// The policy file.
+        policy: PathBuf,
+        /// The container image of the Job.
+        #[arg(long, default_value = concat!("ghcr.io/cutover/cutover:", env!("CARGO_PKG_VERSION")))]
+        image: String,
+        /// The namespace of the Job, its ServiceAccount and its ConfigMaps.
+        #[arg(long, default_value = "cutover")]
+        namespace: String,
+        /// Route 53: the IAM role of the ServiceAccount (IRSA annotation).
+        #[arg(long)]
+        role_arn: Option<String>,
+    },
+    /// Print a shell completion script, e.g. `cutover completions bash > /etc/bash_completion.d/cutover`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), e.g. `cutover man | man -l -`.
+    Man,
 }
 
 fn main() -> ExitCode {
+    cli::out::install_panic_hook();
     let mut args = Cli::parse();
     args.log_format = args.log_format.resolve();
+    cli::out::set_quiet(args.quiet);
     cli::output::init_logging(args.log_format);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -127,14 +154,14 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("cutover: cannot start the async runtime: {e}");
+            cli::out::err(&format!("cutover: cannot start the async runtime: {e}"));
             return ExitCode::from(EXIT_USAGE);
         }
     };
     match rt.block_on(dispatch(args)) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("cutover: {e:#}");
+            cli::out::err(&format!("cutover: {e:#}"));
             ExitCode::from(EXIT_USAGE)
         }
     }
@@ -171,8 +198,27 @@ async fn dispatch(args: Cli) -> anyhow::Result<u8> {
             seed,
             dir,
             report,
-        } => cli::demo::demo(scenario, speed, seed, dir, report).await,
+        } => cli::demo::demo(scenario, speed, seed, dir, report, args.log_format).await,
         Command::Schema => Ok(cli::schema::schema()),
+        Command::Manifests {
+            policy,
+            image,
+            namespace,
+            role_arn,
+        } => Ok(match load(&policy) {
+            Some(p) => cli::manifests::manifests(
+                &p,
+                &policy,
+                cutover::manifests::Options {
+                    image,
+                    namespace,
+                    role_arn,
+                },
+            ),
+            None => EXIT_USAGE,
+        }),
+        Command::Completions { shell } => Ok(cli::docs::completions(shell, &mut Cli::command())),
+        Command::Man => Ok(cli::docs::man(Cli::command())),
         Command::Bench {
             runs,
             seed,

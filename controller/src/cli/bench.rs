@@ -19,10 +19,10 @@ pub(crate) async fn bench(
     for name in &only {
         if !all.iter().any(|s| s.name == name) {
             let names: Vec<&str> = all.iter().map(|s| s.name).collect();
-            eprintln!(
+            super::out::err(&format!(
                 "error: --scenario {name}: no such scenario; choose from {}",
                 names.join(", ")
-            );
+            ));
             return Ok(EXIT_USAGE);
         }
     }
@@ -32,11 +32,11 @@ pub(crate) async fn bench(
         judges
     };
     let started = std::time::Instant::now();
-    println!(
+    super::out::line(&format!(
         "cutover bench --runs {runs} --seed {seed}: {} runs per scenario and judge, 100/1000 rps as named, 15 s scrape and analysis interval, stages 10/25/50/75/100 %\n",
         runs
-    );
-    println!("{}", bench::TABLE_HEADER);
+    ));
+    super::out::line(bench::TABLE_HEADER);
     let mut results = Vec::new();
     for sc in all
         .iter()
@@ -45,30 +45,30 @@ pub(crate) async fn bench(
         for j in &judges {
             let records = bench::run_many(*j, sc, runs, seed, jobs).await?;
             let s = bench::summarize(sc, *j, &records);
-            println!("{}", bench::table_row(&s));
+            super::out::line(&bench::table_row(&s));
             results.push(s);
         }
     }
-    println!("\nScenarios:\n");
+    super::out::line("\nScenarios:\n");
     for sc in all
         .iter()
         .filter(|s| only.is_empty() || only.iter().any(|n| n == s.name))
     {
-        println!("* `{}`: {}", sc.name, sc.description);
+        super::out::line(&format!("* `{}`: {}", sc.name, sc.description));
     }
     let checks = bench::acceptance(&results);
     let mut failed = 0;
     if !checks.is_empty() {
-        println!("\nAcceptance checks:\n");
+        super::out::line("\nAcceptance checks:\n");
         for (what, ok) in &checks {
-            println!("* {} {what}", if *ok { "PASS" } else { "FAIL" });
+            super::out::line(&format!("* {} {what}", if *ok { "PASS" } else { "FAIL" }));
             failed += usize::from(!ok);
         }
     }
-    println!(
+    super::out::line(&format!(
         "\n({} runs in {:.0} s of wall time)",
         results.iter().map(|s| s.runs).sum::<usize>(),
         started.elapsed().as_secs_f64()
-    );
+    ));
     Ok(if check && failed > 0 { 1 } else { 0 })
 }

@@ -20,16 +20,17 @@ pub(crate) async fn demo(
     seed: u64,
     dir: Option<PathBuf>,
     report_dir: Option<PathBuf>,
+    format: super::output::LogFormat,
 ) -> anyhow::Result<u8> {
     let dir = dir.unwrap_or_else(|| {
         std::env::temp_dir().join(format!("cutover-demo-{}", std::process::id()))
     });
     let speed = if speed <= 0.0 { f64::INFINITY } else { speed };
-    println!(
+    super::out::chatter(&format!(
         "cutover demo: scenario {scenario:?}, simulated traffic, file backend in {}, {}x time",
         dir.display(),
         speed
-    );
+    ));
     let wall = std::time::Instant::now();
     let opts = DemoOptions {
         scenario,
@@ -38,24 +39,37 @@ pub(crate) async fn demo(
         dir,
     };
     let console = console();
+    let mut observers = vec![console];
+    if format == super::output::LogFormat::Json {
+        // The run's events as JSON log lines on stderr too, as a real run logs them.
+        observers.push(Arc::new(cutover::observe::console::LogObserver));
+    }
     let report = Arc::new(Report::default());
-    let result = cutover::demo::run_demo(opts, vec![console, report.clone()], signals()).await?;
+    let result = cutover::demo::run_demo(
+        opts,
+        {
+            observers.push(report.clone());
+            observers
+        },
+        signals(),
+    )
+    .await?;
     if let Some(d) = &report_dir {
         report
             .write(d, result.run.state(), &result.outcome)
             .with_context(|| format!("cannot write the report to {}", d.display()))?;
-        println!("report:   {}", d.join("report.md").display());
+        super::out::chatter(&format!("report:   {}", d.join("report.md").display()));
     }
     let (outcome, state) = (&result.outcome, result.run.state());
     let outcome: &Outcome = outcome;
-    println!();
-    println!(
+    super::out::chatter("");
+    super::out::chatter(&format!(
         "verdict:  {:?} (exit {})",
         outcome.phase,
         outcome.exit_code()
-    );
-    println!("why:      {}", outcome.reason);
-    println!(
+    ));
+    super::out::chatter(&format!("why:      {}", outcome.reason));
+    super::out::chatter(&format!(
         "weights:  {}",
         std::iter::once("0".to_string())
             .chain(
@@ -66,11 +80,11 @@ pub(crate) async fn demo(
             )
             .collect::<Vec<_>>()
             .join(" -> ")
-    );
-    println!(
+    ));
+    super::out::chatter(&format!(
         "time:     {} of simulated cutover in {:.1}s",
         cutover_core::run::fmt_d(result.elapsed),
         wall.elapsed().as_secs_f64()
-    );
+    ));
     Ok(report_outcome(outcome))
 }

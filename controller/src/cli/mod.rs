@@ -6,12 +6,18 @@
 //! * [`status`] — the live weights, the lock and the persisted run;
 //! * [`rollback`] — the emergency brake;
 //! * [`demo`], [`bench`](mod@bench) — simulated cutovers: a demo, and the judges' benchmark;
+//! * [`docs`] — shell completions and the man page;
+//! * [`manifests`] — the Kubernetes objects that run a policy as a Job;
+//! * [`out`] — stdout and stderr that never panic, and `--quiet`;
 //! * [`common`], [`output`] — options, state and backend opening, signals; log format and
 //!   progress output.
 
 pub(crate) mod bench;
 pub(crate) mod common;
 pub(crate) mod demo;
+pub(crate) mod docs;
+pub(crate) mod manifests;
+pub(crate) mod out;
 pub(crate) mod output;
 pub(crate) mod plan;
 pub(crate) mod rollback;
@@ -40,7 +46,7 @@ pub(crate) fn load_or_report(path: &Path) -> Option<LoadedPolicy> {
     match policy::load(path) {
         Ok(p) => Some(p),
         Err(errors) => {
-            eprintln!("{errors}");
+            out::err(&errors.to_string());
             None
         }
     }
@@ -52,7 +58,7 @@ pub(crate) fn report_outcome(o: &Outcome) -> u8 {
     let code = o.exit_code();
     if code == i32::from(EXIT_ROLLBACK_FAILED) {
         tracing::error!(target: LOG_TARGET, "PAGE NOW: {}", o.reason);
-        eprintln!("cutover: PAGE NOW: {}", o.reason);
+        out::err(&format!("cutover: PAGE NOW: {}", o.reason));
     }
     code as u8
 }

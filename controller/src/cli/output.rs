@@ -32,7 +32,9 @@ impl LogFormat {
 /// run's events in JSON mode, warnings only in text mode, where the console prints them).
 pub(crate) fn init_logging(format: LogFormat) {
     // In text mode the console prints every event; JSON logs carry them as info events.
-    let default = if format == LogFormat::Json {
+    let default = if super::out::quiet() {
+        "error"
+    } else if format == LogFormat::Json {
         "cutover=info,warn"
     } else {
         "warn"
@@ -41,17 +43,27 @@ pub(crate) fn init_logging(format: LogFormat) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // A closed stderr must not turn into a panic: tracing would report the failed write
+        // with `eprintln!`, which panics when stderr is closed.
+        .log_internal_errors(false);
     match format {
-        LogFormat::Json => builder.json().init(),
+        LogFormat::Json => builder
+            .event_format(cutover::observe::jsonlog::JsonLines)
+            .init(),
         LogFormat::Text | LogFormat::Auto => builder.init(),
     }
 }
 
-/// Progress for people: a live line in a terminal, plain lines otherwise.
+/// Progress for people: a live line in a terminal, plain lines otherwise; with `--quiet`,
+/// the final outcome line alone.
 pub(crate) fn console() -> Arc<dyn Observer> {
     use std::io::IsTerminal;
-    if std::io::stdout().is_terminal() {
+    if super::out::quiet() {
+        Arc::new(cutover::observe::console::FinalLine::new(Box::new(
+            std::io::stdout(),
+        )))
+    } else if std::io::stdout().is_terminal() {
         Arc::new(Console::terminal())
     } else {
         Arc::new(Console::new(Box::new(std::io::stdout())))
@@ -59,8 +71,11 @@ pub(crate) fn console() -> Arc<dyn Observer> {
 }
 
 /// The observers of a `cutover run` that print or log: the console and the log in text
-/// mode; the log alone in JSON mode.
+/// mode; the log alone in JSON mode; with `--quiet`, the final outcome line alone.
 pub(crate) fn observers(format: LogFormat) -> Vec<Arc<dyn Observer>> {
+    if super::out::quiet() {
+        return vec![console()];
+    }
     match format {
         LogFormat::Text => vec![
             Arc::new(Console::new(Box::new(std::io::stdout()))),

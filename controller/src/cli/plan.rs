@@ -13,7 +13,7 @@ use cutover_core::run::fmt_d;
 
 /// Prints the plan of a loaded policy file; exit 0.
 pub(crate) fn plan(p: &LoadedPolicy, path: &Path) -> u8 {
-    print!("{}", render(p, &path.display().to_string()));
+    super::out::print(&render(p, &path.display().to_string()));
     0
 }
 

@@ -28,12 +28,14 @@ pub(crate) async fn rollback(
         match cutover::lock::brake(lock.as_ref(), &by).await {
             Ok(b) => {
                 if let Some(h) = &b.braked {
-                    println!("braked:  {} ({})", h.describe(), lock.describe());
+                    super::out::line(&format!("braked:  {} ({})", h.describe(), lock.describe()));
                 }
                 braked_run = b.braked;
             }
             Err(e) => {
-                eprintln!("cutover: cannot brake through the lock: {e}; rolling back anyway");
+                super::out::err(&format!(
+                    "cutover: cannot brake through the lock: {e}; rolling back anyway"
+                ));
                 brake_failed = Some(e.to_string());
             }
         }
@@ -48,7 +50,7 @@ pub(crate) async fn rollback(
             && brake_failed.is_none()
         {
             if let Err(e) = cutover::lock::brake_run(lock.as_ref(), &state.run_id, &by).await {
-                eprintln!("cutover: cannot brake run {}: {e}", state.run_id);
+                super::out::err(&format!("cutover: cannot brake run {}: {e}", state.run_id));
             }
             stopped_record = Some((store, state));
         }
@@ -56,21 +58,23 @@ pub(crate) async fn rollback(
     // 3. The write, verified by reading back, retried until it sticks.
     let written = write_all_dr(backend.as_ref(), &p.policy.rollback).await;
     if let Ok(w) = &written {
-        println!(
+        super::out::line(&format!(
             "rolled back: {w} on {} (verified by reading back)",
             backend.describe()
-        );
+        ));
     }
     // The stopped run's record says how it ended, once traffic is verified on DR.
     if let (Ok(_), Some((store, mut state))) = (&written, stopped_record) {
         Run::mark_operator_rollback(&mut state, &by, SystemTime::now());
         match store.save(&state).await {
-            Ok(()) => println!(
+            Ok(()) => super::out::line(&format!(
                 "recorded: run {} ended by this operator rollback ({})",
                 state.run_id,
                 store.describe()
-            ),
-            Err(e) => eprintln!("cutover: cannot record the rollback in the run state: {e}"),
+            )),
+            Err(e) => super::out::err(&format!(
+                "cutover: cannot record the rollback in the run state: {e}"
+            )),
         }
     }
     if let Err(live) = written {
@@ -78,17 +82,17 @@ pub(crate) async fn rollback(
             Ok(w) => format!("the live weights read {w}"),
             Err(e) => format!("the live weights cannot be read: {e}"),
         };
-        eprintln!(
+        super::out::err(&format!(
             "cutover: PAGE NOW: rollback to DR could not be applied on {}; {live}",
             backend.describe()
-        );
+        ));
         return Ok(EXIT_ROLLBACK_FAILED);
     }
     if let Some(e) = brake_failed {
-        eprintln!(
+        super::out::err(&format!(
             "cutover: PAGE NOW: all traffic is on DR (verified), but a running cutover could not be braked ({e}); \
              it may write a forward weight again: stop its Job or process"
-        );
+        ));
         return Ok(EXIT_ROLLBACK_FAILED);
     }
     // 4. A braked live run may have had a forward write in flight: watch until it says it
@@ -106,20 +110,20 @@ pub(crate) async fn rollback(
         });
         match backend.get_weights().await {
             Ok(w) if w != Weights::ALL_DR => {
-                eprintln!(
+                super::out::err(&format!(
                     "cutover: the braked run's write landed ({w}); putting all traffic on DR again"
-                );
+                ));
                 if let Err(e) =
                     write_and_verify(backend.as_ref(), Weights::ALL_DR, ROLLBACK_NOTE).await
                 {
-                    eprintln!("cutover: rewrite failed: {e}");
+                    super::out::err(&format!("cutover: rewrite failed: {e}"));
                 }
             }
             _ if stopped => {
-                println!(
+                super::out::line(&format!(
                     "stopped:  run {} has stopped; traffic stays on DR",
                     h.run_id
-                );
+                ));
                 return Ok(0);
             }
             _ => {}
@@ -132,20 +136,20 @@ pub(crate) async fn rollback(
                         Ok(w) => format!("the live weights read {w}"),
                         Err(e) => format!("the live weights cannot be read: {e}"),
                     };
-                    eprintln!(
+                    super::out::err(&format!(
                         "cutover: PAGE NOW: run {} has not stopped within {} and {read}",
                         h.run_id,
                         humantime::format_duration(watch)
-                    );
+                    ));
                     return Ok(EXIT_ROLLBACK_FAILED);
                 }
             }
-            println!(
+            super::out::line(&format!(
                 "waiting:  run {} has not acknowledged the brake within {} (hung, or on another machine); \
                  it checks the brake before every write and will roll back instead of advancing",
                 h.run_id,
                 humantime::format_duration(watch)
-            );
+            ));
             return Ok(0);
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -171,12 +175,14 @@ async fn write_all_dr(
             Ok(w) => return Ok(w),
             Err(f) => {
                 failed += 1;
-                eprintln!(
+                super::out::err(&format!(
                     "rollback attempt {failed}/{} failed: {}",
                     spec.max_attempts, f.error
-                );
+                ));
                 if f.live == Ok(Weights::ALL_DR) {
-                    eprintln!("the live weights already read all on DR: nothing left to write");
+                    super::out::err(
+                        "the live weights already read all on DR: nothing left to write",
+                    );
                     return Ok(Weights::ALL_DR);
                 }
                 if failed >= spec.max_attempts {

@@ -4,6 +4,6 @@ use cutover_core::policy;
 
 /// Prints the schema; exit 0.
 pub(crate) fn schema() -> u8 {
-    print!("{}", policy::json_schema());
+    super::out::print(&policy::json_schema());
     0
 }

@@ -11,10 +11,10 @@ pub(crate) fn validate(paths: &[PathBuf]) -> u8 {
     let mut bad = 0;
     for p in paths {
         match policy::load(p) {
-            Ok(_) => println!("{}: ok", p.display()),
+            Ok(_) => super::out::line(&format!("{}: ok", p.display())),
             Err(errors) => {
                 bad += 1;
-                eprintln!("{errors}");
+                super::out::err(&errors.to_string());
             }
         }
     }

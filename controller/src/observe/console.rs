@@ -217,19 +217,45 @@ pub struct LogObserver;
 
 impl Observer for LogObserver {
     fn event(&self, e: &Event, state: &RunState) {
-        let json = serde_json::to_string(e).unwrap_or_default();
+        let json = super::jsonlog::event_json(e);
         match &e.kind {
             EventKind::Internal { .. } => {
-                tracing::error!(target: TARGET, service = %state.service, run_id = %state.run_id, event = %json, "{}", describe(e, state).unwrap_or_default())
+                tracing::error!(target: TARGET, service = %state.service, run_id = %state.run_id, event = json.as_str(), "{}", describe(e, state).unwrap_or_default())
             }
             EventKind::RollbackStarted { .. }
             | EventKind::PreflightFailed { .. }
             | EventKind::WriteFailed { .. } => {
-                tracing::warn!(target: TARGET, service = %state.service, run_id = %state.run_id, event = %json, "{}", describe(e, state).unwrap_or_default())
+                tracing::warn!(target: TARGET, service = %state.service, run_id = %state.run_id, event = json.as_str(), "{}", describe(e, state).unwrap_or_default())
             }
             _ => {
-                tracing::info!(target: TARGET, service = %state.service, run_id = %state.run_id, event = %json, "{}", describe(e, state).unwrap_or_default())
+                tracing::info!(target: TARGET, service = %state.service, run_id = %state.run_id, event = json.as_str(), "{}", describe(e, state).unwrap_or_default())
             }
+        }
+    }
+}
+
+/// `--quiet`: prints the run's final outcome line, and nothing else.
+pub struct FinalLine {
+    out: Mutex<Box<dyn Write + Send>>,
+}
+
+impl FinalLine {
+    /// Prints the outcome line to `out`.
+    pub fn new(out: Box<dyn Write + Send>) -> FinalLine {
+        FinalLine {
+            out: Mutex::new(out),
+        }
+    }
+}
+
+impl Observer for FinalLine {
+    fn event(&self, e: &Event, state: &RunState) {
+        if let EventKind::Finished { .. } = &e.kind
+            && let Some(line) = describe(e, state)
+        {
+            let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
+            let _ = writeln!(out, "{line}");
+            let _ = out.flush();
         }
     }
 }

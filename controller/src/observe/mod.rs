@@ -1,6 +1,7 @@
 //! Who hears about a run's events: the [`Observer`] trait and its implementations.
 //!
 //! * [`console`] — progress lines for people, and every event as a `tracing` event;
+//! * [`jsonlog`] — the JSON log line, with a run's event nested;
 //! * [`report`] — the post-mortem report (`report.json`, `report.md`, `chart.svg`);
 //! * [`telemetry`] — Prometheus metrics: `/metrics`, and pushes to a Pushgateway;
 //! * [`notify`] — webhook notifications (Slack-compatible);
@@ -11,6 +12,7 @@
 
 pub mod announce;
 pub mod console;
+pub mod jsonlog;
 pub mod notify;
 pub mod report;
 pub mod telemetry;
