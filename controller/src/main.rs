@@ -124,7 +124,7 @@ enum Command {
         /// The policy file.
         policy: PathBuf,
         /// The container image of the Job.
-        #[arg(long, default_value = concat!("ghcr.io/cutover/cutover:", env!("CARGO_PKG_VERSION")))]
+        #[arg(long, default_value = concat!("cutover:", env!("CARGO_PKG_VERSION")))]
         image: String,
         /// The namespace of the Job, its ServiceAccount and its ConfigMaps.
         #[arg(long, default_value = "cutover")]
