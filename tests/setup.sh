@@ -16,6 +16,22 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
+# --- issue 17: image and report tools -------------------------------------------------
+#   buildah, ca-certificates — deploy/build-image.sh (tests/tests/image_e2e.rs)
+#   librsvg2-bin (rsvg-convert) — renders the report's chart.svg to PNG in a test
+need_img=()
+command -v buildah >/dev/null 2>&1 || need_img+=(buildah)
+command -v rsvg-convert >/dev/null 2>&1 || need_img+=(librsvg2-bin)
+[ -r /etc/ssl/certs/ca-certificates.crt ] || need_img+=(ca-certificates)
+if [ ${#need_img[@]} -gt 0 ]; then
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  echo "setup: installing ${need_img[*]} from Debian's packages" >&2
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_img[@]}" >/dev/null
+fi
+# --- end issue 17 ----------------------------------------------------------------------
+
 # Debian starts no server for us here; the tests start their own. Stop a packaged one if
 # the package's postinst started it, so it does not hold port 9090.
 if command -v systemctl >/dev/null 2>&1; then systemctl stop prometheus prometheus-pushgateway >/dev/null 2>&1 || true; fi
