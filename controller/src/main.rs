@@ -145,6 +145,7 @@ enum Command {
 fn main() -> ExitCode {
     cli::out::install_panic_hook();
     let mut args = Cli::parse();
+    let asked_json = args.log_format == LogFormat::Json;
     args.log_format = args.log_format.resolve();
     cli::out::set_quiet(args.quiet);
     cli::output::init_logging(args.log_format);
@@ -158,7 +159,7 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    match rt.block_on(dispatch(args)) {
+    match rt.block_on(dispatch(args, asked_json)) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             cli::out::err(&format!("cutover: {e:#}"));
@@ -168,7 +169,7 @@ fn main() -> ExitCode {
 }
 
 /// Runs the command; a policy file that does not load is exit 2, its problems printed.
-async fn dispatch(args: Cli) -> anyhow::Result<u8> {
+async fn dispatch(args: Cli, asked_json: bool) -> anyhow::Result<u8> {
     use cli::load_or_report as load;
     match args.command {
         Command::Validate { policies } => Ok(cli::validate::validate(&policies)),
@@ -198,7 +199,7 @@ async fn dispatch(args: Cli) -> anyhow::Result<u8> {
             seed,
             dir,
             report,
-        } => cli::demo::demo(scenario, speed, seed, dir, report, args.log_format).await,
+        } => cli::demo::demo(scenario, speed, seed, dir, report, asked_json).await,
         Command::Schema => Ok(cli::schema::schema()),
         Command::Manifests {
             policy,

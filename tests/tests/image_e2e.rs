@@ -15,7 +15,9 @@ use serde_json::Value;
 use cutover_tests::{TempDir, cutover_bin, require_program, workspace};
 
 fn run(cmd: &mut Command) -> (i32, String) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?} does not start: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd:?} does not start: {e}"));
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -38,31 +40,40 @@ fn the_image_runs_cutover_as_nonroot_from_scratch() {
     require_program("buildah");
     let chroot = require_program("chroot");
     let (_, uid) = run(Command::new("id").arg("-u"));
-    assert_eq!(uid.trim(), "0", "building and chrooting into the image needs root");
+    assert_eq!(
+        uid.trim(),
+        "0",
+        "building and chrooting into the image needs root"
+    );
     let tmp = TempDir::new("image");
     let archive = tmp.path().join("cutover.oci.tar");
 
     // Given the image built from the binary the tests use,
-    let (code, out) = run(
-        Command::new("bash")
-            .arg(workspace().join("deploy/build-image.sh"))
-            .arg("--binary")
-            .arg(cutover_bin())
-            .arg("--out")
-            .arg(&archive)
-            .arg("--tag")
-            .arg(format!("cutover-e2e:{}", std::process::id()))
-            .current_dir(workspace()),
-    );
+    let (code, out) = run(Command::new("bash")
+        .arg(workspace().join("deploy/build-image.sh"))
+        .arg("--binary")
+        .arg(cutover_bin())
+        .arg("--out")
+        .arg(&archive)
+        .arg("--tag")
+        .arg(format!("cutover-e2e:{}", std::process::id()))
+        .current_dir(workspace()));
     assert_eq!(code, 0, "deploy/build-image.sh failed:\n{out}");
 
     // when it is unpacked as a runtime would,
     let oci = tmp.path().join("oci");
     std::fs::create_dir_all(&oci).unwrap();
-    let (code, out) = run(Command::new("tar").arg("-xf").arg(&archive).arg("-C").arg(&oci));
+    let (code, out) = run(Command::new("tar")
+        .arg("-xf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(&oci));
     assert_eq!(code, 0, "{out}");
     let index = json(&oci.join("index.json"));
-    let manifest = json(&blob(&oci, index["manifests"][0]["digest"].as_str().unwrap()));
+    let manifest = json(&blob(
+        &oci,
+        index["manifests"][0]["digest"].as_str().unwrap(),
+    ));
     let config = json(&blob(&oci, manifest["config"]["digest"].as_str().unwrap()));
     let c = &config["config"];
     assert_eq!(c["User"], "65532:65532", "{c:#}");
@@ -83,13 +94,11 @@ fn the_image_runs_cutover_as_nonroot_from_scratch() {
     for layer in manifest["layers"].as_array().unwrap() {
         let gz = layer["mediaType"].as_str().unwrap().ends_with("+gzip");
         let path = blob(&oci, layer["digest"].as_str().unwrap());
-        let (code, out) = run(
-            Command::new("tar")
-                .arg(if gz { "-xzf" } else { "-xf" })
-                .arg(&path)
-                .arg("-C")
-                .arg(&rootfs),
-        );
+        let (code, out) = run(Command::new("tar")
+            .arg(if gz { "-xzf" } else { "-xf" })
+            .arg(&path)
+            .arg("-C")
+            .arg(&rootfs));
         assert_eq!(code, 0, "layer {layer}: {out}");
     }
 
@@ -137,5 +146,8 @@ fn the_image_runs_cutover_as_nonroot_from_scratch() {
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("/tmp/checkout.yaml: ok"), "{out}");
     let (code, out) = in_image(&["validate", "/tmp/absent.yaml"]);
-    assert_eq!(code, 2, "a missing policy is reported inside the image too:\n{out}");
+    assert_eq!(
+        code, 2,
+        "a missing policy is reported inside the image too:\n{out}"
+    );
 }

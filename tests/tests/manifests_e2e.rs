@@ -54,14 +54,16 @@ fn documents(yaml: &str) -> Vec<Value> {
         .collect()
 }
 
-
 /// Deserializes `doc` as `T` and serializes it back: equal only if the type knew every
 /// field (k8s-openapi ignores unknown ones, so a typo would vanish here and fail).
 fn strictly<T: DeserializeOwned + Serialize>(doc: &Value) -> T {
     let typed: T = serde_json::from_value(doc.clone())
         .unwrap_or_else(|e| panic!("not a valid {}: {e}\n{doc:#}", doc["kind"]));
     let back = serde_json::to_value(&typed).unwrap();
-    assert_eq!(&back, doc, "a field was dropped or changed by the typed round trip");
+    assert_eq!(
+        &back, doc,
+        "a field was dropped or changed by the typed round trip"
+    );
     typed
 }
 
@@ -124,9 +126,10 @@ fn every_policy_gives_strictly_valid_least_privilege_manifests() {
         // The policy, verbatim.
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(
-            configmaps
-                .iter()
-                .any(|c| c.data.as_ref().is_some_and(|d| d.values().any(|v| *v == text))),
+            configmaps.iter().any(|c| c
+                .data
+                .as_ref()
+                .is_some_and(|d| d.values().any(|v| *v == text))),
             "{rel}: the policy ConfigMap does not hold the file as it is"
         );
 
@@ -155,14 +158,29 @@ fn every_policy_gives_strictly_valid_least_privilege_manifests() {
                 .flat_map(|rule| rule.resource_names.iter().flatten().cloned())
                 .collect()
         };
-        assert_eq!(names_of("configmaps").len(), 1, "{rel}: one state ConfigMap");
+        assert_eq!(
+            names_of("configmaps").len(),
+            1,
+            "{rel}: one state ConfigMap"
+        );
         let lease = cutover_backends::lock::lease::lease_of(&loaded.backend);
         match &loaded.backend {
-            Backend::Istio(c) => assert_eq!(names_of("virtualservices"), vec![c.virtual_service.clone()]),
-            Backend::GatewayApi(c) => assert_eq!(names_of("httproutes"), vec![c.http_route.clone()]),
+            Backend::Istio(c) => {
+                assert_eq!(names_of("virtualservices"), vec![c.virtual_service.clone()])
+            }
+            Backend::GatewayApi(c) => {
+                assert_eq!(names_of("httproutes"), vec![c.http_route.clone()])
+            }
             Backend::Route53(_) => {
-                let arn = sa.metadata.annotations.as_ref().and_then(|a| a.get("eks.amazonaws.com/role-arn"));
-                assert!(arn.is_some_and(|a| a.starts_with("arn:aws:iam::")), "{rel}: IRSA annotation");
+                let arn = sa
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get("eks.amazonaws.com/role-arn"));
+                assert!(
+                    arn.is_some_and(|a| a.starts_with("arn:aws:iam::")),
+                    "{rel}: IRSA annotation"
+                );
             }
             Backend::File(_) => {}
         }
@@ -170,8 +188,10 @@ fn every_policy_gives_strictly_valid_least_privilege_manifests() {
             Some((ns, name)) => {
                 assert_eq!(names_of("leases"), vec![name.clone()], "{rel}");
                 assert!(
-                    leases.iter().any(|l| l.metadata.name.as_deref() == Some(&name)
-                        && l.metadata.namespace.as_deref() == Some(&ns)),
+                    leases
+                        .iter()
+                        .any(|l| l.metadata.name.as_deref() == Some(&name)
+                            && l.metadata.namespace.as_deref() == Some(&ns)),
                     "{rel}: the Lease {ns}/{name} the run takes is created up front"
                 );
             }
@@ -199,15 +219,24 @@ fn every_policy_gives_strictly_valid_least_privilege_manifests() {
             .flat_map(|r| r.on_exit_codes.iter().flat_map(|c| c.values.clone()))
             .collect();
         for code in [1, 2, 3, 4, 5, 10] {
-            assert!(fail.contains(&code), "{rel}: exit {code} must fail the Job, not retry");
+            assert!(
+                fail.contains(&code),
+                "{rel}: exit {code} must fail the Job, not retry"
+            );
         }
-        assert!(spec.backoff_limit.is_some_and(|b| b > 0), "{rel}: a crash is retried");
+        assert!(
+            spec.backoff_limit.is_some_and(|b| b > 0),
+            "{rel}: a crash is retried"
+        );
         let pod = spec.template.spec.as_ref().unwrap();
         assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
         assert_eq!(pod.service_account_name.as_deref(), Some(sa_name.as_str()));
         let psc = pod.security_context.as_ref().unwrap();
         assert_eq!(psc.run_as_non_root, Some(true));
-        assert_eq!(psc.seccomp_profile.as_ref().unwrap().type_, "RuntimeDefault");
+        assert_eq!(
+            psc.seccomp_profile.as_ref().unwrap().type_,
+            "RuntimeDefault"
+        );
         let c = &pod.containers[0];
         let sc = c.security_context.as_ref().unwrap();
         assert_eq!(sc.run_as_non_root, Some(true), "{rel}");
@@ -220,7 +249,10 @@ fn every_policy_gives_strictly_valid_least_privilege_manifests() {
         );
         assert_eq!(sc.seccomp_profile.as_ref().unwrap().type_, "RuntimeDefault");
         let res = c.resources.as_ref().unwrap();
-        assert!(res.requests.as_ref().unwrap().contains_key("memory"), "{rel}");
+        assert!(
+            res.requests.as_ref().unwrap().contains_key("memory"),
+            "{rel}"
+        );
         assert!(res.limits.as_ref().unwrap().contains_key("memory"), "{rel}");
         assert!(
             c.ports.iter().flatten().any(|p| p.container_port == 9102),
@@ -233,7 +265,14 @@ fn every_policy_gives_strictly_valid_least_privilege_manifests() {
             .find(|e| e.name == "CUTOVER_RUN_ID")
             .unwrap_or_else(|| panic!("{rel}: CUTOVER_RUN_ID"));
         assert_eq!(
-            run_id.value_from.as_ref().unwrap().field_ref.as_ref().unwrap().field_path,
+            run_id
+                .value_from
+                .as_ref()
+                .unwrap()
+                .field_ref
+                .as_ref()
+                .unwrap()
+                .field_path,
             "metadata.labels['batch.kubernetes.io/controller-uid']"
         );
         let args = c.args.as_ref().unwrap();
@@ -245,7 +284,10 @@ fn every_policy_gives_strictly_valid_least_privilege_manifests() {
         );
         if let Backend::File(_) = &loaded.backend {
             assert!(
-                pod.volumes.iter().flatten().any(|v| v.persistent_volume_claim.is_some()),
+                pod.volumes
+                    .iter()
+                    .flatten()
+                    .any(|v| v.persistent_volume_claim.is_some()),
                 "{rel}: the weights file lives on a volume"
             );
         }
@@ -262,7 +304,10 @@ fn a_relative_weights_file_is_refused_with_the_fix() {
     std::fs::write(&file, policy).unwrap();
     let (code, out) = cutover(&["manifests", file.to_str().unwrap()]);
     assert_eq!(code, 2, "{out}");
-    assert!(out.contains("backend.file.path") && out.contains("absolute"), "{out}");
+    assert!(
+        out.contains("backend.file.path") && out.contains("absolute"),
+        "{out}"
+    );
 }
 
 #[test]

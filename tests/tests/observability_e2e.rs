@@ -207,7 +207,7 @@ async fn a_rollback_seen_through_metrics_dashboard_report_and_webhooks() {
 
     // The chart parses as SVG and has its series.
     let md = std::fs::read_to_string(report.join("report.md")).unwrap();
-    assert!(md.contains("<svg") && md.contains("RolledBack"));
+    assert!(md.contains("](chart.svg)") && !md.contains("<svg") && md.contains("RolledBack"));
     let svg = std::fs::read_to_string(report.join("chart.svg")).unwrap();
     let doc = roxmltree::Document::parse(&svg).expect("chart.svg is well-formed XML");
     assert_eq!(doc.root_element().tag_name().name(), "svg");
@@ -219,8 +219,9 @@ async fn a_rollback_seen_through_metrics_dashboard_report_and_webhooks() {
         .collect();
     for series in [
         "target weight",
-        "observed share",
-        "gate error-rate (% of bound)",
+        "observed primary share",
+        "error-rate (primary)",
+        "error-rate (DR)",
         "rollback",
     ] {
         assert!(

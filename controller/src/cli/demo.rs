@@ -20,7 +20,7 @@ pub(crate) async fn demo(
     seed: u64,
     dir: Option<PathBuf>,
     report_dir: Option<PathBuf>,
-    format: super::output::LogFormat,
+    json_logs: bool,
 ) -> anyhow::Result<u8> {
     let dir = dir.unwrap_or_else(|| {
         std::env::temp_dir().join(format!("cutover-demo-{}", std::process::id()))
@@ -40,8 +40,9 @@ pub(crate) async fn demo(
     };
     let console = console();
     let mut observers = vec![console];
-    if format == super::output::LogFormat::Json {
-        // The run's events as JSON log lines on stderr too, as a real run logs them.
+    if json_logs {
+        // Asked for `--log-format json`: the run's events as JSON log lines on stderr too,
+        // as a real run logs them.
         observers.push(Arc::new(cutover::observe::console::LogObserver));
     }
     let report = Arc::new(Report::default());

@@ -11,7 +11,7 @@
 //! | `target` | the module that logged (`cutover::console` for run events) |
 //! | `fields.message` | the line a person reads |
 //! | `fields.service`, `fields.run_id` | the run's service and id (every run event) |
-//! | `fields.event` | the run event: `kind` (e.g. `weight_confirmed`, `rollback_started`, `finished`), `at`, and the event's own fields (`weights.primary`, `outcome.phase`, ...) |
+//! | `fields.event` | the run event: `kind` (e.g. `weight_confirmed`, `rollback_started`, `finished`), `at` (RFC 3339), and the event's own fields (`weights.primary`, `outcome.phase`, ...) |
 //!
 //! Any other field of a log call appears under `fields` as a string, number or boolean.
 
@@ -90,13 +90,18 @@ where
 }
 
 /// A run event as the JSON object of `fields.event`: its serialization, with the kind
-/// under `kind` (the serialization's tag is `event`, which would read `.event.event`).
+/// under `kind` (the serialization's tag is `event`, which would read `.event.event`) and
+/// `at` as RFC 3339 text.
 pub fn event_json(e: &cutover_core::run::Event) -> String {
     let mut v = serde_json::to_value(e).unwrap_or(Value::Null);
-    if let Some(obj) = v.as_object_mut()
-        && let Some(kind) = obj.remove("event")
-    {
-        obj.insert("kind".into(), kind);
+    if let Some(obj) = v.as_object_mut() {
+        if let Some(kind) = obj.remove("event") {
+            obj.insert("kind".into(), kind);
+        }
+        obj.insert(
+            "at".into(),
+            humantime::format_rfc3339_millis(e.at).to_string().into(),
+        );
     }
     v.to_string()
 }
@@ -119,5 +124,6 @@ mod tests {
         let v: Value = serde_json::from_str(&event_json(&e)).unwrap();
         assert_eq!(v["kind"], "weight_confirmed");
         assert_eq!(v["weights"]["primary"], 0);
+        assert_eq!(v["at"], "1970-01-01T00:00:00.000Z");
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! * [`console`] — progress lines for people, and every event as a `tracing` event;
 //! * [`jsonlog`] — the JSON log line, with a run's event nested;
-//! * [`report`] — the post-mortem report (`report.json`, `report.md`, `chart.svg`);
+//! * [`report`], [`report_chart`] — the post-mortem report (`report.json`, `report.md`,
+//!   `chart.svg`);
 //! * [`telemetry`] — Prometheus metrics: `/metrics`, and pushes to a Pushgateway;
 //! * [`notify`] — webhook notifications (Slack-compatible);
 //! * [`announce`] — Kubernetes Events on the routed object.
@@ -15,6 +16,7 @@ pub mod console;
 pub mod jsonlog;
 pub mod notify;
 pub mod report;
+pub mod report_chart;
 pub mod telemetry;
 
 use cutover_core::run::{Event, RunState};

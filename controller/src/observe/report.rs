@@ -1,13 +1,13 @@
 //! The run report for the post-mortem: `report.json` (machine-readable: timeline, every
 //! weight change, every gate value at every decision, the verdict and why) and `report.md`
-//! with an SVG chart of target weight, observed share and gate values, the rollback marked.
+//! linking `chart.svg` (target weight and observed share; gates against their bounds; stages
+//! shaded; the rollback marked).
 
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::SystemTime;
 
 use cutover_core::GateStatus;
-use plotters::prelude::*;
 use serde_json::{Value, json};
 
 use super::Observer;
@@ -116,119 +116,11 @@ impl Report {
         })
     }
 
-    /// The chart as SVG: target weight, observed share, each gate as % of its bound.
+    /// The chart as SVG ([`super::report_chart`]): weights on top, gates against their
+    /// bounds below, stages shaded, the rollback marked, wall-clock time.
     pub fn svg(&self, state: &RunState) -> String {
         let (events, start) = self.events_since_start(state);
-        let end = events
-            .last()
-            .map(|e| secs(e.at, start))
-            .unwrap_or(1.0)
-            .max(1.0);
-        let mut target: Vec<(f64, f64)> = vec![(0.0, 0.0)];
-        for h in &state.history {
-            let t = secs(h.at, start);
-            let last = target.last().map(|p| p.1).unwrap_or(0.0);
-            target.push((t, last));
-            target.push((t, f64::from(h.weights.primary())));
-        }
-        target.push((end, target.last().map(|p| p.1).unwrap_or(0.0)));
-        let mut share = Vec::new();
-        let mut gates: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
-        let mut rollback_at = None;
-        for e in &events {
-            match &e.kind {
-                EventKind::Analyzed {
-                    share: s, results, ..
-                } => {
-                    let t = secs(e.at, start);
-                    if let Some(s) = s {
-                        share.push((t, s * 100.0));
-                    }
-                    for r in results {
-                        let (Some(v), Some(bound)) = (r.primary, r.max) else {
-                            continue;
-                        };
-                        if bound <= 0.0 {
-                            continue;
-                        }
-                        let pct = (v / bound * 100.0).min(200.0);
-                        match gates.iter_mut().find(|(n, _)| *n == r.name) {
-                            Some((_, pts)) => pts.push((t, pct)),
-                            None => gates.push((r.name.clone(), vec![(t, pct)])),
-                        }
-                    }
-                }
-                EventKind::RollbackStarted { .. } => rollback_at = Some(secs(e.at, start)),
-                _ => {}
-            }
-        }
-        let mut out = String::new();
-        {
-            let root = SVGBackend::with_string(&mut out, (900, 420)).into_drawing_area();
-            let _ = root.fill(&WHITE);
-            let chart = ChartBuilder::on(&root)
-                .caption(
-                    format!("cutover {} — run {}", state.service, state.run_id),
-                    ("sans-serif", 18),
-                )
-                .margin(12)
-                .x_label_area_size(36)
-                .y_label_area_size(48)
-                .build_cartesian_2d(0.0..end, 0.0..200.0);
-            if let Ok(mut chart) = chart {
-                let _ = chart
-                    .configure_mesh()
-                    .x_desc("seconds since start")
-                    .y_desc("% (weight, share; gates: % of bound)")
-                    .draw();
-                let palette = [BLUE, GREEN, MAGENTA, CYAN, BLACK, YELLOW];
-                let _ = chart
-                    .draw_series(LineSeries::new(target.clone(), BLUE.stroke_width(3)))
-                    .map(|s| {
-                        s.label("target weight")
-                            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], BLUE))
-                    });
-                let _ = chart
-                    .draw_series(LineSeries::new(share.clone(), GREEN.stroke_width(2)))
-                    .map(|s| {
-                        s.label("observed share")
-                            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], GREEN))
-                    });
-                for (i, (name, pts)) in gates.iter().enumerate() {
-                    let c = palette[(i + 2) % palette.len()];
-                    let _ = chart
-                        .draw_series(LineSeries::new(pts.clone(), c.stroke_width(1)))
-                        .map(|s| {
-                            s.label(format!("gate {name} (% of bound)"))
-                                .legend(move |(x, y)| {
-                                    PathElement::new(vec![(x, y), (x + 16, y)], c)
-                                })
-                        });
-                }
-                let _ = chart.draw_series(LineSeries::new(
-                    vec![(0.0, 100.0), (end, 100.0)],
-                    BLACK.mix(0.3),
-                ));
-                if let Some(t) = rollback_at {
-                    let _ = chart
-                        .draw_series(LineSeries::new(
-                            vec![(t, 0.0), (t, 200.0)],
-                            RED.stroke_width(3),
-                        ))
-                        .map(|s| {
-                            s.label("rollback")
-                                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], RED))
-                        });
-                }
-                let _ = chart
-                    .configure_series_labels()
-                    .background_style(WHITE.mix(0.8))
-                    .border_style(BLACK)
-                    .draw();
-            }
-            let _ = root.present();
-        }
-        out
+        super::report_chart::svg(&events, start, state)
     }
 
     /// Writes `report.json`, `chart.svg` and `report.md` into `dir`.
@@ -258,9 +150,8 @@ impl Report {
                 r["reason"].as_str().unwrap_or("?")
             ));
         }
-        md.push_str("## Chart\n\n");
-        md.push_str(&svg);
-        md.push_str("\n\n(also in `chart.svg`)\n\n## Weight changes\n\n| time | t (s) | stage | primary | dr |\n|---|---|---|---|---|\n");
+        md.push_str("## Chart\n\n![weights and gates over time](chart.svg)\n\n");
+        md.push_str("The chart is `chart.svg` beside this file, linked rather than inlined: most Markdown viewers strip inline SVG.\n\n## Weight changes\n\n| time | t (s) | stage | primary | dr |\n|---|---|---|---|---|\n");
         for w in json["weights"].as_array().into_iter().flatten() {
             md.push_str(&format!(
                 "| {} | {:.0} | {} | {}% | {}% |\n",
