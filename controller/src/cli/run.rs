@@ -42,7 +42,7 @@ pub(crate) async fn run(p: LoadedPolicy, common: Common, format: LogFormat) -> a
         .as_ref()
         .filter(|s| s.service != policy.service && Run::resumable(s))
     {
-        eprintln!(
+        super::out::err(&format!(
             "cutover: {}: {} holds the unfinished run {} of service `{}`, not `{}`; \
              give this service its own --state-file (or --state-configmap)",
             policy.service,
@@ -50,7 +50,7 @@ pub(crate) async fn run(p: LoadedPolicy, common: Common, format: LogFormat) -> a
             other.run_id,
             other.service,
             policy.service
-        );
+        ));
         return Ok(EXIT_USAGE);
     }
     let resumed_id = peek
@@ -84,7 +84,7 @@ pub(crate) async fn run(p: LoadedPolicy, common: Common, format: LogFormat) -> a
     let owner = match Ownership::acquire(lock, me).await {
         Ok(o) => Arc::new(o),
         Err(e) => {
-            eprintln!("cutover: {}: {e}", policy.service);
+            super::out::err(&format!("cutover: {}: {e}", policy.service));
             return Ok(EXIT_USAGE);
         }
     };
@@ -137,13 +137,13 @@ async fn run_locked(
         {
             // Finished before, and traffic is where it left it: say so again, change nothing.
             let o = s.outcome.clone().expect("checked");
-            println!(
+            super::out::line(&format!(
                 "run {} already finished: {:?} (exit {}): {}",
                 s.run_id,
                 o.phase,
                 o.exit_code(),
                 o.reason
-            );
+            ));
             return Ok(report_outcome(&o));
         }
         _ => Run::new(plan, id),
@@ -202,17 +202,20 @@ async fn run_locked(
     drop(driver);
     if run.state().outcome.is_none() {
         // Ended before the first step (the store could not be written).
-        eprintln!(
+        super::out::err(&format!(
             "cutover: {:?} (exit {}): {}",
             outcome.phase,
             outcome.exit_code(),
             outcome.reason
-        );
+        ));
     }
     if let Some(dir) = &common.report {
         match report.write(dir, run.state(), &outcome) {
-            Ok(()) => eprintln!("cutover: report written to {}", dir.display()),
-            Err(e) => eprintln!("cutover: cannot write the report to {}: {e}", dir.display()),
+            Ok(()) => super::out::err(&format!("cutover: report written to {}", dir.display())),
+            Err(e) => super::out::err(&format!(
+                "cutover: cannot write the report to {}: {e}",
+                dir.display()
+            )),
         }
     }
     if let Some(task) = push_task {
