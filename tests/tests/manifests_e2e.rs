@@ -311,6 +311,21 @@ fn a_relative_weights_file_is_refused_with_the_fix() {
 }
 
 #[test]
+fn a_namespace_that_is_no_dns_label_is_refused_with_the_fix() {
+    let (code, out) = cutover(&[
+        "manifests",
+        "policies/checkout.yaml",
+        "--namespace",
+        "Fail_Back",
+    ]);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("--namespace `Fail_Back`") && out.contains("DNS label"),
+        "{out}"
+    );
+}
+
+#[test]
 fn deploy_holds_the_generated_manifests_of_every_policy() {
     for path in deployable() {
         let rel = relative(&path);

@@ -138,10 +138,35 @@ pub fn documents(
             names.service
         ));
     }
+    if !dns_label(&opts.namespace) {
+        return Err(format!(
+            "--namespace `{}`: a namespace is a DNS label: lowercase letters, digits and '-', at most 63 characters, starting and ending with a letter or digit",
+            opts.namespace
+        ));
+    }
+    // The Job's name becomes its pods' `job-name` label: a DNS label too.
+    if !dns_label(&names.base) {
+        return Err(format!(
+            "{}: service: `{}` gives the Job name `{}`, which is not a DNS label (lowercase letters, digits and '-', at most 63 characters); rename the service",
+            loaded.path.display(),
+            names.service,
+            names.base
+        ));
+    }
     let mut docs = vec![policy_configmap(&names, policy_text)];
     docs.extend(rbac::documents(loaded, &names, opts));
     docs.push(job::job(loaded, &names, opts));
     Ok(docs)
+}
+
+/// Whether `s` is a DNS-1123 label, as Kubernetes wants namespaces and Job names.
+pub fn dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
 }
 
 fn policy_configmap(names: &Names, text: &str) -> Document {
