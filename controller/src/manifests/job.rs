@@ -38,11 +38,13 @@ pub const RUN_ID_ENV: &str = "CUTOVER_RUN_ID";
 /// pod, so a restarted pod is the same run.
 pub const CONTROLLER_UID_LABEL: &str = "batch.kubernetes.io/controller-uid";
 
-/// Resources from the measured footprint. Peak RSS of the release binary, measured with
-/// `/usr/bin/time -v target/release/cutover demo --scenario error-spike --speed 0`
-/// (deploy/README.md): see [`MEASURED_PEAK_RSS_MIB`]. The request is about twice that, the
-/// limit eight times (headroom for a large Prometheus answer or a slow API server), and the
-/// run is mostly asleep between analyses, so its CPU request is small and unlimited.
+/// Resources from the measured footprint: peak RSS of the release binary, 10.4–10.8 MiB in
+/// `/usr/bin/time -v target/release/cutover demo --scenario S --speed 0` (error-spike,
+/// healthy, latency-regression; 2026-11-26) and 12.9 MiB in a real run against Prometheus
+/// (shared/VERIFIED.md, 2026-11-23); the larger, rounded up, is [`MEASURED_PEAK_RSS_MIB`].
+/// The request is about twice that, the limit ten times (headroom for a large Prometheus
+/// answer or a slow API server); the run sleeps between analyses, so a small CPU request
+/// and no CPU limit.
 pub const MEASURED_PEAK_RSS_MIB: u32 = 13;
 /// Memory request, MiB.
 pub const MEMORY_REQUEST_MIB: u32 = 32;
