@@ -437,6 +437,32 @@ impl State {
     }
 }
 
+/// Stores `o` at its API path with a fresh resourceVersion (core kinds under `/api/v1`).
+fn store(s: &mut State, mut o: Value) {
+    let api_version = o["apiVersion"].as_str().expect("apiVersion").to_string();
+    let kind = KINDS
+        .iter()
+        .find(|k| {
+            if k.0.is_empty() {
+                k.1 == api_version
+            } else {
+                format!("{}/{}", k.0, k.1) == api_version
+            }
+        })
+        .expect("emulated kind");
+    let ns = o["metadata"]["namespace"]
+        .as_str()
+        .expect("namespace")
+        .to_string();
+    let name = o["metadata"]["name"].as_str().expect("name").to_string();
+    let root = if kind.0.is_empty() { "api" } else { "apis" };
+    o["metadata"]["resourceVersion"] = json!(s.bump());
+    s.objects.insert(
+        format!("/{root}/{api_version}/namespaces/{ns}/{}/{name}", kind.2),
+        o,
+    );
+}
+
 impl KubeApi {
     /// Starts the emulator holding `objects` (each with apiVersion, kind, metadata).
     pub async fn start(objects: Vec<Value>) -> KubeApi {
@@ -444,23 +470,7 @@ impl KubeApi {
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         let state = Arc::new(Mutex::new(State::default()));
         for o in objects {
-            let api_version = o["apiVersion"].as_str().expect("apiVersion").to_string();
-            let kind = KINDS
-                .iter()
-                .find(|k| format!("{}/{}", k.0, k.1) == api_version)
-                .expect("emulated kind");
-            let ns = o["metadata"]["namespace"]
-                .as_str()
-                .expect("namespace")
-                .to_string();
-            let name = o["metadata"]["name"].as_str().expect("name").to_string();
-            let mut s = state.lock().unwrap();
-            let mut o = o;
-            o["metadata"]["resourceVersion"] = json!(s.bump());
-            s.objects.insert(
-                format!("/apis/{api_version}/namespaces/{ns}/{}/{name}", kind.2),
-                o,
-            );
+            store(&mut state.lock().unwrap(), o);
         }
         let st = state.clone();
         let task = tokio::spawn(async move {
@@ -510,6 +520,11 @@ impl KubeApi {
     /// The stored object at an API path (`/apis/.../name`).
     pub fn object(&self, path: &str) -> Option<Value> {
         self.state.lock().unwrap().objects.get(path).cloned()
+    }
+
+    /// Stores one more object (apiVersion, kind, metadata), as `kubectl apply` would.
+    pub fn insert(&self, object: Value) {
+        store(&mut self.state.lock().unwrap(), object);
     }
 
     /// Denies `verb` (get, update, patch, create) on `plural` from now on.

@@ -429,6 +429,68 @@ async fn a_job_keeps_its_state_in_a_configmap_holds_a_lease_and_survives_kill_9(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_is_promoted_with_only_the_objects_and_verbs_cutover_manifests_grants() {
+    // Given the Lease and the state ConfigMap `cutover manifests` emits, applied, and an API
+    // server that refuses what the generated Roles do not grant (create and patch on them,
+    // patch on the VirtualService),
+    let cluster = Cluster::start("k8s-manifests", VS, VS_WEIGHTS).await;
+    let policy = cluster.policy_for(ISTIO, &[25, 100], "");
+    let (code, yaml) = cutover_tests::cli::cutover(&[
+        "manifests",
+        policy.to_str().unwrap(),
+        "--namespace",
+        "cutover",
+    ]);
+    assert_eq!(code, 0, "{yaml}");
+    let mut applied = Vec::new();
+    for doc in serde_norway::Deserializer::from_str(&yaml) {
+        let o: Value = serde::Deserialize::deserialize(doc).unwrap();
+        if o["kind"] == "Lease" || o["metadata"]["name"] == "checkout-cutover-state" {
+            applied.push(format!("{}/{}", o["kind"], o["metadata"]["name"]));
+            cluster.api.insert(o);
+        }
+    }
+    assert_eq!(applied.len(), 2, "{applied:?}");
+    assert!(
+        cluster.api.object(&lease_path()).is_some(),
+        "the Lease the run takes"
+    );
+    for (verb, plural) in [
+        ("create", "leases"),
+        ("create", "configmaps"),
+        ("patch", "leases"),
+        ("patch", "configmaps"),
+        ("patch", "virtualservices"),
+    ] {
+        cluster.api.forbid(verb, plural);
+    }
+
+    // when the Job's command runs,
+    let done = cluster
+        .cutover("run", &policy)
+        .args(["--state-configmap", "cutover/checkout-cutover-state"])
+        .finish(RUN_LIMIT)
+        .await;
+
+    // then it is promoted, its state is in the ConfigMap and the Lease is released.
+    assert_eq!(done.code, 0, "{}", done.output);
+    let state: Value = serde_json::from_str(
+        cluster
+            .api
+            .object("/api/v1/namespaces/cutover/configmaps/checkout-cutover-state")
+            .unwrap()["data"]["state.json"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(state["phase"], "promoted");
+    assert_eq!(
+        cluster.api.object(&lease_path()).unwrap()["spec"]["holderIdentity"],
+        Value::Null
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_jobs_with_different_state_configmaps_never_both_drive_one_route_in_20_races() {
     let cluster = Cluster::start("k8s-race", VS, VS_WEIGHTS).await;
     for round in 0..20 {
