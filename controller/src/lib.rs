@@ -24,4 +24,5 @@ pub mod demo;
 pub mod driver;
 pub mod lock;
 pub mod observe;
+pub mod readiness;
 pub mod simulated_backend;
