@@ -14,6 +14,7 @@ pub mod http1;
 pub mod kube_api;
 pub mod logs;
 pub mod moto;
+pub mod postgres;
 pub mod prometheus;
 pub mod proxy;
 
