@@ -11,6 +11,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use cutover_tests::env::{Env, RUN_LIMIT};
+use cutover_tests::kube_api::KubeApi;
+use cutover_tests::patroni::{PatroniApi, documented_cluster};
+use cutover_tests::pgwire::{PgWire, VirtualCluster, timestamptz_ago};
 use cutover_tests::postgres::{PASSWORD, PgPair};
 use cutover_tests::wait_until;
 
@@ -179,4 +182,222 @@ async fn lag_growing_mid_run_holds_the_weight_and_clearing_it_lets_the_run_conti
     );
     assert_no_secret("the run's output", &run.output);
     assert_no_secret("the state", &run.state.to_string());
+}
+
+/// The checks below need no metric source: their kinds ask their own servers.
+struct NoSource;
+
+#[async_trait::async_trait]
+impl cutover_core::metrics::source::MetricSource for NoSource {
+    fn describe(&self) -> String {
+        "none".into()
+    }
+    fn render(&self, m: &cutover_core::Measure) -> String {
+        format!("{m:?}")
+    }
+    async fn measure(
+        &self,
+        _: &cutover_core::Measure,
+        _: std::time::SystemTime,
+    ) -> Result<cutover_core::metrics::source::Sample, cutover_core::MetricError> {
+        unreachable!("no query check here")
+    }
+}
+
+/// Runs one check written as a policy's YAML list item.
+async fn check(yaml: &str) -> cutover_core::judge::preflight::PreflightResult {
+    let c: cutover_core::judge::preflight::PreflightCheck =
+        serde_norway::from_str(yaml).unwrap_or_else(|e| panic!("{e}: {yaml}"));
+    cutover_analyzers::readiness::run_check(&NoSource, &c, std::time::SystemTime::now()).await
+}
+
+/// A loopback port nothing listens on.
+fn closed_port() -> u16 {
+    cutover_tests::free_port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn patroni_passes_a_caught_up_replica_and_fails_lag_a_wrong_leader_and_no_answer() {
+    let api = PatroniApi::start(documented_cluster()).await;
+    let spec = |leader: &str, url: &str| {
+        format!(
+            "name: patroni\npatroni: {{ url: '{url}', leader: '{leader}', max_lag_bytes: 1048576 }}"
+        )
+    };
+    let r = check(&spec("^patroni1$", &api.url)).await;
+    assert!(r.ok, "{r:?}");
+    assert!(r.detail.contains("leader patroni1 leads"), "{r:?}");
+    let r = check(&spec("^pg-primary-", &api.url)).await;
+    assert!(
+        !r.ok && r.detail.contains("not on the expected site"),
+        "{r:?}"
+    );
+    api.set_member(1, "lag", serde_json::json!(52_428_800));
+    let r = check(&spec("^patroni1$", &api.url)).await;
+    assert!(
+        !r.ok && r.detail.contains("above max_lag_bytes 1048576"),
+        "{r:?}"
+    );
+    assert_eq!(r.value, Some(52_428_800.0));
+    api.set_member(1, "lag", serde_json::json!("unknown"));
+    let r = check(&spec("^patroni1$", &api.url)).await;
+    assert!(
+        !r.ok && r.detail.contains("unknown lag never holds"),
+        "{r:?}"
+    );
+    api.set_member(1, "lag", serde_json::json!(0));
+    api.set_member(1, "state", serde_json::json!("starting"));
+    let r = check(&spec("^patroni1$", &api.url)).await;
+    assert!(!r.ok && r.detail.contains("patroni2 is starting"), "{r:?}");
+    let r = check(&spec("", &format!("http://127.0.0.1:{}", closed_port()))).await;
+    assert!(!r.ok && r.detail.contains("unreachable"), "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cockroach_pcr_passes_a_recent_replicated_time_and_fails_lag_a_paused_stream_and_no_answer()
+{
+    let crdb = PgWire::start(VirtualCluster {
+        name: "main".into(),
+        data_state: "replicating".into(),
+        replicated_time: timestamptz_ago(20),
+    })
+    .await;
+    let dir = cutover_tests::TempDir::new("crdb");
+    let conn = dir.path().join("crdb.conn");
+    let spec = |port: u16| {
+        std::fs::write(
+            &conn,
+            format!("host=127.0.0.1 port={port} user=root password={PASSWORD} sslmode=disable"),
+        )
+        .unwrap();
+        format!(
+            "name: crdb\ncockroach_pcr: {{ connection_file: {}, virtual_cluster: main, max_lag: 2m }}",
+            conn.display()
+        )
+    };
+    let r = check(&spec(crdb.port)).await;
+    assert!(r.ok, "{r:?}");
+    let lag = r.value.unwrap();
+    assert!((19.0..40.0).contains(&lag), "{r:?}");
+    crdb.set(|vc| vc.replicated_time = timestamptz_ago(300));
+    let r = check(&spec(crdb.port)).await;
+    assert!(!r.ok && r.detail.contains("above max_lag 2m"), "{r:?}");
+    crdb.set(|vc| {
+        vc.replicated_time = timestamptz_ago(5);
+        vc.data_state = "replication paused".into();
+    });
+    let r = check(&spec(crdb.port)).await;
+    assert!(!r.ok && r.detail.contains("not replicating"), "{r:?}");
+    let r = check(&spec(closed_port())).await;
+    assert!(!r.ok, "{r:?}");
+    assert_no_secret("the check's result", &format!("{r:?}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_smoke_checks_status_body_and_reachability() {
+    let env = Env::with_prometheus("http-smoke").await;
+    let ready = format!("{}/-/ready", env.prom().url());
+    let r = check(&format!(
+        "name: smoke\nhttp: {{ url: '{ready}', body: 'Ready' }}"
+    ))
+    .await;
+    assert!(r.ok, "{r:?}");
+    let r = check(&format!(
+        "name: smoke\nhttp: {{ url: '{ready}', body: '^healthy$' }}"
+    ))
+    .await;
+    assert!(!r.ok && r.detail.contains("does not match"), "{r:?}");
+    let r = check(&format!(
+        "name: smoke\nhttp: {{ url: '{ready}', status: 204 }}"
+    ))
+    .await;
+    assert!(
+        !r.ok && r.detail.contains("status 200, expected 204"),
+        "{r:?}"
+    );
+    let gone = format!("http://127.0.0.1:{}/healthz", closed_port());
+    let r = check(&format!("name: smoke\nhttp: {{ url: '{gone}' }}")).await;
+    assert!(!r.ok && r.detail.contains("unreachable"), "{r:?}");
+}
+
+fn deployment(namespace: &str, replicas: u32, ready: u32) -> serde_json::Value {
+    let mut status = serde_json::json!({"observedGeneration": 1, "replicas": replicas, "updatedReplicas": replicas});
+    if ready > 0 {
+        status["readyReplicas"] = ready.into();
+        status["availableReplicas"] = ready.into();
+    }
+    serde_json::json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "api", "namespace": namespace, "generation": 1},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "api"}},
+                 "template": {"metadata": {"labels": {"app": "api"}}, "spec": {"containers": [{"name": "api", "image": "api:1"}]}}},
+        "status": status,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capacity_at_30_percent_keeps_the_run_at_weights_it_covers_until_replicas_are_ready() {
+    let env = Env::with_prometheus("capacity").await;
+    let api = KubeApi::start(vec![deployment("primary", 10, 3), deployment("dr", 10, 10)]).await;
+    let kubeconfig = env.path("kubeconfig");
+    api.kubeconfig(&kubeconfig);
+    // Every other kind rides along as a passing guard: each is checked at every analysis.
+    let patroni = PatroniApi::start(documented_cluster()).await;
+    let crdb = PgWire::start(VirtualCluster {
+        name: "main".into(),
+        data_state: "replicating".into(),
+        replicated_time: timestamptz_ago(10),
+    })
+    .await;
+    let conn = env.path("crdb.conn");
+    std::fs::write(
+        &conn,
+        format!(
+            "host=127.0.0.1 port={} user=root password={PASSWORD} sslmode=disable",
+            crdb.port
+        ),
+    )
+    .unwrap();
+    let guards = format!(
+        concat!(
+            "guards:\n",
+            "  - name: capacity\n",
+            "    kubernetes_capacity: {{ primary: {{ namespace: primary, deployments: [api] }}, dr: {{ namespace: dr, deployments: [api] }} }}\n",
+            "  - name: patroni\n    patroni: {{ url: '{}', leader: '^patroni1$', max_lag_bytes: 1048576 }}\n",
+            "  - name: crdb\n    cockroach_pcr: {{ connection_file: {}, virtual_cluster: main, max_lag: 2m }}\n",
+            "  - name: smoke\n    http: {{ url: '{}/-/ready' }}\n",
+        ),
+        patroni.url,
+        conn.display(),
+        env.prom().url()
+    );
+    let p = policy(&env, &[10, 25, 50, 100], "", &guards);
+    let mut run = env
+        .cutover_on("run", &p, &env.path("state.json"))
+        .env("KUBECONFIG", &kubeconfig)
+        .spawn();
+    wait_until("25%", Duration::from_secs(60), || env.primary() == 25).await;
+    // 30 % of DR's capacity covers 25 % but not 50 %: the run stays past a bake.
+    let held = Instant::now();
+    while held.elapsed() < Duration::from_secs(16) {
+        assert_eq!(
+            env.primary(),
+            25,
+            "wrote a weight capacity does not cover\n{}",
+            run.output()
+        );
+        assert!(run.try_exit().is_none(), "{}", run.output());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    api.set_ready_replicas("primary", "api", 10);
+    let run = run.wait_exit(RUN_LIMIT).await;
+    assert_eq!(run.code, 0, "{}", run.output);
+    assert_eq!(run.primary_history(), [10, 25, 50, 100]);
+    assert!(
+        run.output.contains("covers 30% of traffic"),
+        "{}",
+        run.output
+    );
+    assert_no_secret("the run's output", &run.output);
 }
