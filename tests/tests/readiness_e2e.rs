@@ -118,6 +118,13 @@ async fn a_lagging_standby_makes_preflight_wait_then_fail_with_no_weight_written
     assert_no_secret("the run's output", &run.output);
     assert_no_secret("the state", &run.state.to_string());
     assert_no_secret("the report", &report_text(&report));
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(report.join("report.json")).unwrap()).unwrap();
+    let checks = &json["readiness"][0]["checks"][0];
+    assert_eq!(checks["kind"], "postgres", "{json:#}");
+    assert_eq!(checks["ok"], false, "{json:#}");
+    assert!(checks["value"].as_f64().unwrap() > 5.0, "{json:#}");
+    assert!(report_text(&report).contains("## Readiness"));
     let (code, plan) = cutover_tests::cli::cutover(&["plan", p.to_str().unwrap()]);
     assert_eq!(code, 0, "{plan}");
     assert!(plan.contains("standby.conn"), "{plan}");

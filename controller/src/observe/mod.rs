@@ -12,6 +12,7 @@
 pub mod announce;
 pub mod console;
 pub mod notify;
+pub mod readiness;
 pub mod report;
 pub mod telemetry;
 
