@@ -23,13 +23,13 @@ pub async fn guards(
     cutover_analyzers::readiness::run_checks(analyzer.source().as_ref(), guards, now).await
 }
 
-/// The guards checked with preflight, named `guard <name>` (a guard never waits: one that
-/// fails before the first write fails preflight).
+/// The guards checked with preflight, named `guard <name>`: one that fails before the first
+/// write waits as long as the longest preflight `wait`, then fails preflight.
 pub async fn guards_before_start(driver: &Driver, run: &Run) -> Vec<PreflightResult> {
     let now = driver.clock.now();
     let mut out = guards(&driver.analyzer, &run.plan().readiness.guards, now).await;
     for r in &mut out {
-        r.name = format!("guard {}", r.name);
+        r.name = format!("{}{}", cutover_core::readiness::GUARD_PREFIX, r.name);
     }
     out
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use cutover_core::readiness::HttpCheck;
 
-use super::{Finding, ReadinessCheck};
+use super::{Finding, ReadinessCheck, redact, shown_url};
 
 /// An `http` check.
 pub struct Http<'a>(pub &'a HttpCheck);
@@ -17,7 +17,7 @@ impl ReadinessCheck for Http<'_> {
         format!(
             "{} {}",
             self.0.method.as_deref().unwrap_or("GET"),
-            self.0.url
+            shown_url(&self.0.url).0
         )
     }
 
@@ -33,7 +33,10 @@ impl ReadinessCheck for Http<'_> {
         };
         let resp = match client.request(method, &h.url).send().await {
             Ok(r) => r,
-            Err(e) => return Finding::fail(format!("unreachable: {e}")),
+            Err(e) => {
+                let secret = shown_url(&h.url).1.unwrap_or_default();
+                return Finding::fail(redact(&format!("unreachable: {e}"), &[&secret]));
+            }
         };
         let status = resp.status().as_u16();
         let body = resp.text().await.unwrap_or_default();

@@ -149,6 +149,21 @@ pub fn read_secret(path: &Path) -> Result<String, String> {
     }
 }
 
+/// A URL as it may be shown (its password, if any, as `***`) and the password, to redact
+/// from errors.
+pub fn shown_url(u: &str) -> (String, Option<String>) {
+    match reqwest::Url::parse(u) {
+        Ok(mut url) => match url.password().map(str::to_string) {
+            Some(p) => {
+                let _ = url.set_password(Some("***"));
+                (url.to_string(), Some(p))
+            }
+            None => (u.to_string(), None),
+        },
+        Err(_) => (u.to_string(), None),
+    }
+}
+
 /// `text` with every occurrence of each secret replaced by `***`: errors of clients may
 /// quote what they were given.
 pub fn redact(text: &str, secrets: &[&str]) -> String {
@@ -157,4 +172,24 @@ pub fn redact(text: &str, secrets: &[&str]) -> String {
         t = t.replace(s, "***");
     }
     t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_password_in_a_url_is_never_shown() {
+        let (shown, secret) = shown_url("https://ops:hunter22@patroni.example:8008");
+        assert_eq!(shown, "https://ops:***@patroni.example:8008/");
+        assert_eq!(secret.as_deref(), Some("hunter22"));
+        assert_eq!(
+            redact(
+                "error sending request for url (https://ops:hunter22@x/)",
+                &["hunter22"]
+            ),
+            "error sending request for url (https://ops:***@x/)"
+        );
+        assert_eq!(shown_url("http://x/healthz").1, None);
+    }
 }

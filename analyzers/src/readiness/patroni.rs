@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use cutover_core::readiness::PatroniCheck;
 use serde_json::Value;
 
-use super::{Finding, ReadinessCheck};
+use super::{Finding, ReadinessCheck, redact, shown_url};
 
 /// A `patroni` check.
 pub struct Patroni<'a>(pub &'a PatroniCheck);
@@ -23,7 +23,7 @@ impl Patroni<'_> {
 #[async_trait]
 impl ReadinessCheck for Patroni<'_> {
     fn asked(&self) -> String {
-        format!("GET {}", self.url())
+        format!("GET {}", shown_url(&self.url()).0)
     }
 
     async fn check(&self, _now: SystemTime) -> Finding {
@@ -35,7 +35,10 @@ impl ReadinessCheck for Patroni<'_> {
         };
         let resp = match client.get(self.url()).send().await {
             Ok(r) => r,
-            Err(e) => return Finding::fail(format!("unreachable: {e}")),
+            Err(e) => {
+                let secret = shown_url(&p.url).1.unwrap_or_default();
+                return Finding::fail(redact(&format!("unreachable: {e}"), &[&secret]));
+            }
         };
         if !resp.status().is_success() {
             return Finding::fail(format!("GET /cluster answered {}", resp.status()));

@@ -305,21 +305,37 @@ pub fn blocking(results: &[PreflightResult], weight: u8) -> Option<String> {
     (!why.is_empty()).then(|| why.join("; "))
 }
 
+/// How the guards' results are named when they are checked with preflight (before the
+/// first write): `guard <name>`.
+pub const GUARD_PREFIX: &str = "guard ";
+
 /// Preflight's decision on results that do not all hold: how long to sleep before checking
 /// again, or `None` when some failing check has no wait left (or none at all). `since` is
-/// when preflight began. A result matches its check by name; results of no policy check
-/// (the gates' data checks) never wait.
+/// when preflight began. A result matches its preflight check by name; a guard's (named
+/// [`GUARD_PREFIX`] + its name) waits as long as the longest preflight wait (a guard that
+/// watches the same lag as a waiting preflight check must not cut the wait short); results
+/// of no check (the gates' data checks) never wait.
 pub fn preflight_retry(
-    checks: &[PreflightCheck],
+    readiness: &Readiness,
     results: &[PreflightResult],
     first_weight: u8,
     since: SystemTime,
     now: SystemTime,
 ) -> Option<Duration> {
     let waited = now.duration_since(since).unwrap_or_default();
+    let longest = readiness.preflight.iter().max_by_key(|c| c.wait());
     let mut sleep: Option<Duration> = None;
     for r in results.iter().filter(|r| !allows(r, first_weight)) {
-        let c = checks.iter().find(|c| c.name == r.name)?;
+        let own = readiness.preflight.iter().find(|c| c.name == r.name);
+        let guard = r
+            .name
+            .strip_prefix(GUARD_PREFIX)
+            .and_then(|n| readiness.guards.iter().find(|g| g.name == n));
+        let c = match (own, guard) {
+            (Some(c), _) => c,
+            (None, Some(_)) => longest?,
+            (None, None) => return None,
+        };
         let left = c.wait().checked_sub(waited).filter(|d| !d.is_zero())?;
         let s = c.poll().min(left);
         sleep = Some(sleep.map_or(s, |x| x.min(s)));

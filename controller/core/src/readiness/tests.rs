@@ -221,27 +221,41 @@ fn preflight_waits_only_while_every_failing_check_has_wait_left() {
         interval: Some(Span::secs(5)),
         ..PreflightCheck::default()
     };
-    let checks = [check("lag", 20), check("other", 0)];
+    let readiness = Readiness {
+        preflight: vec![check("lag", 20), check("other", 0)],
+        guards: vec![check("cap", 0)],
+        ..Readiness::default()
+    };
     let lag_fails = [result("lag", false, None), result("other", true, None)];
     assert_eq!(
-        preflight_retry(&checks, &lag_fails, 10, t0, t0),
+        preflight_retry(&readiness, &lag_fails, 10, t0, t0),
         Some(Duration::from_secs(5))
     );
     assert_eq!(
-        preflight_retry(&checks, &lag_fails, 10, t0, t0 + Duration::from_secs(18)),
+        preflight_retry(&readiness, &lag_fails, 10, t0, t0 + Duration::from_secs(18)),
         Some(Duration::from_secs(2)),
         "never sleeps past the wait"
     );
     assert_eq!(
-        preflight_retry(&checks, &lag_fails, 10, t0, t0 + Duration::from_secs(20)),
+        preflight_retry(&readiness, &lag_fails, 10, t0, t0 + Duration::from_secs(20)),
         None
     );
     let other_fails = [result("lag", false, None), result("other", false, None)];
     assert_eq!(
-        preflight_retry(&checks, &other_fails, 10, t0, t0),
+        preflight_retry(&readiness, &other_fails, 10, t0, t0),
         None,
         "no wait: fail now"
     );
+    let guard = [result("guard cap", true, Some(5.0))];
+    assert_eq!(
+        preflight_retry(&readiness, &guard, 10, t0, t0 + Duration::from_secs(10)),
+        Some(Duration::from_secs(5)),
+        "a guard waits as long as the longest preflight wait"
+    );
+    assert_eq!(
+        preflight_retry(&readiness, &guard, 10, t0, t0 + Duration::from_secs(20)),
+        None
+    );
     let gate = [result("gate errors has DR data", false, None)];
-    assert_eq!(preflight_retry(&checks, &gate, 10, t0, t0), None);
+    assert_eq!(preflight_retry(&readiness, &gate, 10, t0, t0), None);
 }

@@ -23,9 +23,7 @@ impl Run {
         let first = self.plan.stages.first()?.weight.get();
         let reason = blocking(results, first)?;
         let since = self.state.started.unwrap_or(now);
-        if let Some(sleep) =
-            preflight_retry(&self.plan.readiness.preflight, results, first, since, now)
-        {
+        if let Some(sleep) = preflight_retry(&self.plan.readiness, results, first, since, now) {
             ev.push(Event {
                 at: now,
                 kind: EventKind::PreflightWaiting {
