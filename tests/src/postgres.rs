@@ -254,6 +254,99 @@ impl PgPair {
         })
     }
 
+    /// Makes the standby accept only TLS connections over TCP, with a certificate for
+    /// 127.0.0.1 signed by a fresh CA (made with `openssl`); returns the CA's PEM file.
+    /// The pair's own clients (`standby()`) then no longer connect to it.
+    pub fn require_tls_on_standby(&self) -> PathBuf {
+        let openssl = crate::require_program("openssl");
+        let d = self.dir.path();
+        let run = |args: &[&str]| {
+            let out = Command::new(&openssl)
+                .args(args)
+                .current_dir(d)
+                .output()
+                .expect("openssl");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        run(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=cutover test CA",
+        ]);
+        run(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ]);
+        std::fs::write(
+            d.join("san.ext"),
+            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+        )
+        .unwrap();
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+        ]);
+        for f in ["server.key", "server.crt"] {
+            chown_postgres(&d.join(f));
+        }
+        let _ = Command::new("chmod")
+            .arg("600")
+            .arg(d.join("server.key"))
+            .status();
+        let s = d.join("standby");
+        append(
+            &s.join("postgresql.conf"),
+            &format!(
+                "\nssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'\n",
+                d.join("server.crt").display(),
+                d.join("server.key").display()
+            ),
+        );
+        let hba = std::fs::read_to_string(s.join("pg_hba.conf")).unwrap();
+        std::fs::write(
+            s.join("pg_hba.conf"),
+            format!("hostnossl all all 127.0.0.1/32 reject\n{hba}"),
+        )
+        .unwrap();
+        as_postgres(&self.bin, "pg_ctl", &["-D", s.to_str().unwrap(), "reload"]);
+        d.join("ca.crt")
+    }
+
     /// The servers' logs, for a failing test.
     pub fn logs(&self) -> String {
         ["writer", "standby"]

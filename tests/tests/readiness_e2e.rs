@@ -191,6 +191,60 @@ async fn lag_growing_mid_run_holds_the_weight_and_clearing_it_lets_the_run_conti
     assert_no_secret("the state", &run.state.to_string());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_over_tls_verifies_the_server_against_the_ca_file() {
+    let pg = PgPair::start("tls").await;
+    let ca = pg.require_tls_on_standby();
+    // A reload is asynchronous: wait until a connection without TLS is refused.
+    let url = format!(
+        "host=127.0.0.1 port={} user=postgres password={PASSWORD} dbname=postgres sslmode=disable",
+        pg.standby_port
+    );
+    let start = Instant::now();
+    while tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .is_ok()
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the standby still accepts plain connections\n{}",
+            pg.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let dir = cutover_tests::TempDir::new("pg-tls");
+    let conn = dir.path().join("standby.conn");
+    std::fs::write(
+        &conn,
+        format!("host=127.0.0.1 port={} user=postgres password={PASSWORD} dbname=postgres sslmode=require", pg.standby_port),
+    )
+    .unwrap();
+    let spec = |ca: &Path| {
+        format!(
+            "name: pg\npostgres: {{ primary_connection_file: {}, max_lag: 60s, ca_file: {} }}",
+            conn.display(),
+            ca.display()
+        )
+    };
+    let r = check(&spec(&ca)).await;
+    assert!(r.ok, "{r:?}\n{}", pg.logs());
+    assert!(r.detail.contains("caught up"), "{r:?}");
+    // Another CA: the server's certificate is not trusted, and nothing falls back to plain.
+    let other = dir.path().join("other-ca.crt");
+    let out = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout"])
+        .arg(dir.path().join("other.key"))
+        .arg("-out")
+        .arg(&other)
+        .args(["-days", "1", "-subj", "/CN=another CA"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let r = check(&spec(&other)).await;
+    assert!(!r.ok && r.detail.contains("certificate"), "{r:?}");
+    assert_no_secret("the check's result", &format!("{r:?}"));
+}
+
 /// The checks below need no metric source: their kinds ask their own servers.
 struct NoSource;
 

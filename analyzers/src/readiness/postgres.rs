@@ -51,7 +51,7 @@ impl Connection {
         }
         let hide = |e: tokio_postgres::Error| {
             let refs: Vec<&str> = secrets.iter().map(String::as_str).collect();
-            redact(&e.to_string(), &refs)
+            redact(&chain(&e), &refs)
         };
         let client = if config.get_ssl_mode() == SslMode::Disable {
             let (client, conn) = config.connect(tokio_postgres::NoTls).await.map_err(hide)?;
@@ -70,7 +70,7 @@ impl Connection {
     pub async fn rows(&self, sql: &str) -> Result<Vec<Row>, String> {
         let msgs = self.client.simple_query(sql).await.map_err(|e| {
             let refs: Vec<&str> = self.secrets.iter().map(String::as_str).collect();
-            redact(&e.to_string(), &refs)
+            redact(&chain(&e), &refs)
         })?;
         Ok(msgs
             .into_iter()
@@ -86,6 +86,22 @@ impl Connection {
             })
             .collect())
     }
+}
+
+/// An error and its causes, in one line: tokio-postgres says "error performing TLS
+/// handshake" and keeps the why (e.g. an unknown issuer) in its source.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let c_text = c.to_string();
+        if !s.contains(&c_text) {
+            s.push_str(": ");
+            s.push_str(&c_text);
+        }
+        cause = c.source();
+    }
+    s
 }
 
 /// The value of column `name` of a row.
