@@ -41,3 +41,17 @@ if [ "${CUTOVER_SETUP_SKIP_MOTO:-}" != "1" ] && ! python3 -c "import moto.server
   python3 -m pip install -q 'moto[server]>=5,<6' >/dev/null
 fi
 echo "setup: prometheus $(prometheus --version 2>&1 | head -1 | awk '{print $3}'), moto $(python3 -c 'import moto; print(moto.__version__)' 2>/dev/null || echo absent)" >&2
+
+# --- issue 15: readiness checks (begin) ------------------------------------------------
+# PostgreSQL from Debian's packages for tests/tests/readiness_e2e.rs: the harness
+# (tests/src/postgres.rs) runs initdb/pg_ctl from /usr/lib/postgresql/*/bin as the
+# `postgres` user on loopback ports; no packaged cluster is needed, so stop any it started.
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ! id postgres >/dev/null 2>&1 || ! command -v runuser >/dev/null 2>&1; then
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  echo "setup: installing postgresql from Debian's packages" >&2
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends postgresql util-linux >/dev/null
+  if command -v systemctl >/dev/null 2>&1; then systemctl stop postgresql >/dev/null 2>&1 || true; fi
+fi
+# --- issue 15: readiness checks (end) --------------------------------------------------

@@ -218,6 +218,7 @@ impl Analyzer {
             primary_rate: read_answers[0].clone(),
             dr_rate: read_answers[1].clone(),
             gates,
+            guards: Vec::new(),
         }
     }
 
@@ -344,6 +345,7 @@ mod tests {
             primary_rate: Reading::Value(p),
             dr_rate: Reading::Value(d),
             gates: Vec::new(),
+            guards: Vec::new(),
         };
         assert_eq!(a(1.0, 3.0).primary_share(), Some(0.25));
         assert_eq!(a(-1.0, 3.0).primary_share(), None);

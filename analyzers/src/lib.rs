@@ -12,6 +12,7 @@
 pub mod analysis;
 pub mod preflight;
 pub mod prometheus;
+pub mod readiness;
 pub mod simulated;
 
 pub use analysis::Analyzer;

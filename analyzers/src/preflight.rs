@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 use cutover_core::Site;
 use cutover_core::judge::gate::Gate;
 use cutover_core::judge::preflight::{PreflightCheck, PreflightResult};
-use cutover_core::metrics::source::{Measure, MetricSource};
+use cutover_core::metrics::source::MetricSource;
 
 /// Runs every preflight check and the gates' DR data check. Never changes anything.
 pub async fn run_preflight(
@@ -16,43 +16,8 @@ pub async fn run_preflight(
     interval: Duration,
     now: SystemTime,
 ) -> Vec<PreflightResult> {
-    let mut out = Vec::new();
-    for c in checks {
-        let m = Measure::Custom {
-            template: c.query.clone(),
-            site: None,
-        };
-        let query = source.render(&m);
-        let (ok, detail) = match source.measure(&m, now).await {
-            Err(e) => (false, e.to_string()),
-            Ok(None) => (
-                false,
-                "returned no data (an empty vector); no data is never a pass".into(),
-            ),
-            Ok(Some(v)) if !v.is_finite() => (false, format!("returned {v}, not a finite number")),
-            Ok(Some(v)) => {
-                if c.min.is_some_and(|lo| v < lo) {
-                    (
-                        false,
-                        format!("{v} is below min {}", c.min.unwrap_or_default()),
-                    )
-                } else if c.max.is_some_and(|hi| v > hi) {
-                    (
-                        false,
-                        format!("{v} is above max {}", c.max.unwrap_or_default()),
-                    )
-                } else {
-                    (true, format!("{v} within bounds"))
-                }
-            }
-        };
-        out.push(PreflightResult {
-            name: c.name.clone(),
-            query,
-            ok,
-            detail,
-        });
-    }
+    // The policy's checks, of every kind (`readiness/`), then the gates' data checks.
+    let mut out = crate::readiness::run_checks(source, checks, now).await;
     for g in gates {
         let window = g.window(interval);
         let site = if g.is_per_site() {
@@ -81,6 +46,8 @@ pub async fn run_preflight(
             query,
             ok,
             detail,
+            kind: "gate".into(),
+            ..PreflightResult::default()
         });
         if !g.is_per_site() {
             continue;
@@ -102,6 +69,8 @@ pub async fn run_preflight(
             query,
             ok,
             detail,
+            kind: "gate".into(),
+            ..PreflightResult::default()
         });
     }
     out
@@ -153,6 +122,8 @@ mod tests {
             .compile(&GateBudget::new(100, 5, 0))
             .unwrap()
     }
+
+    use cutover_core::metrics::source::Measure;
 
     #[tokio::test]
     async fn a_primary_query_the_source_refuses_fails_preflight() {

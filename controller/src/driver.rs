@@ -153,7 +153,7 @@ impl Driver {
                         .first()
                         .map(|s| s.interval)
                         .unwrap_or_default();
-                    let results = run_preflight(
+                    let mut results = run_preflight(
                         self.analyzer.source().as_ref(),
                         &self.preflight,
                         &gates,
@@ -161,6 +161,8 @@ impl Driver {
                         self.clock.now(),
                     )
                     .await;
+                    // Guards hold before the first write too (capacity for its weight).
+                    results.extend(crate::readiness::guards_before_start(self, run).await);
                     Observation::PreflightDone {
                         now: self.clock.now(),
                         results,
@@ -227,11 +229,14 @@ impl Driver {
                     let analyzer = self.analyzer.clone();
                     let backend = self.backend.clone();
                     // The live split is re-read with every analysis: drift is never a pass.
+                    let guards = run.plan().readiness.guards.clone();
                     let both = async {
-                        let (a, live) = tokio::join!(
+                        let (mut a, live, g) = tokio::join!(
                             analyzer.analyze(now, interval, &since),
-                            backend.get_weights()
+                            backend.get_weights(),
+                            crate::readiness::guards(&analyzer, &guards, now)
                         );
+                        a.guards = g;
                         (a, live.map_err(|e| e.to_string()))
                     };
                     tokio::select! {

@@ -26,4 +26,5 @@ pub mod driver;
 pub mod lock;
 pub mod manifests;
 pub mod observe;
+pub mod readiness;
 pub mod simulated_backend;

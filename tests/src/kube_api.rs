@@ -71,6 +71,9 @@ const KINDS: &[(&str, &str, &str, &str)] = &[
     ("events.k8s.io", "v1", "events", "Event"),
     ("", "v1", "configmaps", "ConfigMap"),
     ("coordination.k8s.io", "v1", "leases", "Lease"),
+    // Read by `kubernetes_capacity`; its status is the Deployment controller's to write
+    // (`set_ready_replicas`), as in a cluster where `status` is a subresource.
+    ("apps", "v1", "deployments", "Deployment"),
 ];
 
 fn status(code: u16, reason: &str, message: String, details: Value) -> Value {
@@ -373,6 +376,11 @@ impl State {
                     }
                     o
                 };
+                let mut new = new;
+                if plural == "deployments" {
+                    // `status` is a subresource: writes of the object leave it as it is.
+                    new["status"] = current["status"].clone();
+                }
                 let sent_rv = new["metadata"]["resourceVersion"]
                     .as_str()
                     .map(str::to_string);
@@ -543,6 +551,25 @@ impl KubeApi {
         let rv = s.bump();
         let o = s.objects.get_mut(path).expect("a stored object");
         *o.pointer_mut(pointer).expect("an existing field") = value;
+        o["metadata"]["resourceVersion"] = json!(rv);
+    }
+
+    /// The Deployment controller reports `ready` of a Deployment's pods ready: sets
+    /// `status.readyReplicas` (and `availableReplicas`), omitted when zero as the API server
+    /// omits empty fields, and bumps the resourceVersion.
+    pub fn set_ready_replicas(&self, namespace: &str, name: &str, ready: u32) {
+        let mut s = self.state.lock().unwrap();
+        let rv = s.bump();
+        let path = format!("/apis/apps/v1/namespaces/{namespace}/deployments/{name}");
+        let o = s.objects.get_mut(&path).expect("a stored Deployment");
+        let st = o["status"].as_object_mut().expect("a Deployment status");
+        for f in ["readyReplicas", "availableReplicas"] {
+            if ready == 0 {
+                st.remove(f);
+            } else {
+                st.insert(f.into(), json!(ready));
+            }
+        }
         o["metadata"]["resourceVersion"] = json!(rv);
     }
 

@@ -14,6 +14,9 @@ pub mod http1;
 pub mod kube_api;
 pub mod logs;
 pub mod moto;
+pub mod patroni;
+pub mod pgwire;
+pub mod postgres;
 pub mod prometheus;
 pub mod proxy;
 

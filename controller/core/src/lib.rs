@@ -19,6 +19,7 @@ pub mod judge;
 pub mod lock;
 pub mod metrics;
 pub mod policy;
+pub mod readiness;
 pub mod run;
 pub mod serde_secs;
 pub mod store;

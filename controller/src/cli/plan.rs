@@ -114,17 +114,36 @@ pub(crate) fn render(loaded: &LoadedPolicy, file: &str) -> String {
     for site in [Site::Primary, Site::Dr] {
         let _ = writeln!(s, "  {site:<7}  {}", promql.request_rate(site, interval));
     }
-    if !policy.preflight.is_empty() {
-        let _ = writeln!(s, "\nPreflight (each must hold before any weight changes):");
-        for c in &policy.preflight {
+    let lists = [
+        (
+            "Preflight (each must hold before any weight changes)",
+            &policy.preflight,
+        ),
+        (
+            "Guards (re-checked at every analysis; a failing one holds the run at its weight)",
+            &policy.guards,
+        ),
+    ];
+    for (title, checks) in lists.into_iter().filter(|(_, l)| !l.is_empty()) {
+        let _ = writeln!(s, "\n{title}:");
+        for c in checks {
+            let Some(query) = &c.query else {
+                // Files and URLs only: a connection string is never read here.
+                let _ = writeln!(s, "  {}: {}", c.name, cutover_core::readiness::describe(c));
+                continue;
+            };
             let bounds = match (c.min, c.max) {
                 (Some(lo), Some(hi)) => format!("between {lo} and {hi}"),
                 (Some(lo), None) => format!(">= {lo}"),
                 (None, Some(hi)) => format!("<= {hi}"),
                 (None, None) => String::new(),
             };
-            let q = promql.custom_siteless(&c.query);
-            let _ = writeln!(s, "  {} ({bounds}): {q}", c.name);
+            let q = promql.custom_siteless(query);
+            let wait = c
+                .wait
+                .map(|w| format!(", waits up to {w}"))
+                .unwrap_or_default();
+            let _ = writeln!(s, "  {} ({bounds}{wait}): {q}", c.name);
         }
     }
     s

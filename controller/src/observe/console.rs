@@ -127,6 +127,13 @@ pub fn describe(e: &Event, state: &RunState) -> Option<String> {
             format!("preflight  passed ({} checks)", results.len())
         }
         EventKind::PreflightFailed { .. } => "preflight  FAILED; nothing was changed".into(),
+        EventKind::PreflightWaiting {
+            reason, retry_in, ..
+        } => format!("preflight  WAITING {reason}; checking again in {retry_in}s"),
+        EventKind::Guards { decision, .. } if decision == "every guard holds" => return None,
+        EventKind::Guards {
+            stage, decision, ..
+        } => format!("{:<10} guards: {decision}", stages(*stage)),
         EventKind::WeightRequested { .. } => return None,
         EventKind::WeightConfirmed { weights, stage } => match stage {
             Some(i) => format!("{:<10} {weights} written and read back", stages(*i)),

@@ -15,6 +15,7 @@ pub mod announce;
 pub mod console;
 pub mod jsonlog;
 pub mod notify;
+pub mod readiness;
 pub mod report;
 pub mod report_chart;
 pub mod telemetry;

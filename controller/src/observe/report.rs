@@ -112,6 +112,7 @@ impl Report {
             "rollback": breach,
             "weights": weights,
             "decisions": decisions,
+            "readiness": super::readiness::section(&events, at),
             "timeline": timeline,
         })
     }
@@ -193,6 +194,7 @@ impl Report {
                 d["decision"].as_str().unwrap_or("").replace('|', "\\|")
             ));
         }
+        md.push_str(&super::readiness::markdown(&json["readiness"]));
         std::fs::write(dir.join("report.md"), md)
     }
 }

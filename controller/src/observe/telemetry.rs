@@ -37,6 +37,8 @@ pub struct Telemetry {
     gate_failures: std::sync::Mutex<(Option<usize>, std::collections::BTreeMap<String, u32>)>,
     stage_failures: Family<Labels, FGauge>,
     share: Family<Labels, FGauge>,
+    check_status: Family<Labels, FGauge>,
+    check_value: Family<Labels, FGauge>,
     rollbacks: Family<Labels, Counter>,
     run_info: Family<Labels, FGauge>,
     push: Option<Pusher>,
@@ -114,6 +116,16 @@ impl Telemetry {
                 "Failed analyses at the current stage (rollback at failure_limit)",
                 FGauge
             ),
+            check_status: family!(
+                "cutover_check_status",
+                "A readiness check's result (when: preflight or guard): 1 holds, 0 does not",
+                FGauge
+            ),
+            check_value: family!(
+                "cutover_check_value",
+                "A readiness check's value (lag in seconds, bytes, ready capacity ratio, HTTP status)",
+                FGauge
+            ),
             share: family!(
                 "cutover_observed_primary_share",
                 "Observed primary share of requests (ratio 0-1)",
@@ -174,6 +186,9 @@ impl Telemetry {
             EventKind::RollbackStarted { .. } => {
                 self.rollbacks.get_or_create(&l).inc();
             }
+            EventKind::PreflightPassed { results }
+            | EventKind::PreflightWaiting { results, .. } => self.checks("preflight", results),
+            EventKind::Guards { results, .. } => self.checks("guard", results),
             EventKind::Analyzed {
                 stage,
                 share,
@@ -238,6 +253,23 @@ impl Telemetry {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// `cutover_check_status` and `cutover_check_value` of readiness results.
+    fn checks(&self, when: &str, results: &[cutover_core::judge::preflight::PreflightResult]) {
+        // The gates' data checks are reported as gates.
+        for r in results.iter().filter(|r| r.kind != "gate") {
+            let mut l = svc(&self.service);
+            l.push(("check".into(), r.name.clone()));
+            l.push(("kind".into(), r.kind.clone()));
+            l.push(("when".into(), when.into()));
+            self.check_status
+                .get_or_create(&l)
+                .set(if r.ok { 1.0 } else { 0.0 });
+            if let Some(v) = r.value {
+                self.check_value.get_or_create(&l).set(v);
+            }
         }
     }
 

@@ -24,6 +24,9 @@ pub struct Analysis {
     pub dr_rate: Reading,
     /// Each gate's readings.
     pub gates: Vec<GateMeasurement>,
+    /// The policy's `guards:`, checked with the analysis.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub guards: Vec<crate::judge::preflight::PreflightResult>,
 }
 
 impl Analysis {

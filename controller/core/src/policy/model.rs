@@ -43,6 +43,18 @@ pub struct Policy {
     /// Checks that must hold before any weight changes.
     #[serde(default)]
     pub preflight: Vec<PreflightCheck>,
+    /// Checks re-run at every analysis (same kinds as `preflight`): one that fails holds the
+    /// run at its weight (nothing advances); `kubernetes_capacity` keeps a stage's weight
+    /// from being written until the primary's ready capacity covers it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub guards: Vec<PreflightCheck>,
+    /// What a guard failing for `guard_failure_limit` does: `hold` (default: end, traffic
+    /// held at its weight, exit 5) or `rollback`.
+    #[serde(default)]
+    pub on_guard_failure: crate::readiness::OnGuardFailure,
+    /// How long a guard may fail, holding the run, before `on_guard_failure`. Default `10m`.
+    #[serde(default = "d_guard_failure_limit")]
+    pub guard_failure_limit: Span,
     /// When a new weight counts as in force.
     #[serde(default)]
     pub settle: SettleSpec,
@@ -82,6 +94,9 @@ pub struct StageDefaults {
     pub max_duration: Span,
 }
 
+fn d_guard_failure_limit() -> Span {
+    Span::secs(600)
+}
 fn d_bake() -> Span {
     Span::secs(300)
 }

@@ -63,6 +63,8 @@ pub struct Plan {
     pub on_drift: OnDrift,
     /// The overall deadline.
     pub deadline: Option<Duration>,
+    /// Preflight checks and guards.
+    pub readiness: crate::readiness::Readiness,
 }
 
 /// A valid policy as typed values.
@@ -121,6 +123,12 @@ pub fn compile(p: &Policy) -> Result<Compiled, Problems> {
             on_signal: p.on_signal,
             on_drift: p.on_drift,
             deadline: p.deadline.map(Span::get),
+            readiness: crate::readiness::Readiness {
+                preflight: p.preflight.clone(),
+                guards: p.guards.clone(),
+                on_guard_failure: p.on_guard_failure,
+                guard_failure_limit: p.guard_failure_limit.get(),
+            },
         },
     })
 }

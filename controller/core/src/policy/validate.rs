@@ -420,39 +420,12 @@ pub fn analysis(p: &Policy, out: &mut Problems) {
     }
 }
 
-/// `preflight`: a query and a bound per check.
+/// `preflight` and `guards`: exactly one kind per check, each kind's fields (see
+/// [`crate::readiness::validate`]).
 pub fn preflight(p: &Policy, out: &mut Problems) {
-    for (i, c) in p.preflight.iter().enumerate() {
-        if c.query.trim().is_empty() {
-            out.push(
-                &format!("preflight[{i}].query"),
-                "the query is empty".into(),
-            );
-        }
-        if c.query.contains("{{site}}") {
-            out.push(
-                &format!("preflight[{i}].query"),
-                format!(
-                    "`{}` uses {{{{site}}}}, but a preflight check runs once, for no site; write the site's label value out, or check it in a gate",
-                    c.query
-                ),
-            );
-        }
-        if c.min.is_none() && c.max.is_none() {
-            out.push(
-                &format!("preflight[{i}]"),
-                format!("check `{}` has no bound; give min or max", c.name),
-            );
-        }
-        if let (Some(lo), Some(hi)) = (c.min, c.max)
-            && lo > hi
-        {
-            out.push(
-                &format!("preflight[{i}].min"),
-                format!("min {lo} is above max {hi}"),
-            );
-        }
-    }
+    crate::readiness::validate::checks("preflight", &p.preflight, true, out);
+    crate::readiness::validate::checks("guards", &p.guards, false, out);
+    crate::readiness::validate::guard_failure_limit(p.guard_failure_limit, out);
 }
 
 /// `settle` and `rollback`: a tolerance that is a tolerance, attempts and pauses in range.

@@ -80,6 +80,13 @@ impl Run {
             return request;
         }
         ev.extend(drift_events);
+        let guard_hold = match self.on_guards(now, i, &analysis.guards, ev) {
+            Ok(hold) => hold,
+            Err(request) => {
+                push("guard failure limit reached".into(), ev);
+                return request;
+            }
+        };
         // The bake restarts after a drift (even one cleared just now); max_duration counts
         // from the stage's start.
         let baked = self
@@ -153,6 +160,10 @@ impl Run {
                     "drift: {} (on_drift: hold); nothing advances while the live split is not the run's",
                     self.state.drift.clone().unwrap_or_default()
                 ),
+            },
+            // A failing guard, or capacity that does not cover the next stage: never advance.
+            (StageVerdict::Passing, _) if guard_hold.is_some() => StageVerdict::Hold {
+                reason: guard_hold.unwrap_or_default(),
             },
             (sv, _) => sv,
         };

@@ -19,6 +19,7 @@ use crate::weights::{StageWeight, Weights};
 use crate::policy::{OnDrift, OnInconclusive, OnSignal, Plan, RollbackMode};
 
 mod drift;
+mod guards;
 mod judging;
 mod protocol;
 mod resume;
@@ -81,6 +82,7 @@ impl Run {
             unreadable: 0,
             last_live: None,
             rebake_from: None,
+            guard_failing_since: None,
         };
         Run {
             plan,

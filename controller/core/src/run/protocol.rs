@@ -156,6 +156,25 @@ pub enum EventKind {
         /// Each check.
         results: Vec<PreflightResult>,
     },
+    /// Preflight checks that do not hold yet have time left to wait (`wait:`); they are
+    /// checked again after `retry_in` seconds. Nothing changed.
+    PreflightWaiting {
+        /// Each check.
+        results: Vec<PreflightResult>,
+        /// What does not hold yet, in words.
+        reason: String,
+        /// Seconds until the next check.
+        retry_in: u64,
+    },
+    /// The guards, checked with an analysis, and what they mean for the stage.
+    Guards {
+        /// Stage index.
+        stage: usize,
+        /// Each guard.
+        results: Vec<PreflightResult>,
+        /// What the run does about them, in words.
+        decision: String,
+    },
     /// Preflight failed; nothing changed.
     PreflightFailed {
         /// Why.

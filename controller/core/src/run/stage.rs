@@ -51,6 +51,9 @@ impl Run {
         if self.state.phase != Phase::Preflight {
             return self.unexpected(now, "preflight results", ev);
         }
+        if let Some(request) = self.preflight_readiness(now, &results, ev) {
+            return request;
+        }
         let failed: Vec<String> = results
             .iter()
             .filter(|r| !r.ok)
@@ -315,6 +318,8 @@ impl Run {
                     .filter_map(|(name, ep)| Some((name.clone(), ep.counted_to?)))
                     .collect(),
             },
+            // A preflight check is being waited for (`wait:`): check again.
+            (Phase::Preflight, None) => Request::Preflight,
             _ => self.unexpected(now, "the end of a sleep", ev),
         }
     }

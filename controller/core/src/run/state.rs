@@ -222,4 +222,7 @@ pub struct RunState {
     /// counts from the stage's start).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rebake_from: Option<SystemTime>,
+    /// Since when a guard has been failing (`None`: every guard holds); see `guards.rs`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guard_failing_since: Option<SystemTime>,
 }

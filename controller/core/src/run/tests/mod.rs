@@ -11,6 +11,7 @@ use crate::{Analysis, Reading, Span};
 use super::*;
 use crate::policy::{OnDrift, OnInconclusive, OnSignal, Plan, RollbackMode, RollbackSpec, Stage};
 
+mod guards;
 mod judging;
 mod operator;
 mod resume;
@@ -67,6 +68,7 @@ fn plan(weights: &[u8]) -> Plan {
         on_signal: OnSignal::Hold,
         on_drift: OnDrift::Hold,
         deadline: None,
+        readiness: Default::default(),
     }
 }
 
@@ -103,6 +105,7 @@ fn analysis(now: SystemTime, tr: &Traffic) -> Analysis {
         primary_rate: Reading::Value(100.0 * tr.share),
         dr_rate: Reading::Value(100.0 * (1.0 - tr.share)),
         gates: vec![m("errors"), m("errors-vs-dr")],
+        guards: Vec::new(),
     }
 }
 
@@ -123,7 +126,13 @@ struct Harness {
     failed_writes_land: bool,
     /// At this time, the tampering is undone: the live split is the last write again.
     untamper_at: Option<u64>,
+    /// Readiness results at (now, live): preflight's (instead of the one passing `lag`
+    /// check) and every analysis's guards (`guards.rs`).
+    readiness: Option<Checks>,
 }
+
+/// The readiness checks' results of a scripted world at (now, live).
+type Checks = Box<dyn FnMut(u64, Weights) -> Vec<PreflightResult>>;
 
 impl Harness {
     fn new(plan: Plan) -> Harness {
@@ -138,6 +147,7 @@ impl Harness {
             brake_at: None,
             failed_writes_land: false,
             untamper_at: None,
+            readiness: None,
         }
     }
 
@@ -160,6 +170,13 @@ impl Harness {
             self.events.extend(step.events);
             obs = match step.request {
                 Request::Finish(o) => return o,
+                Request::Preflight if self.readiness.is_some() => Observation::PreflightDone {
+                    now: t(self.now),
+                    results: self
+                        .readiness
+                        .as_mut()
+                        .map_or_else(Vec::new, |c| c(self.now, self.live)),
+                },
                 Request::Preflight => Observation::PreflightDone {
                     now: t(self.now),
                     results: vec![PreflightResult {
@@ -167,6 +184,7 @@ impl Harness {
                         query: "q".into(),
                         ok: preflight_ok,
                         detail: "d".into(),
+                        ..PreflightResult::default()
                     }],
                 },
                 Request::SetWeights(w) => {
@@ -232,9 +250,13 @@ impl Harness {
                         }
                     }
                     let tr = world(self.now, self.live);
+                    let mut a = analysis(t(self.now), &tr);
+                    if let Some(c) = self.readiness.as_mut() {
+                        a.guards = c(self.now, self.live);
+                    }
                     Observation::Analyzed {
                         now: t(self.now),
-                        analysis: analysis(t(self.now), &tr),
+                        analysis: a,
                         live: Some(match &self.unreadable {
                             Some(e) => Err(e.clone()),
                             None => Ok(self.live),

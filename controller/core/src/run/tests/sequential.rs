@@ -246,6 +246,7 @@ impl<'a> SeqDriver<'a> {
                                 dr: Reading::Empty,
                                 counts: Some(c),
                             }],
+                            guards: Vec::new(),
                         },
                         live: Some(Ok(live)),
                     }
