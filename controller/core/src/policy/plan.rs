@@ -1,6 +1,7 @@
 //! The plan: a valid policy as typed values, the one thing a run, its adapters and its
 //! reports use. Made only by [`super::compile`].
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -8,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::PromqlBuilder;
 use crate::judge::gate::Gate;
 use crate::judge::verdict::Limits;
+use crate::policy::approval::StageApproval;
 use crate::policy::backend::Backend;
 use crate::policy::model::{OnDrift, OnInconclusive, OnSignal, Policy, RollbackSpec};
 use crate::policy::validate::{self, Problems};
@@ -63,6 +65,8 @@ pub struct Plan {
     pub on_drift: OnDrift,
     /// The overall deadline.
     pub deadline: Option<Duration>,
+    /// The stages (by index) whose weight is written only once approved.
+    pub approvals: BTreeMap<usize, StageApproval>,
 }
 
 /// A valid policy as typed values.
@@ -86,6 +90,7 @@ pub fn compile(p: &Policy) -> Result<Compiled, Problems> {
     let promql = validate::sites_and_traffic(p, &mut out);
     let stages = validate::stages(p, &mut out);
     let gates = validate::gates(p, &mut out);
+    let approvals = super::approval::approvals(p, &mut out);
     validate::analysis(p, &mut out);
     validate::preflight(p, &mut out);
     validate::settle_and_rollback(p, &mut out);
@@ -121,6 +126,7 @@ pub fn compile(p: &Policy) -> Result<Compiled, Problems> {
             on_signal: p.on_signal,
             on_drift: p.on_drift,
             deadline: p.deadline.map(Span::get),
+            approvals,
         },
     })
 }

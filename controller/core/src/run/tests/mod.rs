@@ -11,6 +11,7 @@ use crate::{Analysis, Reading, Span};
 use super::*;
 use crate::policy::{OnDrift, OnInconclusive, OnSignal, Plan, RollbackMode, RollbackSpec, Stage};
 
+mod control;
 mod judging;
 mod operator;
 mod resume;
@@ -67,6 +68,7 @@ fn plan(weights: &[u8]) -> Plan {
         on_signal: OnSignal::Hold,
         on_drift: OnDrift::Hold,
         deadline: None,
+        approvals: Default::default(),
     }
 }
 
@@ -123,6 +125,10 @@ struct Harness {
     failed_writes_land: bool,
     /// At this time, the tampering is undone: the live split is the last write again.
     untamper_at: Option<u64>,
+    /// Operator commands, each delivered at the end of the first sleep at or after its time.
+    commands: Vec<(u64, Command)>,
+    /// Whether an approval webhook answers 2xx at this time.
+    webhook: Option<fn(u64) -> bool>,
 }
 
 impl Harness {
@@ -138,6 +144,8 @@ impl Harness {
             brake_at: None,
             failed_writes_land: false,
             untamper_at: None,
+            commands: Vec::new(),
+            webhook: None,
         }
     }
 
@@ -202,10 +210,23 @@ impl Harness {
                             now: t(self.now),
                             signal: "SIGTERM".into(),
                         }
+                    } else if let Some(k) = self.commands.iter().position(|(at, _)| self.now >= *at)
+                    {
+                        let (_, command) = self.commands.remove(k);
+                        Observation::Command {
+                            now: t(self.now),
+                            command,
+                        }
                     } else {
                         Observation::Slept { now: t(self.now) }
                     }
                 }
+                Request::AskApproval { stage, .. } => Observation::ApprovalAnswered {
+                    now: t(self.now),
+                    stage,
+                    granted: self.webhook.is_some_and(|f| f(self.now)),
+                    detail: "HTTP 200".into(),
+                },
                 Request::Analyze { .. } if self.brake_at.is_some_and(|b| self.now >= b) => {
                     self.brake_at = None;
                     Observation::Braked {
