@@ -112,6 +112,13 @@ impl Report {
             "rollback": breach,
             "weights": weights,
             "decisions": decisions,
+            "operator": state.operator.iter().map(|a| json!({
+                "at": at(a.acknowledged), "posted": rfc3339(a.command.at), "action": a.command.action.describe(),
+                "by": a.command.by, "reason": a.command.reason, "accepted": a.accepted, "result": a.result,
+            })).collect::<Vec<_>>(),
+            "approvals": state.approvals.iter().map(|(i, given)| json!({
+                "stage": i + 1, "by": given.iter().map(|a| json!({"by": a.by, "at": rfc3339(a.at)})).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
             "timeline": timeline,
         })
     }
@@ -301,6 +308,26 @@ impl Report {
                 gates.join("<br>").replace('|', "\\|"),
                 d["decision"].as_str().unwrap_or("").replace('|', "\\|")
             ));
+        }
+        let operator = json["operator"].as_array().cloned().unwrap_or_default();
+        if !operator.is_empty() {
+            md.push_str("\n## Operator actions\n\n| time | action | by | reason | result |\n|---|---|---|---|---|\n");
+            for a in operator {
+                let cell = |v: &Value| v.as_str().unwrap_or("").replace('|', "\\|");
+                md.push_str(&format!(
+                    "| {} | {} | {} | {} | {}{} |\n",
+                    cell(&a["at"]["time"]),
+                    cell(&a["action"]),
+                    cell(&a["by"]),
+                    cell(&a["reason"]),
+                    if a["accepted"] == Value::Bool(true) {
+                        ""
+                    } else {
+                        "refused: "
+                    },
+                    cell(&a["result"]),
+                ));
+            }
         }
         std::fs::write(dir.join("report.md"), md)
     }
