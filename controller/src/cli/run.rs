@@ -132,6 +132,29 @@ pub(crate) async fn run(
         );
         return Ok(report_outcome(&o));
     }
+    if let Begin::New(_, Some(prev)) = &begin
+        && prev.phase == cutover_core::run::Phase::Held
+        && prev
+            .weights
+            .is_some_and(|w| w != cutover_core::Weights::ALL_DR)
+    {
+        // Traffic is still where the held run left it: the held record is what says so,
+        // and a new run (which starts only from all-DR) must not replace it.
+        let backend = connect(&p, &common).await?;
+        if let Ok(live) = backend.get_weights().await
+            && live != cutover_core::Weights::ALL_DR
+        {
+            eprintln!(
+                "cutover: {}: run {} is held at {live} (exit 5); `cutover resume {}` continues it at that weight, \
+                 `cutover rollback {}` puts all traffic on DR; a new run starts only from all traffic on DR. Nothing was changed",
+                policy.service,
+                prev.run_id,
+                p.path.display(),
+                p.path.display()
+            );
+            return Ok(3);
+        }
+    }
     drive_locked(p, common, format, store, begin).await
 }
 
