@@ -21,8 +21,9 @@ use cutover_core::run::Action;
 /// primary from Prometheus after each step, and puts everything back on DR on a breach.
 ///
 /// Exit codes: 0 promoted · 1 rolled back on a breach · 2 bad policy or usage ·
-/// 3 preflight failed, nothing changed · 4 aborted by a signal · 5 held (inconclusive or
-/// global incident) · 10 rollback could not be applied: page now.
+/// 3 preflight failed, nothing changed · 4 aborted (a signal, `cutover abort` or
+/// `cutover rollback`) · 5 held (inconclusive, approval timeout or global incident) ·
+/// 10 rollback could not be applied: page now.
 #[derive(Parser)]
 #[command(name = "cutover", version, about, long_about)]
 struct Cli {

@@ -363,7 +363,10 @@ fn broken_policies_are_refused_with_the_field_named() {
         ),
         (
             "approval_timeout without approval",
-            edit("  - weight: 25\n", "  - weight: 25\n    approval_timeout: 1h\n"),
+            edit(
+                "  - weight: 25\n",
+                "  - weight: 25\n    approval_timeout: 1h\n",
+            ),
             "stages[1].approval_timeout",
             "without `approval`",
         ),
@@ -703,7 +706,10 @@ fn approvals_compile_per_stage_with_their_timeout() {
         crate::policy::ApprovalRule::Manual { approvals: 2 }
     );
     assert_eq!(a[&2].timeout, Some(Duration::from_secs(4 * 3600)));
-    assert!(matches!(a[&4].rule, crate::policy::ApprovalRule::Webhook { .. }));
+    assert!(matches!(
+        a[&4].rule,
+        crate::policy::ApprovalRule::Webhook { .. }
+    ));
     assert!(!a[&4].describe().contains("s3cret"), "{}", a[&4].describe());
     // A misspelt keyword is refused, naming the stage.
     let bad = edit("  - weight: 50\n", "  - weight: 50\n    approval: manul\n");
