@@ -22,6 +22,7 @@ pub mod bench;
 pub mod clock;
 pub mod demo;
 pub mod driver;
+pub mod fleet;
 pub mod lock;
 pub mod observe;
 pub mod simulated_backend;

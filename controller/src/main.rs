@@ -149,6 +149,9 @@ enum Command {
     },
     /// Print the policy JSON Schema (policies/policy.schema.json).
     Schema,
+    /// Fail back a whole site: a fleet of cutovers in dependency order.
+    #[command(subcommand)]
+    Fleet(cli::fleet::FleetCommand),
 }
 
 /// An operator command's arguments: the policy, who and why, where the run's state is.
@@ -241,6 +244,7 @@ async fn dispatch(args: Cli) -> anyhow::Result<u8> {
             report,
         } => cli::demo::demo(scenario, speed, seed, dir, report).await,
         Command::Schema => Ok(cli::schema::schema()),
+        Command::Fleet(cmd) => cli::fleet::fleet(cmd).await,
         Command::Bench {
             runs,
             seed,

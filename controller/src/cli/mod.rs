@@ -5,6 +5,7 @@
 //! * [`run`] — a cutover against live traffic;
 //! * [`status`] — the live weights, the lock and the persisted run;
 //! * [`rollback`] — the emergency brake;
+//! * [`fleet`](mod@fleet) — a site failed back as a fleet of cutovers;
 //! * [`operate`] — pause, resume, promote, abort, approve a live run;
 //! * [`demo`], [`bench`](mod@bench) — simulated cutovers: a demo, and the judges' benchmark;
 //! * [`common`], [`output`] — options, state and backend opening, signals; log format and
@@ -13,6 +14,7 @@
 pub(crate) mod bench;
 pub(crate) mod common;
 pub(crate) mod demo;
+pub(crate) mod fleet;
 pub(crate) mod operate;
 pub(crate) mod output;
 pub(crate) mod plan;

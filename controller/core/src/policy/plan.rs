@@ -69,6 +69,26 @@ pub struct Plan {
     pub approvals: BTreeMap<usize, StageApproval>,
 }
 
+impl Plan {
+    /// How long a run lasts at best (every stage passes at its first chance: one interval
+    /// to settle, then its bake in whole intervals) and at worst (every judged stage runs
+    /// to its `max_duration`, plus an interval), preflight and rollback aside.
+    pub fn duration_bounds(&self) -> (Duration, Duration) {
+        let mut best = Duration::ZERO;
+        let mut worst = Duration::ZERO;
+        for st in self.stages.iter().filter(|s| s.judged) {
+            let intervals = st
+                .bake
+                .as_secs()
+                .div_ceil(st.interval.as_secs().max(1))
+                .max(1) as u32;
+            best += st.interval + st.interval * intervals;
+            worst += st.max_duration + st.interval;
+        }
+        (best, worst)
+    }
+}
+
 /// A valid policy as typed values.
 #[derive(Debug, Clone)]
 pub struct Compiled {
