@@ -68,6 +68,27 @@ async fn all_within<T>(
     out
 }
 
+/// How many reads one analysis of `gates` at `interval` makes of the metric source: both
+/// sites' request rates, the primary's request count per distinct window, and each gate's
+/// reads (a counted gate: one count per site; otherwise one per site, or one for a query
+/// without a site). The same planning as [`Analyzer::analyze`]; for `cutover fleet plan`'s
+/// query load.
+pub fn reads_per_analysis(gates: &[Gate], interval: Duration) -> usize {
+    let windows: std::collections::BTreeSet<Duration> =
+        gates.iter().map(|g| g.window(interval)).collect();
+    2 + windows.len()
+        + gates
+            .iter()
+            .map(|g| {
+                if g.counted().is_some() || g.is_per_site() {
+                    2
+                } else {
+                    1
+                }
+            })
+            .sum::<usize>()
+}
+
 /// Takes analyses: measures every gate through a [`MetricSource`].
 #[derive(Clone)]
 pub struct Analyzer {

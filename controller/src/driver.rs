@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use crate::clock::Clock;
 use crate::lock::{Ownership, Stop};
 use crate::observe::Observer;
-use cutover_core::run::{Observation, Outcome, Request, Run};
+use cutover_core::run::{Command, Observation, Outcome, Request, Run};
 use cutover_core::store::StateStore;
 
 /// A receiver of termination signals: holds the signal's name once one arrived.
@@ -73,7 +73,13 @@ impl Driver {
         };
         // A stop found right after a forward write, told to the run as its next observation.
         let mut stop_next: Option<Stop> = None;
+        // Operator commands found after a sleep, told one per step.
+        let mut commands_next: std::collections::VecDeque<Command> = Default::default();
         loop {
+            let told = match &obs {
+                Observation::Command { command, .. } => Some(command.id.clone()),
+                _ => None,
+            };
             let step = run.step(obs);
             // Persisted before the request is carried out: a write's intent is on disk first.
             let saved = match &self.store {
@@ -87,6 +93,21 @@ impl Driver {
                 for o in &self.observers {
                     o.event(e, run.state());
                 }
+            }
+            // Acknowledged in the saved record: the command can go from the mailbox.
+            if let (Some(id), Some(store), Ok(())) = (told, &self.store, &saved)
+                && let Err(e) = store.forget_commands(&[id]).await
+            {
+                tracing::warn!(error = %e, "cannot remove an acknowledged command; it is not applied twice");
+            }
+            if let Some(command) = commands_next.pop_front()
+                && !matches!(step.request, Request::Finish(_))
+            {
+                obs = Observation::Command {
+                    now: self.clock.now(),
+                    command,
+                };
+                continue;
             }
             if let Some(stop) = stop_next.take()
                 && !matches!(step.request, Request::Finish(_))
@@ -219,9 +240,25 @@ impl Driver {
                 }
                 Request::Sleep(d) => {
                     let clock = self.clock.clone();
-                    tokio::select! {
+                    let slept = tokio::select! {
                         _ = clock.sleep(d) => Observation::Slept { now: self.clock.now() },
                         s = wait_signal(&mut self.shutdown) => Observation::Interrupted { now: self.clock.now(), signal: s },
+                    };
+                    commands_next.extend(self.new_commands(run).await);
+                    match (slept, commands_next.pop_front()) {
+                        (Observation::Slept { now }, Some(command)) => {
+                            Observation::Command { now, command }
+                        }
+                        (other, _) => other,
+                    }
+                }
+                Request::AskApproval { stage, url } => {
+                    let (granted, detail) = ask_approval(&url, run.state()).await;
+                    Observation::ApprovalAnswered {
+                        now: self.clock.now(),
+                        stage,
+                        granted,
+                        detail,
                     }
                 }
                 Request::Analyze { interval, since } => {
@@ -246,6 +283,54 @@ impl Driver {
                 }
             };
         }
+    }
+}
+
+impl Driver {
+    /// The commands in the mailbox the run has not answered yet (none in a dry run, which
+    /// is no run to command). A mailbox that cannot be read is said, and tried again after
+    /// the next sleep.
+    async fn new_commands(&self, run: &Run) -> Vec<Command> {
+        let Some(store) = &self.store else {
+            return Vec::new();
+        };
+        if run.state().dry_run {
+            return Vec::new();
+        }
+        match store.commands().await {
+            Ok(list) => list
+                .into_iter()
+                .filter(|c| !run.state().operator.iter().any(|a| a.command.id == c.id))
+                .collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read operator commands; trying again after the next interval");
+                Vec::new()
+            }
+        }
+    }
+}
+
+/// POSTs the run's state to an approval webhook: a 2xx answer within 10 s approves.
+async fn ask_approval(url: &str, state: &cutover_core::run::RunState) -> (bool, String) {
+    static HTTP: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    let http = HTTP.get_or_init(|| {
+        reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(10))
+            .build()
+            .unwrap_or_default()
+    });
+    let body = serde_json::json!({
+        "service": state.service,
+        "run_id": state.run_id,
+        "phase": state.display_phase(),
+        "awaiting_stage": state.awaiting.map(|a| a.stage + 1),
+        "weights": state.weights,
+        "state": state,
+    });
+    match http.post(url).json(&body).send().await {
+        Ok(r) if r.status().is_success() => (true, format!("HTTP {}", r.status().as_u16())),
+        Ok(r) => (false, format!("HTTP {}", r.status().as_u16())),
+        Err(e) => (false, format!("no answer: {e}")),
     }
 }
 

@@ -23,6 +23,7 @@ pub mod bench;
 pub mod clock;
 pub mod demo;
 pub mod driver;
+pub mod fleet;
 pub mod lock;
 pub mod manifests;
 pub mod observe;

@@ -11,16 +11,19 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser, Subcommand};
 use cli::EXIT_USAGE;
 use cli::common::Common;
+use cli::operate::Verb;
 use cli::output::LogFormat;
 use cutover::demo::DemoScenario;
 use cutover_core::Span;
+use cutover_core::run::Action;
 
 /// Moves traffic back from the DR site to the repaired primary in stages, judging the
 /// primary from Prometheus after each step, and puts everything back on DR on a breach.
 ///
 /// Exit codes: 0 promoted · 1 rolled back on a breach · 2 bad policy or usage ·
-/// 3 preflight failed, nothing changed · 4 aborted by a signal · 5 held (inconclusive or
-/// global incident) · 10 rollback could not be applied: page now.
+/// 3 preflight failed, nothing changed · 4 aborted (a signal, `cutover abort` or
+/// `cutover rollback`) · 5 held (inconclusive, approval timeout or global incident) ·
+/// 10 rollback could not be applied: page now.
 #[derive(Parser)]
 #[command(name = "cutover", version, about, long_about)]
 struct Cli {
@@ -53,14 +56,45 @@ enum Command {
         /// The policy file.
         policy: PathBuf,
         #[command(flatten)]
+        args: cli::run::RunArgs,
+        #[command(flatten)]
         common: Common,
     },
-    /// Show the live weights and the persisted run.
+    /// Show the live weights, the lock, the current run (phase, approvals, pause) and the
+    /// earlier runs.
     Status {
         /// The policy file.
         policy: PathBuf,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = cli::status::Format::Text)]
+        output: cli::status::Format,
         #[command(flatten)]
         common: Common,
+    },
+    /// Hold the live run at its current weight (still judged; a breach still rolls back).
+    Pause(Operate),
+    /// Lift a pause; on a held run (exit 5), continue it here at its weight.
+    Resume(Operate),
+    /// Skip the rest of the current stage's bake (never a breach or an approval).
+    Promote {
+        /// Go to the last stage (still judged) instead of the next.
+        #[arg(long, conflicts_with = "to_next")]
+        full: bool,
+        /// Go to the next stage (the default).
+        #[arg(long)]
+        to_next: bool,
+        #[command(flatten)]
+        on: Operate,
+    },
+    /// Roll the live run back to DR now (the run exits 4).
+    Abort(Operate),
+    /// Approve a stage that waits for approval (`approval: manual`).
+    Approve {
+        /// The stage, from 1 (default: the stage waiting now).
+        #[arg(long)]
+        stage: Option<usize>,
+        #[command(flatten)]
+        on: Operate,
     },
     /// The emergency brake: stop the run driving this traffic (live, hung or on another
     /// machine: it never writes a forward weight again), put all traffic on DR now and verify
@@ -140,6 +174,20 @@ enum Command {
     },
     /// Print the man page (roff), e.g. `cutover man | man -l -`.
     Man,
+    /// Fail back a whole site: a fleet of cutovers in dependency order.
+    #[command(subcommand)]
+    Fleet(cli::fleet::FleetCommand),
+}
+
+/// An operator command's arguments: the policy, who and why, where the run's state is.
+#[derive(clap::Args)]
+struct Operate {
+    /// The policy file.
+    policy: PathBuf,
+    #[command(flatten)]
+    op: cli::operate::OperatorArgs,
+    #[command(flatten)]
+    common: Common,
 }
 
 fn main() -> ExitCode {
@@ -168,6 +216,14 @@ fn main() -> ExitCode {
     }
 }
 
+/// An operator command on the policy's run.
+async fn operate(on: Operate, verb: Verb, format: LogFormat) -> anyhow::Result<u8> {
+    match cli::load_or_report(&on.policy) {
+        Some(p) => cli::operate::operate(p, on.common, on.op, verb, format).await,
+        None => Ok(EXIT_USAGE),
+    }
+}
+
 /// Runs the command; a policy file that does not load is exit 2, its problems printed.
 async fn dispatch(args: Cli, asked_json: bool) -> anyhow::Result<u8> {
     use cli::load_or_report as load;
@@ -177,14 +233,29 @@ async fn dispatch(args: Cli, asked_json: bool) -> anyhow::Result<u8> {
             Some(p) => cli::plan::plan(&p, &policy),
             None => EXIT_USAGE,
         }),
-        Command::Run { policy, common } => match load(&policy) {
-            Some(p) => cli::run::run(p, common, args.log_format).await,
+        Command::Run {
+            policy,
+            args: run,
+            common,
+        } => match load(&policy) {
+            Some(p) => cli::run::run(p, common, args.log_format, run).await,
             None => Ok(EXIT_USAGE),
         },
-        Command::Status { policy, common } => match load(&policy) {
-            Some(p) => cli::status::status(p, common).await,
+        Command::Status {
+            policy,
+            output,
+            common,
+        } => match load(&policy) {
+            Some(p) => cli::status::status(p, common, output).await,
             None => Ok(EXIT_USAGE),
         },
+        Command::Pause(on) => operate(on, Verb::Do(Action::Pause), args.log_format).await,
+        Command::Resume(on) => operate(on, Verb::Do(Action::Resume), args.log_format).await,
+        Command::Abort(on) => operate(on, Verb::Do(Action::Abort), args.log_format).await,
+        Command::Promote { full, on, .. } => {
+            operate(on, Verb::Do(Action::Promote { full }), args.log_format).await
+        }
+        Command::Approve { stage, on } => operate(on, Verb::Approve(stage), args.log_format).await,
         Command::Rollback {
             policy,
             watch,
@@ -220,6 +291,7 @@ async fn dispatch(args: Cli, asked_json: bool) -> anyhow::Result<u8> {
         }),
         Command::Completions { shell } => Ok(cli::docs::completions(shell, &mut Cli::command())),
         Command::Man => Ok(cli::docs::man(Cli::command())),
+        Command::Fleet(cmd) => cli::fleet::fleet(cmd).await,
         Command::Bench {
             runs,
             seed,

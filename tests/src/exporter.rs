@@ -165,6 +165,11 @@ impl Exporter {
             .push((weight, site, b, false));
     }
 
+    /// The weights file the traffic follows.
+    pub fn weights_file(&self) -> PathBuf {
+        self.state.lock().unwrap().weights_file.clone()
+    }
+
     /// Sets a gauge served as `name value`.
     pub fn set_gauge(&self, name: &str, v: f64) {
         let mut s = self.state.lock().unwrap();

@@ -522,3 +522,86 @@ async fn two_jobs_with_different_state_configmaps_never_both_drive_one_route_in_
         );
     }
 }
+
+/// The operator's commands, with the run's state in a ConfigMap: an approval waits and is
+/// given through the ConfigMap, the Job's run id comes from the environment (the Job's UID
+/// in a pod), a killed pod of the same Job resumes its own run, and an abort rolls back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_commands_go_through_the_state_configmap_and_a_job_keeps_its_run_id() {
+    let cluster = Cluster::start("k8s-operator", VS, VS_WEIGHTS).await;
+    let policy = cluster.policy_for(ISTIO, &[25, 50, 100], "");
+    let text = std::fs::read_to_string(&policy)
+        .unwrap()
+        .replace("  - weight: 50\n", "  - weight: 50\n    approval: manual\n");
+    std::fs::write(&policy, text).unwrap();
+    let weight = || {
+        cluster
+            .api
+            .object(VS)
+            .and_then(|o| o.pointer(VS_WEIGHTS[0]).and_then(Value::as_u64))
+    };
+    let pod = || {
+        cluster
+            .cutover("run", &policy)
+            .args(["--state-configmap", "cutover/checkout-run"])
+            .args(["--lock-ttl", "6s"])
+            .env("CUTOVER_RUN_ID", "job-uid-1")
+            .spawn()
+    };
+    let command = |cmd: &'static str, args: &'static [&'static str]| {
+        cluster
+            .cutover(cmd, &policy)
+            .args(["--state-configmap", "cutover/checkout-run"])
+            .args(args)
+            .finish(Duration::from_secs(60))
+    };
+    let mut first = pod();
+    wait_until("awaiting approval", Duration::from_secs(90), || {
+        cluster
+            .api
+            .object(STATE_CM)
+            .and_then(|cm| cm["data"]["state.json"].as_str().map(str::to_string))
+            .is_some_and(|s| s.contains("\"awaiting\""))
+    })
+    .await;
+    assert_eq!(state_in_configmap(&cluster)["run_id"], "job-uid-1");
+    // The node goes away: the Job's next pod, same run id, resumes its own run and waits.
+    first.kill().await;
+    let mut second = pod();
+    wait_until("resumed", Duration::from_secs(60), || {
+        state_in_configmap(&cluster)["restarts"] == 1
+    })
+    .await;
+    let status = command("status", &["-o", "json"]).await;
+    assert!(
+        status.output.contains("\"awaiting_approval\""),
+        "{}",
+        status.output
+    );
+    assert_eq!(weight(), Some(25));
+    let approve = command("approve", &["--as", "dba"]).await;
+    assert_eq!(approve.code, 0, "{}", approve.output);
+    wait_until("50 % written", Duration::from_secs(20), || {
+        weight() == Some(50)
+    })
+    .await;
+    let abort = command("abort", &["--as", "sre", "--reason", "game day over"]).await;
+    assert_eq!(abort.code, 0, "{}", abort.output);
+    let end = second.wait_exit(RUN_LIMIT).await;
+    assert_eq!(end.code, 4, "{}", end.output);
+    assert_eq!(weight(), Some(0));
+    let state = state_in_configmap(&cluster);
+    assert_eq!(state["run_id"], "job-uid-1");
+    let actions: Vec<&str> = state["operator"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["command"]["by"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["dba", "sre"]);
+    // Acknowledged commands leave the mailbox.
+    let cm = cluster.api.object(STATE_CM).unwrap();
+    let posted: Vec<Value> =
+        serde_json::from_str(cm["data"]["commands.json"].as_str().unwrap_or("[]")).unwrap();
+    assert!(posted.is_empty(), "{posted:?}");
+}

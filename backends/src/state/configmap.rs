@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 use cutover_core::BackendError;
-use cutover_core::run::RunState;
+use cutover_core::run::{Command, RunState};
 use cutover_core::store::{StateStore, StoreError};
 use serde_json::{Value, json};
 
@@ -11,6 +11,8 @@ use crate::kube_api::{core_ref, get, write};
 use crate::traffic::k8s::ObjectRef;
 
 const KEY: &str = "state.json";
+/// Operator commands: a JSON array, beside the state (the run rewrites only its key).
+const COMMANDS: &str = "commands.json";
 
 /// Run state in a ConfigMap (a Job's pods come and go; the ConfigMap stays).
 pub struct ConfigMapStore {
@@ -59,6 +61,70 @@ impl StateStore for ConfigMapStore {
     fn describe(&self) -> String {
         self.blob.describe()
     }
+
+    async fn post_command(&self, command: &Command) -> Result<(), StoreError> {
+        let command = command.clone();
+        self.update_commands("cannot post a command to", move |list| {
+            list.push(command.clone())
+        })
+        .await
+    }
+
+    async fn commands(&self) -> Result<Vec<Command>, StoreError> {
+        let text = self
+            .blob
+            .load_key(COMMANDS)
+            .await
+            .map_err(|e| StoreError::Access {
+                action: "cannot read the commands from",
+                place: self.blob.describe(),
+                detail: e.to_string(),
+            })?;
+        decode_commands(text.as_deref()).map_err(|detail| StoreError::NotAState {
+            place: format!("{} key {COMMANDS}", self.blob.describe()),
+            detail,
+        })
+    }
+
+    async fn forget_commands(&self, ids: &[String]) -> Result<(), StoreError> {
+        let ids = ids.to_vec();
+        self.update_commands("cannot forget commands in", move |list| {
+            list.retain(|c| !ids.contains(&c.id))
+        })
+        .await
+    }
+}
+
+impl ConfigMapStore {
+    /// Changes the command list with the resourceVersion read (a concurrent poster makes
+    /// the write conflict and it is redone on the fresh list: no command is lost).
+    async fn update_commands(
+        &self,
+        action: &'static str,
+        change: impl Fn(&mut Vec<Command>) + Send + Sync,
+    ) -> Result<(), StoreError> {
+        let fail = |detail: String| StoreError::Access {
+            action,
+            place: self.blob.describe(),
+            detail,
+        };
+        self.blob
+            .update_key(COMMANDS, |old| {
+                let mut list = decode_commands(old)?;
+                change(&mut list);
+                serde_json::to_string_pretty(&list).map_err(|e| e.to_string())
+            })
+            .await
+            .map_err(|e| fail(e.to_string()))
+    }
+}
+
+fn decode_commands(text: Option<&str>) -> Result<Vec<Command>, String> {
+    match text {
+        None => Ok(Vec::new()),
+        Some(t) if t.trim().is_empty() => Ok(Vec::new()),
+        Some(t) => serde_json::from_str(t).map_err(|e| format!("not a list of commands: {e}")),
+    }
 }
 
 /// The run state as the `state.json` key of a ConfigMap.
@@ -83,14 +149,30 @@ impl ConfigMapBlob {
 
     /// The stored state, if the ConfigMap exists and holds one.
     pub async fn load(&self) -> Result<Option<String>, BackendError> {
+        self.load_key(KEY).await
+    }
+
+    /// One key of the ConfigMap, if it exists and holds it.
+    pub async fn load_key(&self, key: &str) -> Result<Option<String>, BackendError> {
         Ok(get(&self.client, &self.obj)
             .await?
-            .and_then(|cm| cm["data"][KEY].as_str().map(str::to_string)))
+            .and_then(|cm| cm["data"][key].as_str().map(str::to_string)))
     }
 
     /// Stores the state, creating the ConfigMap if needed; a conflicting writer is retried
     /// a few times on the fresh resourceVersion (the Lease already makes us the only writer).
     pub async fn save(&self, state: &str) -> Result<(), BackendError> {
+        self.update_key(KEY, |_| Ok(state.to_string())).await
+    }
+
+    /// Sets one key to what `change` makes of its current value, with the resourceVersion
+    /// read, creating the ConfigMap if needed; the other keys are kept. A conflict is
+    /// retried on the fresh object, a few times.
+    pub async fn update_key(
+        &self,
+        key: &str,
+        change: impl Fn(Option<&str>) -> Result<String, String>,
+    ) -> Result<(), BackendError> {
         for _ in 0..5 {
             let current = get(&self.client, &self.obj).await?;
             let (mut cm, create) = match current {
@@ -102,7 +184,10 @@ impl ConfigMapBlob {
                     true,
                 ),
             };
-            cm["data"][KEY] = Value::String(state.to_string());
+            let new = change(cm["data"][key].as_str()).map_err(|e| {
+                BackendError::Invalid(format!("{} key {key}: {e}", self.describe()))
+            })?;
+            cm["data"][key] = Value::String(new);
             match write(&self.client, &self.obj, &cm, create).await {
                 Ok(_) => return Ok(()),
                 Err(BackendError::Conflict(_)) => continue,

@@ -15,6 +15,7 @@
 #![deny(warnings, rust_2018_idioms)]
 #![forbid(unsafe_code)]
 
+pub mod fleet;
 pub mod judge;
 pub mod lock;
 pub mod metrics;

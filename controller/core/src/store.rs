@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 
-use crate::run::RunState;
+use crate::run::{Command, RunState};
 
 /// Persists and loads run state.
 #[async_trait]
@@ -13,6 +13,15 @@ pub trait StateStore: Send + Sync {
     async fn load(&self) -> Result<Option<RunState>, StoreError>;
     /// A description for logs.
     fn describe(&self) -> String;
+    /// Posts an operator command for the run that saves here, beside its state (never in
+    /// it: the run overwrites its state at every step, and would lose a command written
+    /// there). Never loses or overwrites another command posted at the same time.
+    async fn post_command(&self, command: &Command) -> Result<(), StoreError>;
+    /// The commands posted and not yet forgotten, oldest first.
+    async fn commands(&self) -> Result<Vec<Command>, StoreError>;
+    /// Forgets commands by id (the run acknowledged them in its state, or they are for a
+    /// run that is over).
+    async fn forget_commands(&self, ids: &[String]) -> Result<(), StoreError>;
 }
 
 /// Why run state could not be saved or loaded. The message names the place and the action,

@@ -5,6 +5,8 @@
 //! * [`run`] — a cutover against live traffic;
 //! * [`status`] — the live weights, the lock and the persisted run;
 //! * [`rollback`] — the emergency brake;
+//! * [`fleet`](mod@fleet) — a site failed back as a fleet of cutovers;
+//! * [`operate`] — pause, resume, promote, abort, approve a live run;
 //! * [`demo`], [`bench`](mod@bench) — simulated cutovers: a demo, and the judges' benchmark;
 //! * [`docs`] — shell completions and the man page;
 //! * [`manifests`] — the Kubernetes objects that run a policy as a Job;
@@ -16,7 +18,9 @@ pub(crate) mod bench;
 pub(crate) mod common;
 pub(crate) mod demo;
 pub(crate) mod docs;
+pub(crate) mod fleet;
 pub(crate) mod manifests;
+pub(crate) mod operate;
 pub(crate) mod out;
 pub(crate) mod output;
 pub(crate) mod plan;

@@ -40,8 +40,7 @@ pub(crate) fn render(loaded: &LoadedPolicy, file: &str) -> String {
         "  {:>6}  {:>8}  {:>8}  {:>12}",
         "weight", "bake", "interval", "max_duration"
     );
-    let mut best = Duration::ZERO;
-    let mut worst = Duration::ZERO;
+    let (best, worst) = loaded.plan.duration_bounds();
     for st in stages {
         if !st.judged {
             let _ = writeln!(
@@ -59,14 +58,6 @@ pub(crate) fn render(loaded: &LoadedPolicy, file: &str) -> String {
             fmt_d(st.interval),
             fmt_d(st.max_duration)
         );
-        // Best: one interval to settle, then the bake (rounded up to whole intervals).
-        let intervals = st
-            .bake
-            .as_secs()
-            .div_ceil(st.interval.as_secs().max(1))
-            .max(1) as u32;
-        best += st.interval + st.interval * intervals;
-        worst += st.max_duration + st.interval;
     }
     let _ = writeln!(
         s,

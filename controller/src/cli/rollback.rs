@@ -44,7 +44,8 @@ pub(crate) async fn rollback(
         if let Ok(store) = common.store(&p.policy.service).await
             && let Ok(Some(state)) = store.load().await
             && state.service == p.policy.service
-            && Run::resumable(&state)
+            // A resumable run, or a held one (traffic left at a stage for `cutover resume`).
+            && (Run::resumable(&state) || state.phase == cutover_core::run::Phase::Held)
             // A live run braked above keeps its brake: one brake per object at a time.
             && braked_run.is_none()
             && brake_failed.is_none()

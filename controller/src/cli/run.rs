@@ -18,7 +18,7 @@ use cutover_core::Span;
 use cutover_core::TrafficBackend;
 use cutover_core::lock::LockHolder;
 use cutover_core::policy::LoadedPolicy;
-use cutover_core::run::{Phase, Run};
+use cutover_core::run::{Command, Run, RunState};
 use cutover_core::store::StateStore;
 
 use super::common::{Common, connect, signals};
@@ -28,37 +28,153 @@ use super::{EXIT_USAGE, LOG_TARGET, report_outcome};
 /// How long a run lock lives without renewal.
 const LOCK_TTL: Duration = Duration::from_secs(30);
 
+/// `cutover run`'s own options.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub(crate) struct RunArgs {
+    /// This run's id (default: $CUTOVER_RUN_ID, which the generated Job sets to the Job's
+    /// UID, so that a restarted pod of the same Job resumes its run; else a new id). A
+    /// finished record with another id is kept in the run history and a new run starts.
+    #[arg(long, env = "CUTOVER_RUN_ID")]
+    pub run_id: Option<String>,
+    /// Judge exactly as a run would, at the split live now, and write nothing: no weight,
+    /// no lock, no run state. Prints the verdicts and what a run would do next; exit 0
+    /// (advance), 1 (roll back), 5 (hold) or 3 (nothing to judge at this split).
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// How a run begins, decided from the record in the state store.
+#[derive(Debug)]
+pub(crate) enum Begin {
+    /// Continue an unfinished run (a restarted pod; or a new invocation while a run is
+    /// mid-way: traffic is where that run left it, and only it can be continued).
+    Resume(RunState),
+    /// A new run with this id, after the earlier runs of the record.
+    New(String, Option<RunState>),
+    /// This run (same id) already finished: say its outcome again, change nothing.
+    Replay(RunState),
+    /// `cutover resume` on a held record: continue it at its weight.
+    ContinueHeld(RunState, Command),
+}
+
+/// What to do with `stored` for a run of `service` with `run_id` (`None`: a new id).
+/// Refuses (with the message to print) a record of another service that is unfinished.
+pub(crate) fn begin(
+    stored: Option<RunState>,
+    service: &str,
+    run_id: Option<String>,
+    fresh: bool,
+) -> Result<Begin, String> {
+    let new_id = || run_id.clone().unwrap_or_else(|| new_run_id(service));
+    let Some(s) = stored else {
+        return Ok(Begin::New(new_id(), None));
+    };
+    if s.service != service {
+        if Run::resumable(&s) {
+            return Err(format!(
+                "holds the unfinished run {} of service `{}`, not `{service}`; give this service its own --state-file (or --state-configmap)",
+                s.run_id, s.service
+            ));
+        }
+        return Ok(Begin::New(new_id(), None));
+    }
+    if Run::resumable(&s) {
+        if fresh {
+            return Ok(Begin::New(new_id(), Some(s)));
+        }
+        return Ok(Begin::Resume(s));
+    }
+    if run_id.as_deref() == Some(s.run_id.as_str()) {
+        return Ok(Begin::Replay(s));
+    }
+    Ok(Begin::New(new_id(), Some(s)))
+}
+
 /// Runs a cutover of a loaded policy: takes the lock, drives the run, releases the lock.
-pub(crate) async fn run(p: LoadedPolicy, common: Common, format: LogFormat) -> anyhow::Result<u8> {
+pub(crate) async fn run(
+    p: LoadedPolicy,
+    common: Common,
+    format: LogFormat,
+    args: RunArgs,
+) -> anyhow::Result<u8> {
+    if args.dry_run {
+        return dry_run(p, common, format, args).await;
+    }
     let policy = &p.policy;
     let store = common.store(&policy.service).await?;
-    // A persisted unfinished run keeps its id (and may wait for its own earlier lock).
-    let peek = if common.fresh {
-        None
-    } else {
-        store.load().await.ok().flatten()
+    let stored = match store.load().await {
+        Ok(s) => s,
+        Err(e) if common.fresh => {
+            tracing::warn!(target: LOG_TARGET, error = %e, "ignoring an unreadable run record (--fresh)");
+            None
+        }
+        Err(e) => anyhow::bail!("{e}; move the record away or pass --fresh to start over"),
     };
-    if let Some(other) = peek
-        .as_ref()
-        .filter(|s| s.service != policy.service && Run::resumable(s))
-    {
-        super::out::err(&format!(
-            "cutover: {}: {} holds the unfinished run {} of service `{}`, not `{}`; \
-             give this service its own --state-file (or --state-configmap)",
-            policy.service,
-            store.describe(),
-            other.run_id,
-            other.service,
-            policy.service
+    let begin = match begin(stored, &policy.service, args.run_id, common.fresh) {
+        Ok(b) => b,
+        Err(why) => {
+            super::out::err(&format!(
+                "cutover: {}: {} {why}",
+                policy.service,
+                store.describe()
+            ));
+            return Ok(EXIT_USAGE);
+        }
+    };
+    if let Begin::Replay(s) = &begin {
+        // This run ended before (a restarted pod of a finished Job): say so again.
+        let o = s.outcome.clone().unwrap_or(cutover_core::run::Outcome {
+            phase: s.phase,
+            reason: "the run had already ended".into(),
+        });
+        super::out::line(&format!(
+            "run {} already finished: {:?} (exit {}): {}",
+            s.run_id,
+            o.phase,
+            o.exit_code(),
+            o.reason
         ));
-        return Ok(EXIT_USAGE);
+        return Ok(report_outcome(&o));
     }
-    let resumed_id = peek
-        .filter(|s| s.service == policy.service && Run::resumable(s))
-        .map(|s| s.run_id);
-    let id = resumed_id
-        .clone()
-        .unwrap_or_else(|| run_id(&policy.service));
+    if let Begin::New(_, Some(prev)) = &begin
+        && prev.phase == cutover_core::run::Phase::Held
+        && prev
+            .weights
+            .is_some_and(|w| w != cutover_core::Weights::ALL_DR)
+    {
+        // Traffic is still where the held run left it: the held record is what says so,
+        // and a new run (which starts only from all-DR) must not replace it.
+        let backend = connect(&p, &common).await?;
+        if let Ok(live) = backend.get_weights().await
+            && live != cutover_core::Weights::ALL_DR
+        {
+            super::out::err(&format!(
+                "cutover: {}: run {} is held at {live} (exit 5); `cutover resume {}` continues it at that weight, \
+                 `cutover rollback {}` puts all traffic on DR; a new run starts only from all traffic on DR. Nothing was changed",
+                policy.service,
+                prev.run_id,
+                p.path.display(),
+                p.path.display()
+            ));
+            return Ok(3);
+        }
+    }
+    drive_locked(p, common, format, store, begin).await
+}
+
+/// Takes the traffic object's lock for the run `begin` names, drives it, releases the lock.
+pub(crate) async fn drive_locked(
+    p: LoadedPolicy,
+    common: Common,
+    format: LogFormat,
+    store: Box<dyn StateStore>,
+    begin: Begin,
+) -> anyhow::Result<u8> {
+    let policy = &p.policy;
+    let id = match &begin {
+        Begin::Resume(s) | Begin::Replay(s) | Begin::ContinueHeld(s, _) => s.run_id.clone(),
+        Begin::New(id, _) => id.clone(),
+    };
     let backend = connect(&p, &common).await?;
     let Some(lock) = backend.object_lock() else {
         anyhow::bail!(
@@ -88,7 +204,31 @@ pub(crate) async fn run(p: LoadedPolicy, common: Common, format: LogFormat) -> a
             return Ok(EXIT_USAGE);
         }
     };
-    let code = run_locked(&p, &common, format, store, backend, owner.clone(), id).await;
+    let plan = p.plan.clone();
+    let run = match begin {
+        Begin::Resume(s) => {
+            if s.run_id != id {
+                tracing::info!(target: LOG_TARGET, run_id = %s.run_id, "continuing the unfinished run of this record");
+            }
+            tracing::info!(target: LOG_TARGET, run_id = %s.run_id, phase = ?s.phase, "resuming a persisted run");
+            Run::resume(plan, s)
+        }
+        Begin::New(id, previous) => Run::new_after(plan, id, previous),
+        Begin::ContinueHeld(s, cmd) => {
+            Run::continue_held(plan, s, cmd).expect("a held record, checked by the caller")
+        }
+        Begin::Replay(_) => unreachable!("said by the caller"),
+    };
+    let code = run_locked(
+        &p,
+        &common,
+        format,
+        Some(store),
+        backend,
+        Some(owner.clone()),
+        run,
+    )
+    .await;
     match Arc::try_unwrap(owner) {
         Ok(o) => o.release().await,
         Err(_) => {
@@ -98,56 +238,61 @@ pub(crate) async fn run(p: LoadedPolicy, common: Common, format: LogFormat) -> a
     code
 }
 
+/// `--dry-run`: the real analyzers and state machine at the live split, on a backend that
+/// refuses writes, with no lock, no state store, no notifications.
+async fn dry_run(
+    p: LoadedPolicy,
+    common: Common,
+    format: LogFormat,
+    args: RunArgs,
+) -> anyhow::Result<u8> {
+    let backend: Arc<dyn TrafficBackend> = Arc::new(ReadOnly(connect(&p, &common).await?));
+    let id = args
+        .run_id
+        .unwrap_or_else(|| format!("dry-{}", new_run_id(&p.policy.service)));
+    let run = Run::dry(p.plan.clone(), id);
+    run_locked(&p, &common, format, None, backend, None, run).await
+}
+
+/// A backend that reads and never writes: what a dry run drives.
+struct ReadOnly(Arc<dyn TrafficBackend>);
+
+#[async_trait::async_trait]
+impl TrafficBackend for ReadOnly {
+    fn describe(&self) -> String {
+        format!("{} (dry run: read only)", self.0.describe())
+    }
+    async fn get_weights(&self) -> Result<cutover_core::Weights, cutover_core::BackendError> {
+        self.0.get_weights().await
+    }
+    async fn set_weights(
+        &self,
+        weights: cutover_core::Weights,
+        _note: &str,
+    ) -> Result<cutover_core::Applied, cutover_core::BackendError> {
+        Err(cutover_core::BackendError::Invalid(format!(
+            "dry run: not writing {weights}"
+        )))
+    }
+    fn propagation_delay(&self) -> Duration {
+        self.0.propagation_delay()
+    }
+}
+
 /// The run, once the lock is held: resumed, new, or already finished (said again).
 async fn run_locked(
     p: &LoadedPolicy,
     common: &Common,
     format: LogFormat,
-    store: Box<dyn StateStore>,
+    store: Option<Box<dyn StateStore>>,
     backend: Arc<dyn TrafficBackend>,
-    owner: Arc<Ownership>,
-    id: String,
+    owner: Option<Arc<Ownership>>,
+    mut run: Run,
 ) -> anyhow::Result<u8> {
     let policy = &p.policy;
     let source = PrometheusSource::new(&policy.prometheus, p.promql.clone())
         .map_err(|e| anyhow::anyhow!("{}: {e}", p.path.display()))?;
     let analyzer = Analyzer::new(Arc::new(source), p.plan.gates.clone());
-    let plan = p.plan.clone();
-    let stored = if common.fresh {
-        None
-    } else {
-        store.load().await.map_err(|e| {
-            anyhow::anyhow!("{e}; move the record away or pass --fresh to start over")
-        })?
-    };
-    let mut run = match stored {
-        Some(s) if s.service == policy.service && s.run_id == id && Run::resumable(&s) => {
-            tracing::info!(target: LOG_TARGET, run_id = %s.run_id, phase = ?s.phase, "resuming a persisted run");
-            Run::resume(plan, s)
-        }
-        Some(s)
-            if s.service == policy.service
-                // A preflight that failed before any write is no outcome to repeat; one that
-                // refused to resume a run that had changed traffic is, at every retry.
-                && s.outcome
-                    .as_ref()
-                    .is_some_and(|o| o.phase != Phase::PreflightFailed || !s.history.is_empty())
-                && s.weights.is_some()
-                && backend.get_weights().await.ok() == s.weights =>
-        {
-            // Finished before, and traffic is where it left it: say so again, change nothing.
-            let o = s.outcome.clone().expect("checked");
-            super::out::line(&format!(
-                "run {} already finished: {:?} (exit {}): {}",
-                s.run_id,
-                o.phase,
-                o.exit_code(),
-                o.reason
-            ));
-            return Ok(report_outcome(&o));
-        }
-        _ => Run::new(plan, id),
-    };
     let telemetry = Arc::new(Telemetry::new(
         &policy.service,
         &run.state().run_id,
@@ -175,13 +320,18 @@ async fn run_locked(
         .map(|n| n.timeout.get())
         .max()
         .unwrap_or(Duration::from_secs(5));
+    // A dry run tells nobody but the operator who started it.
+    let dry = run.state().dry_run;
+    let webhooks = if dry { Vec::new() } else { webhooks };
     let notifier = Arc::new(Notifier::start(&webhooks, webhook_timeout));
     let announcer = Arc::new(Announcer::start(backend.clone()));
     let mut obs = observers(format);
     obs.push(telemetry.clone());
     obs.push(report.clone());
     obs.push(notifier.clone());
-    obs.push(announcer.clone());
+    if !dry {
+        obs.push(announcer.clone());
+    }
     let mut push_task = None;
     if common.pushgateway_url.is_some() {
         let (pushing, task) = Pushing::start(telemetry.clone());
@@ -193,10 +343,10 @@ async fn run_locked(
         analyzer,
         preflight: policy.preflight.clone(),
         clock: Arc::new(RealClock),
-        store: Some(store),
+        store,
         observers: obs,
         shutdown: signals(),
-        owner: Some(owner),
+        owner,
     };
     let outcome = driver.drive(&mut run).await;
     drop(driver);
@@ -232,7 +382,7 @@ async fn run_locked(
 }
 
 /// A new run's id: the service, the time and the process.
-fn run_id(service: &str) -> String {
+pub(crate) fn new_run_id(service: &str) -> String {
     let t = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default();

@@ -68,6 +68,38 @@ impl Observer for Announcer {
                 ),
                 true,
             )),
+            EventKind::Operator {
+                action,
+                by,
+                reason,
+                accepted,
+                result,
+            } => Some((
+                "OperatorAction",
+                format!(
+                    "run {}: {action} by {by}{}: {}{result}",
+                    state.run_id,
+                    reason
+                        .as_deref()
+                        .map(|r| format!(" ({r})"))
+                        .unwrap_or_default(),
+                    if *accepted { "" } else { "refused: " }
+                ),
+                false,
+            )),
+            EventKind::AwaitingApproval {
+                stage,
+                weight,
+                needs,
+            } => Some((
+                "AwaitingApproval",
+                format!(
+                    "run {}: stage {} ({weight}%) waits for {needs}",
+                    state.run_id,
+                    stage + 1
+                ),
+                false,
+            )),
             EventKind::Braked { by } => Some((
                 "OperatorRollback",
                 format!("run {}: operator rollback by {by}", state.run_id),

@@ -181,6 +181,28 @@ pub fn describe(e: &Event, state: &RunState) -> Option<String> {
             format!("drift      over: live {live} again; the stage re-bakes from now")
         }
         EventKind::Braked { by } => format!("BRAKE      operator rollback by {by}"),
+        EventKind::Operator {
+            action,
+            by,
+            reason,
+            accepted,
+            result,
+        } => format!(
+            "operator   {action} by {by}{}: {} {result}",
+            reason
+                .as_deref()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default(),
+            if *accepted { "done:" } else { "REFUSED:" }
+        ),
+        EventKind::AwaitingApproval {
+            stage,
+            weight,
+            needs,
+        } => format!(
+            "approval   {} ({weight}%) waits for {needs}; the stage before is still judged",
+            stages(*stage)
+        ),
         EventKind::LockLost { detail } => format!("LOCK LOST  {detail}"),
         EventKind::RollbackStarted { cause, reason } => format!("ROLLBACK   ({cause:?}) {reason}"),
         EventKind::Finished { outcome } => format!(

@@ -110,6 +110,29 @@ pub fn message(e: &Event, state: &RunState) -> Option<String> {
                 state.run_id
             )
         }
+        EventKind::Operator {
+            action,
+            by,
+            reason,
+            accepted,
+            result,
+        } => format!(
+            ":bust_in_silhouette: cutover {s}: {action} by {by}{} — {}{result}",
+            reason
+                .as_deref()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default(),
+            if *accepted { "" } else { "refused: " }
+        ),
+        EventKind::AwaitingApproval {
+            stage,
+            weight,
+            needs,
+        } => format!(
+            ":raised_hand: cutover {s}: stage {} ({weight}%) waits for {needs} (run {})",
+            stage + 1,
+            state.run_id
+        ),
         EventKind::LockLost { detail } => {
             format!(
                 ":warning: cutover {s}: run {} lost its lock: {detail}",

@@ -113,6 +113,13 @@ impl Report {
             "weights": weights,
             "decisions": decisions,
             "readiness": super::readiness::section(&events, at),
+            "operator": state.operator.iter().map(|a| json!({
+                "at": at(a.acknowledged), "posted": rfc3339(a.command.at), "action": a.command.action.describe(),
+                "by": a.command.by, "reason": a.command.reason, "accepted": a.accepted, "result": a.result,
+            })).collect::<Vec<_>>(),
+            "approvals": state.approvals.iter().map(|(i, given)| json!({
+                "stage": i + 1, "by": given.iter().map(|a| json!({"by": a.by, "at": rfc3339(a.at)})).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
             "timeline": timeline,
         })
     }
@@ -195,6 +202,26 @@ impl Report {
             ));
         }
         md.push_str(&super::readiness::markdown(&json["readiness"]));
+        let operator = json["operator"].as_array().cloned().unwrap_or_default();
+        if !operator.is_empty() {
+            md.push_str("\n## Operator actions\n\n| time | action | by | reason | result |\n|---|---|---|---|---|\n");
+            for a in operator {
+                let cell = |v: &Value| v.as_str().unwrap_or("").replace('|', "\\|");
+                md.push_str(&format!(
+                    "| {} | {} | {} | {} | {}{} |\n",
+                    cell(&a["at"]["time"]),
+                    cell(&a["action"]),
+                    cell(&a["by"]),
+                    cell(&a["reason"]),
+                    if a["accepted"] == Value::Bool(true) {
+                        ""
+                    } else {
+                        "refused: "
+                    },
+                    cell(&a["result"]),
+                ));
+            }
+        }
         std::fs::write(dir.join("report.md"), md)
     }
 }

@@ -41,6 +41,9 @@ pub struct Telemetry {
     check_value: Family<Labels, FGauge>,
     rollbacks: Family<Labels, Counter>,
     run_info: Family<Labels, FGauge>,
+    awaiting_approval: Family<Labels, FGauge>,
+    paused: Family<Labels, FGauge>,
+    operator_actions: Family<Labels, Counter>,
     push: Option<Pusher>,
 }
 
@@ -133,6 +136,21 @@ impl Telemetry {
             ),
             rollbacks: family!("cutover_rollbacks", "Rollbacks started", Counter),
             run_info: family!("cutover_run_info", "The run: its id and backend", FGauge),
+            awaiting_approval: family!(
+                "cutover_awaiting_approval",
+                "The stage (1-based) whose weight waits for approval; 0 when none waits",
+                FGauge
+            ),
+            paused: family!(
+                "cutover_paused",
+                "1 while an operator's pause holds the run at its weight",
+                FGauge
+            ),
+            operator_actions: family!(
+                "cutover_operator_actions",
+                "Operator commands acknowledged, by action and whether the run took them",
+                Counter
+            ),
             registry,
             service: service.to_string(),
             push: pushgateway.map(|u| Pusher {
@@ -152,6 +170,8 @@ impl Telemetry {
         t.stage.get_or_create(&l).set(0.0);
         t.phase.get_or_create(&l).set(0.0);
         t.stage_failures.get_or_create(&l).set(0.0);
+        t.awaiting_approval.get_or_create(&l).set(0.0);
+        t.paused.get_or_create(&l).set(0.0);
         let mut info = l.clone();
         info.push(("run_id".into(), run_id.into()));
         info.push(("backend".into(), backend.into()));
@@ -182,7 +202,32 @@ impl Telemetry {
         self.stage_failures
             .get_or_create(&l)
             .set(f64::from(state.counters.failures));
+        let live = !state.phase.is_terminal();
+        self.awaiting_approval.get_or_create(&l).set(
+            state
+                .awaiting
+                .filter(|_| live)
+                .map_or(0.0, |a| a.stage as f64 + 1.0),
+        );
+        self.paused
+            .get_or_create(&l)
+            .set(if live && state.paused.is_some() {
+                1.0
+            } else {
+                0.0
+            });
         match &e.kind {
+            EventKind::Operator {
+                action, accepted, ..
+            } => {
+                let mut v = l.clone();
+                v.push((
+                    "action".into(),
+                    action.split_whitespace().next().unwrap_or("").into(),
+                ));
+                v.push(("accepted".into(), accepted.to_string()));
+                self.operator_actions.get_or_create(&v).inc();
+            }
             EventKind::RollbackStarted { .. } => {
                 self.rollbacks.get_or_create(&l).inc();
             }

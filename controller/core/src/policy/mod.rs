@@ -10,6 +10,7 @@
 //! Every error names the file, the field path, the value at fault and the fix, e.g.
 //! `policies/checkout.yaml: stages[2].weight: 125 is above 100; weights are percent of traffic to primary`.
 
+pub mod approval;
 pub mod backend;
 pub mod backend_file;
 pub mod backend_route53;
@@ -20,6 +21,7 @@ pub mod prometheus;
 pub mod screen;
 pub mod validate;
 
+pub use approval::{ApprovalRule, StageApproval};
 pub use load::{LoadedPolicy, PolicyError, PolicyErrors, env_overrides, from_model, load, parse};
 pub use model::*;
 pub use plan::{Compiled, Plan, Stage, compile};

@@ -132,6 +132,18 @@ pub struct StageSpec {
     /// Overrides `defaults.max_duration`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_duration: Option<Span>,
+    /// Wait for approval before this stage's weight is written: `manual` (`cutover
+    /// approve`) or `{webhook: URL}` (a 2xx answer to a POST of the run's state). An
+    /// approval never bypasses a gate: the stage before keeps being judged while waiting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<crate::policy::approval::ApprovalSpec>,
+    /// With `approval: manual`: distinct people who must approve, 1 to 5. Default 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approvals: Option<u32>,
+    /// Waiting longer than this for the approval holds the run (exit 5; `cutover resume`
+    /// waits again). Default: no limit (the policy's `deadline` still applies).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_timeout: Option<Span>,
 }
 
 /// What an inconclusive stage does.

@@ -1,6 +1,7 @@
 //! The plan: a valid policy as typed values, the one thing a run, its adapters and its
 //! reports use. Made only by [`super::compile`].
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -8,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::PromqlBuilder;
 use crate::judge::gate::Gate;
 use crate::judge::verdict::Limits;
+use crate::policy::approval::StageApproval;
 use crate::policy::backend::Backend;
 use crate::policy::model::{OnDrift, OnInconclusive, OnSignal, Policy, RollbackSpec};
 use crate::policy::validate::{self, Problems};
@@ -65,6 +67,28 @@ pub struct Plan {
     pub deadline: Option<Duration>,
     /// Preflight checks and guards.
     pub readiness: crate::readiness::Readiness,
+    /// The stages (by index) whose weight is written only once approved.
+    pub approvals: BTreeMap<usize, StageApproval>,
+}
+
+impl Plan {
+    /// How long a run lasts at best (every stage passes at its first chance: one interval
+    /// to settle, then its bake in whole intervals) and at worst (every judged stage runs
+    /// to its `max_duration`, plus an interval), preflight and rollback aside.
+    pub fn duration_bounds(&self) -> (Duration, Duration) {
+        let mut best = Duration::ZERO;
+        let mut worst = Duration::ZERO;
+        for st in self.stages.iter().filter(|s| s.judged) {
+            let intervals = st
+                .bake
+                .as_secs()
+                .div_ceil(st.interval.as_secs().max(1))
+                .max(1) as u32;
+            best += st.interval + st.interval * intervals;
+            worst += st.max_duration + st.interval;
+        }
+        (best, worst)
+    }
 }
 
 /// A valid policy as typed values.
@@ -88,6 +112,7 @@ pub fn compile(p: &Policy) -> Result<Compiled, Problems> {
     let promql = validate::sites_and_traffic(p, &mut out);
     let stages = validate::stages(p, &mut out);
     let gates = validate::gates(p, &mut out);
+    let approvals = super::approval::approvals(p, &mut out);
     validate::analysis(p, &mut out);
     validate::preflight(p, &mut out);
     validate::settle_and_rollback(p, &mut out);
@@ -129,6 +154,7 @@ pub fn compile(p: &Policy) -> Result<Compiled, Problems> {
                 on_guard_failure: p.on_guard_failure,
                 guard_failure_limit: p.guard_failure_limit.get(),
             },
+            approvals,
         },
     })
 }

@@ -104,26 +104,6 @@ impl Run {
             at: now,
             kind: EventKind::Braked { by: by.clone() },
         });
-        let reason = format!("operator rollback by {by}");
-        if self.state.phase == Phase::Preflight && self.state.history.is_empty() {
-            // Recorded as a finished rollback, so that no restart resumes this run.
-            self.state.rollback = Some(RollbackProgress {
-                cause: RollbackCause::Operator,
-                reason: reason.clone(),
-                remaining: Vec::new(),
-            });
-            return self.finish(
-                Phase::Aborted,
-                format!("{reason} during preflight; nothing was changed"),
-            );
-        }
-        // Whatever was under way (a stage, a stepped rollback): one write to 0 %.
-        let reason = match &self.state.rollback {
-            Some(rb) if self.state.phase == Phase::RollingBack => {
-                format!("{reason}, during a rollback ({})", rb.reason)
-            }
-            _ => reason,
-        };
-        self.begin_rollback(RollbackCause::Operator, reason, now, ev)
+        self.operator_stop(format!("operator rollback by {by}"), now, ev)
     }
 }

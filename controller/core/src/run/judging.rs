@@ -142,6 +142,7 @@ impl Run {
             push(format!("settling: {why}"), ev);
             return Request::Sleep(stage.interval);
         }
+        let gates_sv = sv.clone();
         let sv = match (sv, share) {
             // Judging at a split other than the stage's is judging something else.
             (StageVerdict::Passing, s) if !self.share_near(stage.weight.get(), s, &analysis) => {
@@ -167,25 +168,35 @@ impl Run {
             },
             (sv, _) => sv,
         };
+        // An operator's promote skips the rest of the bake (and an undecided verdict), never
+        // a breach, a drift, or a split that is not the stage's.
+        let overridden = sv != gates_sv
+            || self.state.drift.is_some()
+            || !self.share_near(stage.weight.get(), share, &analysis);
+        let promoting = self.state.paused.is_none()
+            && !overridden
+            && matches!(sv, StageVerdict::Passing | StageVerdict::Hold { .. })
+            && self.state.promote.is_some();
+        // A paused stage, or one whose successor waits for approval, is not timed out.
+        let waiting = self.state.paused.is_some() || self.state.awaiting.is_some();
         match sv {
-            StageVerdict::Passing if baked >= stage.bake => {
-                push("advance".into(), ev);
-                ev.push(Event {
-                    at: now,
-                    kind: EventKind::StagePassed { stage: i },
-                });
-                if i + 1 == self.plan.stages.len() {
-                    return self.finish(
-                        Phase::Promoted,
+            StageVerdict::Passing if baked >= stage.bake || promoting => {
+                if let Some(p) = &self.state.paused {
+                    push(
                         format!(
-                            "all {} stages passed; the primary serves 100% of traffic",
-                            self.plan.stages.len()
+                            "passing; paused by {}: not advancing until `cutover resume`",
+                            p.by
                         ),
+                        ev,
                     );
+                    return Request::Sleep(stage.interval);
                 }
-                self.request_stage(i + 1, now, ev)
+                self.leave_stage(i, now, push, ev)
             }
-            StageVerdict::Passing | StageVerdict::Hold { .. } if elapsed >= stage.max_duration => {
+            StageVerdict::Hold { .. } if promoting => self.leave_stage(i, now, push, ev),
+            StageVerdict::Passing | StageVerdict::Hold { .. }
+                if elapsed >= stage.max_duration && !waiting =>
+            {
                 push("inconclusive".into(), ev);
                 let why = match &sv {
                     StageVerdict::Hold { reason } => reason.clone(),
@@ -203,7 +214,11 @@ impl Run {
             }
             StageVerdict::Passing => {
                 let left = stage.bake.saturating_sub(baked);
-                push(format!("passing; bake ends in {}", fmt_d(left)), ev);
+                let paused = match &self.state.paused {
+                    Some(p) => format!(" (paused by {})", p.by),
+                    None => String::new(),
+                };
+                push(format!("passing; bake ends in {}{paused}", fmt_d(left)), ev);
                 Request::Sleep(stage.interval)
             }
             StageVerdict::Hold { reason } => {
@@ -214,6 +229,42 @@ impl Run {
                 unreachable!("handled above")
             }
         }
+    }
+
+    /// Stage `i` passed (its bake, or an operator's promote): on to the next stage, or to
+    /// the last with `promote --full`, unless an approval is awaited.
+    fn leave_stage(
+        &mut self,
+        i: usize,
+        now: SystemTime,
+        push: impl Fn(String, &mut Vec<Event>),
+        ev: &mut Vec<Event>,
+    ) -> Request {
+        let (target, how) = match self.state.promote.take() {
+            Some(cmd) => {
+                let full = matches!(cmd.action, Action::Promote { full: true });
+                let last_judged = self.plan.stages.iter().rposition(|s| s.judged).unwrap_or(i);
+                let target = if full { last_judged.max(i + 1) } else { i + 1 };
+                (target, format!(" (promoted by {})", cmd.by))
+            }
+            None => (i + 1, String::new()),
+        };
+        if self.state.awaiting.map(|a| a.stage) == Some(target) {
+            push(
+                format!(
+                    "passing; waiting for approval of {}",
+                    self.stage_label(target)
+                ),
+                ev,
+            );
+        } else {
+            push(format!("advance{how}"), ev);
+            ev.push(Event {
+                at: now,
+                kind: EventKind::StagePassed { stage: i },
+            });
+        }
+        self.advance_to(target, now, ev)
     }
 
     /// Whether an observed share is the stage's weight, give or take the settle tolerance and

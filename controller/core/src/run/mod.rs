@@ -18,6 +18,8 @@ use crate::weights::{StageWeight, Weights};
 
 use crate::policy::{OnDrift, OnInconclusive, OnSignal, Plan, RollbackMode};
 
+mod command;
+mod control;
 mod drift;
 mod guards;
 mod judging;
@@ -27,6 +29,7 @@ mod rollback;
 mod stage;
 mod state;
 
+pub use command::*;
 pub use protocol::*;
 pub use state::*;
 
@@ -38,6 +41,8 @@ pub struct Run {
     resuming: bool,
     /// From [`Observation::Started`].
     propagation: Duration,
+    /// Events to tell with the first step (a held run continued by an operator).
+    told: Vec<Event>,
 }
 
 /// The longest pause between two retries of a failed write.
@@ -83,12 +88,21 @@ impl Run {
             last_live: None,
             rebake_from: None,
             guard_failing_since: None,
+            ended: None,
+            operator: Vec::new(),
+            paused: None,
+            promote: None,
+            approvals: BTreeMap::new(),
+            awaiting: None,
+            dry_run: false,
+            earlier_runs: Vec::new(),
         };
         Run {
             plan,
             state,
             resuming: false,
             propagation: Duration::ZERO,
+            told: Vec::new(),
         }
     }
 
@@ -108,6 +122,7 @@ impl Run {
             state,
             resuming: true,
             propagation: Duration::ZERO,
+            told: Vec::new(),
         }
     }
 
@@ -124,7 +139,7 @@ impl Run {
     /// Takes one observation and decides the next request. Pure: no I/O, no clock.
     pub fn step(&mut self, obs: Observation) -> Step {
         let now = obs.now();
-        let mut ev = Vec::new();
+        let mut ev = std::mem::take(&mut self.told);
         if self.state.phase.is_terminal() {
             let outcome = self.state.outcome.clone().unwrap_or(Outcome {
                 phase: self.state.phase,
@@ -209,8 +224,23 @@ impl Run {
                 }
             }
             Observation::Interrupted { now, signal } => self.on_signal(now, signal, &mut ev),
+            Observation::Command { now, command } => self.on_command(now, command, &mut ev),
+            Observation::ApprovalAnswered {
+                now,
+                stage,
+                granted,
+                detail,
+            } => self.on_approval_answer(now, stage, granted, detail, &mut ev),
+        };
+        let request = match request {
+            Request::Finish(mut o) if self.state.dry_run && !o.reason.starts_with("dry run") => {
+                o.reason = format!("dry run, nothing written: {}", o.reason);
+                Request::Finish(o)
+            }
+            r => r,
         };
         if let Request::Finish(o) = &request {
+            self.state.ended = Some(now);
             self.state.phase = o.phase;
             self.state.outcome = Some(o.clone());
             ev.push(Event {

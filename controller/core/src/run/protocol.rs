@@ -83,6 +83,25 @@ pub enum Observation {
         /// Which signal.
         signal: String,
     },
+    /// An operator command for this run, found after a sleep. The run answers it (records
+    /// it as acknowledged), then carries on as after the sleep.
+    Command {
+        /// Now.
+        now: SystemTime,
+        /// The command.
+        command: Command,
+    },
+    /// The answer of a stage's approval webhook.
+    ApprovalAnswered {
+        /// Now.
+        now: SystemTime,
+        /// The stage asked about.
+        stage: usize,
+        /// A 2xx answer.
+        granted: bool,
+        /// The status or error, in words.
+        detail: String,
+    },
 }
 
 impl Observation {
@@ -96,7 +115,9 @@ impl Observation {
             | Observation::Analyzed { now, .. }
             | Observation::Braked { now, .. }
             | Observation::LockLost { now, .. }
-            | Observation::Interrupted { now, .. } => *now,
+            | Observation::Interrupted { now, .. }
+            | Observation::Command { now, .. }
+            | Observation::ApprovalAnswered { now, .. } => *now,
         }
     }
 }
@@ -116,6 +137,14 @@ pub enum Request {
         interval: Duration,
         /// Per sequential gate: where its counting resumes (the end of its last interval).
         since: BTreeMap<String, SystemTime>,
+    },
+    /// POST the run's state to a stage's approval webhook and answer with
+    /// [`Observation::ApprovalAnswered`].
+    AskApproval {
+        /// The stage waiting.
+        stage: usize,
+        /// The webhook.
+        url: String,
     },
     /// Stop with this outcome.
     Finish(Outcome),
@@ -253,6 +282,29 @@ pub enum EventKind {
     Internal {
         /// What happened, in words.
         what: String,
+    },
+    /// An operator command, and what the run made of it.
+    Operator {
+        /// The command, as typed.
+        action: String,
+        /// Who.
+        by: String,
+        /// Why, if they said.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        /// Whether the run took it.
+        accepted: bool,
+        /// What it did, or why not.
+        result: String,
+    },
+    /// A stage's weight waits for approval; the stage before keeps being judged.
+    AwaitingApproval {
+        /// The stage waiting (0-based).
+        stage: usize,
+        /// Its weight.
+        weight: u8,
+        /// What it needs, in words.
+        needs: String,
     },
     /// The stage passed its gates and its bake.
     StagePassed {

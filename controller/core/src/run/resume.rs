@@ -117,7 +117,7 @@ impl Run {
             (None, None, Some(i)) => {
                 let reason = format!(
                     "all traffic is on DR, but the recorded run {} was at stage {} ({}%): someone rolled back; \
-                     not resuming — start over with --fresh",
+                     not resuming it (run `cutover run` again to start a new run)",
                     self.state.run_id,
                     i + 1,
                     self.plan.stages[i].weight

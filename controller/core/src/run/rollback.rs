@@ -14,6 +14,13 @@ impl Run {
         now: SystemTime,
         ev: &mut Vec<Event>,
     ) -> Request {
+        if self.state.dry_run {
+            // Nothing was written, so nothing is rolled back: say what a run would do.
+            return self.finish(
+                cause.outcome_phase(),
+                format!("a run would roll back now: {reason}"),
+            );
+        }
         // Step down from what is live if it is lower than what was confirmed: a stepped
         // rollback never raises the primary's share.
         let current = [self.state.weights, self.state.last_live]

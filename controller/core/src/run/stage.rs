@@ -32,10 +32,14 @@ impl Run {
                 stages: self.plan.stages.iter().map(|s| s.weight.get()).collect(),
             },
         });
+        if self.state.dry_run {
+            return self.dry_start(live, now, ev);
+        }
         if live != Weights::ALL_DR {
             let reason = format!(
                 "the backend sends {live}, but a cutover starts with all traffic on DR; \
-                 if an earlier run stopped half-way, run `cutover rollback` first"
+                 if an earlier run was held there, `cutover resume` continues it; \
+                 if it stopped half-way otherwise, run `cutover rollback` first"
             );
             return self.preflight_failed(reason, now, ev);
         }
@@ -67,7 +71,43 @@ impl Run {
             at: now,
             kind: EventKind::PreflightPassed { results },
         });
-        self.request_stage(0, now, ev)
+        if self.state.dry_run
+            && let Some(i) = self.state.stage
+        {
+            // A dry run judges the stage live now, as if its weight had just been confirmed.
+            return self.start_stage(i, now);
+        }
+        self.advance_to(0, now, ev)
+    }
+
+    /// A dry run judges the stage whose weight is live; at 0 % or at a weight the plan does
+    /// not name there is nothing a run would judge.
+    fn dry_start(&mut self, live: Weights, now: SystemTime, ev: &mut Vec<Event>) -> Request {
+        let at = self
+            .plan
+            .stages
+            .iter()
+            .position(|s| s.judged && s.weight.get() == live.primary());
+        match at {
+            Some(i) => {
+                self.state.stage = Some(i);
+                Request::Preflight
+            }
+            None => {
+                let reason = if live.primary() == 0 {
+                    format!(
+                        "the backend sends {live}: the primary serves nothing, so there is nothing to judge; \
+                         a run would run preflight and write {} first",
+                        self.stage_label(0)
+                    )
+                } else {
+                    format!(
+                        "the backend sends {live}, a weight no judged stage of the plan names; nothing to judge"
+                    )
+                };
+                self.preflight_failed(reason, now, ev)
+            }
+        }
     }
 
     /// Records the intent to write `weights` (persisted before the write happens).
@@ -308,6 +348,14 @@ impl Run {
         if let Some(p) = &self.state.pending {
             return Request::SetWeights(p.weights);
         }
+        if let Some(r) = self.awaiting_request(now, ev) {
+            return r;
+        }
+        self.next_look(now, ev)
+    }
+
+    /// The next analysis of the current stage.
+    pub(super) fn next_look(&mut self, now: SystemTime, ev: &mut Vec<Event>) -> Request {
         match (self.state.phase, self.state.stage) {
             (Phase::Settling | Phase::Judging, Some(i)) => Request::Analyze {
                 interval: self.plan.stages[i].interval,

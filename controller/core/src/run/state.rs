@@ -225,4 +225,98 @@ pub struct RunState {
     /// Since when a guard has been failing (`None`: every guard holds); see `guards.rs`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guard_failing_since: Option<SystemTime>,
+    /// When the run ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended: Option<SystemTime>,
+    /// Every operator command the run acknowledged, in order, with what it did.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub operator: Vec<OperatorAction>,
+    /// The pause in force (`cutover pause`): nothing advances until `cutover resume`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused: Option<Command>,
+    /// A `cutover promote` waiting for the current stage's next analysis.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promote: Option<Command>,
+    /// Approvals given, per stage index: who and when (given ahead of time, or while the
+    /// run waits).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub approvals: BTreeMap<usize, Vec<Approval>>,
+    /// The stage whose weight waits for approval, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub awaiting: Option<Awaiting>,
+    /// A dry run: judges, writes nothing, persists nothing.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
+    /// Earlier runs of this service recorded in the same store, oldest first (at most
+    /// [`RUNS_KEPT`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub earlier_runs: Vec<RunSummary>,
+}
+
+/// How many earlier runs a record keeps.
+pub const RUNS_KEPT: usize = 20;
+
+/// One approval of a stage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Approval {
+    /// Who approved (`--as`, user@host, or the webhook).
+    pub by: String,
+    /// When.
+    pub at: SystemTime,
+}
+
+/// A stage waiting for its approval before its weight is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Awaiting {
+    /// The stage (index into the plan).
+    pub stage: usize,
+    /// Since when.
+    pub since: SystemTime,
+}
+
+/// An earlier run, as `cutover status` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunSummary {
+    /// Its id.
+    pub run_id: String,
+    /// When it started.
+    pub started: Option<SystemTime>,
+    /// When it ended.
+    pub ended: Option<SystemTime>,
+    /// How it ended (`None`: it never finished, and was replaced by `--fresh`).
+    pub outcome: Option<Outcome>,
+    /// The last weights it confirmed.
+    pub weights: Option<Weights>,
+    /// The highest stage it wrote (0-based).
+    pub highest_stage: Option<usize>,
+}
+
+impl RunState {
+    /// This run as a line of history.
+    pub fn summary(&self) -> RunSummary {
+        RunSummary {
+            run_id: self.run_id.clone(),
+            started: self.started,
+            ended: self.ended,
+            outcome: self.outcome.clone(),
+            weights: self.weights,
+            highest_stage: self.history.iter().filter_map(|h| h.stage).max(),
+        }
+    }
+
+    /// The phase as people read it: `awaiting_approval` and `paused` where they apply.
+    pub fn display_phase(&self) -> String {
+        if !self.phase.is_terminal() {
+            if self.awaiting.is_some() {
+                return "awaiting_approval".into();
+            }
+            if self.paused.is_some() {
+                return "paused".into();
+            }
+        }
+        serde_json::to_value(self.phase)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_else(|| format!("{:?}", self.phase))
+    }
 }

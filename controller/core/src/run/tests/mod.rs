@@ -11,6 +11,7 @@ use crate::{Analysis, Reading, Span};
 use super::*;
 use crate::policy::{OnDrift, OnInconclusive, OnSignal, Plan, RollbackMode, RollbackSpec, Stage};
 
+mod control;
 mod guards;
 mod judging;
 mod operator;
@@ -69,6 +70,7 @@ fn plan(weights: &[u8]) -> Plan {
         on_drift: OnDrift::Hold,
         deadline: None,
         readiness: Default::default(),
+        approvals: Default::default(),
     }
 }
 
@@ -129,6 +131,10 @@ struct Harness {
     /// Readiness results at (now, live): preflight's (instead of the one passing `lag`
     /// check) and every analysis's guards (`guards.rs`).
     readiness: Option<Checks>,
+    /// Operator commands, each delivered at the end of the first sleep at or after its time.
+    commands: Vec<(u64, Command)>,
+    /// Whether an approval webhook answers 2xx at this time.
+    webhook: Option<fn(u64) -> bool>,
 }
 
 /// The readiness checks' results of a scripted world at (now, live).
@@ -148,6 +154,8 @@ impl Harness {
             failed_writes_land: false,
             untamper_at: None,
             readiness: None,
+            commands: Vec::new(),
+            webhook: None,
         }
     }
 
@@ -220,10 +228,23 @@ impl Harness {
                             now: t(self.now),
                             signal: "SIGTERM".into(),
                         }
+                    } else if let Some(k) = self.commands.iter().position(|(at, _)| self.now >= *at)
+                    {
+                        let (_, command) = self.commands.remove(k);
+                        Observation::Command {
+                            now: t(self.now),
+                            command,
+                        }
                     } else {
                         Observation::Slept { now: t(self.now) }
                     }
                 }
+                Request::AskApproval { stage, .. } => Observation::ApprovalAnswered {
+                    now: t(self.now),
+                    stage,
+                    granted: self.webhook.is_some_and(|f| f(self.now)),
+                    detail: "HTTP 200".into(),
+                },
                 Request::Analyze { .. } if self.brake_at.is_some_and(|b| self.now >= b) => {
                     self.brake_at = None;
                     Observation::Braked {

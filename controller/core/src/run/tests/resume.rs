@@ -189,7 +189,7 @@ fn all_on_dr_while_the_record_says_a_stage_is_not_resumed() {
         panic!("{s:?}")
     };
     assert_eq!(o.phase, Phase::PreflightFailed);
-    assert!(o.reason.contains("--fresh"), "{}", o.reason);
+    assert!(o.reason.contains("cutover run` again"), "{}", o.reason);
 }
 
 #[test]

@@ -189,6 +189,7 @@ impl<'a> SeqDriver<'a> {
             }
             obs = match step.request {
                 Request::Finish(_) => unreachable!("returned above"),
+                Request::AskApproval { .. } => unreachable!("no approvals in these plans"),
                 Request::Preflight => Observation::PreflightDone {
                     now: t(now),
                     results: vec![],

@@ -1,0 +1,13 @@
+//! Whole-site failback: runs a fleet's schedule ([`cutover_core::fleet::Fleet`]) with an
+//! [`Executor`] that runs each service's cutover — [`local::LocalExecutor`] as child
+//! processes on this machine — persisting the fleet's state after every change so a
+//! restarted orchestrator resumes; and the fleet's plan (worst case, query load) and its
+//! export as an Argo Workflow.
+
+pub mod argo;
+pub mod driver;
+pub mod executor;
+pub mod local;
+pub mod plan;
+
+pub use executor::{Ended, Executor};
