@@ -48,10 +48,7 @@ impl Site {
         }
         let env = builder
             // Every service's DR traffic is in (the default workload's too).
-            .ready_when(&format!(
-                "count(rate(http_requests_total{{site=\"dr\",status=\"200\"}}[8s]) > 0) >= {}",
-                SERVICES + 1
-            ))
+            .ready_when(&ready_query())
             .start()
             .await;
         Site {
@@ -103,6 +100,14 @@ impl Site {
             .ok()
             .map(|b| serde_json::from_slice(&b).unwrap())
     }
+}
+
+/// Every service's DR traffic is in (the default workload's too).
+fn ready_query() -> String {
+    format!(
+        "count(rate(http_requests_total{{site=\"dr\",status=\"200\"}}[8s]) > 0) >= {}",
+        SERVICES + 1
+    )
 }
 
 fn time(v: &Value) -> SystemTime {
@@ -160,6 +165,11 @@ async fn twenty_services_fail_back_in_order_and_a_breach_rolls_the_fleet_back() 
         std::fs::write(site.weights_file(i), r#"{"primary":0,"dr":100}"#).unwrap();
         site.exporters[i].reset();
     }
+    // DR serves them all again, and its traffic is in (its 8 s windows were empty at 100 %).
+    site.env
+        .prom()
+        .wait_for_data(&ready_query(), Duration::from_secs(40))
+        .await;
     site.exporters[12].on_weight(
         50,
         0,

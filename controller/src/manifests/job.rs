@@ -151,6 +151,27 @@ fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
     }
 }
 
+/// The folders of the files the readiness checks read, each with the Secret that holds
+/// them: `(folder, secret name)`.
+pub fn secret_mounts(loaded: &LoadedPolicy, names: &Names) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for f in loaded.plan.readiness.files() {
+        let dir = f.parent().unwrap_or(Path::new("/")).to_string_lossy().to_string();
+        if out.iter().any(|(d, _)| *d == dir) {
+            continue;
+        }
+        let leaf: String = Path::new(&dir)
+            .file_name()
+            .map(|n| n.to_string_lossy().to_ascii_lowercase())
+            .unwrap_or_else(|| "secret".into())
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        out.push((dir, format!("{}-{}", names.base, leaf.trim_matches('-'))));
+    }
+    out
+}
+
 /// The Job document.
 pub fn job(loaded: &LoadedPolicy, names: &Names, opts: &Options) -> Document {
     let deadline = Deadline::of(loaded);
@@ -192,6 +213,21 @@ pub fn job(loaded: &LoadedPolicy, names: &Names, opts: &Options) -> Document {
             ..Default::default()
         });
         mounts.push(mount("weights", &dir.to_string_lossy(), false));
+    }
+    // The readiness checks' files (connection strings, CA bundles): one Secret per folder,
+    // named `<base>-<folder>`, mounted read-only where the policy reads them.
+    for (k, (dir, secret)) in secret_mounts(loaded, names).into_iter().enumerate() {
+        let name = format!("secret-{k}");
+        volumes.push(Volume {
+            name: name.clone(),
+            secret: Some(k8s_openapi::api::core::v1::SecretVolumeSource {
+                secret_name: Some(secret),
+                default_mode: Some(0o440),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        mounts.push(mount(&name, &dir, true));
     }
     let container = Container {
         name: "cutover".into(),
@@ -328,6 +364,19 @@ pub fn job(loaded: &LoadedPolicy, names: &Names, opts: &Options) -> Document {
             "The file backend's weights ({}) live on PersistentVolumeClaim {}-weights, which you provide: the proxy that reads them mounts it too.",
             f.path.display(),
             names.base
+        ));
+    }
+    let files = loaded.plan.readiness.files();
+    for (dir, secret) in secret_mounts(loaded, names) {
+        let keys: Vec<String> = files
+            .iter()
+            .filter(|f| f.parent().is_some_and(|p| p.to_string_lossy() == dir.as_str()))
+            .filter_map(|f| f.file_name().map(|n| n.to_string_lossy().to_string()))
+            .collect();
+        comment.push(format!(
+            "Readiness checks read {dir}/{{{}}}: create Secret {secret} with those keys in namespace {} (not generated: it holds credentials).",
+            keys.join(","),
+            names.namespace
         ));
     }
     let refs: Vec<&str> = comment.iter().map(String::as_str).collect();

@@ -112,13 +112,7 @@ impl Document {
 /// The run's worst case as `cutover plan` computes it: every judged stage at its
 /// `max_duration` plus one interval to settle.
 pub fn worst_case(loaded: &LoadedPolicy) -> Duration {
-    loaded
-        .plan
-        .stages
-        .iter()
-        .filter(|s| s.judged)
-        .map(|s| s.max_duration + s.interval)
-        .sum()
+    loaded.plan.duration_bounds().1
 }
 
 /// Every document for a loaded policy, whose file's text is `policy_text`.

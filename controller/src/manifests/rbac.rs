@@ -176,6 +176,20 @@ pub fn documents(loaded: &LoadedPolicy, names: &Names, opts: &Options) -> Vec<Do
         ));
         docs.push(Document::of(&[], &binding(names, &name, namespace)));
     }
+    // `kubernetes_capacity`: read the named Deployments' ready replicas, nothing else.
+    let mut by_ns: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (ns, d) in loaded.plan.readiness.deployments() {
+        by_ns.entry(ns).or_default().push(d);
+    }
+    for (ns, deployments) in by_ns {
+        let name = format!("{}-capacity", names.base);
+        let refs: Vec<&str> = deployments.iter().map(String::as_str).collect();
+        docs.push(Document::of(
+            &["kubernetes_capacity: read the ready replicas of these Deployments only."],
+            &role(names, &name, &ns, vec![rule("apps", "deployments", &refs, &["get"])]),
+        ));
+        docs.push(Document::of(&[], &binding(names, &name, &ns)));
+    }
     let bind_hint = format!(
         "Bind it to the people who run them: kubectl -n NAMESPACE create rolebinding {0} --role={0} --group=GROUP",
         names.operator_role

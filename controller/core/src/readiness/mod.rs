@@ -172,6 +172,58 @@ pub struct Readiness {
     pub guard_failure_limit: Duration,
 }
 
+impl Readiness {
+    /// Every file a check reads (connection strings, CA bundles), in order, once each: what
+    /// a Job must mount from Secrets.
+    pub fn files(&self) -> Vec<PathBuf> {
+        let mut out: Vec<PathBuf> = Vec::new();
+        for c in self.preflight.iter().chain(&self.guards) {
+            let mut add = |f: &Option<PathBuf>| {
+                if let Some(f) = f
+                    && !out.contains(f)
+                {
+                    out.push(f.clone());
+                }
+            };
+            if let Some(pg) = &c.postgres {
+                add(&pg.primary_connection_file);
+                add(&pg.dr_connection_file);
+                add(&pg.ca_file);
+            }
+            if let Some(cr) = &c.cockroach_pcr {
+                add(&Some(cr.connection_file.clone()));
+                add(&cr.ca_file);
+            }
+        }
+        out
+    }
+
+    /// The Deployments `kubernetes_capacity` reads in the Job's own cluster (a site with no
+    /// `context`): (namespace, name), once each.
+    pub fn deployments(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for k in self
+            .preflight
+            .iter()
+            .chain(&self.guards)
+            .filter_map(|c| c.kubernetes_capacity.as_ref())
+        {
+            for site in std::iter::once(&k.primary).chain(k.dr.as_ref()) {
+                if site.context.is_some() {
+                    continue;
+                }
+                for d in &site.deployments {
+                    let key = (site.namespace.clone(), d.clone());
+                    if !out.contains(&key) {
+                        out.push(key);
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
 /// How often a waiting check is polled unless it says: `10s`.
 pub const DEFAULT_POLL: Duration = Duration::from_secs(10);
 
