@@ -33,11 +33,14 @@ struct Site {
 }
 
 impl Site {
-    async fn start(test: &str) -> Site {
+    async fn start(test: &str, metrics_port: u16) -> Site {
         let weights = cutover_tests::TempDir::new(&format!("{test}-weights"));
         let dir = weights.path().to_path_buf();
         let mut exporters = Vec::new();
-        let mut builder = Env::builder(test).rps(100.0);
+        // The fleet's own metrics, scraped like a service's.
+        let mut builder = Env::builder(test)
+            .rps(100.0)
+            .scrape(format!("127.0.0.1:{metrics_port}"));
         for i in 0..SERVICES {
             let w = dir.join(format!("{}.json", name(i)));
             std::fs::create_dir_all(&dir).unwrap();
@@ -110,6 +113,28 @@ fn ready_query() -> String {
     )
 }
 
+/// A webhook that records the texts it is sent.
+async fn recording_webhook() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use cutover_tests::http1::{read_request, write_response};
+    let said = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let s = said.clone();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            if let Ok(Some(req)) = read_request(&mut sock).await {
+                if let Ok(v) = serde_json::from_slice::<Value>(&req.body) {
+                    s.lock()
+                        .unwrap()
+                        .push(v["text"].as_str().unwrap_or("").to_string());
+                }
+                let _ = write_response(&mut sock, 200, "text/plain", b"ok").await;
+            }
+        }
+    });
+    (url, said)
+}
+
 fn time(v: &Value) -> SystemTime {
     let secs = v["secs_since_epoch"].as_u64().unwrap();
     SystemTime::UNIX_EPOCH
@@ -119,19 +144,82 @@ fn time(v: &Value) -> SystemTime {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_services_fail_back_in_order_and_a_breach_rolls_the_fleet_back() {
-    let site = Site::start("fleet").await;
+    let port = cutover_tests::free_port();
+    let site = Site::start("fleet", port).await;
     // 1. Everything healthy: all promoted, in dependency order, at most 5 at once.
-    let fleet = site.fleet("");
+    let (webhook, said) = recording_webhook().await;
+    let fleet = site.fleet(&format!("notify: [{{ webhook: \"{webhook}\" }}]"));
     let dir = site.env.path("state-1");
+    let begun = SystemTime::now();
     let run = site
         .env
         .cutover(["fleet", "run"])
         .arg(&fleet)
         .arg("--state-dir")
         .arg(&dir)
+        .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
         .finish(Duration::from_secs(900))
         .await;
     assert_eq!(run.code, 0, "{}", run.output);
+    // Notified at its boundaries: the start, each layer, the end.
+    let texts = said.lock().unwrap().clone();
+    assert!(texts.iter().any(|t| t.contains("starting")), "{texts:?}");
+    assert!(
+        (0..4).all(|l| texts
+            .iter()
+            .any(|t| t.contains(&format!("layer {l} promoted")))),
+        "{texts:?}"
+    );
+    assert!(
+        texts.iter().any(|t| t.contains("finished (exit 0)")),
+        "{texts:?}"
+    );
+    // The report says who did what, and the critical path.
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("fleet-report.json")).unwrap()).unwrap();
+    let path: Vec<&str> = report["critical_path"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    let layers: Vec<usize> = path
+        .iter()
+        .map(|n| layer(n[3..].parse().unwrap()))
+        .collect();
+    assert!(
+        layers.first() == Some(&0)
+            && layers.last() == Some(&3)
+            && layers.windows(2).all(|w| w[0] <= w[1]),
+        "the critical path runs through every layer in order: {path:?}"
+    );
+    assert!(
+        std::fs::read_to_string(dir.join("fleet-report.md"))
+            .unwrap()
+            .contains("Critical path")
+    );
+    // Every query of the fleet dashboard returns data over the run.
+    let dashboard: Value = serde_json::from_slice(
+        &std::fs::read(cutover_tests::workspace().join("dashboards/fleet.json")).unwrap(),
+    )
+    .unwrap();
+    let secs = |t: SystemTime| {
+        t.duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64()
+    };
+    for p in dashboard["panels"].as_array().unwrap() {
+        for t in p["targets"].as_array().unwrap() {
+            let q = t["expr"].as_str().unwrap().replace("$fleet", "site");
+            let r = site
+                .env
+                .prom()
+                .query_range(&q, secs(begun), secs(SystemTime::now()))
+                .await
+                .unwrap();
+            assert!(r.as_array().is_some_and(|a| !a.is_empty()), "no data: {q}");
+        }
+    }
     let mut spans = Vec::new();
     for i in 0..SERVICES {
         assert_eq!(site.primary(i), 100, "{} not promoted", name(i));

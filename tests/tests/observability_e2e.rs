@@ -250,6 +250,15 @@ fn the_grafana_configmap_holds_the_same_dashboard() {
     let embedded: serde_json::Value =
         serde_json::from_str(cm["data"]["cutover.json"].as_str().unwrap()).unwrap();
     assert_eq!(embedded, json, "dashboards/cutover-configmap.yaml is stale");
+    let fleet: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(workspace().join("dashboards/fleet.json")).unwrap())
+            .unwrap();
+    let embedded: serde_json::Value =
+        serde_json::from_str(cm["data"]["fleet.json"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        embedded, fleet,
+        "dashboards/cutover-configmap.yaml is stale (fleet.json)"
+    );
     // Variables: a datasource and a multi-select service.
     let vars = json["templating"]["list"].as_array().unwrap();
     assert!(vars.iter().any(|v| v["type"] == "datasource"));

@@ -9,5 +9,6 @@ pub mod driver;
 pub mod executor;
 pub mod local;
 pub mod plan;
+pub mod watch;
 
 pub use executor::{Ended, Executor};

@@ -32,10 +32,11 @@ fn play(plan: &FleetPlan, took: impl Fn(usize) -> Duration) -> (Duration, f64, u
                 FleetAction::Wait(d) => {
                     // Jump to the next end (or the wait), whichever is first.
                     let next_end = running.iter().map(|(_, e)| *e).min();
+                    let step = d.max(Duration::from_secs(1));
                     now = match next_end {
-                        Some(e) if e > now => e.min(now + d.max(Duration::from_secs(1))),
+                        Some(e) if e > now => e.min(now + step),
                         Some(_) => now,
-                        None => now + d.max(Duration::from_secs(1)),
+                        None => now + step,
                     };
                     let (done, left): (Vec<_>, Vec<_>) =
                         running.iter().partition(|(_, e)| *e <= now);
@@ -70,14 +71,17 @@ pub fn render(plan: &FleetPlan) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "Fleet {} ({}): {} services in {} layers, at most {} cutovers at once, on_failure {:?}, \
+        "Fleet {} ({}): {} services in {} layers, at most {} cutovers at once, on_failure {}, \
          frozen after {} failures within {}",
         spec.fleet,
         plan.path.display(),
         plan.services.len(),
         plan.layers().len(),
         spec.max_parallel,
-        spec.on_failure,
+        match spec.on_failure {
+            cutover_core::fleet::OnFailure::Stop => "stop",
+            cutover_core::fleet::OnFailure::RollbackFleet => "rollback_fleet",
+        },
         spec.global_incident.failures,
         spec.global_incident.within
     );
@@ -130,7 +134,7 @@ pub fn render(plan: &FleetPlan) -> String {
     );
     let _ = writeln!(
         s,
-        "Prometheus load: at most {peak:.1} reads/s with {most} cutovers at once; at most {total} reads in all \
+        "Prometheus load: at most {peak:.1} reads/s with {most} cutover(s) at once; at most {total} reads in all \
          (each analysis reads both sites' request rates, the primary's request count and each gate at each site)."
     );
     s

@@ -63,6 +63,13 @@ impl Notifier {
         }
     }
 
+    /// Queues a text for every webhook (the fleet's notifications; a run's come as events).
+    pub fn send(&self, text: String) {
+        for q in &self.queues {
+            let _ = q.send(text.clone());
+        }
+    }
+
     /// Lets queued notifications go out, waiting at most one webhook timeout.
     pub async fn flush(self) {
         drop(self.queues);

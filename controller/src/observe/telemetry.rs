@@ -345,43 +345,7 @@ impl Telemetry {
         self: Arc<Self>,
         addr: std::net::SocketAddr,
     ) -> std::io::Result<std::net::SocketAddr> {
-        let listener = tokio::net::TcpListener::bind(addr).await?;
-        let local = listener.local_addr()?;
-        // A read-only, single-route endpoint: a few lines of HTTP/1.1 rather than a server
-        // framework in the build.
-        tokio::spawn(async move {
-            loop {
-                let Ok((mut sock, _)) = listener.accept().await else {
-                    continue;
-                };
-                let t = self.clone();
-                tokio::spawn(async move {
-                    let mut buf = [0u8; 4096];
-                    let n = tokio::time::timeout(Duration::from_secs(5), sock.read(&mut buf))
-                        .await
-                        .ok()
-                        .and_then(Result::ok)
-                        .unwrap_or(0);
-                    let req = String::from_utf8_lossy(&buf[..n]);
-                    let (status, ctype, body) = if req.starts_with("GET /metrics") {
-                        (
-                            "200 OK",
-                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                            t.render(),
-                        )
-                    } else {
-                        ("404 Not Found", "text/plain", "try /metrics\n".to_string())
-                    };
-                    let resp = format!(
-                        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                        body.len()
-                    );
-                    let _ = sock.write_all(resp.as_bytes()).await;
-                    let _ = sock.shutdown().await;
-                });
-            }
-        });
-        Ok(local)
+        serve_metrics(addr, Arc::new(move || self.render())).await
     }
 }
 
@@ -414,4 +378,49 @@ impl Observer for Pushing {
     fn event(&self, _e: &Event, _state: &RunState) {
         let _ = self.tx.send(());
     }
+}
+
+/// Serves `GET /metrics` on `addr` with what `render` returns (the exposition text); any
+/// other path is 404. Returns the address bound (port 0 picks one).
+pub async fn serve_metrics(
+    addr: std::net::SocketAddr,
+    render: Arc<dyn Fn() -> String + Send + Sync>,
+) -> std::io::Result<std::net::SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    // A read-only, single-route endpoint: a few lines of HTTP/1.1 rather than a server
+    // framework in the build.
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                continue;
+            };
+            let render = render.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let n = tokio::time::timeout(Duration::from_secs(5), sock.read(&mut buf))
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .unwrap_or(0);
+                let req = String::from_utf8_lossy(&buf[..n]);
+                let (status, ctype, body) = if req.starts_with("GET /metrics") {
+                    (
+                        "200 OK",
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        render(),
+                    )
+                } else {
+                    ("404 Not Found", "text/plain", "try /metrics\n".to_string())
+                };
+                let resp = format!(
+                    "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = sock.write_all(resp.as_bytes()).await;
+                let _ = sock.shutdown().await;
+            });
+        }
+    });
+    Ok(local)
 }

@@ -33,6 +33,10 @@ pub struct FleetSpec {
     pub global_incident: GlobalIncident,
     /// The services.
     pub services: Vec<ServiceEntry>,
+    /// Webhooks told when the fleet starts, a layer is promoted, a service does not promote,
+    /// and the fleet ends (Slack-compatible, as a policy's `notify:`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<crate::policy::NotifySpec>,
     /// The Job template of `--executor kubernetes` (and of `fleet export`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kubernetes: Option<KubernetesExecutor>,

@@ -97,6 +97,9 @@ pub struct FleetOutcome {
     pub reason: String,
 }
 
+/// The wait the schedule asks for when only a service's end can change anything.
+pub const IDLE: Duration = Duration::from_secs(60);
+
 /// What the driver does next.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FleetAction {
@@ -262,10 +265,9 @@ impl Fleet {
                 if (0..n).all(|i| self.promoted(i)) {
                     return self.finish(0, format!("all {n} services promoted"));
                 }
-                vec![FleetAction::Wait(
-                    wait.unwrap_or(Duration::from_secs(1))
-                        .min(Duration::from_secs(1)),
-                )]
+                // A soak's end, or nothing but a service ending: the driver looks again at
+                // least every second anyway (and a planner jumps to the next end).
+                vec![FleetAction::Wait(wait.unwrap_or(IDLE))]
             }
             FleetPhase::Stopping | FleetPhase::Frozen => {
                 if self.running() > 0 {

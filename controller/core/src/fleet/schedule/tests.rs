@@ -61,7 +61,11 @@ fn simulate(
                 }
                 FleetAction::Abort(_) => {}
                 FleetAction::Wait(d) => {
-                    now += d.as_secs().max(1);
+                    let step = d.as_secs().max(1);
+                    let next_end = running.iter().map(|(_, e)| *e).min();
+                    now = next_end
+                        .filter(|e| *e > now)
+                        .map_or(now + step, |e| e.min(now + step));
                     let (done, left): (Vec<_>, Vec<_>) =
                         running.iter().partition(|(_, end)| *end <= now);
                     running = left;
