@@ -298,7 +298,10 @@ pub(crate) async fn fleet(cmd: FleetCommand) -> anyhow::Result<u8> {
             };
             let dir = dir_of(&p, &opts);
             std::fs::create_dir_all(&dir)?;
-            let _ = std::fs::remove_file(abort_file(&dir));
+            if fresh {
+                // An abort posted for an earlier fleet run is not this one's.
+                let _ = std::fs::remove_file(abort_file(&dir));
+            }
             let saved = if fresh {
                 None
             } else {

@@ -144,12 +144,20 @@ pub(crate) async fn run(
     {
         // Traffic is still where the held run left it: the held record is what says so,
         // and a new run (which starts only from all-DR) must not replace it.
+        // Only a live split read as all-DR lets a new run replace it (an unreadable one
+        // does not: the record would be lost while traffic may still be split).
         let backend = connect(&p, &common).await?;
-        if let Ok(live) = backend.get_weights().await
-            && live != cutover_core::Weights::ALL_DR
+        let live = backend.get_weights().await;
+        if live
+            .as_ref()
+            .map_or(true, |w| *w != cutover_core::Weights::ALL_DR)
         {
+            let at = match &live {
+                Ok(w) => w.to_string(),
+                Err(e) => format!("its last split (the live weights cannot be read: {e})"),
+            };
             super::out::err(&format!(
-                "cutover: {}: run {} is held at {live} (exit 5); `cutover resume {}` continues it at that weight, \
+                "cutover: {}: run {} is held at {at} (exit 5); `cutover resume {}` continues it at that weight, \
                  `cutover rollback {}` puts all traffic on DR; a new run starts only from all traffic on DR. Nothing was changed",
                 policy.service,
                 prev.run_id,
@@ -215,7 +223,27 @@ pub(crate) async fn drive_locked(
         }
         Begin::New(id, previous) => Run::new_after(plan, id, previous),
         Begin::ContinueHeld(s, cmd) => {
-            Run::continue_held(plan, s, cmd).expect("a held record, checked by the caller")
+            // Read again under the lock: a `cutover rollback` (or another resume) between
+            // the caller's read and the lock has changed the record, and wins.
+            let now = store.load().await.ok().flatten();
+            match now
+                .filter(|n| n.run_id == s.run_id && n.phase == s.phase && n.history == s.history)
+            {
+                Some(fresh) => match Run::continue_held(plan, fresh, cmd) {
+                    Some(r) => r,
+                    None => unreachable!("a held record, checked above"),
+                },
+                None => {
+                    super::out::err(&format!(
+                        "cutover resume: {}: run {} changed while this command took the lock (a rollback or another resume); nothing was changed: look at `cutover status`",
+                        policy.service, s.run_id
+                    ));
+                    if let Ok(o) = Arc::try_unwrap(owner) {
+                        o.release().await;
+                    }
+                    return Ok(EXIT_USAGE);
+                }
+            }
         }
         Begin::Replay(_) => unreachable!("said by the caller"),
     };

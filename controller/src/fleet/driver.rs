@@ -61,6 +61,10 @@ pub async fn drive(
     // Services another process drives (a child left from a killed orchestrator): watched
     // through their records until they end.
     let mut adopted: BTreeSet<usize> = BTreeSet::new();
+    // Aborts that did not take (the child had no record yet, or the post failed): tried
+    // again every few seconds until the service's cutover ends.
+    let mut abort_again: std::collections::BTreeMap<usize, std::time::Instant> =
+        std::collections::BTreeMap::new();
     // A restarted orchestrator: what ended while it was away, and what it starts again.
     for i in 0..fleet.plan().services.len() {
         if matches!(fleet.state().services[i].1, SvcStatus::Running { .. }) {
@@ -83,7 +87,7 @@ pub async fn drive(
                     ),
                 );
                 if let Err(e) = executor.start(s, &format!("{run_id}-{}", s.name)).await {
-                    fleet.ended(i, 10, e, SystemTime::now());
+                    fleet.ended(i, 2, e, SystemTime::now());
                 }
             }
         }
@@ -118,7 +122,8 @@ pub async fn drive(
                     let s = fleet.plan().services[i].clone();
                     say(&name, &format!("aborting {}", s.name));
                     if let Err(e) = executor.abort(&s).await {
-                        say(&name, &format!("abort of {}: {e}", s.name));
+                        say(&name, &format!("abort of {}: {e}; trying again", s.name));
+                        abort_again.insert(i, std::time::Instant::now());
                     }
                 }
                 FleetAction::Rollback(i) => {
@@ -154,9 +159,8 @@ pub async fn drive(
             let s = fleet.plan().services[i].clone();
             if e.exit == 2
                 && executor
-                    .finished(&s, &format!("{run_id}-{}", s.name))
+                    .driven_elsewhere(&s, &format!("{run_id}-{}", s.name))
                     .await
-                    .is_none()
             {
                 // Refused: another process still drives this service's run (an orphan of a
                 // killed orchestrator): watch its record instead.
@@ -175,6 +179,27 @@ pub async fn drive(
                 &format!("{} ended: exit {}: {}", s.name, e.exit, e.reason),
             );
             fleet.ended(i, e.exit, e.reason, SystemTime::now());
+        }
+        let retry: Vec<usize> = abort_again
+            .iter()
+            .filter(|(_, t)| t.elapsed() >= Duration::from_secs(5))
+            .map(|(i, _)| *i)
+            .collect();
+        for i in retry {
+            if !matches!(fleet.state().services[i].1, SvcStatus::Running { .. }) {
+                abort_again.remove(&i);
+                continue;
+            }
+            let s = fleet.plan().services[i].clone();
+            match executor.abort(&s).await {
+                Ok(()) => {
+                    say(&name, &format!("aborting {}: acknowledged", s.name));
+                    abort_again.remove(&i);
+                }
+                Err(_) => {
+                    abort_again.insert(i, std::time::Instant::now());
+                }
+            }
         }
         let watching: Vec<usize> = adopted.iter().copied().collect();
         for i in watching {

@@ -31,6 +31,12 @@ pub trait Executor: Send + Sync {
     /// how a restarted orchestrator learns what ended while it was away. Only a record of
     /// run `run_id` counts (a state left by an earlier fleet run is not this one's).
     async fn finished(&self, service: &FleetService, run_id: &str) -> Option<Ended>;
+    /// Whether `service`'s run `run_id` is unfinished and driven by another process (a
+    /// child left running by a killed orchestrator): then a start refused with exit 2 is
+    /// watched through its record, not counted as a failure.
+    async fn driven_elsewhere(&self, _service: &FleetService, _run_id: &str) -> bool {
+        false
+    }
     /// For logs.
     fn describe(&self) -> String;
 }

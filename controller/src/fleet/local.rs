@@ -152,6 +152,11 @@ impl Executor for LocalExecutor {
         })
     }
 
+    async fn driven_elsewhere(&self, s: &FleetService, run_id: &str) -> bool {
+        self.record(&s.name)
+            .is_some_and(|r| r.run_id == run_id && !r.phase.is_terminal())
+    }
+
     fn describe(&self) -> String {
         format!(
             "local child processes (state and logs in {})",

@@ -313,7 +313,9 @@ impl Fleet {
     /// is not known to be all on DR (promoted, held; an abort or a page leaves it unsure).
     fn needs_rollback(&self, i: usize) -> bool {
         match self.status(i) {
-            SvcStatus::Ended { exit, .. } => matches!(exit, 0 | 4 | 5 | 10),
+            // 1: rolled back itself (verified); 2 and 3: nothing was changed. Anything else
+            // (promoted, aborted, held, a page, killed by a signal) may have traffic on it.
+            SvcStatus::Ended { exit, .. } => !matches!(exit, 1..=3),
             _ => false,
         }
     }
@@ -343,9 +345,17 @@ impl Fleet {
                     failed = true;
                     "preflight failed"
                 }
-                SvcStatus::Ended { .. } => {
+                SvcStatus::Ended { exit: 2, .. } => {
+                    failed = true;
+                    "refused to start"
+                }
+                SvcStatus::Ended { exit: 1, .. } => {
                     failed = true;
                     "rolled back"
+                }
+                SvcStatus::Ended { .. } => {
+                    failed = true;
+                    "ended unexpectedly (traffic unknown)"
                 }
                 SvcStatus::RolledBack { ok: true, .. } => "rolled back by the fleet",
                 SvcStatus::RolledBack { ok: false, .. } => {

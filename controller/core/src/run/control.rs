@@ -56,6 +56,9 @@ impl Run {
         state.phase = Phase::Judging;
         state.outcome = None;
         state.ended = None;
+        // The policy's `deadline` bounds a run's stretch of driving traffic: a held run
+        // continued by an operator starts a new one (else it would roll back at once).
+        state.started = None;
         state.awaiting = None;
         state.paused = None;
         state.promote = None;
@@ -169,6 +172,21 @@ impl Run {
                 let Some(i) = self.state.stage else {
                     return Err("no stage's weight is written yet; there is no bake to skip".into());
                 };
+                if self.state.pending.is_some() {
+                    return Err(
+                        "a weight write is under way; promote once its stage is judged".into(),
+                    );
+                }
+                let capacity = self
+                    .plan
+                    .readiness
+                    .preflight
+                    .iter()
+                    .chain(&self.plan.readiness.guards)
+                    .any(|c| c.kubernetes_capacity.is_some());
+                if full && capacity {
+                    return Err("--full would write a weight whose capacity (kubernetes_capacity) is not checked; promote --to-next, stage by stage".into());
+                }
                 let target = self.promote_target(i, full);
                 if let Some(j) = (i + 1..=target.min(self.plan.stages.len() - 1))
                     .find(|&j| j < target && self.approval_missing(j).is_some())
@@ -180,7 +198,10 @@ impl Run {
                         j + 1
                     ));
                 }
-                self.state.promote = Some(cmd.clone());
+                self.state.promote = Some(PendingPromote {
+                    command: cmd.clone(),
+                    stage: Some(i),
+                });
                 let to = if target >= self.plan.stages.len() {
                     "promotion".to_string()
                 } else {
@@ -316,6 +337,11 @@ impl Run {
                 format!("{at} passed its gates and bake; a run would {next}"),
             );
         }
+        if self.state.paused.is_some() {
+            // Nothing advances while paused; the next look (an analysis, or preflight again
+            // before the first stage) tries again.
+            return Request::Sleep(self.wait_interval());
+        }
         if j >= self.plan.stages.len() {
             return self.finish(
                 Phase::Promoted,
@@ -359,11 +385,7 @@ impl Run {
 
     /// After a sleep while a stage waits for approval: the approval's timeout, its webhook,
     /// or the move once approved. `None`: judge the current stage as usual.
-    pub(super) fn awaiting_request(
-        &mut self,
-        now: SystemTime,
-        ev: &mut Vec<Event>,
-    ) -> Option<Request> {
+    pub(super) fn awaiting_request(&mut self, now: SystemTime) -> Option<Request> {
         let a = self.state.awaiting?;
         let rule = self.plan.approvals.get(&a.stage)?.clone();
         if let Some(t) = rule.timeout
@@ -383,7 +405,8 @@ impl Run {
             // Approved: the first stage is written now; a later one when the stage before
             // passes its next analysis (an approval never bypasses a gate).
             if self.state.stage.is_none() {
-                return Some(self.advance_to(a.stage, now, ev));
+                // Hours may have passed since preflight: check readiness again first.
+                return Some(Request::Preflight);
             }
             return None;
         }
@@ -413,13 +436,8 @@ impl Run {
             return self.unexpected(now, "an approval answer for a stage not waiting", ev);
         }
         if granted {
-            let by = self
-                .plan
-                .approvals
-                .get(&stage)
-                .map(StageApproval::describe)
-                .unwrap_or_default()
-                .replace("a 2xx answer from ", "webhook ");
+            // Named by its stage, never by its URL (which may hold a token).
+            let by = format!("the approval webhook of stage {}", stage + 1);
             self.state
                 .approvals
                 .entry(stage)
@@ -439,7 +457,8 @@ impl Run {
                 },
             });
             if self.state.stage.is_none() {
-                return self.advance_to(stage, now, ev);
+                // Readiness may have changed while it waited: preflight again, then the write.
+                return Request::Preflight;
             }
         }
         match self.state.stage {

@@ -80,7 +80,20 @@ impl Run {
                 .map(|w| w.to_string())
                 .unwrap_or_else(|| "an unread split".into())
         );
-        self.state.drift = Some(found);
+        self.state.drift = Some(found.clone());
+        if self.state.dry_run && act && self.plan.on_drift != OnDrift::Hold {
+            // What was judged is no longer the split it started at: say so, write nothing.
+            return Some(self.finish(
+                Phase::Held,
+                format!(
+                    "{what}: the live split moved during the dry run; a run would {} (on_drift); nothing was judged to the end",
+                    match self.plan.on_drift {
+                        OnDrift::Reassert => "write the stage's weights again",
+                        _ => "roll back",
+                    }
+                ),
+            ));
+        }
         match (self.plan.on_drift, act) {
             (OnDrift::Hold, _) | (_, false) => None,
             (OnDrift::Reassert, true) => Some(self.request_stage(stage, now, ev)),

@@ -164,7 +164,7 @@ impl Run {
             },
             // A failing guard, or capacity that does not cover the next stage: never advance.
             (StageVerdict::Passing, _) if guard_hold.is_some() => StageVerdict::Hold {
-                reason: guard_hold.unwrap_or_default(),
+                reason: guard_hold.clone().unwrap_or_default(),
             },
             (sv, _) => sv,
         };
@@ -173,10 +173,22 @@ impl Run {
         let overridden = sv != gates_sv
             || self.state.drift.is_some()
             || !self.share_near(stage.weight.get(), share, &analysis);
+        // Only the verdict of this analysis counts: every gate passed, or sequential gates
+        // still gathering evidence. A failed analysis below `failure_limit`, missing data, a
+        // query error, a failing guard or capacity short of the next stage is never skipped.
         let promoting = self.state.paused.is_none()
             && !overridden
+            && guard_hold.is_none()
+            && matches!(
+                verdict,
+                AnalysisVerdict::Pass | AnalysisVerdict::Undecided { .. }
+            )
             && matches!(sv, StageVerdict::Passing | StageVerdict::Hold { .. })
-            && self.state.promote.is_some();
+            && self
+                .state
+                .promote
+                .as_ref()
+                .is_some_and(|p| p.stage == Some(i));
         // A paused stage, or one whose successor waits for approval, is not timed out.
         let waiting = self.state.paused.is_some() || self.state.awaiting.is_some();
         match sv {
@@ -241,7 +253,7 @@ impl Run {
         ev: &mut Vec<Event>,
     ) -> Request {
         let (target, how) = match self.state.promote.take() {
-            Some(cmd) => {
+            Some(PendingPromote { command: cmd, .. }) => {
                 let full = matches!(cmd.action, Action::Promote { full: true });
                 let last_judged = self.plan.stages.iter().rposition(|s| s.judged).unwrap_or(i);
                 let target = if full { last_judged.max(i + 1) } else { i + 1 };

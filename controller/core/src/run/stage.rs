@@ -217,6 +217,15 @@ impl Run {
         }
         self.state.stage = Some(i);
         self.state.stage_started = Some(now);
+        // A promote is for the stage it was taken at.
+        if self
+            .state
+            .promote
+            .as_ref()
+            .is_some_and(|p| p.stage != Some(i))
+        {
+            self.state.promote = None;
+        }
         self.state.drift = None;
         self.state.unreadable = 0;
         self.state.rebake_from = None;
@@ -348,7 +357,7 @@ impl Run {
         if let Some(p) = &self.state.pending {
             return Request::SetWeights(p.weights);
         }
-        if let Some(r) = self.awaiting_request(now, ev) {
+        if let Some(r) = self.awaiting_request(now) {
             return r;
         }
         self.next_look(now, ev)

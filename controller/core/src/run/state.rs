@@ -234,9 +234,9 @@ pub struct RunState {
     /// The pause in force (`cutover pause`): nothing advances until `cutover resume`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paused: Option<Command>,
-    /// A `cutover promote` waiting for the current stage's next analysis.
+    /// A `cutover promote` waiting for its stage's next analysis.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub promote: Option<Command>,
+    pub promote: Option<PendingPromote>,
     /// Approvals given, per stage index: who and when (given ahead of time, or while the
     /// run waits).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -251,6 +251,15 @@ pub struct RunState {
     /// [`RUNS_KEPT`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub earlier_runs: Vec<RunSummary>,
+}
+
+/// A promote taken for one stage: it applies to that stage only (a stage that starts drops it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingPromote {
+    /// The command.
+    pub command: Command,
+    /// The stage it skips the bake of.
+    pub stage: Option<usize>,
 }
 
 /// How many earlier runs a record keeps.
