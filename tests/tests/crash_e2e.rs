@@ -407,8 +407,14 @@ async fn cutover_rollback_brakes_a_live_run_at_each_phase_and_nothing_writes_for
     for (i, moment) in ["settling", "judging", "stage 2"].into_iter().enumerate() {
         env.reset_weights();
         let state = env.path(&format!("brake-{i}.json"));
-        // Given a live run at this moment,
-        let mut run = spawn_run(&env, &policy, &state);
+        // Given a live run at this moment (a Job's pod: its run id is the Job's),
+        let job = format!("job-brake-{i}");
+        let mut run = env
+            .cutover(["--log-format", "json", "run"])
+            .arg(&policy)
+            .state_file(&state)
+            .env("CUTOVER_RUN_ID", &job)
+            .spawn();
         wait_until(moment, Duration::from_secs(60), || match moment {
             "settling" => env.primary() == 25 && state_phase(&state) == "settling",
             "judging" => env.primary() == 25 && state_phase(&state) == "judging",
@@ -421,7 +427,9 @@ async fn cutover_rollback_brakes_a_live_run_at_each_phase_and_nothing_writes_for
             .finish(Duration::from_secs(30))
             .await;
         assert!(
-            status.output.contains("lock:   held by run checkout-")
+            status
+                .output
+                .contains(&format!("lock:   held by run {job}"))
                 && status.output.contains(&format!("pid {}", run.pid())),
             "{moment}: {}",
             status.output
@@ -455,9 +463,10 @@ async fn cutover_rollback_brakes_a_live_run_at_each_phase_and_nothing_writes_for
             "{moment}: {}",
             braked.state["outcome"]
         );
-        // A restarted pod of that run does not write forward.
+        // A restarted pod of that run (the same Job) does not write forward.
         let again = env
             .cutover_on("run", &policy, &state)
+            .env("CUTOVER_RUN_ID", &job)
             .finish(Duration::from_secs(60))
             .await;
         assert_eq!(again.code, 4, "{moment}: {}", again.output);
@@ -533,18 +542,24 @@ async fn a_refusal_to_resume_a_run_someone_rolled_back_holds_at_every_retry() {
     let env = Env::with_prometheus("sticky-refusal").await;
     let policy = env.policy().stages(&PLAN).write();
     let state = env.path("state.json");
-    // Given a run at stage 1, killed, and all traffic put back on DR by hand,
-    let mut run = spawn_run(&env, &policy, &state);
+    // Given a Job's run at stage 1, killed, and all traffic put back on DR by hand,
+    let mut run = env
+        .cutover(["--log-format", "json", "run"])
+        .arg(&policy)
+        .state_file(&state)
+        .env("CUTOVER_RUN_ID", "job-1")
+        .spawn();
     wait_until("stage 1", Duration::from_secs(60), || {
         env.primary() == 25 && state_phase(&state) == "judging"
     })
     .await;
     run.kill().await;
     env.reset_weights();
-    // when the Job's pod is retried again and again,
+    // when the Job's pod is retried again and again (the same run id),
     for attempt in 0..3 {
         let again = env
             .cutover_on("run", &policy, &state)
+            .env("CUTOVER_RUN_ID", "job-1")
             .finish(Duration::from_secs(60))
             .await;
         // then every retry refuses, and no cutover starts on the rolled-back service.
@@ -556,6 +571,14 @@ async fn a_refusal_to_resume_a_run_someone_rolled_back_holds_at_every_retry() {
         );
         assert_eq!(env.primary(), 0, "attempt {attempt}");
     }
+    // An operator who decides to try again types the command themselves: a new run starts
+    // (a new invocation, a new run id) and the refused one stays in the history.
+    let fresh = env
+        .cutover_on("run", &policy, &state)
+        .finish(Duration::from_secs(120))
+        .await;
+    assert_eq!(fresh.code, 0, "{}", fresh.output);
+    assert_eq!(fresh.state["earlier_runs"][0]["run_id"], "job-1");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -30,6 +30,18 @@ fn policy(env: &Env, stages: &[u8], approval_at: Option<(u8, &str)>, bake: &str)
     p
 }
 
+/// `cutover run` of the policy, spawned, once its first stage (10 %) is written.
+async fn run_to_first_stage(env: &Env, policy: &Path) -> cutover_tests::cli::Running {
+    let run = env
+        .cutover_on("run", policy, &env.path("state.json"))
+        .spawn();
+    wait_until("10 % written", Duration::from_secs(60), || {
+        env.primary() == 10
+    })
+    .await;
+    run
+}
+
 /// `cutover status -o json` of the policy.
 async fn status(env: &Env, policy: &Path) -> Value {
     let out = env
@@ -153,13 +165,7 @@ async fn two_approvers_must_be_two_people() {
 async fn pause_holds_the_weight_and_a_breach_during_the_pause_still_rolls_back() {
     let env = Env::with_prometheus("op-pause").await;
     let policy = policy(&env, &[10, 25, 100], None, "4s");
-    let mut run = env
-        .cutover_on("run", &policy, &env.path("state.json"))
-        .spawn();
-    wait_until("10 % written", Duration::from_secs(60), || {
-        env.primary() == 10
-    })
-    .await;
+    let mut run = run_to_first_stage(&env, &policy).await;
     let ack = command(&env, "pause", &policy, &["--reason", "business hours"]).await;
     assert_eq!(ack.code, 0, "{}", ack.output);
     let s = status(&env, &policy).await;
@@ -184,13 +190,7 @@ async fn pause_holds_the_weight_and_a_breach_during_the_pause_still_rolls_back()
 async fn resume_lifts_a_pause_and_abort_rolls_back_within_one_interval() {
     let env = Env::with_prometheus("op-abort").await;
     let policy = policy(&env, &[10, 25, 50, 100], None, "4s");
-    let mut run = env
-        .cutover_on("run", &policy, &env.path("state.json"))
-        .spawn();
-    wait_until("10 % written", Duration::from_secs(60), || {
-        env.primary() == 10
-    })
-    .await;
+    let mut run = run_to_first_stage(&env, &policy).await;
     assert_eq!(command(&env, "pause", &policy, &[]).await.code, 0);
     tokio::time::sleep(Duration::from_secs(3 * INTERVAL)).await;
     assert_eq!(env.primary(), 10);
@@ -232,13 +232,7 @@ async fn resume_lifts_a_pause_and_abort_rolls_back_within_one_interval() {
 async fn promote_to_next_skips_the_rest_of_the_bake() {
     let env = Env::with_prometheus("op-promote").await;
     let policy = policy(&env, &[10, 25, 100], None, "90s");
-    let mut run = env
-        .cutover_on("run", &policy, &env.path("state.json"))
-        .spawn();
-    wait_until("10 % written", Duration::from_secs(60), || {
-        env.primary() == 10
-    })
-    .await;
+    let mut run = run_to_first_stage(&env, &policy).await;
     let written = Instant::now();
     let ack = command(
         &env,

@@ -120,9 +120,9 @@ fn run_json(s: &RunState, p: &LoadedPolicy) -> Value {
 fn print_text(d: &Value) {
     let st = |v: &Value| v.as_str().unwrap_or("").to_string();
     match d["live"]["weights"].as_str() {
-        Some(w) => super::out::line(&format!("live:    {w} ({})", st(&d["backend"]))),
+        Some(w) => super::out::line(&format!("live:   {w} ({})", st(&d["backend"]))),
         None => super::out::line(&format!(
-            "live:    cannot read: {} ({})",
+            "live:   cannot read: {} ({})",
             st(&d["live"]["error"]),
             st(&d["backend"])
         )),
@@ -130,25 +130,25 @@ fn print_text(d: &Value) {
     let o = &d["object"];
     if !o.is_null() {
         if let Some(e) = o["error"].as_str() {
-            super::out::line(&format!("lock:    cannot read: {e}"));
+            super::out::line(&format!("lock:   cannot read: {e}"));
         } else if o["lock"]["holder"].is_null() {
-            super::out::line(&format!("lock:    free ({})", st(&o["object"])));
+            super::out::line(&format!("lock:   free ({})", st(&o["object"])));
         } else if o["lock"]["expired"] == Value::Bool(true) {
             super::out::line(&format!(
-                "lock:    expired: {} ({})",
+                "lock:   expired: {} ({})",
                 st(&o["lock"]["holder"]),
                 st(&o["object"])
             ));
         } else {
             super::out::line(&format!(
-                "lock:    held by {} ({})",
+                "lock:   held by {} ({})",
                 st(&o["lock"]["holder"]),
                 st(&o["object"])
             ));
         }
         if let Some(b) = o["brake"].as_object() {
             super::out::line(&format!(
-                "brake:   run {} braked by {} at {}{}",
+                "brake:  run {} braked by {} at {}{}",
                 st(&b["run_id"]),
                 st(&b["by"]),
                 st(&b["at"]),
@@ -162,19 +162,19 @@ fn print_text(d: &Value) {
     }
     let r = &d["run"];
     if r.is_null() {
-        super::out::line(&format!("run:     none recorded in {}", st(&d["store"])));
+        super::out::line(&format!("run:    none recorded in {}", st(&d["store"])));
     } else if let Some(e) = r["error"].as_str() {
-        super::out::line(&format!("run:     {e}"));
+        super::out::line(&format!("run:    {e}"));
     } else {
         super::out::line(&format!(
-            "run:     {} phase {} (started {})",
+            "run:    {} phase {} (started {})",
             st(&r["run_id"]),
             st(&r["phase"]),
             st(&r["started"])
         ));
         if let Some(s) = r["stage"].as_object() {
             super::out::line(&format!(
-                "stage:   {}/{} ({}%)",
+                "stage:  {}/{} ({}%)",
                 s["number"], s["of"], s["weight"]
             ));
         }
@@ -212,7 +212,7 @@ fn print_text(d: &Value) {
         }
         if let Some(o) = r["outcome"].as_object() {
             super::out::line(&format!(
-                "result:  {} (exit {}): {}",
+                "result: {} (exit {}): {}",
                 st(&o["phase"]),
                 o["exit_code"],
                 st(&o["reason"])

@@ -155,12 +155,7 @@ pub fn documents(
 
 /// Whether `s` is a DNS-1123 label, as Kubernetes wants namespaces and Job names.
 pub fn dns_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
+    cutover_core::policy::validate::is_dns_label(s)
 }
 
 fn policy_configmap(names: &Names, text: &str) -> Document {

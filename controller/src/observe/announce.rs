@@ -77,13 +77,9 @@ impl Observer for Announcer {
             } => Some((
                 "OperatorAction",
                 format!(
-                    "run {}: {action} by {by}{}: {}{result}",
+                    "run {}: {}",
                     state.run_id,
-                    reason
-                        .as_deref()
-                        .map(|r| format!(" ({r})"))
-                        .unwrap_or_default(),
-                    if *accepted { "" } else { "refused: " }
+                    super::operator_action(action, by, reason.as_deref(), *accepted, result)
                 ),
                 false,
             )),

@@ -188,12 +188,8 @@ pub fn describe(e: &Event, state: &RunState) -> Option<String> {
             accepted,
             result,
         } => format!(
-            "operator   {action} by {by}{}: {} {result}",
-            reason
-                .as_deref()
-                .map(|r| format!(" ({r})"))
-                .unwrap_or_default(),
-            if *accepted { "done:" } else { "REFUSED:" }
+            "operator   {}",
+            super::operator_action(action, by, reason.as_deref(), *accepted, result)
         ),
         EventKind::AwaitingApproval {
             stage,

@@ -27,3 +27,19 @@ pub trait Observer: Send + Sync {
     /// Called for each event, with the state after the step that produced it.
     fn event(&self, event: &Event, state: &RunState);
 }
+
+/// An operator's command as one phrase, the same in every observer: `pause by sre (CHG-1):
+/// refused: already paused by dba`.
+pub fn operator_action(
+    action: &str,
+    by: &str,
+    reason: Option<&str>,
+    accepted: bool,
+    result: &str,
+) -> String {
+    format!(
+        "{action} by {by}{}: {}{result}",
+        reason.map(|r| format!(" ({r})")).unwrap_or_default(),
+        if accepted { "" } else { "REFUSED: " }
+    )
+}

@@ -124,12 +124,8 @@ pub fn message(e: &Event, state: &RunState) -> Option<String> {
             accepted,
             result,
         } => format!(
-            ":bust_in_silhouette: cutover {s}: {action} by {by}{} — {}{result}",
-            reason
-                .as_deref()
-                .map(|r| format!(" ({r})"))
-                .unwrap_or_default(),
-            if *accepted { "" } else { "refused: " }
+            ":bust_in_silhouette: cutover {s}: {}",
+            super::operator_action(action, by, reason.as_deref(), *accepted, result)
         ),
         EventKind::AwaitingApproval {
             stage,

@@ -86,15 +86,6 @@ pub fn object_key(b: &Backend) -> String {
     }
 }
 
-fn dns_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
-}
-
 /// Loads and checks a fleet file; every problem is reported, each with its field.
 pub fn load(path: &Path) -> Result<FleetPlan, PolicyErrors> {
     let file = path.display().to_string();
@@ -108,7 +99,7 @@ pub fn load(path: &Path) -> Result<FleetPlan, PolicyErrors> {
     let spec = parse_spec(&file, &text)?;
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut out = Vec::new();
-    if !dns_label(&spec.fleet) {
+    if !crate::policy::validate::is_dns_label(&spec.fleet) {
         out.push(err(
             "fleet",
             format!(
@@ -138,7 +129,7 @@ pub fn load(path: &Path) -> Result<FleetPlan, PolicyErrors> {
     // Names: unique DNS labels.
     let mut index: BTreeMap<&str, usize> = BTreeMap::new();
     for (i, s) in spec.services.iter().enumerate() {
-        if !dns_label(&s.name) {
+        if !crate::policy::validate::is_dns_label(&s.name) {
             out.push(err(
                 &format!("services[{i}].name"),
                 format!("`{}` is not a DNS label", s.name),
@@ -252,7 +243,7 @@ pub fn load(path: &Path) -> Result<FleetPlan, PolicyErrors> {
         soak.insert(l.layer, l.soak.get());
     }
     if let Some(k) = &spec.kubernetes {
-        if !dns_label(&k.namespace) {
+        if !crate::policy::validate::is_dns_label(&k.namespace) {
             out.push(err(
                 "kubernetes.namespace",
                 format!("`{}` is not a namespace name", k.namespace),
@@ -264,13 +255,13 @@ pub fn load(path: &Path) -> Result<FleetPlan, PolicyErrors> {
                 format!("`{}` is not an image reference", k.image),
             ));
         }
-        if !dns_label(&k.service_account) {
+        if !crate::policy::validate::is_dns_label(&k.service_account) {
             out.push(err(
                 "kubernetes.service_account",
                 format!("`{}` is not a ServiceAccount name", k.service_account),
             ));
         }
-        if !dns_label(&k.policy_configmap.replace("{service}", "x")) {
+        if !crate::policy::validate::is_dns_label(&k.policy_configmap.replace("{service}", "x")) {
             out.push(err(
                 "kubernetes.policy_configmap",
                 format!(

@@ -483,7 +483,9 @@ pub fn deadline_and_notify(p: &Policy, out: &mut Problems) {
     }
 }
 
-fn is_dns_label(s: &str) -> bool {
+/// A Kubernetes DNS label (RFC 1123): 1 to 63 lowercase letters, digits and `-`, not
+/// starting or ending with `-`. Service, fleet and object names.
+pub fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
         && s.chars()

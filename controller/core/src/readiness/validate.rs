@@ -222,7 +222,7 @@ fn capacity(at: &str, k: &crate::readiness::CapacityCheck, out: &mut Problems) {
             .map(|n| (n, "deployments"))
             .chain([(&d.namespace, "namespace")])
         {
-            if !dns_label(name) {
+            if !crate::policy::validate::is_dns_label(name) {
                 out.push(
                     &format!("{at}.{side}.{what}"),
                     format!("`{name}` is not a Kubernetes name (lowercase letters, digits, -)"),
@@ -238,14 +238,6 @@ fn capacity(at: &str, k: &crate::readiness::CapacityCheck, out: &mut Problems) {
             format!("{h} is outside 1 to 10; 1.2 asks for 20% spare capacity"),
         );
     }
-}
-
-fn dns_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 253
-        && s.chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
-        && !s.starts_with('-')
 }
 
 fn url(at: &str, u: &str, out: &mut Problems) {

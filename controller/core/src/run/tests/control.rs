@@ -28,6 +28,21 @@ fn with_approval(stage: usize, a: StageApproval) -> Plan {
     p
 }
 
+/// A run of `p` held at 25 %: that stage never settles (its split cannot be measured).
+fn held_at_25(p: Plan) -> Harness {
+    let mut h = Harness::new(p);
+    let out = h.run_in(|_, w| {
+        let mut tr = healthy(w.primary());
+        if w.primary() == 25 {
+            tr.requests = Reading::Empty;
+        }
+        tr
+    });
+    assert_eq!(out.phase, Phase::Held, "{out:?}");
+    assert_eq!(h.live.primary(), 25);
+    h
+}
+
 /// When each weight was confirmed, in seconds since t(0).
 fn confirmed(h: &Harness) -> Vec<(u8, u64)> {
     h.events
@@ -302,17 +317,7 @@ fn promote_never_skips_a_breach_or_an_approval() {
 
 #[test]
 fn a_held_run_continues_at_its_weight_with_plan_weights_only() {
-    // Held at 25 %: the stage never settles (the split cannot be measured there).
-    let mut h = Harness::new(plan(&[10, 25, 50, 100]));
-    let out = h.run_in(|_, w| {
-        let mut tr = healthy(w.primary());
-        if w.primary() == 25 {
-            tr.requests = Reading::Empty;
-        }
-        tr
-    });
-    assert_eq!(out.phase, Phase::Held, "{out:?}");
-    assert_eq!(h.live.primary(), 25);
+    let h = held_at_25(plan(&[10, 25, 50, 100]));
     let held = h.run.state().clone();
     assert!(
         Run::continue_held(
@@ -511,15 +516,7 @@ fn a_promote_is_for_its_stage_and_refused_while_a_write_is_pending() {
 fn a_continued_held_run_is_not_rolled_back_by_the_deadline_of_its_first_stretch() {
     let mut p = plan(&[10, 25, 50, 100]);
     p.deadline = Some(Duration::from_secs(600));
-    let mut h = Harness::new(p.clone());
-    let out = h.run_in(|_, w| {
-        let mut tr = healthy(w.primary());
-        if w.primary() == 25 {
-            tr.requests = Reading::Empty;
-        }
-        tr
-    });
-    assert_eq!(out.phase, Phase::Held, "{out:?}");
+    let h = held_at_25(p.clone());
     // Held for an hour (longer than the deadline) before an operator continues it.
     let mut held = h.run.state().clone();
     held.started = Some(t(0) - Duration::from_secs(3600));
