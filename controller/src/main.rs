@@ -72,9 +72,9 @@ enum Command {
         common: Common,
     },
     /// Hold the live run at its current weight (still judged; a breach still rolls back).
-    Pause(Operate),
+    Pause(cli::operate::Operate),
     /// Lift a pause; on a held run (exit 5), continue it here at its weight.
-    Resume(Operate),
+    Resume(cli::operate::Operate),
     /// Skip the rest of the current stage's bake (never a breach or an approval).
     Promote {
         /// Go to the last stage (still judged) instead of the next.
@@ -84,17 +84,17 @@ enum Command {
         #[arg(long)]
         to_next: bool,
         #[command(flatten)]
-        on: Operate,
+        on: cli::operate::Operate,
     },
     /// Roll the live run back to DR now (the run exits 4).
-    Abort(Operate),
+    Abort(cli::operate::Operate),
     /// Approve a stage that waits for approval (`approval: manual`).
     Approve {
         /// The stage, from 1 (default: the stage waiting now).
         #[arg(long)]
         stage: Option<usize>,
         #[command(flatten)]
-        on: Operate,
+        on: cli::operate::Operate,
     },
     /// The emergency brake: stop the run driving this traffic (live, hung or on another
     /// machine: it never writes a forward weight again), put all traffic on DR now and verify
@@ -179,17 +179,6 @@ enum Command {
     Fleet(cli::fleet::FleetCommand),
 }
 
-/// An operator command's arguments: the policy, who and why, where the run's state is.
-#[derive(clap::Args)]
-struct Operate {
-    /// The policy file.
-    policy: PathBuf,
-    #[command(flatten)]
-    op: cli::operate::OperatorArgs,
-    #[command(flatten)]
-    common: Common,
-}
-
 fn main() -> ExitCode {
     cli::out::install_panic_hook();
     let mut args = Cli::parse();
@@ -213,14 +202,6 @@ fn main() -> ExitCode {
             cli::out::err(&format!("cutover: {e:#}"));
             ExitCode::from(EXIT_USAGE)
         }
-    }
-}
-
-/// An operator command on the policy's run.
-async fn operate(on: Operate, verb: Verb, format: LogFormat) -> anyhow::Result<u8> {
-    match cli::load_or_report(&on.policy) {
-        Some(p) => cli::operate::operate(p, on.common, on.op, verb, format).await,
-        None => Ok(EXIT_USAGE),
     }
 }
 
@@ -249,13 +230,21 @@ async fn dispatch(args: Cli, asked_json: bool) -> anyhow::Result<u8> {
             Some(p) => cli::status::status(p, common, output).await,
             None => Ok(EXIT_USAGE),
         },
-        Command::Pause(on) => operate(on, Verb::Do(Action::Pause), args.log_format).await,
-        Command::Resume(on) => operate(on, Verb::Do(Action::Resume), args.log_format).await,
-        Command::Abort(on) => operate(on, Verb::Do(Action::Abort), args.log_format).await,
+        Command::Pause(on) => {
+            cli::operate::command(on, Verb::Do(Action::Pause), args.log_format).await
+        }
+        Command::Resume(on) => {
+            cli::operate::command(on, Verb::Do(Action::Resume), args.log_format).await
+        }
+        Command::Abort(on) => {
+            cli::operate::command(on, Verb::Do(Action::Abort), args.log_format).await
+        }
         Command::Promote { full, on, .. } => {
             operate(on, Verb::Do(Action::Promote { full }), args.log_format).await
         }
-        Command::Approve { stage, on } => operate(on, Verb::Approve(stage), args.log_format).await,
+        Command::Approve { stage, on } => {
+            cli::operate::command(on, Verb::Approve(stage), args.log_format).await
+        }
         Command::Rollback {
             policy,
             watch,

@@ -33,6 +33,25 @@ pub(crate) struct OperatorArgs {
     pub timeout: Option<Span>,
 }
 
+/// An operator command's arguments: the policy, who and why, where the run's state is.
+#[derive(clap::Args)]
+pub(crate) struct Operate {
+    /// The policy file.
+    policy: std::path::PathBuf,
+    #[command(flatten)]
+    op: OperatorArgs,
+    #[command(flatten)]
+    common: Common,
+}
+
+/// An operator command on the policy's run: loads the policy (exit 2 if it does not load).
+pub(crate) async fn command(on: Operate, verb: Verb, format: LogFormat) -> anyhow::Result<u8> {
+    match super::load_or_report(&on.policy) {
+        Some(p) => operate(p, on.common, on.op, verb, format).await,
+        None => Ok(EXIT_USAGE),
+    }
+}
+
 /// Who is acting: `--as`, else `$USER@host`.
 fn actor(op: &OperatorArgs) -> String {
     op.actor

@@ -112,4 +112,6 @@ mod tests {
 }
 
 #[cfg(test)]
+mod approval_tests;
+#[cfg(test)]
 mod table_tests;

@@ -5,9 +5,9 @@ use std::time::Duration;
 use super::*;
 use crate::Span;
 
-const CHECKOUT: &str = include_str!("../../../../policies/checkout.yaml");
+pub(super) const CHECKOUT: &str = include_str!("../../../../policies/checkout.yaml");
 
-fn edit(from: &str, to: &str) -> String {
+pub(super) fn edit(from: &str, to: &str) -> String {
     assert!(CHECKOUT.contains(from), "fixture text not found: {from}");
     CHECKOUT.replacen(from, to, 1)
 }
@@ -328,57 +328,6 @@ fn broken_policies_are_refused_with_the_field_named() {
             "final_holdout",
             "not above the stage before it (75%)",
         ),
-        (
-            "approvals without approval",
-            edit("  - weight: 25\n", "  - weight: 25\n    approvals: 2\n"),
-            "stages[1].approvals",
-            "add `approval: manual`",
-        ),
-        (
-            "six approvers",
-            edit(
-                "  - weight: 25\n",
-                "  - weight: 25\n    approval: manual\n    approvals: 6\n",
-            ),
-            "stages[1].approvals",
-            "6 is not 1 to 5",
-        ),
-        (
-            "approval webhook not a URL",
-            edit(
-                "  - weight: 25\n",
-                "  - weight: 25\n    approval: { webhook: approvals.example }\n",
-            ),
-            "stages[1].approval.webhook",
-            "not an http:// or https:// URL",
-        ),
-        (
-            "approvals with a webhook",
-            edit(
-                "  - weight: 25\n",
-                "  - weight: 25\n    approval: { webhook: 'https://a.example/x' }\n    approvals: 2\n",
-            ),
-            "stages[1].approvals",
-            "a webhook is one approver",
-        ),
-        (
-            "approval_timeout without approval",
-            edit(
-                "  - weight: 25\n",
-                "  - weight: 25\n    approval_timeout: 1h\n",
-            ),
-            "stages[1].approval_timeout",
-            "without `approval`",
-        ),
-        (
-            "approval_timeout too long",
-            edit(
-                "  - weight: 25\n",
-                "  - weight: 25\n    approval: manual\n    approval_timeout: 30d\n",
-            ),
-            "stages[1].approval_timeout",
-            "outside 1s to 7d",
-        ),
     ];
     assert!(cases.len() >= 12);
     for (case, text, field, words) in cases {
@@ -685,41 +634,6 @@ fn no_input_makes_the_parser_panic() {
     }
     // Most mutations are refused; some (inside comments) are harmless. Neither panics.
     assert!(accepted < 3000);
-}
-
-#[test]
-fn approvals_compile_per_stage_with_their_timeout() {
-    let text = edit(
-        "  - weight: 50\n",
-        "  - weight: 50\n    approval: manual\n    approvals: 2\n    approval_timeout: 4h\n",
-    )
-    .replacen(
-        "  - weight: 100\n",
-        "  - weight: 100\n    approval: { webhook: 'https://approvals.example/cutover?token=s3cret' }\n",
-        1,
-    );
-    let p = parse("policies/checkout.yaml", &text, config::Map::new()).expect("valid");
-    let a = &p.plan.approvals;
-    assert_eq!(a.len(), 2);
-    assert_eq!(
-        a[&2].rule,
-        crate::policy::ApprovalRule::Manual { approvals: 2 }
-    );
-    assert_eq!(a[&2].timeout, Some(Duration::from_secs(4 * 3600)));
-    assert!(matches!(
-        a[&4].rule,
-        crate::policy::ApprovalRule::Webhook { .. }
-    ));
-    assert!(!a[&4].describe().contains("s3cret"), "{}", a[&4].describe());
-    // A misspelt keyword is refused, naming the stage.
-    let bad = edit("  - weight: 50\n", "  - weight: 50\n    approval: manul\n");
-    let errors = parse("policies/checkout.yaml", &bad, config::Map::new())
-        .expect_err("a typo")
-        .0;
-    assert!(
-        errors.iter().any(|e| e.field.starts_with("stages[2]")),
-        "{errors:?}"
-    );
 }
 
 #[test]
