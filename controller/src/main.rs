@@ -240,7 +240,7 @@ async fn dispatch(args: Cli, asked_json: bool) -> anyhow::Result<u8> {
             cli::operate::command(on, Verb::Do(Action::Abort), args.log_format).await
         }
         Command::Promote { full, on, .. } => {
-            operate(on, Verb::Do(Action::Promote { full }), args.log_format).await
+            cli::operate::command(on, Verb::Do(Action::Promote { full }), args.log_format).await
         }
         Command::Approve { stage, on } => {
             cli::operate::command(on, Verb::Approve(stage), args.log_format).await
