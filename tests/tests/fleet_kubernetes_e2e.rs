@@ -208,6 +208,17 @@ impl Site {
         serde_json::from_str(cm["data"]["state.json"].as_str()?).ok()
     }
 
+    /// The fleet's state (its ConfigMap's `fleet.json`).
+    fn fleet_state(&self) -> Value {
+        let cm = self
+            .api
+            .object(&format!(
+                "/api/v1/namespaces/{NS}/configmaps/cutover-fleet-site"
+            ))
+            .expect("the fleet's state ConfigMap");
+        serde_json::from_str(cm["data"]["fleet.json"].as_str().unwrap()).unwrap()
+    }
+
     /// Counts the Jobs running at once, every 100 ms, until the handle is dropped.
     fn watch_active(
         &self,
@@ -422,6 +433,26 @@ async fn a_layer_one_breach_rolls_the_fleet_back_and_no_later_job_is_created() {
             "{svc} was promoted first"
         );
     }
+    // The fleet rolled back every promoted service, verified, later layers first.
+    let state = site.fleet_state();
+    let mut rolled: Vec<(SystemTime, &str)> = state["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s[1]["phase"] == "rolled_back")
+        .map(|s| {
+            assert_eq!(s[1]["ok"], true, "{s}");
+            let svc = SERVICES.iter().find(|(n, _)| *n == s[0]).unwrap().0;
+            (time(&s[1]["at"]), svc)
+        })
+        .collect();
+    rolled.sort();
+    let names: Vec<&str> = rolled.iter().map(|r| r.1).collect();
+    assert!(names.contains(&"a0") && names.contains(&"a1"), "{state}");
+    assert!(
+        rolled.windows(2).all(|w| layer(w[0].1) >= layer(w[1].1)),
+        "not in reverse dependency order: {names:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
