@@ -501,3 +501,63 @@ async fn a_job_that_exits_10_stops_the_fleet_and_pages() {
         "{failed}"
     );
 }
+
+#[test]
+fn the_shipped_fleet_rbac_grants_the_orchestrator_only_what_it_uses() {
+    let text =
+        std::fs::read_to_string(cutover_tests::workspace().join("deploy/fleet.yaml")).unwrap();
+    let docs: Vec<Value> = text
+        .split("\n---")
+        .filter_map(|d| serde_norway::from_str::<Value>(d).ok())
+        .filter(|d| d.is_object())
+        .collect();
+    let kinds: Vec<&str> = docs.iter().filter_map(|d| d["kind"].as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "ServiceAccount",
+            "ConfigMap",
+            "Lease",
+            "Role",
+            "RoleBinding",
+            "Job"
+        ]
+    );
+    let role = docs.iter().find(|d| d["kind"] == "Role").unwrap();
+    for rule in role["rules"].as_array().unwrap() {
+        let resource = rule["resources"][0].as_str().unwrap();
+        let verbs: Vec<&str> = rule["verbs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        let allowed: &[&str] = match resource {
+            "jobs" => &["create", "get", "list", "watch"],
+            "pods" => &["get", "list"],
+            // By name only: its own state and Lease, the services' run records.
+            "configmaps" | "leases" => {
+                assert!(rule["resourceNames"].is_array(), "{rule}");
+                &["get", "update"]
+            }
+            other => panic!("the orchestrator needs no {other}"),
+        };
+        assert!(verbs.iter().all(|v| allowed.contains(v)), "{rule}");
+    }
+    // The names the orchestrator uses (controller/src/fleet/kubernetes.rs).
+    for kind in ["ConfigMap", "Lease"] {
+        let d = docs.iter().find(|d| d["kind"] == kind).unwrap();
+        assert_eq!(d["metadata"]["name"], "cutover-fleet-site");
+    }
+    let job = docs.iter().find(|d| d["kind"] == "Job").unwrap();
+    assert_eq!(
+        job["spec"]["template"]["spec"]["containers"][0]["args"],
+        json!([
+            "fleet",
+            "run",
+            "/etc/cutover-fleet/fleet.yaml",
+            "--executor",
+            "kubernetes"
+        ])
+    );
+}

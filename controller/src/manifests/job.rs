@@ -156,7 +156,11 @@ fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
 pub fn secret_mounts(loaded: &LoadedPolicy, names: &Names) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = Vec::new();
     for f in loaded.plan.readiness.files() {
-        let dir = f.parent().unwrap_or(Path::new("/")).to_string_lossy().to_string();
+        let dir = f
+            .parent()
+            .unwrap_or(Path::new("/"))
+            .to_string_lossy()
+            .to_string();
         if out.iter().any(|(d, _)| *d == dir) {
             continue;
         }
@@ -370,7 +374,10 @@ pub fn job(loaded: &LoadedPolicy, names: &Names, opts: &Options) -> Document {
     for (dir, secret) in secret_mounts(loaded, names) {
         let keys: Vec<String> = files
             .iter()
-            .filter(|f| f.parent().is_some_and(|p| p.to_string_lossy() == dir.as_str()))
+            .filter(|f| {
+                f.parent()
+                    .is_some_and(|p| p.to_string_lossy() == dir.as_str())
+            })
             .filter_map(|f| f.file_name().map(|n| n.to_string_lossy().to_string()))
             .collect();
         comment.push(format!(

@@ -186,7 +186,12 @@ pub fn documents(loaded: &LoadedPolicy, names: &Names, opts: &Options) -> Vec<Do
         let refs: Vec<&str> = deployments.iter().map(String::as_str).collect();
         docs.push(Document::of(
             &["kubernetes_capacity: read the ready replicas of these Deployments only."],
-            &role(names, &name, &ns, vec![rule("apps", "deployments", &refs, &["get"])]),
+            &role(
+                names,
+                &name,
+                &ns,
+                vec![rule("apps", "deployments", &refs, &["get"])],
+            ),
         ));
         docs.push(Document::of(&[], &binding(names, &name, &ns)));
     }
