@@ -168,7 +168,13 @@ impl Site {
         self.env
             .cutover(["fleet", sub])
             .arg(fleet)
-            .args(["--executor", "kubernetes", "--kubeconfig"])
+            .args([
+                "--executor",
+                "kubernetes",
+                "--lease-ttl",
+                "6s",
+                "--kubeconfig",
+            ])
             .arg(self.env.path("kubeconfig"))
     }
 
@@ -363,6 +369,13 @@ async fn an_orchestrator_killed_mid_fleet_resumes_and_creates_no_job_twice() {
         })
     })
     .await;
+    // A second orchestrator of the same fleet is refused while the first holds the Lease.
+    let second = site
+        .fleet_cmd("run", &fleet)
+        .finish(Duration::from_secs(60))
+        .await;
+    assert_eq!(second.code, 2, "{}", second.output);
+    assert!(second.output.contains("another"), "{}", second.output);
     first.kill().await;
     let before = site.jobs().len();
     let run = site.fleet_cmd("run", &fleet).finish(LIMIT).await;
