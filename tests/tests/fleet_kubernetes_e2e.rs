@@ -515,6 +515,39 @@ async fn a_job_that_exits_10_stops_the_fleet_and_pages() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleet_abort_through_the_configmap_rolls_the_running_job_back() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let site = Site::start("fleet-k8s-abort").await;
+    let two = [("a0", 0), ("b0", 1)];
+    let fleet = site.fleet("", &two, &no_extra);
+    let mut run = site.fleet_cmd("run", &fleet).spawn();
+    wait_until("a0 at 50 %", LIMIT, || site.primary("a0") == 50).await;
+    let abort = site
+        .fleet_cmd("abort", &fleet)
+        .args(["--as", "oncall"])
+        .finish(Duration::from_secs(60))
+        .await;
+    assert_eq!(abort.code, 0, "{}", abort.output);
+    let done = run.wait_exit(LIMIT).await;
+    assert_eq!(done.code, 4, "{}", done.output);
+    assert_eq!(
+        site.primary("a0"),
+        0,
+        "a0 still sends traffic to the primary"
+    );
+    let a0 = site.record("a0").unwrap();
+    assert_eq!(a0["phase"], "aborted", "{a0}");
+    assert!(!site.jobs_by_service().contains_key("b0"));
+    assert!(
+        site.fleet_state()["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("oncall")),
+        "{}",
+        site.fleet_state()
+    );
+}
+
 #[test]
 fn the_shipped_fleet_rbac_grants_the_orchestrator_only_what_it_uses() {
     let text =

@@ -285,7 +285,33 @@ impl KubernetesExecutor {
     /// How the Job `started` ended, if it has: from its status, its pod's exit code and
     /// the run's record.
     async fn outcome(&self, service: &str, started: &Started) -> Option<Ended> {
-        let v = self.cluster.get(&self.jobs(&started.job)).await.ok()??;
+        let v = match self.cluster.get(&self.jobs(&started.job)).await {
+            Ok(Some(v)) => v,
+            // Deleted under us: what the run recorded, else nobody knows where its traffic is.
+            Ok(None) => {
+                let r = self
+                    .record(service)
+                    .await
+                    .filter(|r| r.run_id == started.run_id && r.phase.is_terminal());
+                return Some(match r.and_then(|r| r.outcome) {
+                    Some(o) => Ended {
+                        service: service.into(),
+                        exit: o.exit_code(),
+                        reason: o.reason,
+                    },
+                    None => Ended {
+                        service: service.into(),
+                        exit: 10,
+                        reason: format!(
+                            "Job {} was deleted before its run recorded an outcome: traffic may be at any weight",
+                            started.job
+                        ),
+                    },
+                });
+            }
+            // The API server unreachable for a moment: asked again at the next poll.
+            Err(_) => return None,
+        };
         let job: Job = serde_json::from_value(v).ok()?;
         let status = job.status.unwrap_or_default();
         let condition = |t: &str| {
@@ -480,13 +506,24 @@ impl Executor for KubernetesExecutor {
     }
 
     async fn finished(&self, s: &FleetService, run_id: &str) -> Option<Ended> {
-        let r = self.record(&s.name).await.filter(|r| r.run_id == run_id)?;
-        let o = r.outcome.filter(|_| r.phase.is_terminal())?;
-        Some(Ended {
-            service: s.name.clone(),
-            exit: o.exit_code(),
-            reason: o.reason,
-        })
+        let record = self.record(&s.name).await.filter(|r| r.run_id == run_id);
+        if let Some(o) = record.and_then(|r| r.outcome.filter(|_| r.phase.is_terminal())) {
+            return Some(Ended {
+                service: s.name.clone(),
+                exit: o.exit_code(),
+                reason: o.reason,
+            });
+        }
+        // No outcome recorded: the Job may still have ended (a refused or crashed run). A
+        // Job not created yet has not ended: the driver starts it.
+        let started = Started {
+            job: job_name(&self.fleet, &s.name, &self.fleet_run),
+            run_id: run_id.to_string(),
+        };
+        match self.cluster.get(&self.jobs(&started.job)).await {
+            Ok(Some(_)) => self.outcome(&s.name, &started).await,
+            _ => None,
+        }
     }
 
     fn describe(&self) -> String {
