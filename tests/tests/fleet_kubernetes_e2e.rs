@@ -340,6 +340,8 @@ async fn every_service_is_promoted_by_its_own_job_in_dependency_order_two_at_a_t
         "FailJob"
     );
     assert_eq!(job["status"]["succeeded"], 1);
+    assert!(job["spec"]["activeDeadlineSeconds"].as_i64().unwrap() > 60);
+    assert_eq!(c["resources"]["limits"]["memory"], "128Mi");
     // `fleet status` reads the ConfigMaps.
     let status = site
         .fleet_cmd("status", &fleet)

@@ -20,13 +20,17 @@ use cutover_core::store::StateStore;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar, Pod,
-    PodSecurityContext, PodSpec, PodTemplateSpec, SeccompProfile, SecurityContext, Volume,
-    VolumeMount,
+    PodSecurityContext, PodSpec, PodTemplateSpec, ResourceRequirements, SeccompProfile,
+    SecurityContext, Volume, VolumeMount,
 };
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
 use super::executor::{Ended, Executor};
-use crate::manifests::job::{BACKOFF_LIMIT, NONROOT, POLICY_DIR, RUN_ID_ENV, pod_failure_policy};
+use crate::manifests::job::{
+    BACKOFF_LIMIT, CPU_REQUEST_MILLI, Deadline, MEMORY_LIMIT_MIB, MEMORY_REQUEST_MIB, NONROOT,
+    POLICY_DIR, RUN_ID_ENV, pod_failure_policy,
+};
 
 /// The label of the fleet a Job belongs to.
 pub const FLEET_LABEL: &str = "cutover.dev/fleet";
@@ -198,6 +202,18 @@ impl KubernetesExecutor {
             image: Some(self.template.image.clone()),
             args: Some(args),
             env: Some(vec![env(RUN_ID_ENV, run_id), env("CUTOVER_ACTOR", "fleet")]),
+            // As `cutover manifests` sizes a run's Job (the measured footprint).
+            resources: Some(ResourceRequirements {
+                requests: Some(BTreeMap::from([
+                    ("cpu".into(), Quantity(format!("{CPU_REQUEST_MILLI}m"))),
+                    ("memory".into(), Quantity(format!("{MEMORY_REQUEST_MIB}Mi"))),
+                ])),
+                limits: Some(BTreeMap::from([(
+                    "memory".into(),
+                    Quantity(format!("{MEMORY_LIMIT_MIB}Mi")),
+                )])),
+                ..Default::default()
+            }),
             security_context: Some(SecurityContext {
                 allow_privilege_escalation: Some(false),
                 read_only_root_filesystem: Some(true),
@@ -236,6 +252,8 @@ impl KubernetesExecutor {
             },
             spec: Some(JobSpec {
                 backoff_limit: Some(BACKOFF_LIMIT),
+                // The plan's worst case, preflight, the rollback's retries and one restart.
+                active_deadline_seconds: Some(Deadline::of(&s.policy).seconds()),
                 pod_failure_policy: Some(pod_failure_policy()),
                 template: PodTemplateSpec {
                     metadata: Some(ObjectMeta {
