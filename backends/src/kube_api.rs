@@ -27,7 +27,7 @@ pub(crate) fn core_ref(
     }
 }
 
-fn collection(o: &ObjectRef) -> String {
+pub(crate) fn collection(o: &ObjectRef) -> String {
     if o.group.is_empty() {
         format!("/api/{}/namespaces/{}/{}", o.version, o.namespace, o.plural)
     } else {

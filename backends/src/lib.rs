@@ -9,6 +9,7 @@
 
 mod kube_api;
 pub mod lock;
+pub mod objects;
 pub mod state;
 pub mod traffic;
 

@@ -31,6 +31,8 @@ use tokio::net::TcpListener;
 
 use crate::http1::{read_request, write_response};
 
+pub mod workloads;
+
 /// One request the emulator answered.
 #[derive(Debug, Clone)]
 pub struct Logged {
@@ -74,6 +76,9 @@ const KINDS: &[(&str, &str, &str, &str)] = &[
     // Read by `kubernetes_capacity`; its status is the Deployment controller's to write
     // (`set_ready_replicas`), as in a cluster where `status` is a subresource.
     ("apps", "v1", "deployments", "Deployment"),
+    // The fleet's Kubernetes executor: its Jobs, their pods (see `workloads`).
+    ("batch", "v1", "jobs", "Job"),
+    ("", "v1", "pods", "Pod"),
 ];
 
 fn status(code: u16, reason: &str, message: String, details: Value) -> Value {
@@ -203,7 +208,8 @@ impl State {
         self.rv.to_string()
     }
 
-    fn handle(&mut self, method: &str, path: &str, ctype: &str, body: &[u8]) -> (u16, Value) {
+    fn handle(&mut self, method: &str, target: &str, ctype: &str, body: &[u8]) -> (u16, Value) {
+        let (path, query) = target.split_once('?').unwrap_or((target, ""));
         let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
         // apis/{group}/{version}/namespaces/{ns}/{plural}[/{name}]
         let known =
@@ -295,6 +301,7 @@ impl State {
             );
         };
         match verb {
+            "list" => (200, self.list(&collection, kind.3, query)),
             "get" => {
                 let n = name.expect("get has a name");
                 match self.objects.get(&format!("{collection}/{n}")) {
@@ -330,6 +337,7 @@ impl State {
                 }
                 obj["metadata"]["resourceVersion"] = json!(self.bump());
                 obj["metadata"]["namespace"] = json!(ns);
+                workloads::on_create(&mut obj, plural, self.rv);
                 if plural == "events" {
                     self.events.push(obj.clone());
                 }
@@ -377,7 +385,7 @@ impl State {
                     o
                 };
                 let mut new = new;
-                if plural == "deployments" {
+                if matches!(plural, "deployments" | "jobs" | "pods") {
                     // `status` is a subresource: writes of the object leave it as it is.
                     new["status"] = current["status"].clone();
                 }
@@ -494,7 +502,7 @@ impl KubeApi {
                     let ctype = req.header("content-type").unwrap_or("").to_string();
                     let (code, body) = {
                         let mut s = st.lock().unwrap();
-                        let (code, body) = s.handle(&req.method, req.path(), &ctype, &req.body);
+                        let (code, body) = s.handle(&req.method, &req.target, &ctype, &req.body);
                         let verb = req.method.clone();
                         s.log.push(Logged {
                             verb,

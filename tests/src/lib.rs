@@ -12,6 +12,7 @@ pub mod env;
 pub mod exporter;
 pub mod http1;
 pub mod kube_api;
+pub mod kubelet;
 pub mod logs;
 pub mod moto;
 pub mod patroni;

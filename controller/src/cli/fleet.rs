@@ -36,7 +36,8 @@ pub(crate) enum FleetCommand {
         fleet: PathBuf,
         #[command(flatten)]
         opts: FleetOpts,
-        /// How each cutover runs: `local` (child processes on this machine).
+        /// How each cutover runs: `local` (child processes on this machine) or
+        /// `kubernetes` (one Job each, from the fleet's `kubernetes:` template).
         #[arg(long, value_enum, default_value_t = ExecutorKind::Local)]
         executor: ExecutorKind,
         /// Start a new fleet run even if the last one did not finish.
@@ -59,6 +60,9 @@ pub(crate) enum FleetCommand {
         fleet: PathBuf,
         #[command(flatten)]
         opts: FleetOpts,
+        /// Where the fleet runs (`kubernetes`: its state is a ConfigMap).
+        #[arg(long, value_enum, default_value_t = ExecutorKind::Local)]
+        executor: ExecutorKind,
     },
     /// Abort a running fleet: its running cutovers roll back now, nothing more starts.
     Abort {
@@ -69,6 +73,9 @@ pub(crate) enum FleetCommand {
         /// Who, recorded (default: $CUTOVER_ACTOR, else user@host).
         #[arg(long = "as", value_name = "NAME", env = "CUTOVER_ACTOR")]
         actor: Option<String>,
+        /// Where the fleet runs (`kubernetes`: the abort is posted in its ConfigMap).
+        #[arg(long, value_enum, default_value_t = ExecutorKind::Local)]
+        executor: ExecutorKind,
     },
     /// The fleet's DAG in another engine's format.
     Export {
@@ -92,6 +99,15 @@ pub(crate) struct FleetOpts {
     /// local executor, each service's run state and log.
     #[arg(long)]
     pub state_dir: Option<PathBuf>,
+    /// Kubeconfig of `--executor kubernetes` (default: in-cluster, then ~/.kube/config).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context of `--executor kubernetes`.
+    #[arg(long)]
+    pub context: Option<String>,
+    /// How long the fleet's Lease lives without renewal (`--executor kubernetes`; 30s).
+    #[arg(long, hide = true)]
+    pub lease_ttl: Option<cutover_core::Span>,
 }
 
 /// How each cutover of a fleet runs.
@@ -99,6 +115,8 @@ pub(crate) struct FleetOpts {
 pub(crate) enum ExecutorKind {
     /// As child processes of this one.
     Local,
+    /// As one Kubernetes Job per service.
+    Kubernetes,
 }
 
 /// Export formats.
@@ -232,6 +250,17 @@ fn dir_of(plan: &FleetPlan, opts: &FleetOpts) -> PathBuf {
         .unwrap_or_else(|| state_dir().join(format!("fleet-{}", plan.spec.fleet)))
 }
 
+/// Who aborts: `--as`, else user@host.
+fn actor_or_me(actor: Option<String>) -> String {
+    actor.unwrap_or_else(|| {
+        format!(
+            "{}@{}",
+            std::env::var("USER").unwrap_or_else(|_| "someone".into()),
+            cutover::lock::hostname()
+        )
+    })
+}
+
 /// Runs a `cutover fleet` subcommand; its exit code.
 pub(crate) async fn fleet(cmd: FleetCommand) -> anyhow::Result<u8> {
     match cmd {
@@ -284,6 +313,33 @@ pub(crate) async fn fleet(cmd: FleetCommand) -> anyhow::Result<u8> {
                 },
             }
         }
+        FleetCommand::Run {
+            fleet,
+            opts,
+            executor: ExecutorKind::Kubernetes,
+            fresh,
+            cutover_args,
+        } => match load(&fleet) {
+            Some(p) => super::fleet_k8s::run(p, &opts, fresh, cutover_args).await,
+            None => Ok(EXIT_USAGE),
+        },
+        FleetCommand::Status {
+            fleet,
+            opts,
+            executor: ExecutorKind::Kubernetes,
+        } => match load(&fleet) {
+            Some(p) => super::fleet_k8s::status(p, &opts).await,
+            None => Ok(EXIT_USAGE),
+        },
+        FleetCommand::Abort {
+            fleet,
+            opts,
+            actor,
+            executor: ExecutorKind::Kubernetes,
+        } => match load(&fleet) {
+            Some(p) => super::fleet_k8s::abort(p, &opts, actor_or_me(actor)).await,
+            None => Ok(EXIT_USAGE),
+        },
         FleetCommand::Run {
             fleet,
             opts,
@@ -347,7 +403,7 @@ pub(crate) async fn fleet(cmd: FleetCommand) -> anyhow::Result<u8> {
             }
             Ok(o.exit.clamp(0, 255) as u8)
         }
-        FleetCommand::Status { fleet, opts } => {
+        FleetCommand::Status { fleet, opts, .. } => {
             let Some(p) = load(&fleet) else {
                 return Ok(EXIT_USAGE);
             };
@@ -401,7 +457,9 @@ pub(crate) async fn fleet(cmd: FleetCommand) -> anyhow::Result<u8> {
             }
             Ok(0)
         }
-        FleetCommand::Abort { fleet, opts, actor } => {
+        FleetCommand::Abort {
+            fleet, opts, actor, ..
+        } => {
             let Some(p) = load(&fleet) else {
                 return Ok(EXIT_USAGE);
             };

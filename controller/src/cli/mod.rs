@@ -19,6 +19,7 @@ pub(crate) mod common;
 pub(crate) mod demo;
 pub(crate) mod docs;
 pub(crate) mod fleet;
+pub(crate) mod fleet_k8s;
 pub(crate) mod manifests;
 pub(crate) mod operate;
 pub(crate) mod out;

@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime};
 use cutover_core::fleet::{Fleet, FleetAction, FleetOutcome, FleetState, SvcStatus};
 
 use super::executor::Executor;
+use super::store::{FleetStore, FolderStore};
 
 /// The fleet's state file in a state folder.
 pub fn state_file(dir: &Path) -> PathBuf {
@@ -31,15 +32,6 @@ pub fn load_state(dir: &Path) -> Result<Option<FleetState>, String> {
     }
 }
 
-fn save(dir: &Path, state: &FleetState) -> Result<(), String> {
-    let path = state_file(dir);
-    let tmp = dir.join("fleet.json.tmp");
-    let body = serde_json::to_vec_pretty(state).map_err(|e| e.to_string())?;
-    std::fs::write(&tmp, body)
-        .and_then(|()| std::fs::rename(&tmp, &path))
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))
-}
-
 /// A line of the fleet's log, for people.
 fn say(fleet: &str, what: &str) {
     let t = humantime::format_rfc3339_seconds(SystemTime::now());
@@ -54,6 +46,17 @@ pub async fn drive(
     fleet: &mut Fleet,
     executor: &dyn Executor,
     dir: &Path,
+    shutdown: crate::driver::Shutdown,
+) -> FleetOutcome {
+    drive_with(fleet, executor, &FolderStore::new(dir), shutdown).await
+}
+
+/// [`drive`] with the fleet's state in `store` (a folder, a ConfigMap). A store whose
+/// Lease another orchestrator took stops this one at once (exit 2): the other drives.
+pub async fn drive_with(
+    fleet: &mut Fleet,
+    executor: &dyn Executor,
+    store: &dyn FleetStore,
     mut shutdown: crate::driver::Shutdown,
 ) -> FleetOutcome {
     let name = fleet.state().fleet.clone();
@@ -93,13 +96,19 @@ pub async fn drive(
         }
     }
     loop {
-        if let Err(e) = save(dir, fleet.state()) {
+        if let Err(e) = store.lost().await {
+            say(
+                &name,
+                &format!("stopping: another orchestrator drives the fleet: {e}"),
+            );
+            return FleetOutcome { exit: 2, reason: e };
+        }
+        if let Err(e) = store.save(fleet.state()).await {
             say(&name, &format!("WARNING: {e}"));
         }
-        if let Ok(by) = std::fs::read_to_string(abort_file(dir)) {
-            let _ = std::fs::remove_file(abort_file(dir));
-            say(&name, &format!("abort asked by {}", by.trim()));
-            fleet.abort(by.trim().to_string());
+        if let Some(by) = store.take_abort().await {
+            say(&name, &format!("abort asked by {by}"));
+            fleet.abort(by);
         }
         if shutdown.has_changed().unwrap_or(false)
             && let Some(sig) = shutdown.borrow_and_update().clone()
@@ -146,7 +155,7 @@ pub async fn drive(
                     }
                 }
                 FleetAction::Finish(o) => {
-                    let _ = save(dir, fleet.state());
+                    let _ = store.save(fleet.state()).await;
                     say(&name, &format!("finished (exit {}): {}", o.exit, o.reason));
                     return o;
                 }
