@@ -6,14 +6,13 @@ use std::time::SystemTime;
 
 use cutover::fleet::driver::{abort_file, drive, load_state};
 use cutover::fleet::local::LocalExecutor;
-use cutover::fleet::watch::{FleetTelemetry, WATCH_EVERY, notifications, write_report};
-use cutover::observe::notify::Notifier;
-use cutover::observe::telemetry::serve_metrics;
-use cutover_core::fleet::{Fleet, FleetPlan, FleetState, SvcStatus};
+use cutover::fleet::store::FolderStore;
+use cutover_core::fleet::{Fleet, FleetPlan, SvcStatus};
 use cutover_core::run::RunState;
 
 use super::EXIT_USAGE;
 use super::common::{signals, state_dir};
+use super::fleet_watch::{Watching, watch};
 
 /// `cutover fleet`'s subcommands.
 #[derive(clap::Subcommand)]
@@ -126,114 +125,6 @@ pub(crate) enum ExportFormat {
     ArgoWorkflow,
 }
 
-/// Watches a fleet run through its saved state: metrics, notifications, and the report at
-/// the end.
-struct Watcher {
-    task: tokio::task::JoinHandle<()>,
-    telemetry: std::sync::Arc<FleetTelemetry>,
-    notifier: std::sync::Arc<Notifier>,
-    last: std::sync::Arc<std::sync::Mutex<Option<FleetState>>>,
-}
-
-async fn watch(
-    plan: &FleetPlan,
-    dir: &Path,
-    metrics_addr: Option<std::net::SocketAddr>,
-) -> anyhow::Result<Watcher> {
-    let telemetry = std::sync::Arc::new(FleetTelemetry::new(&plan.spec.fleet));
-    if let Some(addr) = metrics_addr {
-        let t = telemetry.clone();
-        let bound = serve_metrics(addr, std::sync::Arc::new(move || t.render())).await?;
-        super::out::chatter(&format!(
-            "fleet {}: metrics on http://{bound}/metrics",
-            plan.spec.fleet
-        ));
-    }
-    let urls: Vec<String> = plan.spec.notify.iter().map(|n| n.webhook.clone()).collect();
-    let timeout = plan
-        .spec
-        .notify
-        .iter()
-        .map(|n| n.timeout.get())
-        .max()
-        .unwrap_or(std::time::Duration::from_secs(5));
-    let notifier = std::sync::Arc::new(Notifier::start(&urls, timeout));
-    let last = std::sync::Arc::new(std::sync::Mutex::new(None::<FleetState>));
-    let (p, d, n, l, t) = (
-        plan.clone(),
-        dir.to_path_buf(),
-        notifier.clone(),
-        last.clone(),
-        telemetry.clone(),
-    );
-    let task = tokio::spawn(async move {
-        loop {
-            tick(&p, &d, &t, &n, &l);
-            tokio::time::sleep(WATCH_EVERY).await;
-        }
-    });
-    Ok(Watcher {
-        task,
-        telemetry,
-        notifier,
-        last,
-    })
-}
-
-/// One look at the saved state: metrics, and the notifications of what changed.
-fn tick(
-    plan: &FleetPlan,
-    dir: &Path,
-    telemetry: &FleetTelemetry,
-    notifier: &Notifier,
-    last: &std::sync::Mutex<Option<FleetState>>,
-) {
-    let Ok(Some(now)) = load_state(dir) else {
-        return;
-    };
-    telemetry.update(plan, &now);
-    let mut last = last.lock().unwrap_or_else(|p| p.into_inner());
-    let before = last.as_ref().filter(|b| b.run_id == now.run_id);
-    for text in notifications(plan, before, &now) {
-        notifier.send(text);
-    }
-    *last = Some(now);
-}
-
-impl Watcher {
-    /// The last look, the report, and the notifications out.
-    async fn finish(self, plan: &FleetPlan, dir: &Path, report: Option<&Path>) {
-        self.task.abort();
-        tick(plan, dir, &self.telemetry, &self.notifier, &self.last);
-        if let Ok(Some(state)) = load_state(dir) {
-            let started = |name: &str| -> Option<SystemTime> {
-                let r: RunState = serde_json::from_slice(
-                    &std::fs::read(dir.join(format!("{name}.state.json"))).ok()?,
-                )
-                .ok()?;
-                r.started
-            };
-            for target in std::iter::once(dir).chain(report) {
-                let _ = std::fs::create_dir_all(target);
-                match write_report(target, plan, &state, started) {
-                    Ok(()) => super::out::chatter(&format!(
-                        "fleet {}: report written to {}",
-                        plan.spec.fleet,
-                        target.join("fleet-report.md").display()
-                    )),
-                    Err(e) => super::out::err(&format!(
-                        "cutover fleet: cannot write the report to {}: {e}",
-                        target.display()
-                    )),
-                }
-            }
-        }
-        if let Ok(n) = std::sync::Arc::try_unwrap(self.notifier) {
-            n.flush().await;
-        }
-    }
-}
-
 fn load(path: &Path) -> Option<FleetPlan> {
     match cutover_core::fleet::load(path) {
         Ok(p) => Some(p),
@@ -319,8 +210,16 @@ pub(crate) async fn fleet(cmd: FleetCommand) -> anyhow::Result<u8> {
             executor: ExecutorKind::Kubernetes,
             fresh,
             cutover_args,
+            metrics_addr,
+            report,
         } => match load(&fleet) {
-            Some(p) => super::fleet_k8s::run(p, &opts, fresh, cutover_args).await,
+            Some(p) => {
+                let watching = Watching {
+                    metrics_addr,
+                    report,
+                };
+                super::fleet_k8s::run(p, &opts, fresh, cutover_args, watching).await
+            }
             None => Ok(EXIT_USAGE),
         },
         FleetCommand::Status {
@@ -395,9 +294,12 @@ pub(crate) async fn fleet(cmd: FleetCommand) -> anyhow::Result<u8> {
             };
             let exe = std::env::current_exe()?;
             let executor = LocalExecutor::new(exe, dir.clone(), cutover_args);
-            let watcher = watch(&p, &dir, metrics_addr).await?;
+            let reader = std::sync::Arc::new(FolderStore::new(&dir));
+            let watcher = watch(&p, reader.clone(), metrics_addr).await?;
             let o = drive(&mut f, &executor, &dir, signals()).await;
-            watcher.finish(&p, &dir, report.as_deref()).await;
+            watcher
+                .finish(&p, reader.as_ref(), Some(&dir), report.as_deref())
+                .await;
             if o.exit == 10 {
                 super::out::err(&format!("cutover fleet: PAGE NOW: {}", o.reason));
             }

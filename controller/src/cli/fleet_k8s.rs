@@ -60,6 +60,7 @@ pub(crate) async fn run(
     opts: &FleetOpts,
     fresh: bool,
     cutover_args: Vec<String>,
+    watching: super::fleet_watch::Watching,
 ) -> anyhow::Result<u8> {
     let Some(t) = template(&p) else {
         return Ok(EXIT_USAGE);
@@ -142,6 +143,8 @@ pub(crate) async fn run(
         ))
         .await?
         .and_then(|c| c["metadata"]["uid"].as_str().map(str::to_string));
+    let (cluster_for_watch, watch_ns, watch_cm) =
+        (cluster.clone(), t.namespace.clone(), cm.clone());
     let executor = KubernetesExecutor::new(Setup {
         cluster,
         template: t,
@@ -152,7 +155,15 @@ pub(crate) async fn run(
         bin: std::env::current_exe()?,
         connect: connect_args(opts),
     });
+    let reader: Arc<dyn FleetStore> = Arc::new(ConfigMapFleetStore::new(
+        cluster_for_watch.configmap(&watch_ns, &watch_cm),
+        None,
+    ));
+    let watcher = super::fleet_watch::watch(&p, reader.clone(), watching.metrics_addr).await?;
     let o = drive_with(&mut f, &executor, &store, signals()).await;
+    watcher
+        .finish(&p, reader.as_ref(), None, watching.report.as_deref())
+        .await;
     store.release().await;
     if o.exit == 10 {
         super::out::err(&format!("cutover fleet: PAGE NOW: {}", o.reason));

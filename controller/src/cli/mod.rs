@@ -20,6 +20,7 @@ pub(crate) mod demo;
 pub(crate) mod docs;
 pub(crate) mod fleet;
 pub(crate) mod fleet_k8s;
+pub(crate) mod fleet_watch;
 pub(crate) mod manifests;
 pub(crate) mod operate;
 pub(crate) mod out;
