@@ -116,6 +116,24 @@ pub async fn drive_with(
             fleet.abort(format!("{sig} to the orchestrator"));
         }
         let actions = fleet.next(SystemTime::now());
+        // A service is recorded as running before its cutover is started: a restarted
+        // orchestrator then finds it (and adopts its Job) instead of forgetting it.
+        if actions.iter().any(|a| matches!(a, FleetAction::Start(_))) {
+            if let Err(e) = store.lost().await {
+                say(
+                    &name,
+                    &format!("stopping: another orchestrator drives the fleet: {e}"),
+                );
+                return FleetOutcome { exit: 2, reason: e };
+            }
+            if let Err(e) = store.save(fleet.state()).await {
+                let reason = format!(
+                    "cannot record the fleet's state before starting a cutover ({e}); nothing more is started; cutovers under way go on by themselves: restart the orchestrator once the store is back"
+                );
+                say(&name, &reason);
+                return FleetOutcome { exit: 2, reason };
+            }
+        }
         let mut waited = false;
         for a in actions {
             match a {

@@ -75,7 +75,9 @@ pub fn run_hash(fleet_run: &str) -> String {
 /// at most 63 characters, the same every time it is asked (a restarted orchestrator adopts
 /// the Job rather than creating another).
 pub fn job_name(fleet: &str, service: &str, fleet_run: &str) -> String {
-    let hash = run_hash(fleet_run);
+    // The run and the service: two services whose names are cut to the same prefix still
+    // get two Jobs (and an adopted Job is checked to be this service's: `cutover.dev/service`).
+    let hash = run_hash(&format!("{fleet_run}/{service}"));
     // "cutover-" 8 + "-" 1 + "-" 1 + hash 8 = 18: 45 left for the fleet and the service.
     let f = label(fleet, 15);
     let s = label(service, 44 - f.len());
@@ -345,6 +347,10 @@ impl KubernetesExecutor {
         if !complete && failed.is_none() {
             return None;
         }
+        // A pod still active or terminating (a deadline's grace period) may still write.
+        if status.active.unwrap_or(0) > 0 || status.terminating.unwrap_or(0) > 0 {
+            return None;
+        }
         let record = self
             .record(service)
             .await
@@ -360,12 +366,18 @@ impl KubernetesExecutor {
                 reason: reason.unwrap_or_else(|| format!("Job {} completed", started.job)),
             });
         }
-        let exit = self.exit_code(&started.job).await.or_else(|| {
-            record
-                .as_ref()
-                .and_then(|r| r.outcome.as_ref())
-                .map(|o| o.exit_code())
-        });
+        // The run's own exit codes only (a signal, an OOM kill or a crash says nothing of
+        // where traffic is): else the recorded outcome; else a page, below.
+        let exit = self
+            .exit_code(&started.job)
+            .await
+            .filter(|c| matches!(c, 0..=5 | 10))
+            .or_else(|| {
+                record
+                    .as_ref()
+                    .and_then(|r| r.outcome.as_ref())
+                    .map(|o| o.exit_code())
+            });
         let failed = failed.unwrap_or_default();
         let why = format!(
             "Job {} failed ({}: {})",

@@ -159,16 +159,20 @@ impl FleetStore for ConfigMapFleetStore {
             return Ok(());
         };
         match o.check().await {
-            Ok(Some(Stop::Lost { detail, held: true })) => Err(detail),
-            Ok(Some(Stop::Lost {
-                detail,
-                held: false,
-            })) => {
-                tracing::warn!(%detail, "the fleet's Lease is not held; carrying on");
+            // Still ours.
+            Ok(None) => Ok(()),
+            // Taken over, released by someone else, or expired: another orchestrator may
+            // drive the fleet now (or may start to at any moment). Stop, whatever it is.
+            Ok(Some(Stop::Lost { detail, .. })) => Err(detail),
+            Ok(Some(Stop::Braked(b))) => Err(format!(
+                "the fleet's Lease was braked by {}; this orchestrator stops",
+                b.by
+            )),
+            // Unreadable for a moment (an API blip): the renewal goes on; the next look decides.
+            Err(e) => {
+                tracing::warn!(error = %e, "the fleet's Lease cannot be read; looking again");
                 Ok(())
             }
-            // A brake or an unreadable Lease: the Jobs go on by themselves; carry on.
-            _ => Ok(()),
         }
     }
 
