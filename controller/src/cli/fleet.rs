@@ -7,7 +7,7 @@ use std::time::SystemTime;
 use cutover::fleet::driver::{abort_file, drive, load_state};
 use cutover::fleet::local::LocalExecutor;
 use cutover::fleet::store::FolderStore;
-use cutover_core::fleet::{Fleet, FleetPlan, SvcStatus};
+use cutover_core::fleet::{Fleet, FleetPlan, FleetState, SvcStatus};
 use cutover_core::run::RunState;
 
 use super::EXIT_USAGE;
@@ -123,6 +123,47 @@ pub(crate) enum ExecutorKind {
 pub(crate) enum ExportFormat {
     /// An Argo Workflows `Workflow`.
     ArgoWorkflow,
+}
+
+/// `fleet status`'s lines: the fleet's phase, then each service's layer, weights (from its
+/// run record, if found) and status, then the outcome.
+pub(crate) fn print_status(p: &FleetPlan, s: &FleetState, records: &[Option<RunState>]) {
+    super::out::line(&format!(
+        "fleet {} run {}: {:?}{}",
+        s.fleet,
+        s.run_id,
+        s.phase,
+        s.reason
+            .as_deref()
+            .map(|r| format!(" ({r})"))
+            .unwrap_or_default()
+    ));
+    for (i, (name, st)) in s.services.iter().enumerate() {
+        let record = records.get(i).and_then(Option::as_ref);
+        let weights = record
+            .and_then(|r| r.weights)
+            .map(|w| w.to_string())
+            .unwrap_or_else(|| "-".into());
+        let what = match st {
+            SvcStatus::Waiting => "waiting".to_string(),
+            SvcStatus::Running { .. } => format!(
+                "running ({})",
+                record
+                    .map(RunState::display_phase)
+                    .unwrap_or_else(|| "starting".into())
+            ),
+            SvcStatus::Ended { exit, reason, .. } => format!("exit {exit}: {reason}"),
+            SvcStatus::RolledBack { ok, detail, .. } => format!(
+                "rolled back by the fleet ({}): {detail}",
+                if *ok { "verified" } else { "NOT VERIFIED" }
+            ),
+        };
+        let layer = p.services.get(i).map(|x| x.layer).unwrap_or_default();
+        super::out::line(&format!("  L{layer} {name:<24} {weights:<24} {what}"));
+    }
+    if let Some(o) = &s.outcome {
+        super::out::line(&format!("outcome: exit {}: {}", o.exit, o.reason));
+    }
 }
 
 fn load(path: &Path) -> Option<FleetPlan> {
@@ -317,46 +358,16 @@ pub(crate) async fn fleet(cmd: FleetCommand) -> anyhow::Result<u8> {
                 ));
                 return Ok(EXIT_USAGE);
             };
-            super::out::line(&format!(
-                "fleet {} run {}: {:?}{}",
-                s.fleet,
-                s.run_id,
-                s.phase,
-                s.reason
-                    .as_deref()
-                    .map(|r| format!(" ({r})"))
-                    .unwrap_or_default()
-            ));
-            for (i, (name, st)) in s.services.iter().enumerate() {
-                let record: Option<RunState> =
+            let records: Vec<Option<RunState>> = s
+                .services
+                .iter()
+                .map(|(name, _)| {
                     std::fs::read(dir.join(format!("{name}.state.json")))
                         .ok()
-                        .and_then(|b| serde_json::from_slice(&b).ok());
-                let weights = record
-                    .as_ref()
-                    .and_then(|r| r.weights)
-                    .map(|w| w.to_string())
-                    .unwrap_or_else(|| "-".into());
-                let phase = record.as_ref().map(RunState::display_phase);
-                let what = match st {
-                    SvcStatus::Waiting => "waiting".to_string(),
-                    SvcStatus::Running { .. } => {
-                        format!("running ({})", phase.unwrap_or_else(|| "starting".into()))
-                    }
-                    SvcStatus::Ended { exit, reason, .. } => format!("exit {exit}: {reason}"),
-                    SvcStatus::RolledBack { ok, detail, .. } => {
-                        format!(
-                            "rolled back by the fleet ({}): {detail}",
-                            if *ok { "verified" } else { "NOT VERIFIED" }
-                        )
-                    }
-                };
-                let layer = p.services.get(i).map(|x| x.layer).unwrap_or_default();
-                super::out::line(&format!("  L{layer} {name:<24} {weights:<24} {what}"));
-            }
-            if let Some(o) = &s.outcome {
-                super::out::line(&format!("outcome: exit {}: {}", o.exit, o.reason));
-            }
+                        .and_then(|b| serde_json::from_slice(&b).ok())
+                })
+                .collect();
+            print_status(&p, &s, &records);
             Ok(0)
         }
         FleetCommand::Abort {

@@ -12,9 +12,8 @@ use cutover::fleet::store::{ConfigMapFleetStore, FleetStore};
 use cutover::lock::{Ownership, hostname};
 use cutover_backends::ConnectOptions;
 use cutover_backends::objects::{Cluster, object};
-use cutover_core::fleet::{Fleet, FleetPlan, KubernetesExecutor as Template, SvcStatus};
+use cutover_core::fleet::{Fleet, FleetPlan, KubernetesExecutor as Template};
 use cutover_core::lock::LockHolder;
-use cutover_core::run::RunState;
 use cutover_core::store::StateStore;
 
 use super::EXIT_USAGE;
@@ -186,50 +185,19 @@ pub(crate) async fn status(p: FleetPlan, opts: &FleetOpts) -> anyhow::Result<u8>
         ));
         return Ok(EXIT_USAGE);
     };
-    super::out::line(&format!(
-        "fleet {} run {}: {:?}{}",
-        s.fleet,
-        s.run_id,
-        s.phase,
-        s.reason
-            .as_deref()
-            .map(|r| format!(" ({r})"))
-            .unwrap_or_default()
-    ));
-    for (i, (name, st)) in s.services.iter().enumerate() {
-        let record: Option<RunState> = cluster
-            .run_store(&t.namespace, &run_configmap(name))
-            .load()
-            .await
-            .ok()
-            .flatten()
-            .filter(|r| r.run_id == format!("{}-{name}", s.run_id));
-        let weights = record
-            .as_ref()
-            .and_then(|r| r.weights)
-            .map(|w| w.to_string())
-            .unwrap_or_else(|| "-".into());
-        let what = match st {
-            SvcStatus::Waiting => "waiting".to_string(),
-            SvcStatus::Running { .. } => format!(
-                "running ({})",
-                record
-                    .as_ref()
-                    .map(RunState::display_phase)
-                    .unwrap_or_else(|| "starting".into())
-            ),
-            SvcStatus::Ended { exit, reason, .. } => format!("exit {exit}: {reason}"),
-            SvcStatus::RolledBack { ok, detail, .. } => format!(
-                "rolled back by the fleet ({}): {detail}",
-                if *ok { "verified" } else { "NOT VERIFIED" }
-            ),
-        };
-        let layer = p.services.get(i).map(|x| x.layer).unwrap_or_default();
-        super::out::line(&format!("  L{layer} {name:<24} {weights:<24} {what}"));
+    let mut records = Vec::new();
+    for (name, _) in &s.services {
+        records.push(
+            cluster
+                .run_store(&t.namespace, &run_configmap(name))
+                .load()
+                .await
+                .ok()
+                .flatten()
+                .filter(|r| r.run_id == format!("{}-{name}", s.run_id)),
+        );
     }
-    if let Some(o) = &s.outcome {
-        super::out::line(&format!("outcome: exit {}: {}", o.exit, o.reason));
-    }
+    super::fleet::print_status(&p, &s, &records);
     Ok(0)
 }
 

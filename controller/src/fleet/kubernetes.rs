@@ -19,17 +19,15 @@ use cutover_core::run::{Action, Command, RunState};
 use cutover_core::store::StateStore;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar, Pod,
-    PodSecurityContext, PodSpec, PodTemplateSpec, ResourceRequirements, SeccompProfile,
-    SecurityContext, Volume, VolumeMount,
+    ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar, Pod, PodSpec, PodTemplateSpec,
+    Volume, VolumeMount,
 };
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
 use super::executor::{Ended, Executor};
 use crate::manifests::job::{
-    BACKOFF_LIMIT, CPU_REQUEST_MILLI, Deadline, MEMORY_LIMIT_MIB, MEMORY_REQUEST_MIB, NONROOT,
-    POLICY_DIR, RUN_ID_ENV, pod_failure_policy,
+    BACKOFF_LIMIT, Deadline, POLICY_DIR, RUN_ID_ENV, pod_failure_policy, run_container_security,
+    run_pod_security, run_resources,
 };
 
 /// The label of the fleet a Job belongs to.
@@ -195,40 +193,15 @@ impl KubernetesExecutor {
             value: Some(v.into()),
             ..Default::default()
         };
-        let seccomp = || SeccompProfile {
-            type_: "RuntimeDefault".into(),
-            ..Default::default()
-        };
+
         let container = Container {
             name: "cutover".into(),
             image: Some(self.template.image.clone()),
             args: Some(args),
             env: Some(vec![env(RUN_ID_ENV, run_id), env("CUTOVER_ACTOR", "fleet")]),
-            // As `cutover manifests` sizes a run's Job (the measured footprint).
-            resources: Some(ResourceRequirements {
-                requests: Some(BTreeMap::from([
-                    ("cpu".into(), Quantity(format!("{CPU_REQUEST_MILLI}m"))),
-                    ("memory".into(), Quantity(format!("{MEMORY_REQUEST_MIB}Mi"))),
-                ])),
-                limits: Some(BTreeMap::from([(
-                    "memory".into(),
-                    Quantity(format!("{MEMORY_LIMIT_MIB}Mi")),
-                )])),
-                ..Default::default()
-            }),
-            security_context: Some(SecurityContext {
-                allow_privilege_escalation: Some(false),
-                read_only_root_filesystem: Some(true),
-                run_as_non_root: Some(true),
-                run_as_user: Some(NONROOT),
-                run_as_group: Some(NONROOT),
-                capabilities: Some(Capabilities {
-                    drop: Some(vec!["ALL".into()]),
-                    ..Default::default()
-                }),
-                seccomp_profile: Some(seccomp()),
-                ..Default::default()
-            }),
+            // As `cutover manifests` sizes and hardens a run's Job.
+            resources: Some(run_resources()),
+            security_context: Some(run_container_security()),
             volume_mounts: Some(vec![
                 VolumeMount {
                     name: "policy".into(),
@@ -266,14 +239,7 @@ impl KubernetesExecutor {
                         service_account_name: Some(self.template.service_account.clone()),
                         restart_policy: Some("Never".into()),
                         termination_grace_period_seconds: Some(30),
-                        security_context: Some(PodSecurityContext {
-                            run_as_non_root: Some(true),
-                            run_as_user: Some(NONROOT),
-                            run_as_group: Some(NONROOT),
-                            fs_group: Some(NONROOT),
-                            seccomp_profile: Some(seccomp()),
-                            ..Default::default()
-                        }),
+                        security_context: Some(run_pod_security()),
                         containers: vec![container],
                         volumes: Some(vec![
                             Volume {

@@ -176,6 +176,59 @@ pub fn secret_mounts(loaded: &LoadedPolicy, names: &Names) -> Vec<(String, Strin
     out
 }
 
+/// The requests and limits of a run's container, from its measured footprint (`cutover
+/// manifests`' Job and the fleet's Jobs alike).
+pub fn run_resources() -> ResourceRequirements {
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".into(), quantity(format!("{CPU_REQUEST_MILLI}m"))),
+            ("memory".into(), quantity(format!("{MEMORY_REQUEST_MIB}Mi"))),
+        ])),
+        limits: Some(BTreeMap::from([(
+            "memory".into(),
+            quantity(format!("{MEMORY_LIMIT_MIB}Mi")),
+        )])),
+        ..Default::default()
+    }
+}
+
+/// A run's container: non-root, read-only root, no privilege escalation, no capabilities,
+/// the runtime's seccomp profile.
+pub fn run_container_security() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        run_as_user: Some(NONROOT),
+        run_as_group: Some(NONROOT),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            ..Default::default()
+        }),
+        seccomp_profile: Some(runtime_default()),
+        ..Default::default()
+    }
+}
+
+/// A run's pod: uid and gid 65532, the runtime's seccomp profile.
+pub fn run_pod_security() -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(NONROOT),
+        run_as_group: Some(NONROOT),
+        fs_group: Some(NONROOT),
+        seccomp_profile: Some(runtime_default()),
+        ..Default::default()
+    }
+}
+
+fn runtime_default() -> SeccompProfile {
+    SeccompProfile {
+        type_: "RuntimeDefault".into(),
+        ..Default::default()
+    }
+}
+
 /// The Job document.
 pub fn job(loaded: &LoadedPolicy, names: &Names, opts: &Options) -> Document {
     let deadline = Deadline::of(loaded);
@@ -264,33 +317,8 @@ pub fn job(loaded: &LoadedPolicy, names: &Names, opts: &Options) -> Document {
             protocol: Some("TCP".into()),
             ..Default::default()
         }]),
-        resources: Some(ResourceRequirements {
-            requests: Some(BTreeMap::from([
-                ("cpu".into(), quantity(format!("{CPU_REQUEST_MILLI}m"))),
-                ("memory".into(), quantity(format!("{MEMORY_REQUEST_MIB}Mi"))),
-            ])),
-            limits: Some(BTreeMap::from([(
-                "memory".into(),
-                quantity(format!("{MEMORY_LIMIT_MIB}Mi")),
-            )])),
-            ..Default::default()
-        }),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            read_only_root_filesystem: Some(true),
-            run_as_non_root: Some(true),
-            run_as_user: Some(NONROOT),
-            run_as_group: Some(NONROOT),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".into()]),
-                ..Default::default()
-            }),
-            seccomp_profile: Some(SeccompProfile {
-                type_: "RuntimeDefault".into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
+        resources: Some(run_resources()),
+        security_context: Some(run_container_security()),
         volume_mounts: Some(mounts),
         ..Default::default()
     };
@@ -299,17 +327,7 @@ pub fn job(loaded: &LoadedPolicy, names: &Names, opts: &Options) -> Document {
         restart_policy: Some("Never".into()),
         // Time to persist the state and hold (on_signal) on SIGTERM.
         termination_grace_period_seconds: Some(30),
-        security_context: Some(PodSecurityContext {
-            run_as_non_root: Some(true),
-            run_as_user: Some(NONROOT),
-            run_as_group: Some(NONROOT),
-            fs_group: Some(NONROOT),
-            seccomp_profile: Some(SeccompProfile {
-                type_: "RuntimeDefault".into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
+        security_context: Some(run_pod_security()),
         containers: vec![container],
         volumes: Some(volumes),
         ..Default::default()
