@@ -283,8 +283,7 @@ impl Analyzer {
         };
         let history = test.history?;
         if let Some(c) = self.lock().get(&g.name)
-            && (c.complete
-                || until.duration_since(c.until).unwrap_or_default() < RECALIBRATE)
+            && (c.complete || until.duration_since(c.until).unwrap_or_default() < RECALIBRATE)
         {
             return Some(c.dispersion);
         }

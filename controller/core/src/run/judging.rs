@@ -350,7 +350,10 @@ impl Run {
             }
             Some(h) if now.duration_since(h.since).unwrap_or_default() < watch => {
                 let left = watch.saturating_sub(now.duration_since(h.since).unwrap_or_default());
-                push(format!("held; watching for harm ({} left)", fmt_d(left)), ev);
+                push(
+                    format!("held; watching for harm ({} left)", fmt_d(left)),
+                    ev,
+                );
                 Some(Request::Sleep(interval))
             }
             Some(_) => None,

@@ -472,7 +472,14 @@ impl EProcess {
             if bound <= 0.0 {
                 ((0.0, false), 0.0)
             } else {
-                (absolute(), scaled(self.ln_absolute_ok(), ok_boundary))
+                // Relative "no worse" evidence counts too: DR's few requests while the
+                // split switched, or evidence carried from earlier stages
+                // (`certify: cumulative`).
+                let half = (2.0 / test.beta).ln();
+                (
+                    absolute(),
+                    scaled(self.ln_absolute_ok(), half).max(scaled(self.ln_relative_ok(), half)),
+                )
             }
         } else if test.absolute > 0.0 {
             let half = (2.0 / test.beta).ln();

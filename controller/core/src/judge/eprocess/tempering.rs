@@ -274,8 +274,12 @@ mod tests {
         let (mut raw, mut tempered) = (0.0, 0.0);
         let runs = 200_000;
         for _ in 0..runs {
-            let xp = Poisson::new(mp * g.sample(&mut rng)).unwrap().sample(&mut rng);
-            let xd = Poisson::new(md * g.sample(&mut rng)).unwrap().sample(&mut rng);
+            let xp = Poisson::new(mp * g.sample(&mut rng))
+                .unwrap()
+                .sample(&mut rng);
+            let xd = Poisson::new(md * g.sample(&mut rng))
+                .unwrap()
+                .sample(&mut rng);
             let l = xp * la + xd * lb;
             raw += l.exp();
             tempered += (eta * l).exp();

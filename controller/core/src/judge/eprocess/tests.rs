@@ -20,14 +20,7 @@ fn test(alpha: f64, beta: f64, absolute: f64) -> Test {
 
 /// One interval of Poisson (untempered) counts, against the test's own bound.
 fn see(e: &mut EProcess, test: &Test, p: Tally, d: Tally) {
-    e.observe(
-        test,
-        test.bound(None),
-        p,
-        d,
-        &Dispersion::POISSON,
-        DT,
-    );
+    e.observe(test, test.bound(None), p, d, &Dispersion::POISSON, DT);
 }
 
 #[test]
@@ -38,7 +31,12 @@ fn one_interval_matches_the_hand_computed_ratio() {
     let l = ln_ratio(3.0, 1.5, t(100.0, 5.0), t(900.0, 10.0));
     assert!((l - 1.462_766).abs() < 1e-5, "{l}");
     let mut e = EProcess::default();
-    see(&mut e, &test(0.01, 0.05, 0.0), t(100.0, 5.0), t(900.0, 10.0));
+    see(
+        &mut e,
+        &test(0.01, 0.05, 0.0),
+        t(100.0, 5.0),
+        t(900.0, 10.0),
+    );
     assert_eq!(e.harm[2], l, "the grid's c = 2 entry, untempered");
     // The mixture is the mean of the grid's ratios.
     let mean = e.harm.iter().map(|x| x.exp()).sum::<f64>() / GRID.len() as f64;
@@ -234,7 +232,13 @@ fn a_regression_over_a_zero_error_baseline_is_seen_in_minutes() {
 /// One stage of 60 intervals at 10 % of 100 rps, both sites at 1 % errors (or the primary
 /// at `primary_rate` from interval `onset`), each site's rate multiplied per minute by its
 /// own Gamma(`shape`) draw (0: Poisson). Returns the interval harm was concluded at.
-fn stage(seed: u64, shape: f64, disp: &Dispersion, primary: (f64, usize), tt: Test) -> Option<usize> {
+fn stage(
+    seed: u64,
+    shape: f64,
+    disp: &Dispersion,
+    primary: (f64, usize),
+    tt: Test,
+) -> Option<usize> {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut e = EProcess {
         looks: 60,
@@ -311,9 +315,15 @@ fn aa_false_rollback_rate_stays_within_alpha() {
         }
     }
     let rate = harms as f64 / runs as f64;
-    assert!(rate <= alpha, "boundary false harm rate {rate} > alpha {alpha}");
+    assert!(
+        rate <= alpha,
+        "boundary false harm rate {rate} > alpha {alpha}"
+    );
     let rate = certified as f64 / runs as f64;
-    assert!(rate <= tt.beta, "boundary false certification {rate} > beta");
+    assert!(
+        rate <= tt.beta,
+        "boundary false certification {rate} > beta"
+    );
 }
 
 /// Minute-scale bursts, independent at each site, same long-run rate: untempered, false harm
@@ -341,7 +351,10 @@ fn aa_under_minute_bursts_is_within_alpha_only_when_tempered() {
     let tempered = rate(true);
     eprintln!("minute bursts, Gamma(2): false harm untempered {raw}, tempered {tempered}");
     assert!(raw > 2.0 * alpha, "untempered false harm {raw}");
-    assert!(tempered <= alpha, "tempered false harm {tempered} > alpha {alpha}");
+    assert!(
+        tempered <= alpha,
+        "tempered false harm {tempered} > alpha {alpha}"
+    );
 }
 
 /// A regression that starts after 12 minutes of healthy data (interval 48 of 60): the change

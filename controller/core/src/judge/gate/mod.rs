@@ -29,8 +29,8 @@ mod spec;
 pub use bounds::Bounds;
 pub use sequential::Sequential;
 pub use spec::{
-    DEFAULT_HISTORY, DispersionSpec, ErrorRateGate, GateBudget, GateProblem, GateSpec,
-    LatencyGate, MAX_HISTORY, MAX_WINDOW, MIN_HISTORY, MIN_WINDOW, SequentialSpec,
+    DEFAULT_HISTORY, DispersionSpec, ErrorRateGate, GateBudget, GateProblem, GateSpec, LatencyGate,
+    MAX_HISTORY, MAX_WINDOW, MIN_HISTORY, MIN_WINDOW, SequentialSpec,
 };
 
 /// What a gate's numbers are, for display.

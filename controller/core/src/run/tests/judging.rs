@@ -185,3 +185,56 @@ fn a_share_outside_the_tolerance_while_judging_is_never_a_pass() {
         o.reason
     );
 }
+
+/// A stage held at `max_duration` is still judged for `watch_held`: harm that starts during
+/// the watch rolls back; healthy traffic never advances it by itself, and once the watch is
+/// over the run is held (exit 5) saying so.
+#[test]
+fn a_held_stage_is_still_watched_and_rolls_back_on_harm() {
+    let mut p = plan(&[10, 100]);
+    p.watch_held = Duration::from_secs(600);
+    let few = Traffic {
+        requests: Reading::Value(5.0),
+        ..healthy(10)
+    };
+    let mut h = Harness::new(p.clone());
+    let undecided = few.clone();
+    let o = h.go(
+        move |s, _| {
+            if s < 480 {
+                undecided.clone()
+            } else {
+                Traffic {
+                    primary_errors: Reading::Value(0.05),
+                    ..healthy(10)
+                }
+            }
+        },
+        ok_writes,
+        None,
+        true,
+    );
+    assert_eq!(o.phase, Phase::RolledBack, "{o:?}");
+    assert_eq!(h.primary_writes(), [10, 0]);
+    assert!(
+        h.events
+            .iter()
+            .any(|e| matches!(e.kind, EventKind::HeldWatching { stage: 0, .. })),
+        "the hold was announced"
+    );
+    let mut h = Harness::new(p);
+    let o = h.go(
+        move |s, _| if s < 330 { few.clone() } else { healthy(10) },
+        ok_writes,
+        None,
+        true,
+    );
+    assert_eq!(o.phase, Phase::Held, "{o:?}");
+    assert_eq!(
+        h.primary_writes(),
+        [10],
+        "a watched stage never advances by itself"
+    );
+    assert!(o.reason.contains("watched for 10m"), "{}", o.reason);
+    assert!(h.now >= 300 + 600, "held only after the watch: {}", h.now);
+}

@@ -316,3 +316,34 @@ fn sequential_harm_rolls_back_at_once() {
     assert_eq!(weights, vec![10, 50, 0]);
     assert_eq!(state.counters.failures, 1, "no failure_limit to wait for");
 }
+
+/// `certify: cumulative` carries "no worse" evidence into the next stage (harm starts
+/// afresh): a healthy primary is certified in fewer analyses after the first stage.
+#[test]
+fn cumulative_certification_carries_no_worse_evidence_across_stages() {
+    let analyses = |certify| {
+        let mut plan = sequential_plan();
+        plan.certify = certify;
+        for st in &mut plan.stages {
+            st.bake = Duration::ZERO;
+        }
+        // 400 requests a second, 1 % errors at both sites: each stage needs evidence.
+        let d = SeqDriver::new(plan, |_| 0.01)
+            .world(|from, to, live| {
+                let n = 400.0 * (to - from) as f64;
+                let (p, d) = (n * f64::from(live.primary()) / 100.0, n);
+                let d = d - p;
+                ((p, (p * 0.01).round()), (d, (d * 0.01).round()))
+            })
+            .drive();
+        let o = d.outcome.expect("an end");
+        (o.phase, d.asked.len())
+    };
+    let per_stage = analyses(crate::policy::model::Certify::PerStage);
+    let cumulative = analyses(crate::policy::model::Certify::Cumulative);
+    assert_eq!(cumulative.0, Phase::Promoted);
+    assert!(
+        per_stage.0 == Phase::Held || cumulative.1 < per_stage.1,
+        "{cumulative:?} vs {per_stage:?}"
+    );
+}
