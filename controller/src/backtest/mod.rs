@@ -1,0 +1,256 @@
+//! `cutover backtest`: the real run state machine and analyzers replayed over a past window
+//! of a real Prometheus, in virtual time.
+//!
+//! Runs are replayed back to back from the start of the window (a new run starts where the
+//! last one ended) until the window ends, so an ordinary day says how often the policy would
+//! have rolled back a healthy primary, and a past incident says when the run under way
+//! would have caught it. Each run is a [`Run`] driven by the real [`Driver`] through the real
+//! [`Analyzer`]; only three things are replaced: the clock ([`replay::WindowClock`]), the
+//! backend (the run's own weights in memory, [`replay::ReplayBackend`]) and the metric source
+//! (Prometheus asked about the virtual time, [`source::HistorySource`]).
+//!
+//! Readiness checks that read live systems (databases, Kubernetes, HTTP) cannot be asked
+//! about the past and are left out; query checks are replayed. Approvals are taken as
+//! granted. Both are said in the summary.
+
+pub mod replay;
+pub mod source;
+pub mod time;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use cutover_analyzers::Analyzer;
+use cutover_analyzers::prometheus::PrometheusSource;
+use cutover_core::GateStatus;
+use cutover_core::Weights;
+use cutover_core::policy::LoadedPolicy;
+use cutover_core::run::{Event, EventKind, Outcome, Phase, Run, RunState};
+
+use crate::clock::Clock;
+use crate::driver::Driver;
+use crate::observe::Observer;
+use crate::observe::report::Report;
+use replay::{Recorder, ReplayBackend, WindowClock};
+use source::{Blind, HistorySource};
+
+/// What to replay.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The start of the window.
+    pub from: SystemTime,
+    /// The end of the window.
+    pub to: SystemTime,
+    /// Re-weight each site's counts to the replayed run's split (`--assume-plan`); else the
+    /// split is what really happened.
+    pub assume_plan: bool,
+    /// Replay one run only (a past failback), not runs back to back.
+    pub once: bool,
+    /// The server's `--query.max-samples`: range queries are chunked under it.
+    pub max_samples: usize,
+    /// At most this many runs (a bound on the loop).
+    pub max_runs: usize,
+}
+
+/// One replayed run.
+pub struct ReplayedRun {
+    /// Its id, `backtest-N`.
+    pub id: String,
+    /// When it started (virtual time).
+    pub started: SystemTime,
+    /// When it ended, or the end of the window.
+    pub ended: SystemTime,
+    /// How it ended; `None` when the window ended first.
+    pub outcome: Option<Outcome>,
+    /// When a rollback started, and why.
+    pub rollback: Option<(SystemTime, String)>,
+    /// Every event, in order.
+    pub events: Vec<Event>,
+    /// Its final state.
+    pub state: RunState,
+    /// The same report a live run writes.
+    pub report: Arc<Report>,
+}
+
+impl ReplayedRun {
+    /// The phase it ended in, or where it was when the window ended.
+    pub fn phase(&self) -> Phase {
+        self.outcome
+            .as_ref()
+            .map(|o| o.phase)
+            .unwrap_or(self.state.phase)
+    }
+}
+
+/// A gate's analyses without a verdict: no data or query errors.
+#[derive(Debug, Clone, Default)]
+pub struct GateBlind {
+    /// Analyses with no data.
+    pub no_data: u64,
+    /// Analyses whose query failed.
+    pub errors: u64,
+    /// The first such analysis: when, and why.
+    pub first: Option<(SystemTime, String)>,
+}
+
+/// The result of a backtest.
+pub struct Backtest {
+    /// The service.
+    pub service: String,
+    /// The options replayed.
+    pub options: Options,
+    /// The runs, in order.
+    pub runs: Vec<ReplayedRun>,
+    /// What the source could not see.
+    pub blind: Blind,
+    /// Per gate: analyses without a verdict.
+    pub gates: BTreeMap<String, GateBlind>,
+    /// What the replay left out of the policy, in words.
+    pub left_out: Vec<String>,
+    /// Wall-clock time the replay took.
+    pub wall: Duration,
+}
+
+impl Backtest {
+    /// Runs ended in `phase`.
+    pub fn count(&self, phase: Phase) -> usize {
+        self.runs
+            .iter()
+            .filter(|r| r.outcome.as_ref().is_some_and(|o| o.phase == phase))
+            .count()
+    }
+
+    /// The exit code: 1 if a run rolled back, else 5 if one was held, else 0.
+    pub fn exit_code(&self) -> u8 {
+        if self.runs.iter().any(|r| r.rollback.is_some()) {
+            1
+        } else if self.count(Phase::Held) > 0 {
+            5
+        } else {
+            0
+        }
+    }
+}
+
+/// The policy's plan as a replay runs it, and what was left out.
+fn replayable(policy: &LoadedPolicy) -> (cutover_core::policy::Plan, Vec<String>) {
+    let mut plan = policy.plan.clone();
+    let mut left_out = Vec::new();
+    for (what, list) in [
+        ("preflight check", &mut plan.readiness.preflight),
+        ("guard", &mut plan.readiness.guards),
+    ] {
+        let (keep, drop): (Vec<_>, Vec<_>) = list.drain(..).partition(|c| c.query.is_some());
+        for c in drop {
+            left_out.push(format!(
+                "{what} `{}`: it reads a live system, not history; not replayed",
+                c.name
+            ));
+        }
+        *list = keep;
+    }
+    for i in std::mem::take(&mut plan.approvals).into_keys() {
+        left_out.push(format!(
+            "stage {}'s approval: taken as granted at once",
+            i + 1
+        ));
+    }
+    (plan, left_out)
+}
+
+/// Replays `policy` over the window of `opts` against its Prometheus.
+pub async fn backtest(policy: &LoadedPolicy, opts: &Options) -> anyhow::Result<Backtest> {
+    let wall = Instant::now();
+    let prom = PrometheusSource::new(&policy.policy.prometheus, policy.promql.clone())
+        .map_err(|e| anyhow::anyhow!("{}: {e}", policy.path.display()))?;
+    let (plan, left_out) = replayable(policy);
+    let interval = plan
+        .stages
+        .first()
+        .map(|s| s.interval)
+        .unwrap_or(Duration::from_secs(15));
+    let split = Arc::new(Mutex::new(Weights::ALL_DR));
+    let source = Arc::new(HistorySource::new(
+        Arc::new(prom),
+        interval,
+        opts.to,
+        opts.max_samples,
+        opts.assume_plan.then(|| split.clone()),
+    ));
+    let clock = Arc::new(WindowClock::new(opts.from, opts.to));
+    let preflight = plan.readiness.preflight.clone();
+    let mut runs = Vec::new();
+    let (_tx, shutdown) = tokio::sync::watch::channel(None);
+    while !clock.is_over() && runs.len() < opts.max_runs.max(1) {
+        let started = clock.now();
+        let recorder = Arc::new(Recorder::default());
+        let report = Arc::new(Report::default());
+        let mut driver = Driver {
+            backend: Arc::new(ReplayBackend::new(split.clone())),
+            analyzer: Analyzer::new(source.clone(), plan.gates.clone()),
+            preflight: preflight.clone(),
+            clock: clock.clone(),
+            store: None,
+            observers: vec![recorder.clone() as Arc<dyn Observer>, report.clone()],
+            shutdown: shutdown.clone(),
+            owner: None,
+        };
+        let id = format!("backtest-{}", runs.len() + 1);
+        let mut run = Run::new(plan.clone(), id.clone());
+        let outcome = tokio::select! {
+            o = driver.drive(&mut run) => Some(o),
+            _ = clock.ended() => None,
+        };
+        let events = recorder.events();
+        let rollback = events.iter().find_map(|e| match &e.kind {
+            EventKind::RollbackStarted { reason, .. } => Some((e.at, reason.clone())),
+            _ => None,
+        });
+        let ended = clock.now();
+        runs.push(ReplayedRun {
+            id,
+            started,
+            ended,
+            outcome: outcome.clone(),
+            rollback,
+            events,
+            state: run.state().clone(),
+            report,
+        });
+        if opts.once || outcome.is_none() {
+            break;
+        }
+        // A run that took no time (preflight refused at once) must not start again at the
+        // same moment: the next one starts an interval later.
+        if ended <= started {
+            clock.advance(interval);
+        }
+    }
+    let mut gates: BTreeMap<String, GateBlind> = BTreeMap::new();
+    for r in &runs {
+        for e in &r.events {
+            if let EventKind::Analyzed { results, .. } = &e.kind {
+                for g in results {
+                    let b = gates.entry(g.name.clone()).or_default();
+                    match g.status {
+                        GateStatus::NoData => b.no_data += 1,
+                        GateStatus::Error => b.errors += 1,
+                        _ => continue,
+                    }
+                    b.first.get_or_insert((e.at, g.reason.clone()));
+                }
+            }
+        }
+    }
+    gates.retain(|_, b| b.no_data + b.errors > 0);
+    Ok(Backtest {
+        service: plan.service.clone(),
+        options: opts.clone(),
+        runs,
+        blind: source.blind(),
+        gates,
+        left_out,
+        wall: wall.elapsed(),
+    })
+}

@@ -1,0 +1,1 @@
+//! `cutover tune` (being written).
