@@ -21,10 +21,10 @@ pub(crate) struct BacktestArgs {
     /// The policy file.
     policy: PathBuf,
     /// The start of the window: RFC 3339 (2026-11-20T14:00:00Z) or relative to now (-2h).
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     from: String,
     /// The end of the window (default: now).
-    #[arg(long, default_value = "now")]
+    #[arg(long, default_value = "now", allow_hyphen_values = true)]
     to: String,
     /// Re-weight each site's requests to the replayed run's split (thinning the
     /// over-represented site); without it the split is what really happened.

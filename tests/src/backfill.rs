@@ -1,0 +1,267 @@
+//! History for `cutover backtest` and `cutover tune`: two sites' traffic written as
+//! OpenMetrics, backfilled into a fresh TSDB with Debian's `promtool tsdb create-blocks-from
+//! openmetrics`, and a real Prometheus serving it on loopback (no scraping; killed on drop,
+//! its log shown if the test is failing).
+//!
+//! The traffic: each scrape, each site serves a Poisson-like number of requests at its rate,
+//! a binomial-like share of them errors (`status="500"`), and their latency falls into the
+//! buckets of `http_request_duration_seconds` (0.1, 0.25, 0.5, 1 s). A site can be down for
+//! a scrape (a gap: no sample) or restart (its counters start again from zero).
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rand::{Rng, SeedableRng};
+
+use crate::{TempDir, free_port, require_program};
+
+/// The service name in the generated series' `service` label.
+pub const SERVICE: &str = "shop";
+/// The bucket edges of the latency histogram, in seconds (and `+Inf`).
+pub const EDGES: [f64; 4] = [0.1, 0.25, 0.5, 1.0];
+/// Healthy latency: the share of requests slower than each edge.
+pub const HEALTHY_SLOWER: [f64; 4] = [0.3, 0.04, 0.008, 0.001];
+
+/// What one site does during one scrape interval.
+#[derive(Debug, Clone, Copy)]
+pub struct SiteAt {
+    /// Requests per second.
+    pub rps: f64,
+    /// Share of requests that are errors.
+    pub error_rate: f64,
+    /// Multiplies the share of slow requests at every edge (capped at 1).
+    pub slow_factor: f64,
+    /// No sample at this scrape (a scrape gap).
+    pub gap: bool,
+    /// The counters start again from zero at this scrape (a restart).
+    pub restart: bool,
+}
+
+impl SiteAt {
+    /// A healthy site at `rps` with `error_rate` errors.
+    pub fn healthy(rps: f64, error_rate: f64) -> SiteAt {
+        SiteAt {
+            rps,
+            error_rate,
+            slow_factor: 1.0,
+            gap: false,
+            restart: false,
+        }
+    }
+}
+
+/// A normal-approximated Poisson draw (rounded, never negative).
+fn poisson(rng: &mut rand::rngs::StdRng, mean: f64) -> u64 {
+    if mean <= 0.0 {
+        return 0;
+    }
+    let (u1, u2): (f64, f64) = (rng.random::<f64>().max(1e-12), rng.random());
+    let z = (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos();
+    (mean + mean.sqrt() * z).round().max(0.0) as u64
+}
+
+/// A binomial-like draw: `n` trials at `p` (normal-approximated, clamped to `0..=n`).
+fn binomial(rng: &mut rand::rngs::StdRng, n: u64, p: f64) -> u64 {
+    let p = p.clamp(0.0, 1.0);
+    let mean = n as f64 * p;
+    let sd = (mean * (1.0 - p)).sqrt();
+    let (u1, u2): (f64, f64) = (rng.random::<f64>().max(1e-12), rng.random());
+    let z = (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos();
+    ((mean + sd * z).round().max(0.0) as u64).min(n)
+}
+
+/// One site's cumulative counters.
+#[derive(Default, Clone)]
+struct Counters {
+    ok: u64,
+    errors: u64,
+    /// Cumulative bucket counts: one per edge, then `+Inf`.
+    buckets: [u64; 5],
+}
+
+/// Two sites' traffic from `start` to `end` (unix seconds) at one scrape every `scrape`
+/// seconds, as OpenMetrics text ending in `# EOF`; `at(t, site)` says what a site does
+/// during the scrape interval ending at `t` (`site` is `"primary"` or `"dr"`).
+pub fn openmetrics(
+    start: i64,
+    end: i64,
+    scrape: i64,
+    seed: u64,
+    at: impl Fn(i64, &str) -> SiteAt,
+) -> String {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let sites = ["primary", "dr"];
+    // Per site: (t, counters) at every scrape that has a sample.
+    let mut samples: Vec<Vec<(i64, Counters)>> = vec![Vec::new(); 2];
+    for (i, site) in sites.iter().enumerate() {
+        let mut c = Counters::default();
+        let mut t = start;
+        while t <= end {
+            let a = at(t, site);
+            if a.restart {
+                c = Counters::default();
+            }
+            let n = poisson(&mut rng, a.rps * scrape as f64);
+            let e = binomial(&mut rng, n, a.error_rate);
+            c.ok += n - e;
+            c.errors += e;
+            // Slower than each edge, nested: each edge's slow requests among the last's.
+            let mut slower = n;
+            let mut last_share = 1.0;
+            for (k, share) in HEALTHY_SLOWER.iter().enumerate() {
+                let s = (share * a.slow_factor).min(1.0);
+                slower = binomial(&mut rng, slower, (s / last_share).min(1.0));
+                last_share = s.max(1e-12);
+                c.buckets[k] += n - slower;
+            }
+            c.buckets[4] += n;
+            if !a.gap {
+                samples[i].push((t, c.clone()));
+            }
+            t += scrape;
+        }
+    }
+    let mut out = String::with_capacity(samples[0].len() * 2 * 7 * 90);
+    out.push_str("# TYPE http_requests counter\n");
+    for (i, site) in sites.iter().enumerate() {
+        for (status, pick) in [("200", 0), ("500", 1)] {
+            for (t, c) in &samples[i] {
+                let v = if pick == 0 { c.ok } else { c.errors };
+                let _ = writeln!(
+                    out,
+                    "http_requests_total{{service=\"{SERVICE}\",site=\"{site}\",status=\"{status}\"}} {v} {t}"
+                );
+            }
+        }
+    }
+    out.push_str("# TYPE http_request_duration_seconds histogram\n");
+    for (i, site) in sites.iter().enumerate() {
+        for k in 0..5 {
+            let le = EDGES.get(k).map_or("+Inf".to_string(), |e| e.to_string());
+            for (t, c) in &samples[i] {
+                let _ = writeln!(
+                    out,
+                    "http_request_duration_seconds_bucket{{service=\"{SERVICE}\",site=\"{site}\",le=\"{le}\"}} {} {t}",
+                    c.buckets[k]
+                );
+            }
+        }
+    }
+    out.push_str("# EOF\n");
+    out
+}
+
+/// A Prometheus serving backfilled history (nothing scraped).
+pub struct Backfilled {
+    child: Option<Child>,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    dir: TempDir,
+}
+
+impl Backfilled {
+    /// Backfills `history` (OpenMetrics) with `promtool`, then starts Prometheus on its
+    /// blocks, with `--query.max-samples` set when given; waits until ready (bounded).
+    pub async fn start(history: &str, max_samples: Option<u64>) -> Backfilled {
+        let promtool = require_program("promtool");
+        let bin = require_program("prometheus");
+        let dir = TempDir::new("backfill");
+        let input = dir.path().join("history.om");
+        std::fs::write(&input, history).expect("write the OpenMetrics history");
+        let data = dir.path().join("data");
+        let out = Command::new(&promtool)
+            .args(["tsdb", "create-blocks-from", "openmetrics"])
+            .arg(&input)
+            .arg(&data)
+            .output()
+            .expect("promtool runs");
+        assert!(
+            out.status.success(),
+            "promtool tsdb create-blocks-from openmetrics failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let _ = std::fs::remove_file(&input);
+        let cfg = dir.path().join("prometheus.yml");
+        std::fs::write(&cfg, "global:\n  scrape_interval: 15s\n").expect("write prometheus.yml");
+        let mut p = Backfilled {
+            child: None,
+            port: 0,
+            dir,
+        };
+        for _ in 0..5 {
+            p.port = free_port();
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p.dir.path().join("prometheus.log"))
+                .expect("log file");
+            let mut cmd = Command::new(&bin);
+            cmd.arg(format!("--config.file={}", cfg.display()))
+                .arg(format!("--storage.tsdb.path={}", data.display()))
+                .arg(format!("--web.listen-address=127.0.0.1:{}", p.port))
+                .arg("--storage.tsdb.retention.time=3650d")
+                .stdout(Stdio::null())
+                .stderr(Stdio::from(log));
+            if let Some(n) = max_samples {
+                cmd.arg(format!("--query.max-samples={n}"));
+            }
+            p.child = Some(cmd.spawn().expect("prometheus starts"));
+            if p.wait_ready().await {
+                return p;
+            }
+            p.kill();
+        }
+        panic!("could not start prometheus on its backfilled blocks in 5 attempts");
+    }
+
+    /// Whether our server became ready (and is ours: its data folder) within 30 s.
+    async fn wait_ready(&mut self) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let http = reqwest::Client::new();
+        let want = self.dir.path().join("data").display().to_string();
+        while Instant::now() < deadline {
+            if let Some(Ok(Some(_))) = self.child.as_mut().map(|c| c.try_wait()) {
+                return false;
+            }
+            if let Ok(r) = http
+                .get(format!("{}/api/v1/status/flags", self.url()))
+                .send()
+                .await
+                && let Ok(v) = r.json::<serde_json::Value>().await
+            {
+                return v["data"]["storage.tsdb.path"].as_str() == Some(want.as_str());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        false
+    }
+
+    /// Its base URL.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// A folder of the test's own, removed with the server.
+    pub fn dir(&self) -> PathBuf {
+        self.dir.path().to_path_buf()
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Backfilled {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            crate::logs::print_tail("prometheus", &self.dir.path().join("prometheus.log"));
+        }
+    }
+}
