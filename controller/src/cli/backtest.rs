@@ -51,6 +51,9 @@ pub(crate) struct BacktestArgs {
     report: Option<PathBuf>,
 }
 
+/// Rollbacks and holds listed in the text summary.
+const MAX_LISTED: usize = 20;
+
 fn t(at: SystemTime) -> String {
     humantime::format_rfc3339_seconds(at).to_string()
 }
@@ -222,18 +225,27 @@ fn print_summary(b: &Backtest) {
         b.count(Phase::PreflightFailed),
         b.runs.iter().filter(|r| r.outcome.is_none()).count()
     ));
+    // Every rollback and hold, up to a screenful (a broken primary rolls back every run).
+    let mut told = 0;
+    let mut more = 0;
     for r in &b.runs {
-        if let Some((at, why)) = &r.rollback {
-            line(&format!("rollback: {} at {}: {why}", r.id, t(*at)));
+        let held = r.outcome.as_ref().filter(|o| o.phase == Phase::Held);
+        let said = match (&r.rollback, held) {
+            (Some((at, why)), _) => format!("rollback: {} at {}: {why}", r.id, t(*at)),
+            (None, Some(o)) => format!("hold:     {} at {}: {}", r.id, t(r.ended), o.reason),
+            (None, None) => continue,
+        };
+        if told < MAX_LISTED {
+            line(&said);
+            told += 1;
+        } else {
+            more += 1;
         }
-        if let Some(out) = r.outcome.as_ref().filter(|o| o.phase == Phase::Held) {
-            line(&format!(
-                "hold:     {} at {}: {}",
-                r.id,
-                t(r.ended),
-                out.reason
-            ));
-        }
+    }
+    if more > 0 {
+        line(&format!(
+            "          ... and {more} more (all of them in --json and --report)"
+        ));
     }
     let blind = blind_lines(b);
     if blind.is_empty() {
