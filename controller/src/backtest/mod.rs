@@ -159,25 +159,57 @@ fn replayable(policy: &LoadedPolicy) -> (cutover_core::policy::Plan, Vec<String>
     (plan, left_out)
 }
 
+/// A policy's Prometheus asked about one window, shared by replays of variants of the policy
+/// (`cutover tune` replays several bounds over the same history: one cache).
+pub struct Replayer {
+    /// The metric source, with its cache.
+    pub source: Arc<HistorySource>,
+    split: Arc<Mutex<Weights>>,
+    interval: Duration,
+}
+
+impl Replayer {
+    /// The source of `policy`'s Prometheus over the window of `opts`.
+    pub fn new(policy: &LoadedPolicy, opts: &Options) -> anyhow::Result<Replayer> {
+        let prom = PrometheusSource::new(&policy.policy.prometheus, policy.promql.clone())
+            .map_err(|e| anyhow::anyhow!("{}: {e}", policy.path.display()))?;
+        let interval = policy
+            .plan
+            .stages
+            .first()
+            .map(|s| s.interval)
+            .unwrap_or(Duration::from_secs(15));
+        let split = Arc::new(Mutex::new(Weights::ALL_DR));
+        let source = Arc::new(HistorySource::new(
+            Arc::new(prom),
+            interval,
+            opts.to,
+            opts.max_samples,
+            opts.assume_plan.then(|| split.clone()),
+        ));
+        Ok(Replayer {
+            source,
+            split,
+            interval,
+        })
+    }
+}
+
 /// Replays `policy` over the window of `opts` against its Prometheus.
 pub async fn backtest(policy: &LoadedPolicy, opts: &Options) -> anyhow::Result<Backtest> {
+    let replayer = Replayer::new(policy, opts)?;
+    Ok(replay(&replayer, policy, opts).await)
+}
+
+/// Replays `policy` with `replayer`'s source (same service, same Prometheus).
+pub async fn replay(replayer: &Replayer, policy: &LoadedPolicy, opts: &Options) -> Backtest {
     let wall = Instant::now();
-    let prom = PrometheusSource::new(&policy.policy.prometheus, policy.promql.clone())
-        .map_err(|e| anyhow::anyhow!("{}: {e}", policy.path.display()))?;
     let (plan, left_out) = replayable(policy);
-    let interval = plan
-        .stages
-        .first()
-        .map(|s| s.interval)
-        .unwrap_or(Duration::from_secs(15));
-    let split = Arc::new(Mutex::new(Weights::ALL_DR));
-    let source = Arc::new(HistorySource::new(
-        Arc::new(prom),
-        interval,
-        opts.to,
-        opts.max_samples,
-        opts.assume_plan.then(|| split.clone()),
-    ));
+    let (source, split, interval) = (
+        replayer.source.clone(),
+        replayer.split.clone(),
+        replayer.interval,
+    );
     let clock = Arc::new(WindowClock::new(opts.from, opts.to));
     let preflight = plan.readiness.preflight.clone();
     let mut runs = Vec::new();
@@ -244,7 +276,7 @@ pub async fn backtest(policy: &LoadedPolicy, opts: &Options) -> anyhow::Result<B
         }
     }
     gates.retain(|_, b| b.no_data + b.errors > 0);
-    Ok(Backtest {
+    Backtest {
         service: plan.service.clone(),
         options: opts.clone(),
         runs,
@@ -252,5 +284,5 @@ pub async fn backtest(policy: &LoadedPolicy, opts: &Options) -> anyhow::Result<B
         gates,
         left_out,
         wall: wall.elapsed(),
-    })
+    }
 }

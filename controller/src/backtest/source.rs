@@ -242,6 +242,28 @@ impl HistorySource {
         }
     }
 
+    /// `promql` at every grid point of `[from, to]` (the policy's interval apart), as it
+    /// really was (never re-weighted): `(unix seconds, value)` where it had a finite value.
+    /// For `cutover tune`'s distributions; chunked like every other range query.
+    pub async fn series(
+        &self,
+        promql: &str,
+        from: SystemTime,
+        to: SystemTime,
+    ) -> Result<Vec<(i64, f64)>, MetricError> {
+        let (mut t, end) = (secs(from).ceil() as i64, secs(to).floor() as i64);
+        let mut out = Vec::new();
+        while t <= end {
+            if let Some(v) = self.value_at(promql, t as f64).await?
+                && v.is_finite()
+            {
+                out.push((t, v));
+            }
+            t += self.step;
+        }
+        Ok(out)
+    }
+
     /// Both sites' counts over `(from, now]`, asked once for the two sites' queries.
     async fn pair(&self, counted: Counted, from: SystemTime, now: SystemTime) -> PairResult {
         let key = (format!("{counted:?}"), nanos(from), nanos(now));
