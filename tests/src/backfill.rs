@@ -81,9 +81,13 @@ struct Counters {
     buckets: [u64; 5],
 }
 
-/// Two sites' traffic from `start` to `end` (unix seconds) at one scrape every `scrape`
-/// seconds, as OpenMetrics text ending in `# EOF`; `at(t, site)` says what a site does
-/// during the scrape interval ending at `t` (`site` is `"primary"` or `"dr"`).
+/// What one service does: its name (the `service` label), the seed of its draws, and
+/// `at(t, site)`, what a site does during the scrape interval ending at `t` (`site` is
+/// `"primary"` or `"dr"`).
+pub type ServiceHistory<'a> = (&'a str, u64, &'a dyn Fn(i64, &str) -> SiteAt);
+
+/// Two sites' traffic of service [`SERVICE`] from `start` to `end` (unix seconds) at one
+/// scrape every `scrape` seconds, as OpenMetrics text ending in `# EOF`.
 pub fn openmetrics(
     start: i64,
     end: i64,
@@ -91,59 +95,88 @@ pub fn openmetrics(
     seed: u64,
     at: impl Fn(i64, &str) -> SiteAt,
 ) -> String {
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let sites = ["primary", "dr"];
-    // Per site: (t, counters) at every scrape that has a sample.
-    let mut samples: Vec<Vec<(i64, Counters)>> = vec![Vec::new(); 2];
-    for (i, site) in sites.iter().enumerate() {
-        let mut c = Counters::default();
-        let mut t = start;
-        while t <= end {
-            let a = at(t, site);
-            if a.restart {
-                c = Counters::default();
+    openmetrics_of(start, end, scrape, &[(SERVICE, seed, &at)])
+}
+
+/// A standard normal number that depends only on `t` and `seed` (a noise that two
+/// histories of the same service share).
+pub fn normal_at(t: i64, seed: u64) -> f64 {
+    let mix = |mut z: u64| {
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    let a = mix((t as u64).wrapping_add(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15)));
+    let b = mix(a);
+    let u1 = ((a >> 11) as f64 / (1u64 << 53) as f64).max(1e-12);
+    let u2 = (b >> 11) as f64 / (1u64 << 53) as f64;
+    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+}
+
+/// Several services' two-site traffic over `start..=end`, one OpenMetrics text.
+pub fn openmetrics_of(
+    start: i64,
+    end: i64,
+    scrape: i64,
+    services: &[ServiceHistory<'_>],
+) -> String {
+    // Per service and site: (t, counters) at every scrape that has a sample.
+    let mut samples: Vec<(&str, &str, Vec<(i64, Counters)>)> = Vec::new();
+    for (service, seed, at) in services {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(*seed);
+        for site in ["primary", "dr"] {
+            let mut c = Counters::default();
+            let mut got = Vec::new();
+            let mut t = start;
+            while t <= end {
+                let a = at(t, site);
+                if a.restart {
+                    c = Counters::default();
+                }
+                let n = poisson(&mut rng, a.rps * scrape as f64);
+                let e = binomial(&mut rng, n, a.error_rate);
+                c.ok += n - e;
+                c.errors += e;
+                // Slower than each edge, nested: each edge's slow requests among the last's.
+                let mut slower = n;
+                let mut last_share = 1.0;
+                for (k, share) in HEALTHY_SLOWER.iter().enumerate() {
+                    let s = (share * a.slow_factor).min(1.0);
+                    slower = binomial(&mut rng, slower, (s / last_share).min(1.0));
+                    last_share = s.max(1e-12);
+                    c.buckets[k] += n - slower;
+                }
+                c.buckets[4] += n;
+                if !a.gap {
+                    got.push((t, c.clone()));
+                }
+                t += scrape;
             }
-            let n = poisson(&mut rng, a.rps * scrape as f64);
-            let e = binomial(&mut rng, n, a.error_rate);
-            c.ok += n - e;
-            c.errors += e;
-            // Slower than each edge, nested: each edge's slow requests among the last's.
-            let mut slower = n;
-            let mut last_share = 1.0;
-            for (k, share) in HEALTHY_SLOWER.iter().enumerate() {
-                let s = (share * a.slow_factor).min(1.0);
-                slower = binomial(&mut rng, slower, (s / last_share).min(1.0));
-                last_share = s.max(1e-12);
-                c.buckets[k] += n - slower;
-            }
-            c.buckets[4] += n;
-            if !a.gap {
-                samples[i].push((t, c.clone()));
-            }
-            t += scrape;
+            samples.push((service, site, got));
         }
     }
-    let mut out = String::with_capacity(samples[0].len() * 2 * 7 * 90);
+    let points: usize = samples.iter().map(|s| s.2.len()).sum();
+    let mut out = String::with_capacity(points * 7 * 100);
     out.push_str("# TYPE http_requests counter\n");
-    for (i, site) in sites.iter().enumerate() {
+    for (service, site, got) in &samples {
         for (status, pick) in [("200", 0), ("500", 1)] {
-            for (t, c) in &samples[i] {
+            for (t, c) in got {
                 let v = if pick == 0 { c.ok } else { c.errors };
                 let _ = writeln!(
                     out,
-                    "http_requests_total{{service=\"{SERVICE}\",site=\"{site}\",status=\"{status}\"}} {v} {t}"
+                    "http_requests_total{{service=\"{service}\",site=\"{site}\",status=\"{status}\"}} {v} {t}"
                 );
             }
         }
     }
     out.push_str("# TYPE http_request_duration_seconds histogram\n");
-    for (i, site) in sites.iter().enumerate() {
+    for (service, site, got) in &samples {
         for k in 0..5 {
             let le = EDGES.get(k).map_or("+Inf".to_string(), |e| e.to_string());
-            for (t, c) in &samples[i] {
+            for (t, c) in got {
                 let _ = writeln!(
                     out,
-                    "http_request_duration_seconds_bucket{{service=\"{SERVICE}\",site=\"{site}\",le=\"{le}\"}} {} {t}",
+                    "http_request_duration_seconds_bucket{{service=\"{service}\",site=\"{site}\",le=\"{le}\"}} {} {t}",
                     c.buckets[k]
                 );
             }

@@ -133,9 +133,14 @@ fn set_in(lines: &mut Vec<String>, at: usize, key_col: usize, key: &str, value: 
             && let Some((k, vcol)) = key_of(&lines[i])
             && k == key
         {
-            let comment = lines[i][vcol..]
+            // The comment with the spaces before it, so columns of comments stay aligned.
+            let rest = &lines[i][vcol..];
+            let comment = rest
                 .find(" #")
-                .map(|c| lines[i][vcol + c..].to_string())
+                .map(|c| {
+                    let value_end = rest[..c].trim_end().len();
+                    rest[value_end.max(1)..].to_string()
+                })
                 .unwrap_or_default();
             lines[i] = format!("{}{key}: {value}{comment}", &lines[i][..indent(&lines[i])]);
             return true;
