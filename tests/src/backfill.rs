@@ -205,7 +205,16 @@ impl Backfilled {
         std::fs::write(&input, history).expect("write the OpenMetrics history");
         let data = dir.path().join("data");
         let out = Command::new(&promtool)
-            .args(["tsdb", "create-blocks-from", "openmetrics"])
+            // Blocks of up to 486 h (20 days; the largest of the TSDB's ranges that fits):
+            // promtool reads the whole input once per block, so 2 h blocks of two weeks
+            // would read it 168 times.
+            .args([
+                "tsdb",
+                "create-blocks-from",
+                "openmetrics",
+                "--quiet",
+                "--max-block-duration=486h",
+            ])
             .arg(&input)
             .arg(&data)
             .output()

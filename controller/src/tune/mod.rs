@@ -31,7 +31,7 @@ use cutover_core::run::{EventKind, Phase};
 
 use crate::backtest::{self, Backtest, Replayer};
 use edit::{Edit, Place};
-use stats::{dispersion, percent, quantile, round_up, span};
+use stats::{dispersion, percent, quantile, round_down, round_up, span};
 
 /// What to tune on.
 #[derive(Debug, Clone)]
@@ -365,20 +365,59 @@ pub async fn tune(policy: &LoadedPolicy, text: &str, opts: &Options) -> anyhow::
         let needed = round_up((10.0 / base.max(1e-4)).ceil()).ceil();
         let w1 = f64::from(first.weight.get()) / 100.0;
         let per_sec = low * w1;
+        // A gate with bounds counts min_requests in its window; a sequential gate over the
+        // stage. The first stage at the quiet hours must be able to reach it, with room.
+        let windows: Vec<Duration> = policy
+            .plan
+            .gates
+            .iter()
+            .filter(|g| g.counted().is_none())
+            .map(|g| g.window(interval))
+            .collect();
+        let (value, why) = match windows.iter().min() {
+            Some(w) => {
+                let room = (0.5 * per_sec * w.as_secs_f64()).floor();
+                let v = if room >= needed {
+                    needed
+                } else {
+                    round_down(room)
+                };
+                let mut why = format!(
+                    "about 10 errors at the usual error rate {} (median at DR) need {needed} requests; the first stage ({}%) at the quiet hours' {:.1} requests/s (5th percentile) serves {:.0} in a {} gate window (half of it kept as room)",
+                    percent(base),
+                    first.weight.get(),
+                    low,
+                    per_sec * w.as_secs_f64(),
+                    span(w.as_secs_f64()),
+                );
+                if room < needed {
+                    let longer = ((needed / (0.5 * per_sec)) / 60.0).ceil() * 60.0;
+                    why.push_str(&format!(
+                        "; a window of {} would hold the {needed}",
+                        span(longer)
+                    ));
+                }
+                (v.max(1.0), why)
+            }
+            None => (
+                needed,
+                format!(
+                    "about 10 errors at the usual error rate {} (median at DR), over the stage",
+                    percent(base)
+                ),
+            ),
+        };
         suggestions.push(Suggestion {
             edit: Edit {
                 place: Place::Section("analysis"),
                 key: "min_requests",
-                value: format!("{needed}"),
+                value: format!("{value}"),
             },
             current: Some(policy.policy.analysis.min_requests.to_string()),
-            why: format!(
-                "about 10 errors at the usual error rate {} (median at DR)",
-                percent(base)
-            ),
+            why,
             rates: None,
         });
-        if per_sec > 0.0 {
+        if windows.is_empty() && per_sec > 0.0 {
             let bake_s = (needed / per_sec / 60.0).ceil() * 60.0;
             if bake_s > first.bake.as_secs_f64() {
                 suggestions.push(Suggestion {

@@ -47,6 +47,16 @@ pub fn round_up(x: f64) -> f64 {
     (r / mag).round() * mag
 }
 
+/// `x` rounded down to two significant digits (1234 -> 1200): a count never above what is
+/// there.
+pub fn round_down(x: f64) -> f64 {
+    if !(x.is_finite() && x > 0.0) {
+        return x;
+    }
+    let mag = 10f64.powf(x.log10().floor() - 1.0);
+    ((x / mag + 1e-9).floor() * mag).round()
+}
+
 /// A fraction as a policy percent, e.g. `2.1%`.
 pub fn percent(x: f64) -> String {
     let p = x * 100.0;
@@ -97,6 +107,8 @@ mod tests {
         assert!((round_up(0.01234) - 0.013).abs() < 1e-12);
         assert!((round_up(0.021) - 0.021).abs() < 1e-12);
         assert!((round_up(0.4801) - 0.49).abs() < 1e-12);
+        assert_eq!(round_down(1234.0), 1200.0);
+        assert_eq!(round_down(405.0), 400.0);
         assert_eq!(percent(0.021), "2.1%");
         assert_eq!(percent(0.03), "3%");
         assert_eq!(span(720.0), "12m");
