@@ -113,6 +113,9 @@ pub fn normal_at(t: i64, seed: u64) -> f64 {
     (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
 }
 
+/// One service's site and its counters at every scrape that has a sample.
+type SiteSamples<'a> = (&'a str, &'a str, Vec<(i64, Counters)>);
+
 /// Several services' two-site traffic over `start..=end`, one OpenMetrics text.
 pub fn openmetrics_of(
     start: i64,
@@ -121,7 +124,7 @@ pub fn openmetrics_of(
     services: &[ServiceHistory<'_>],
 ) -> String {
     // Per service and site: (t, counters) at every scrape that has a sample.
-    let mut samples: Vec<(&str, &str, Vec<(i64, Counters)>)> = Vec::new();
+    let mut samples: Vec<SiteSamples<'_>> = Vec::new();
     for (service, seed, at) in services {
         let mut rng = rand::rngs::StdRng::seed_from_u64(*seed);
         for site in ["primary", "dr"] {

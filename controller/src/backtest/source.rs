@@ -64,11 +64,16 @@ pub struct HistorySource {
     chunk: AtomicUsize,
     cache: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Fetched>>>>,
     split: Option<Arc<Mutex<Weights>>>,
-    pairs: Mutex<HashMap<(String, u128, u128), Arc<tokio::sync::OnceCell<PairResult>>>>,
+    pairs: Mutex<HashMap<PairKey, Arc<tokio::sync::OnceCell<PairResult>>>>,
     blind: Mutex<Blind>,
 }
 
+/// Both sites' counts of one interval.
 type PairResult = Result<(Counts, Counts), MetricError>;
+/// What is counted, and the interval's ends (nanoseconds).
+type PairKey = (String, u128, u128);
+/// Intervals whose pair of counts is kept: one analysis needs its own only.
+const PAIRS_KEPT: usize = 256;
 
 fn secs(t: SystemTime) -> f64 {
     t.duration_since(UNIX_EPOCH)
@@ -267,13 +272,13 @@ impl HistorySource {
     /// Both sites' counts over `(from, now]`, asked once for the two sites' queries.
     async fn pair(&self, counted: Counted, from: SystemTime, now: SystemTime) -> PairResult {
         let key = (format!("{counted:?}"), nanos(from), nanos(now));
-        let cell = self
-            .pairs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(key)
-            .or_default()
-            .clone();
+        let cell = {
+            let mut pairs = self.pairs.lock().unwrap_or_else(|p| p.into_inner());
+            if pairs.len() >= PAIRS_KEPT && !pairs.contains_key(&key) {
+                pairs.clear();
+            }
+            pairs.entry(key).or_default().clone()
+        };
         cell.get_or_init(|| async {
             let q = |site| CountQuery {
                 counted,
