@@ -255,3 +255,55 @@ async fn bad_windows_are_refused_naming_the_flag() {
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("is not before --to"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_split_is_replayed_as_it_was_and_the_text_names_each_decision() {
+    let t0 = start();
+    let prom = Backfilled::start(&history(t0), None).await;
+    let dir = TempDir::new("backtest-real-split");
+    // The history's split is 50/50 all along: a 50 % stage settles on it, a 100 % stage
+    // never does (the real traffic did not follow this plan), which is a hold, not a pass.
+    let p = policy(dir.path(), &prom.url(), THRESHOLD);
+    let text = std::fs::read_to_string(&p)
+        .unwrap()
+        .replace("  - weight: 10\n", "");
+    std::fs::write(&p, text).unwrap();
+    let (code, v, _) = backtest(&p, t0 + 600, t0 + 600 + 3600, &["--once"]);
+    assert_eq!(code, 5, "held: {v:#}");
+    let runs = v["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 1, "{v:#}");
+    assert_eq!(runs[0]["phase"], "held", "{v:#}");
+    let weights: Vec<u64> = runs[0]["weights"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["primary"].as_u64().unwrap())
+        .collect();
+    assert_eq!(weights, [50, 100], "{v:#}");
+
+    // The text: the timeline, the hold with its moment and reason, and a report per run.
+    let report = dir.path().join("report");
+    let out = std::process::Command::new(cutover_tests::cutover_bin())
+        .arg("backtest")
+        .arg(&p)
+        .args(["--from", &rfc(t0 + 600), "--to", &rfc(t0 + 4200), "--once"])
+        .arg("--report")
+        .arg(&report)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(5), "{text}");
+    assert!(text.contains("traffic split as it really was"), "{text}");
+    assert!(text.contains("stage 1 at 50% primary"), "{text}");
+    assert!(text.contains("stage 2 at 100% primary"), "{text}");
+    assert!(text.contains("hold:     backtest-1 at "), "{text}");
+    assert!(
+        text.contains("runs:     1 — promoted 0, rolled back 0, held 1"),
+        "{text}"
+    );
+    for f in ["report.json", "report.md", "chart.svg"] {
+        assert!(report.join("backtest-1").join(f).exists(), "{f}: {text}");
+    }
+    let summary = cutover_tests::read_json(&report.join("backtest.json"));
+    assert_eq!(summary["held"], 1, "{summary:#}");
+}
