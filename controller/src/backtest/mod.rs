@@ -195,10 +195,59 @@ impl Replayer {
     }
 }
 
+/// The gate queries an analysis of `policy` makes (both sites' request rates, the primary's
+/// request count per gate window, each gate's reads; not sequential gates' counts), as the
+/// source renders them: what a replay reads over its window up front.
+pub fn gate_queries(policy: &LoadedPolicy, source: &HistorySource) -> Vec<String> {
+    use cutover_core::Site;
+    use cutover_core::metrics::source::{Measure, MetricSource};
+    let interval = policy
+        .plan
+        .stages
+        .first()
+        .map(|s| s.interval)
+        .unwrap_or(Duration::from_secs(15));
+    let mut out = Vec::new();
+    for site in [Site::Primary, Site::Dr] {
+        out.push(source.render(&Measure::RequestRate {
+            site,
+            window: interval,
+        }));
+    }
+    for g in &policy.plan.gates {
+        let window = g.window(interval);
+        out.push(source.render(&Measure::RequestCount {
+            site: Site::Primary,
+            window,
+        }));
+        if g.counted().is_some() {
+            continue;
+        }
+        out.push(source.render(&g.measure(Site::Primary, window)));
+        if g.is_per_site() {
+            out.push(source.render(&g.measure(Site::Dr, window)));
+        }
+        // Windows of the assumed split's rates (`--assume-plan` re-weights counts by them).
+        for site in [Site::Primary, Site::Dr] {
+            out.push(source.render(&Measure::RequestRate { site, window }));
+        }
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    out.retain(|q| seen.insert(q.clone()));
+    out
+}
+
 /// Replays `policy` over the window of `opts` against its Prometheus.
 pub async fn backtest(policy: &LoadedPolicy, opts: &Options) -> anyhow::Result<Backtest> {
+    let wall = Instant::now();
     let replayer = Replayer::new(policy, opts)?;
-    Ok(replay(&replayer, policy, opts).await)
+    replayer
+        .source
+        .prefetch(&gate_queries(policy, &replayer.source), opts.from)
+        .await;
+    let mut b = replay(&replayer, policy, opts).await;
+    b.wall = wall.elapsed();
+    Ok(b)
 }
 
 /// Replays `policy` with `replayer`'s source (same service, same Prometheus).

@@ -32,6 +32,8 @@ const MAX_POINTS: usize = 11_000;
 /// How many series a gate query is assumed to touch when sizing chunks under
 /// `--max-samples`.
 const ASSUMED_SERIES: usize = 64;
+/// The longest chunk read during a replay, under an analysis's deadline.
+const ON_DEMAND_STEPS: usize = 240;
 /// How many times a refused chunk is halved before the error is the answer.
 const MAX_HALVINGS: u32 = 12;
 
@@ -201,9 +203,27 @@ impl HistorySource {
         if let Some(v) = fetched.values.get(&t) {
             return Ok(*v);
         }
+        // Off the prefetched grid (a stage whose burn-in shifted its analyses, a count of
+        // history before the window): a short chunk from here, quick to answer.
+        self.fetch(promql, t, ON_DEMAND_STEPS, &mut fetched).await?;
+        Ok(fetched.values.get(&t).copied().flatten())
+    }
+
+    /// Fetches `promql` over the grid from `t` (at most `max_steps` points, fewer when the
+    /// server refuses) into `fetched`; returns the last grid point fetched.
+    async fn fetch(
+        &self,
+        promql: &str,
+        t: i64,
+        max_steps: usize,
+        fetched: &mut Fetched,
+    ) -> Result<i64, MetricError> {
         let mut halvings = 0;
         loop {
-            let steps = self.chunk.load(Ordering::Relaxed).max(1) as i64;
+            let steps = self
+                .chunk
+                .load(Ordering::Relaxed)
+                .clamp(1, max_steps.max(1)) as i64;
             let last = (t + self.step * (steps - 1)).min(self.end.max(t));
             self.blind
                 .lock()
@@ -232,7 +252,7 @@ impl HistorySource {
                             fetched.values.insert(at.round() as i64, Some(v));
                         }
                     }
-                    return Ok(fetched.values.get(&t).copied().flatten());
+                    return Ok(last);
                 }
                 Err(e) if too_large(&e) && steps > 1 && halvings < MAX_HALVINGS => {
                     halvings += 1;
@@ -247,6 +267,38 @@ impl HistorySource {
         }
     }
 
+    /// Reads each of `queries` over the whole window from `from`, on the grid, in chunks,
+    /// before a replay: the replay's analyses then find their values without waiting under
+    /// their deadline. A query that fails here is asked again when an analysis needs it
+    /// (and its error is that analysis's).
+    pub async fn prefetch(&self, queries: &[String], from: SystemTime) {
+        for q in queries {
+            let entry = self
+                .cache
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(q.clone())
+                .or_default()
+                .clone();
+            let mut fetched = entry.lock().await;
+            let mut t = secs(from).ceil() as i64;
+            // Bounded: every pass moves `t` past a fetched chunk, up to the end.
+            while t <= self.end {
+                if fetched.values.contains_key(&t) {
+                    t += self.step;
+                    continue;
+                }
+                match self.fetch(q, t, MAX_POINTS, &mut fetched).await {
+                    Ok(last) => t = last + self.step,
+                    Err(e) => {
+                        self.note_error(&e);
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
     /// `promql` at every grid point of `[from, to]` (the policy's interval apart), as it
     /// really was (never re-weighted): `(unix seconds, value)` where it had a finite value.
     /// For `cutover tune`'s distributions; chunked like every other range query.
@@ -256,6 +308,7 @@ impl HistorySource {
         from: SystemTime,
         to: SystemTime,
     ) -> Result<Vec<(i64, f64)>, MetricError> {
+        self.prefetch(&[promql.to_string()], from).await;
         let (mut t, end) = (secs(from).ceil() as i64, secs(to).floor() as i64);
         let mut out = Vec::new();
         while t <= end {

@@ -188,6 +188,8 @@ pub async fn tune(policy: &LoadedPolicy, text: &str, opts: &Options) -> anyhow::
     };
     let replayer = Replayer::new(policy, &bt)?;
     let src = replayer.source.clone();
+    src.prefetch(&backtest::gate_queries(policy, &src), opts.from)
+        .await;
     let interval = policy
         .plan
         .stages
