@@ -207,6 +207,10 @@ async fn a_sequential_gate_catches_the_incident_within_the_benchmarks_median() {
         blind.contains("counter resets"),
         "the DR restart is said: {blind}"
     );
+    assert!(
+        blind.contains("analyses without data"),
+        "the primary's scrape gap is said: {blind}"
+    );
 
     let (code, v, wall) = backtest(&p, t0 + 600, t0 + 4200, &["--assume-plan"]);
     assert_eq!(code, 0, "{v:#}");
@@ -270,6 +274,28 @@ async fn bad_windows_are_refused_naming_the_flag() {
     ]);
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("is not before --to"), "{out}");
+    // No Prometheus there: nothing replayed, said, exit 3 (as a preflight that fails).
+    let (code, out) =
+        cutover_tests::cli::cutover(&["backtest", p.to_str().unwrap(), "--from", "-1h"]);
+    assert_eq!(code, 3, "{out}");
+    assert!(
+        out.contains("nothing was replayed") && out.contains("127.0.0.1:9"),
+        "{out}"
+    );
+    // tune: bad flags are exit 2, an unreachable server exit 3, and nothing is written.
+    let before = std::fs::read(&p).unwrap();
+    let (code, out) =
+        cutover_tests::cli::cutover(&["tune", p.to_str().unwrap(), "--headroom", "0.5", "--write"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("--headroom 0.5"), "{out}");
+    let (code, out) =
+        cutover_tests::cli::cutover(&["tune", p.to_str().unwrap(), "--lookback", "1week?"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("--lookback 1week?"), "{out}");
+    let (code, out) = cutover_tests::cli::cutover(&["tune", p.to_str().unwrap(), "--write"]);
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("nothing was read"), "{out}");
+    assert_eq!(std::fs::read(&p).unwrap(), before, "nothing written");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

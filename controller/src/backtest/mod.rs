@@ -51,6 +51,8 @@ pub struct Options {
     pub max_samples: usize,
     /// At most this many runs (a bound on the loop).
     pub max_runs: usize,
+    /// Keep every run's events for its report (`--report`).
+    pub reports: bool,
 }
 
 /// One replayed run.
@@ -69,8 +71,8 @@ pub struct ReplayedRun {
     pub events: Vec<Event>,
     /// Its final state.
     pub state: RunState,
-    /// The same report a live run writes.
-    pub report: Arc<Report>,
+    /// The same report a live run writes (with [`Options::reports`]).
+    pub report: Option<Arc<Report>>,
 }
 
 impl ReplayedRun {
@@ -241,6 +243,9 @@ pub fn gate_queries(policy: &LoadedPolicy, source: &HistorySource) -> Vec<String
 pub async fn backtest(policy: &LoadedPolicy, opts: &Options) -> anyhow::Result<Backtest> {
     let wall = Instant::now();
     let replayer = Replayer::new(policy, opts)?;
+    replayer.source.check(opts.from).await.map_err(|e| {
+        anyhow::anyhow!("{e}; nothing was replayed (is prometheus.url of the policy right?)")
+    })?;
     replayer
         .source
         .prefetch(&gate_queries(policy, &replayer.source), opts.from)
@@ -266,14 +271,18 @@ pub async fn replay(replayer: &Replayer, policy: &LoadedPolicy, opts: &Options) 
     while !clock.is_over() && runs.len() < opts.max_runs.max(1) {
         let started = clock.now();
         let recorder = Arc::new(Recorder::default());
-        let report = Arc::new(Report::default());
+        let report = opts.reports.then(|| Arc::new(Report::default()));
+        let mut observers: Vec<Arc<dyn Observer>> = vec![recorder.clone()];
+        if let Some(r) = &report {
+            observers.push(r.clone());
+        }
         let mut driver = Driver {
             backend: Arc::new(ReplayBackend::new(split.clone())),
             analyzer: Analyzer::new(source.clone(), plan.gates.clone()),
             preflight: preflight.clone(),
             clock: clock.clone(),
             store: None,
-            observers: vec![recorder.clone() as Arc<dyn Observer>, report.clone()],
+            observers,
             shutdown: shutdown.clone(),
             owner: None,
         };

@@ -166,6 +166,15 @@ impl HistorySource {
         }
     }
 
+    /// Whether the server answers a query about `at` at all (before a replay: a server
+    /// that cannot be reached would make every analysis an error).
+    pub async fn check(&self, at: SystemTime) -> Result<(), MetricError> {
+        self.prom
+            .query_one_at("vector(1)", Some(secs(at)))
+            .await
+            .map(|_| ())
+    }
+
     /// What could not be seen so far.
     pub fn blind(&self) -> Blind {
         self.blind.lock().unwrap_or_else(|p| p.into_inner()).clone()

@@ -51,6 +51,9 @@ pub(crate) struct BacktestArgs {
     report: Option<PathBuf>,
 }
 
+/// Exit code when Prometheus cannot be asked: nothing was replayed (as preflight failing).
+const EXIT_PREFLIGHT: u8 = 3;
+
 /// Rollbacks and holds listed in the text summary.
 const MAX_LISTED: usize = 20;
 
@@ -96,6 +99,7 @@ pub(crate) async fn backtest(args: BacktestArgs) -> anyhow::Result<u8> {
         once: args.once,
         max_samples: args.max_samples,
         max_runs: args.max_runs,
+        reports: args.report.is_some(),
     };
     if !args.json {
         chatter(&format!(
@@ -112,7 +116,13 @@ pub(crate) async fn backtest(args: BacktestArgs) -> anyhow::Result<u8> {
             cutover_core::policy::prometheus::redact_url(&policy.policy.prometheus.url)
         ));
     }
-    let b = backtest::backtest(&policy, &opts).await?;
+    let b = match backtest::backtest(&policy, &opts).await {
+        Ok(b) => b,
+        Err(e) => {
+            err(&format!("error: {e:#}"));
+            return Ok(EXIT_PREFLIGHT);
+        }
+    };
     if let Some(dir) = &args.report {
         write_reports(&b, dir)?;
     }
@@ -138,7 +148,8 @@ fn write_reports(b: &Backtest, dir: &std::path::Path) -> anyhow::Result<()> {
             reason: "the backtest's window ended with the run under way".into(),
         });
         let d = dir.join(&r.id);
-        r.report
+        let Some(report) = &r.report else { continue };
+        report
             .write(&d, &r.state, &outcome)
             .with_context(|| format!("cannot write the report to {}", d.display()))?;
     }

@@ -79,7 +79,13 @@ pub(crate) async fn tune(args: TuneArgs) -> anyhow::Result<u8> {
         args.headroom
     ));
     let started = std::time::Instant::now();
-    let t = tune::tune(&policy, &text, &opts).await?;
+    let t = match tune::tune(&policy, &text, &opts).await {
+        Ok(t) => t,
+        Err(e) => {
+            err(&format!("error: {e:#}"));
+            return Ok(3);
+        }
+    };
     let path = args.policy.display().to_string();
     line(&format!("--- {path} (current: {})", t.current));
     line(&format!("+++ {path} (suggested: {})", t.suggested));

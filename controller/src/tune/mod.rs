@@ -185,9 +185,13 @@ pub async fn tune(policy: &LoadedPolicy, text: &str, opts: &Options) -> anyhow::
         once: false,
         max_samples: opts.max_samples,
         max_runs: 100_000,
+        reports: false,
     };
     let replayer = Replayer::new(policy, &bt)?;
     let src = replayer.source.clone();
+    src.check(opts.from).await.map_err(|e| {
+        anyhow::anyhow!("{e}; nothing was read (is prometheus.url of the policy right?)")
+    })?;
     src.prefetch(&backtest::gate_queries(policy, &src), opts.from)
         .await;
     let interval = policy
