@@ -344,3 +344,40 @@ pub async fn replay(replayer: &Replayer, policy: &LoadedPolicy, opts: &Options) 
         wall: wall.elapsed(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(file: &str, text: &str) -> LoadedPolicy {
+        cutover_core::policy::parse(file, text, Default::default()).unwrap()
+    }
+
+    #[test]
+    fn checks_of_live_systems_are_left_out_and_said_and_approvals_granted() {
+        let p = parse(
+            "orders-postgres.yaml",
+            include_str!("../../../policies/orders-postgres.yaml"),
+        );
+        let (plan, left_out) = replayable(&p);
+        assert!(plan.readiness.preflight.is_empty() && plan.readiness.guards.is_empty());
+        for name in ["replication-caught-up", "smoke", "replication-lag", "capacity"] {
+            assert!(
+                left_out.iter().any(|l| l.contains(&format!("`{name}`"))),
+                "{name}: {left_out:?}"
+            );
+        }
+        // Query checks read Prometheus: replayed.
+        let p = parse("checkout.yaml", include_str!("../../../policies/checkout.yaml"));
+        let (plan, left_out) = replayable(&p);
+        assert_eq!(plan.readiness.preflight.len(), p.plan.readiness.preflight.len());
+        assert!(left_out.is_empty(), "{left_out:?}");
+        let p = parse("api-route53.yaml", include_str!("../../../policies/api-route53.yaml"));
+        let (plan, left_out) = replayable(&p);
+        assert!(!p.plan.approvals.is_empty() && plan.approvals.is_empty());
+        assert!(
+            left_out.iter().any(|l| l.contains("approval: taken as granted")),
+            "{left_out:?}"
+        );
+    }
+}
