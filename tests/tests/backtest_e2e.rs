@@ -212,6 +212,23 @@ async fn a_sequential_gate_catches_the_incident_within_the_benchmarks_median() {
         "the primary's scrape gap is said: {blind}"
     );
 
+    // tune on the quiet hour: the counts' dispersion is measured and said.
+    let (code, out) = cutover_tests::cli::cutover(&[
+        "tune",
+        p.to_str().unwrap(),
+        "--lookback",
+        "1h",
+        "--to",
+        &rfc(t0 + 4200),
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("note: gate errors-vs-dr: bad counts per 15s interval are")
+            && out.contains("as dispersed as chance at DR"),
+        "{out}"
+    );
+    assert!(out.contains("@@ analysis.min_requests"), "{out}");
+
     let (code, v, wall) = backtest(&p, t0 + 600, t0 + 4200, &["--assume-plan"]);
     assert_eq!(code, 0, "{v:#}");
     assert_eq!(first_rollback(&v), None, "{v:#}");
