@@ -361,22 +361,38 @@ mod tests {
         );
         let (plan, left_out) = replayable(&p);
         assert!(plan.readiness.preflight.is_empty() && plan.readiness.guards.is_empty());
-        for name in ["replication-caught-up", "smoke", "replication-lag", "capacity"] {
+        for name in [
+            "replication-caught-up",
+            "smoke",
+            "replication-lag",
+            "capacity",
+        ] {
             assert!(
                 left_out.iter().any(|l| l.contains(&format!("`{name}`"))),
                 "{name}: {left_out:?}"
             );
         }
         // Query checks read Prometheus: replayed.
-        let p = parse("checkout.yaml", include_str!("../../../policies/checkout.yaml"));
+        let p = parse(
+            "checkout.yaml",
+            include_str!("../../../policies/checkout.yaml"),
+        );
         let (plan, left_out) = replayable(&p);
-        assert_eq!(plan.readiness.preflight.len(), p.plan.readiness.preflight.len());
+        assert_eq!(
+            plan.readiness.preflight.len(),
+            p.plan.readiness.preflight.len()
+        );
         assert!(left_out.is_empty(), "{left_out:?}");
-        let p = parse("api-route53.yaml", include_str!("../../../policies/api-route53.yaml"));
+        let p = parse(
+            "api-route53.yaml",
+            include_str!("../../../policies/api-route53.yaml"),
+        );
         let (plan, left_out) = replayable(&p);
         assert!(!p.plan.approvals.is_empty() && plan.approvals.is_empty());
         assert!(
-            left_out.iter().any(|l| l.contains("approval: taken as granted")),
+            left_out
+                .iter()
+                .any(|l| l.contains("approval: taken as granted")),
             "{left_out:?}"
         );
     }

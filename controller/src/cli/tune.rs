@@ -109,6 +109,13 @@ pub(crate) async fn tune(args: TuneArgs) -> anyhow::Result<u8> {
     for n in &t.notes {
         line(&format!("note: {n}"));
     }
+    if t.text != text {
+        line("");
+        line(&format!("--- a/{path}\n+++ b/{path}"));
+        for l in diff(&text, &t.text) {
+            line(&l);
+        }
+    }
     chatter(&format!(
         "{} intervals of history read; {} replays in {:.1}s",
         t.intervals,
@@ -125,4 +132,53 @@ pub(crate) async fn tune(args: TuneArgs) -> anyhow::Result<u8> {
         chatter("nothing written; --write writes these values into the policy file");
     }
     Ok(0)
+}
+
+/// The changed lines of `new` against `old`, each with the line before it as context
+/// (`-`, `+`, ` `): a longest-common-subsequence diff, policies being short.
+fn diff(old: &str, new: &str) -> Vec<String> {
+    let (a, b): (Vec<&str>, Vec<&str>) = (old.lines().collect(), new.lines().collect());
+    let (n, m) = (a.len(), b.len());
+    let mut lcs = vec![vec![0u32; m + 1]; n + 1];
+    for i in (0..n).rev() {
+        for j in (0..m).rev() {
+            lcs[i][j] = if a[i] == b[j] {
+                lcs[i + 1][j + 1] + 1
+            } else {
+                lcs[i + 1][j].max(lcs[i][j + 1])
+            };
+        }
+    }
+    let mut ops: Vec<(char, &str)> = Vec::new();
+    let (mut i, mut j) = (0, 0);
+    while i < n || j < m {
+        if i < n && j < m && a[i] == b[j] {
+            ops.push((' ', a[i]));
+            i += 1;
+            j += 1;
+        } else if j < m && (i == n || lcs[i][j + 1] > lcs[i + 1][j]) {
+            ops.push(('+', b[j]));
+            j += 1;
+        } else {
+            ops.push(('-', a[i]));
+            i += 1;
+        }
+    }
+    let mut out = Vec::new();
+    for (k, (op, l)) in ops.iter().enumerate() {
+        let next_changed = ops.get(k + 1).is_some_and(|o| o.0 != ' ');
+        if *op != ' ' || next_changed {
+            out.push(format!("{op}{l}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_diff_shows_changed_lines_with_the_line_before() {
+        let d = super::diff("a\nb: 1\nc\nd\n", "a\nb: 2\nc\nd\ne: 3\n");
+        assert_eq!(d, [" a", "-b: 1", "+b: 2", " d", "+e: 3"]);
+    }
 }
