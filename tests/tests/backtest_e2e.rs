@@ -259,6 +259,20 @@ async fn a_server_that_limits_samples_is_asked_in_smaller_chunks_and_says_so() {
         v["blind"].to_string().contains("smaller chunks"),
         "the refused range queries are said: {v:#}"
     );
+    // A bound on the runs replayed is said, with where the replay stopped.
+    let (_, v, _) = backtest(
+        &p,
+        t0 + 600,
+        t0 + 7200,
+        &["--assume-plan", "--max-runs", "1"],
+    );
+    assert_eq!(v["runs"].as_array().unwrap().len(), 1, "{v:#}");
+    assert!(
+        v["blind"]
+            .to_string()
+            .contains("stopped after 1 runs (--max-runs)"),
+        "{v:#}"
+    );
     // Told the limit, it chunks under it from the start.
     let (code, v, _) = backtest(
         &p,

@@ -334,6 +334,14 @@ pub async fn replay(replayer: &Replayer, policy: &LoadedPolicy, opts: &Options) 
         }
     }
     gates.retain(|_, b| b.no_data + b.errors > 0);
+    let mut left_out = left_out;
+    if !opts.once && !clock.is_over() {
+        left_out.push(format!(
+            "the replay stopped after {} runs (--max-runs) at {}; the rest of the window was not replayed",
+            runs.len(),
+            humantime::format_rfc3339_seconds(clock.now())
+        ));
+    }
     Backtest {
         service: plan.service.clone(),
         options: opts.clone(),
