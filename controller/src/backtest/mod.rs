@@ -53,6 +53,8 @@ pub struct Options {
     pub max_runs: usize,
     /// Keep every run's events for its report (`--report`).
     pub reports: bool,
+    /// Keep every analysis for the timeline, not only those with a gate that did not pass.
+    pub every_analysis: bool,
 }
 
 /// One replayed run.
@@ -270,7 +272,7 @@ pub async fn replay(replayer: &Replayer, policy: &LoadedPolicy, opts: &Options) 
     let (_tx, shutdown) = tokio::sync::watch::channel(None);
     while !clock.is_over() && runs.len() < opts.max_runs.max(1) {
         let started = clock.now();
-        let recorder = Arc::new(Recorder::default());
+        let recorder = Arc::new(Recorder::new(opts.every_analysis));
         let report = opts.reports.then(|| Arc::new(Report::default()));
         let mut observers: Vec<Arc<dyn Observer>> = vec![recorder.clone()];
         if let Some(r) = &report {

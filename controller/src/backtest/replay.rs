@@ -6,7 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use cutover_core::run::{Event, RunState};
+use cutover_core::GateStatus;
+use cutover_core::run::{Event, EventKind, RunState};
 use cutover_core::{Applied, BackendError, TrafficBackend, Weights};
 use tokio::sync::watch;
 
@@ -110,13 +111,24 @@ impl TrafficBackend for ReplayBackend {
     }
 }
 
-/// Every event of one replayed run, in order.
+/// The events of one replayed run, in order: all of them, or (for long windows) all but
+/// the analyses whose every gate passed.
 #[derive(Default)]
 pub struct Recorder {
     events: Mutex<Vec<Event>>,
+    /// Keep the analyses whose every gate passed too.
+    passing: bool,
 }
 
 impl Recorder {
+    /// A recorder that keeps the analyses whose every gate passed only with `passing`.
+    pub fn new(passing: bool) -> Recorder {
+        Recorder {
+            events: Mutex::new(Vec::new()),
+            passing,
+        }
+    }
+
     /// The events so far.
     pub fn events(&self) -> Vec<Event> {
         self.events
@@ -128,6 +140,12 @@ impl Recorder {
 
 impl Observer for Recorder {
     fn event(&self, event: &Event, _state: &RunState) {
+        if !self.passing
+            && let EventKind::Analyzed { results, .. } = &event.kind
+            && results.iter().all(|g| g.status == GateStatus::Pass)
+        {
+            return;
+        }
         self.events
             .lock()
             .unwrap_or_else(|p| p.into_inner())

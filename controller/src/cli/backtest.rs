@@ -100,6 +100,7 @@ pub(crate) async fn backtest(args: BacktestArgs) -> anyhow::Result<u8> {
         max_samples: args.max_samples,
         max_runs: args.max_runs,
         reports: args.report.is_some(),
+        every_analysis: args.every_analysis,
     };
     if !args.json {
         chatter(&format!(

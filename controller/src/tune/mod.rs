@@ -186,6 +186,7 @@ pub async fn tune(policy: &LoadedPolicy, text: &str, opts: &Options) -> anyhow::
         max_samples: opts.max_samples,
         max_runs: 100_000,
         reports: false,
+        every_analysis: false,
     };
     let replayer = Replayer::new(policy, &bt)?;
     let src = replayer.source.clone();
