@@ -163,6 +163,12 @@ async fn a_threshold_gate_catches_the_incident_within_two_intervals_and_a_quiet_
         wall < Duration::from_secs(30),
         "one hour at a 15 s interval took {wall:?}"
     );
+    // A replay writes nothing: not the policy's weights file, not a state file.
+    let written: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(written, ["shop.yaml"], "a backtest wrote {written:?}");
     eprintln!(
         "measured: backtest of one hour at a 15 s interval, threshold gate: {:.2} s wall ({} runs, {} range queries)",
         wall.as_secs_f64(),
