@@ -5,13 +5,14 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::{Duration, SystemTime};
 
 use cutover_core::Analysis;
 use cutover_core::Site;
-use cutover_core::judge::gate::{Gate, GateMeasurement, IntervalCounts};
+use cutover_core::judge::eprocess::{BLOCK, Dispersion, Tally};
+use cutover_core::judge::gate::{Gate, GateKind, GateMeasurement, IntervalCounts};
 use cutover_core::metrics::source::{CountQuery, CountReading, Measure, MetricSource, Reading};
 
 /// Where a gate's readings will be found among an analysis's answers.
@@ -89,17 +90,36 @@ pub fn reads_per_analysis(gates: &[Gate], interval: Duration) -> usize {
             .sum::<usize>()
 }
 
+/// A gate's dispersion as measured, when, and whether on (nearly) all of its history.
+#[derive(Debug, Clone, Copy)]
+struct Calibration {
+    dispersion: Dispersion,
+    until: SystemTime,
+    complete: bool,
+}
+
+/// How long an incomplete calibration (a young Prometheus) is used before DR's history is
+/// counted again.
+const RECALIBRATE: Duration = Duration::from_secs(300);
+
 /// Takes analyses: measures every gate through a [`MetricSource`].
 #[derive(Clone)]
 pub struct Analyzer {
     source: Arc<dyn MetricSource>,
     gates: Vec<Gate>,
+    /// Each sequential gate's dispersion, when it was measured and whether on (nearly) all
+    /// of its history.
+    calibrated: Arc<Mutex<BTreeMap<String, Calibration>>>,
 }
 
 impl Analyzer {
     /// An analyzer of `gates` reading from `source`.
     pub fn new(source: Arc<dyn MetricSource>, gates: Vec<Gate>) -> Analyzer {
-        Analyzer { source, gates }
+        Analyzer {
+            source,
+            gates,
+            calibrated: Arc::default(),
+        }
     }
 
     /// The gates, in policy order.
@@ -172,6 +192,14 @@ impl Analyzer {
             };
             planned.push((g, window, requests, plan));
         }
+        let mut dispersions: BTreeMap<String, Dispersion> = BTreeMap::new();
+        for (g, _, _, plan) in &planned {
+            if let Planned::Counts { from, .. } = plan
+                && let Some(d) = self.dispersion(g, *from).await
+            {
+                dispersions.insert(g.name.clone(), d);
+            }
+        }
 
         let late = || {
             format!(
@@ -220,6 +248,7 @@ impl Analyzer {
                             from,
                             primary: count_answers[primary].clone(),
                             dr: count_answers[dr].clone(),
+                            dispersion: dispersions.get(&g.name).copied(),
                         }),
                     },
                     Planned::Values { primary, dr } => GateMeasurement {
@@ -241,6 +270,66 @@ impl Analyzer {
             gates,
             guards: Vec::new(),
         }
+    }
+
+    /// A sequential gate's dispersion: measured on DR's counts over the gate's `history`
+    /// before `until`, in one-minute blocks, and kept once the history was (nearly) all
+    /// there; until then measured again every five minutes (a young Prometheus gains
+    /// history as the run goes). `None` for a gate that assumes Poisson counts, or when counting the
+    /// history failed (the gate then reports an error for the interval).
+    async fn dispersion(&self, g: &Gate, until: SystemTime) -> Option<Dispersion> {
+        let GateKind::Sequential { test, counted } = &g.kind else {
+            return None;
+        };
+        let history = test.history?;
+        if let Some(c) = self.lock().get(&g.name)
+            && (c.complete
+                || until.duration_since(c.until).unwrap_or_default() < RECALIBRATE)
+        {
+            return Some(c.dispersion);
+        }
+        let n = (history.as_secs() / BLOCK.as_secs()).max(1) as usize;
+        let start = until - BLOCK * n as u32;
+        let mut blocks = Vec::with_capacity(n);
+        for k in 0..n {
+            let from = start + BLOCK * k as u32;
+            let q = CountQuery {
+                counted: *counted,
+                site: Site::Dr,
+                from,
+            };
+            match self.source.count(&q, from + BLOCK).await {
+                Ok(c) => blocks.push(Tally {
+                    total: c.total.max(0.0),
+                    bad: c.bad.clamp(0.0, c.total.max(0.0)),
+                }),
+                Err(e) => {
+                    tracing::warn!(gate = %g.name, error = %e, "counting DR's history to calibrate dispersion failed");
+                    return None;
+                }
+            }
+        }
+        let d = Dispersion::estimate(&blocks);
+        tracing::info!(
+            gate = %g.name,
+            blocks = d.blocks,
+            index = d.index,
+            kappa = d.kappa,
+            "dispersion of DR's bad requests measured"
+        );
+        self.lock().insert(
+            g.name.clone(),
+            Calibration {
+                dispersion: d,
+                until,
+                complete: u64::from(d.blocks) * 10 >= n as u64 * 8,
+            },
+        );
+        Some(d)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Calibration>> {
+        self.calibrated.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     async fn count(&self, q: &CountQuery, now: SystemTime) -> CountReading {

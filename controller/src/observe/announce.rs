@@ -83,6 +83,20 @@ impl Observer for Announcer {
                 ),
                 false,
             )),
+            EventKind::HeldWatching {
+                stage,
+                reason,
+                until,
+            } => Some((
+                "HeldWatching",
+                format!(
+                    "run {}: stage {} held: {reason}; still judged until {}",
+                    state.run_id,
+                    stage + 1,
+                    humantime::format_rfc3339_seconds(*until)
+                ),
+                true,
+            )),
             EventKind::AwaitingApproval {
                 stage,
                 weight,

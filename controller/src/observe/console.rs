@@ -199,6 +199,15 @@ pub fn describe(e: &Event, state: &RunState) -> Option<String> {
             "approval   {} ({weight}%) waits for {needs}; the stage before is still judged",
             stages(*stage)
         ),
+        EventKind::HeldWatching {
+            stage,
+            reason,
+            until,
+        } => format!(
+            "HELD       {}: {reason}; still judged until {} (harm rolls back; `cutover promote` advances)",
+            stages(*stage),
+            humantime::format_rfc3339_seconds(*until)
+        ),
         EventKind::LockLost { detail } => format!("LOCK LOST  {detail}"),
         EventKind::RollbackStarted { cause, reason } => format!("ROLLBACK   ({cause:?}) {reason}"),
         EventKind::Finished { outcome } => format!(

@@ -127,6 +127,16 @@ pub fn message(e: &Event, state: &RunState) -> Option<String> {
             ":bust_in_silhouette: cutover {s}: {}",
             super::operator_action(action, by, reason.as_deref(), *accepted, result)
         ),
+        EventKind::HeldWatching {
+            stage,
+            reason,
+            until,
+        } => format!(
+            ":pause_button: cutover {s}: stage {} held: {reason}; still judged until {} — harm rolls back, `cutover promote` advances (run {})",
+            stage + 1,
+            humantime::format_rfc3339_seconds(*until),
+            state.run_id
+        ),
         EventKind::AwaitingApproval {
             stage,
             weight,

@@ -198,6 +198,33 @@ pub struct AnalysisSpec {
     /// What a stage undecided at its `max_duration` does. Default `hold`.
     #[serde(default)]
     pub on_inconclusive: OnInconclusive,
+    /// With `on_inconclusive: hold`: how long a stage held while judging goes on being judged
+    /// at its weight — rolling back on harm, advancing only on `cutover promote` — before the
+    /// run exits 5. Default `1h`; `0s` exits at once.
+    #[serde(default = "d_watch_held")]
+    pub watch_held: Span,
+    /// How a stage is certified. `per_stage` (default): "no worse" evidence starts afresh at
+    /// every stage. `cumulative`: it carries over from stage to stage (harm is still judged
+    /// per stage): healthy services promote much sooner, at the risk of advancing past a
+    /// regression that only appears at a higher weight before its harm is seen (measured in
+    /// BENCHMARKS.md).
+    #[serde(default)]
+    pub certify: Certify,
+}
+
+/// `analysis.certify`: whether "no worse" evidence carries over between stages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Certify {
+    /// Each stage is certified on its own evidence.
+    #[default]
+    PerStage,
+    /// "No worse" evidence accumulates across stages.
+    Cumulative,
+}
+
+fn d_watch_held() -> Span {
+    Span(std::time::Duration::from_secs(3600))
 }
 
 fn d_min_requests() -> u64 {
@@ -217,6 +244,8 @@ impl Default for AnalysisSpec {
             failure_limit: d_failure_limit(),
             consecutive_error_limit: d_error_limit(),
             on_inconclusive: OnInconclusive::Hold,
+            watch_held: d_watch_held(),
+            certify: Certify::PerStage,
         }
     }
 }

@@ -53,6 +53,10 @@ pub struct Plan {
     pub limits: Limits,
     /// `analysis.on_inconclusive`.
     pub on_inconclusive: OnInconclusive,
+    /// `analysis.watch_held` (zero unless `on_inconclusive: hold`).
+    pub watch_held: Duration,
+    /// `analysis.certify`.
+    pub certify: crate::policy::model::Certify,
     /// `settle.tolerance` as a fraction.
     pub settle_tolerance: f64,
     /// `settle.burn_in`.
@@ -74,7 +78,8 @@ pub struct Plan {
 impl Plan {
     /// How long a run lasts at best (every stage passes at its first chance: one interval
     /// to settle, then its bake in whole intervals) and at worst (every judged stage runs
-    /// to its `max_duration`, plus an interval), preflight and rollback aside.
+    /// to its `max_duration`, plus an interval, and one is held and watched for
+    /// `watch_held`), preflight and rollback aside.
     pub fn duration_bounds(&self) -> (Duration, Duration) {
         let mut best = Duration::ZERO;
         let mut worst = Duration::ZERO;
@@ -87,7 +92,8 @@ impl Plan {
             best += st.interval + st.interval * intervals;
             worst += st.max_duration + st.interval;
         }
-        (best, worst)
+        // A run holds at most once, and watches the held stage this long.
+        (best, worst + self.watch_held)
     }
 }
 
@@ -142,6 +148,11 @@ pub fn compile(p: &Policy) -> Result<Compiled, Problems> {
                 consecutive_error_limit: p.analysis.consecutive_error_limit,
             },
             on_inconclusive: p.analysis.on_inconclusive,
+            watch_held: match p.analysis.on_inconclusive {
+                OnInconclusive::Hold => p.analysis.watch_held.0,
+                OnInconclusive::Rollback => Duration::ZERO,
+            },
+            certify: p.analysis.certify,
             settle_tolerance: p.settle.tolerance.fraction(),
             burn_in: p.settle.burn_in.get(),
             rollback: p.rollback.clone(),

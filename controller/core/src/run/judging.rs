@@ -191,8 +191,10 @@ impl Run {
                 .is_some_and(|p| p.stage == Some(i));
         // A paused stage, or one whose successor waits for approval, is not timed out.
         let waiting = self.state.paused.is_some() || self.state.awaiting.is_some();
+        // A held stage that is watched advances only on an operator's promote.
+        let held = self.state.held.is_some();
         match sv {
-            StageVerdict::Passing if baked >= stage.bake || promoting => {
+            StageVerdict::Passing if (baked >= stage.bake && !held) || promoting => {
                 if let Some(p) = &self.state.paused {
                     push(
                         format!(
@@ -209,20 +211,29 @@ impl Run {
             StageVerdict::Passing | StageVerdict::Hold { .. }
                 if elapsed >= stage.max_duration && !waiting =>
             {
-                push("inconclusive".into(), ev);
                 let why = match &sv {
                     StageVerdict::Hold { reason } => reason.clone(),
+                    _ if held => "held at max_duration; no operator promoted it".into(),
                     _ => "gates passing but bake not over".into(),
                 };
-                self.inconclusive(
-                    format!(
-                        "{} undecided after max_duration {}: {why}",
-                        self.stage_label(i),
-                        fmt_d(stage.max_duration)
+                let reason = format!(
+                    "{} undecided after max_duration {}: {why}",
+                    self.stage_label(i),
+                    fmt_d(stage.max_duration)
+                );
+                if let Some(request) = self.watch_held(i, phase, reason.clone(), now, &push, ev) {
+                    return request;
+                }
+                push("inconclusive".into(), ev);
+                let reason = match self.state.held.take() {
+                    Some(h) => format!(
+                        "{}; watched for {} more (analysis.watch_held): no harm seen",
+                        h.reason,
+                        fmt_d(self.plan.watch_held)
                     ),
-                    now,
-                    ev,
-                )
+                    None => reason,
+                };
+                self.inconclusive(reason, now, ev)
             }
             StageVerdict::Passing => {
                 let left = stage.bake.saturating_sub(baked);
@@ -296,6 +307,54 @@ impl Run {
             1.0
         };
         (s - target).abs() <= self.plan.settle_tolerance + noise + 1e-9
+    }
+
+    /// A stage held inconclusive while judging keeps being judged for `watch_held` (a
+    /// regression that starts later is still rolled back). `Some(request)` while watching;
+    /// `None` once the watch is over (or there is none): the run is then held as before.
+    fn watch_held(
+        &mut self,
+        i: usize,
+        phase: Phase,
+        reason: String,
+        now: SystemTime,
+        push: &impl Fn(String, &mut Vec<Event>),
+        ev: &mut Vec<Event>,
+    ) -> Option<Request> {
+        let watch = self.plan.watch_held;
+        if watch.is_zero() || phase != Phase::Judging || self.state.drift.is_some() {
+            return None;
+        }
+        let interval = self.plan.stages[i].interval;
+        match &self.state.held {
+            None => {
+                let until = now + watch;
+                push(
+                    format!(
+                        "held at {}; still judged for {} (analysis.watch_held): harm rolls back, `cutover promote` advances",
+                        self.weights_text(),
+                        fmt_d(watch)
+                    ),
+                    ev,
+                );
+                ev.push(Event {
+                    at: now,
+                    kind: EventKind::HeldWatching {
+                        stage: i,
+                        reason: reason.clone(),
+                        until,
+                    },
+                });
+                self.state.held = Some(HeldWatch { since: now, reason });
+                Some(Request::Sleep(interval))
+            }
+            Some(h) if now.duration_since(h.since).unwrap_or_default() < watch => {
+                let left = watch.saturating_sub(now.duration_since(h.since).unwrap_or_default());
+                push(format!("held; watching for harm ({} left)", fmt_d(left)), ev);
+                Some(Request::Sleep(interval))
+            }
+            Some(_) => None,
+        }
     }
 
     pub(super) fn inconclusive(

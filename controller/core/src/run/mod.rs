@@ -91,6 +91,7 @@ impl Run {
             ended: None,
             operator: Vec::new(),
             paused: None,
+            held: None,
             promote: None,
             approvals: BTreeMap::new(),
             awaiting: None,

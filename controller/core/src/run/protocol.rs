@@ -297,6 +297,16 @@ pub enum EventKind {
         /// What it did, or why not.
         result: String,
     },
+    /// A stage undecided at its `max_duration` is held at its weight and still judged
+    /// until `until` (`analysis.watch_held`): harm rolls back, `cutover promote` advances.
+    HeldWatching {
+        /// The stage held (0-based).
+        stage: usize,
+        /// Why it was held.
+        reason: String,
+        /// When the watch ends and the run exits 5 if nothing happened.
+        until: SystemTime,
+    },
     /// A stage's weight waits for approval; the stage before keeps being judged.
     AwaitingApproval {
         /// The stage waiting (0-based).

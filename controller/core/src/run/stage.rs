@@ -232,16 +232,26 @@ impl Run {
         self.state.judging_started = None;
         self.state.counters = StageCounters::default();
         self.state.phase = Phase::Settling;
+        self.state.held = None;
+        let previous = std::mem::take(&mut self.state.evidence);
+        let cumulative = self.plan.certify == crate::policy::model::Certify::Cumulative;
         self.state.evidence = self
             .plan
             .gates
             .iter()
             .filter(|g| g.is_sequential())
             .map(|g| {
-                let ep = EProcess {
+                let st = &self.plan.stages[i];
+                let mut ep = EProcess {
                     counted_to: Some(now + self.plan.burn_in),
+                    looks: looks(st.max_duration, st.interval),
                     ..EProcess::default()
                 };
+                // `certify: cumulative`: "no worse" carries over; harm starts afresh.
+                if let Some(before) = previous.get(&g.name).filter(|_| cumulative) {
+                    ep.ok.clone_from(&before.ok);
+                    ep.abs_ok.clone_from(&before.abs_ok);
+                }
                 (g.name.clone(), ep)
             })
             .collect();
@@ -270,6 +280,8 @@ impl Run {
                         EvidenceTest {
                             counted,
                             ratio: test.test().ratio,
+                            absolute: test.absolute,
+                            model: EVIDENCE_MODEL,
                         },
                     )),
                     GateKind::Bounds { .. } => None,
@@ -380,4 +392,11 @@ impl Run {
             _ => self.unexpected(now, "the end of a sleep", ev),
         }
     }
+}
+
+/// The intervals a stage's `max_duration` holds: its change detector's first epoch.
+pub(super) fn looks(max_duration: Duration, interval: Duration) -> u32 {
+    (max_duration.as_secs_f64() / interval.as_secs_f64().max(1.0))
+        .ceil()
+        .clamp(1.0, 1e6) as u32
 }

@@ -160,10 +160,32 @@ pub struct EvidenceOf {
 pub struct EvidenceTest {
     /// What is counted as a bad request.
     pub counted: Counted,
-    /// `ρ₀ = 1 + tolerance`, the ratio the relative evidence is measured against. (The
-    /// absolute test is computed from the totals at every look, and alpha and beta are
-    /// boundaries: changing those keeps the evidence valid.)
+    /// `ρ₀ = 1 + tolerance`, the ratio the relative evidence is measured against. (Alpha
+    /// and beta are boundaries: changing those keeps the evidence valid.)
     pub ratio: f64,
+    /// `δ`, the rate the absolute evidence is measured against.
+    #[serde(default)]
+    pub absolute: f64,
+    /// How the evidence is computed: records of an earlier model (untempered, the absolute
+    /// test from totals, no change detector) are not continued.
+    #[serde(default = "first_model")]
+    pub model: u32,
+}
+
+/// A held stage that is still being watched.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldWatch {
+    /// When the stage was held.
+    pub since: SystemTime,
+    /// Why: the inconclusive stage's reason.
+    pub reason: String,
+}
+
+/// The evidence model of this version: tempered ratios, absolute grid, change detector.
+pub const EVIDENCE_MODEL: u32 = 2;
+
+fn first_model() -> u32 {
+    1
 }
 
 /// The whole state of a run: persisted after every step.
@@ -231,6 +253,10 @@ pub struct RunState {
     /// Every operator command the run acknowledged, in order, with what it did.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub operator: Vec<OperatorAction>,
+    /// A stage held inconclusive and still watched (`analysis.watch_held`): since when,
+    /// and why it was held. It advances only on `cutover promote`; harm still rolls back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<HeldWatch>,
     /// The pause in force (`cutover pause`): nothing advances until `cutover resume`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paused: Option<Command>,
@@ -321,6 +347,9 @@ impl RunState {
             }
             if self.paused.is_some() {
                 return "paused".into();
+            }
+            if self.held.is_some() {
+                return "held_watching".into();
             }
         }
         serde_json::to_value(self.phase)

@@ -29,8 +29,8 @@ mod spec;
 pub use bounds::Bounds;
 pub use sequential::Sequential;
 pub use spec::{
-    ErrorRateGate, GateBudget, GateProblem, GateSpec, LatencyGate, MAX_WINDOW, MIN_WINDOW,
-    SequentialSpec,
+    DEFAULT_HISTORY, DispersionSpec, ErrorRateGate, GateBudget, GateProblem, GateSpec,
+    LatencyGate, MAX_HISTORY, MAX_WINDOW, MIN_HISTORY, MIN_WINDOW, SequentialSpec,
 };
 
 /// What a gate's numbers are, for display.
@@ -247,6 +247,9 @@ pub struct IntervalCounts {
     pub primary: CountReading,
     /// DR's counts.
     pub dr: CountReading,
+    /// The gate's dispersion, measured on DR's history (`None`: not calibrated).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dispersion: Option<crate::judge::eprocess::Dispersion>,
 }
 
 /// A gate's result in one analysis.

@@ -2,11 +2,13 @@
 //! sites, fed interval by interval to the stage's e-process (see [`crate::judge::eprocess`]),
 //! which concludes harm (roll back), "no worse" (certify the stage) or not yet.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
-use super::spec::{GateBudget, Problems, SequentialSpec};
+use super::spec::{
+    DEFAULT_HISTORY, DispersionSpec, GateBudget, MAX_HISTORY, MIN_HISTORY, Problems, SequentialSpec,
+};
 use super::{Gate, GateKind, GateMeasurement, GateResult, GateStatus, Unit};
-use crate::judge::eprocess::{Conclusion, EProcess, Tally, Test};
+use crate::judge::eprocess::{Conclusion, Dispersion, EProcess, Tally, Test};
 use crate::metrics::source::{CountReading, Counted, Counts};
 use crate::units::{Percent, Span};
 
@@ -24,6 +26,9 @@ pub struct Sequential {
     pub alpha_stage: f64,
     /// The false-certification budget per stage.
     pub beta: f64,
+    /// How far back DR's history is counted to calibrate the dispersion (tempering);
+    /// `None` with `dispersion: poisson` (no tempering).
+    pub history: Option<Duration>,
 }
 
 impl Sequential {
@@ -111,6 +116,17 @@ impl SequentialSpec {
             );
             ok = false;
         }
+        let history = self.history.map(|h| h.0).unwrap_or(DEFAULT_HISTORY);
+        if !(MIN_HISTORY..=MAX_HISTORY).contains(&history) {
+            p.push(
+                &format!("{field}.history"),
+                format!(
+                    "{} is not a history to calibrate dispersion on; write 10m to 24h, e.g. 1h",
+                    humantime::format_duration(history)
+                ),
+            );
+            ok = false;
+        }
         if ok && window.is_some() {
             p.push_last(
                 "window",
@@ -123,6 +139,10 @@ impl SequentialSpec {
             alpha: self.alpha,
             alpha_stage: self.alpha / budget.alpha_shares,
             beta: self.beta,
+            history: match self.dispersion {
+                DispersionSpec::Auto => Some(history),
+                DispersionSpec::Poisson => None,
+            },
         })
     }
 }
@@ -172,7 +192,26 @@ impl Gate {
             bad: c.bad.clamp(0.0, c.total.max(0.0)),
         };
         let test = seq.test();
-        ep.observe(test.ratio, tally(p), tally(d));
+        let dispersion = match (seq.history, c.dispersion) {
+            (None, _) => Dispersion::POISSON,
+            (Some(_), Some(d)) => d,
+            (Some(_), None) => {
+                return r.error(
+                    "DR's dispersion was not calibrated (its history could not be counted); the interval is counted with the next analysis".into(),
+                );
+            }
+        };
+        let dt = at
+            .duration_since(ep.counted_to.unwrap_or(c.from))
+            .unwrap_or_default();
+        ep.observe(
+            &test,
+            test.bound(dr_baseline),
+            tally(p),
+            tally(d),
+            &dispersion,
+            dt,
+        );
         ep.counted_to = Some(at);
         let j = ep.judge(test, dr_baseline);
         r.primary = ep.primary.rate();
@@ -201,12 +240,28 @@ impl Gate {
                 String::new()
             }
         );
+        let tempered = if dispersion.kappa > 0.0 {
+            format!(
+                "; tempered for bursts (DR's bad requests per minute: dispersion index {:.1} over {} minutes of history)",
+                dispersion.index, dispersion.blocks
+            )
+        } else {
+            String::new()
+        };
         match j.conclusion {
+            Conclusion::Harm if j.detector => {
+                r.status = GateStatus::Fail;
+                r.decisive = true;
+                r.reason = format!(
+                    "the change detector saw harm start during the stage (after {} intervals; budget {:.2e}): the primary is worse than {bound}; {numbers}{tempered}",
+                    ep.intervals, test.alpha
+                );
+            }
             Conclusion::Harm => {
                 r.status = GateStatus::Fail;
                 r.decisive = true;
                 r.reason = format!(
-                    "evidence of harm crossed its boundary (e >= 1/{:.2e}): the primary is worse than {bound}; {numbers}",
+                    "evidence of harm crossed its boundary (e >= 1/{:.2e}): the primary is worse than {bound}; {numbers}{tempered}",
                     test.alpha
                 );
             }
@@ -268,6 +323,7 @@ mod tests {
             from: SystemTime::UNIX_EPOCH,
             primary: c(p),
             dr: c(d),
+            dispersion: Some(crate::judge::eprocess::Dispersion::POISSON),
         });
         x
     }

@@ -93,7 +93,41 @@ pub struct SequentialSpec {
     /// errors be certified without waiting for errors to compare. Default `0%` (none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub absolute_tolerance: Option<Percent>,
+    /// How bursty bad requests are taken to be. `auto` (default): measured on DR's own
+    /// counts over `history` before the first analysis, and every likelihood ratio tempered
+    /// so that bursts are not read as harm (see `analyzers/README.md`). `poisson`: no
+    /// tempering, for counts known to be Poisson (a quiet service, a simulator).
+    #[serde(default, skip_serializing_if = "DispersionSpec::is_auto")]
+    pub dispersion: DispersionSpec,
+    /// How far back DR's history is counted, in one-minute blocks, to measure the
+    /// dispersion: `10m` to `24h`. Default `1h`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history: Option<Span>,
 }
+
+/// `vs_dr.dispersion`: how bursty bad requests are taken to be.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DispersionSpec {
+    /// Measured on DR's history; likelihood ratios tempered accordingly.
+    #[default]
+    Auto,
+    /// Poisson counts assumed: no tempering.
+    Poisson,
+}
+
+impl DispersionSpec {
+    fn is_auto(&self) -> bool {
+        *self == DispersionSpec::Auto
+    }
+}
+
+/// The default `vs_dr.history`.
+pub const DEFAULT_HISTORY: Duration = Duration::from_secs(3600);
+/// The shortest `vs_dr.history`: ten one-minute blocks.
+pub const MIN_HISTORY: Duration = Duration::from_secs(600);
+/// The longest `vs_dr.history`.
+pub const MAX_HISTORY: Duration = Duration::from_secs(86_400);
 
 fn default_alpha() -> f64 {
     0.01

@@ -58,6 +58,8 @@ fn plan(weights: &[u8]) -> Plan {
             consecutive_error_limit: 3,
         },
         on_inconclusive: OnInconclusive::Hold,
+        watch_held: Duration::ZERO,
+        certify: Default::default(),
         settle_tolerance: 0.05,
         burn_in: Duration::ZERO,
         rollback: RollbackSpec {

@@ -230,6 +230,7 @@ impl<'a> SeqDriver<'a> {
                             counts(pn, pb)
                         },
                         dr: counts(dn, db),
+                        dispersion: Some(crate::judge::eprocess::Dispersion::POISSON),
                     };
                     let secs = (now - from_s).max(1) as f64;
                     Observation::Analyzed {

@@ -1,0 +1,511 @@
+//! Anytime-valid sequential tests of the primary against DR on *counts*: e-processes.
+//!
+//! # What is tested
+//!
+//! A sequential gate (`error_rate: { vs_dr: ... }` or `latency: { vs_dr: { above: ... } }`)
+//! looks at "bad" requests — errors, or requests slower than a histogram bucket edge — out of
+//! all requests, at both sites. With `r_p`, `r_d` the primary's and DR's bad-request rates,
+//! `ρ₀ = 1 + tolerance` and `δ` the absolute tolerance, the primary is **acceptable** when
+//!
+//! ```text
+//!     r_p <= max(ρ₀ · r_d, δ)
+//! ```
+//!
+//! ("no worse than DR within the tolerance, or below δ anyway"). Two e-processes run side by
+//! side, both reset when the weight changes (and continued, not reset, by a restart that
+//! resumes the same stage at the same weight: `run/resume.rs`):
+//!
+//! * **harm** (→ Rollback): evidence *against* "acceptable". Crossing `1/α` rolls back; if the
+//!   primary is acceptable this happens with probability at most `α` (Ville's inequality),
+//!   however often we look.
+//! * **no worse** (→ may Advance): evidence *for* "acceptable", i.e. against
+//!   `r_p >= max(ρ₀ r_d, δ)`. Crossing `1/β` certifies the stage; certifying a primary that
+//!   is not acceptable happens with probability at most `β` per stage. A false certificate
+//!   only moves traffic to the next stage, where harm is tested afresh with more traffic, so
+//!   `β` (default 0.05) is per stage and larger than the rollback budget.
+//!
+//! # The relative part: conditioned on the measured split (Lindon & Malek 2022, §4)
+//!
+//! In analysis interval `k` the sites served `n_p`, `n_d` requests and `x_p`, `x_d` bad ones.
+//! Bad requests are modelled as Poisson with intensity proportional to requests served;
+//! conditioned on the interval's total `E = x_p + x_d`, the primary's share is binomial:
+//!
+//! ```text
+//!     x_p | E  ~  Binomial(E, θ_k(ρ)),      θ_k(ρ) = ρ n_p / (ρ n_p + n_d),   ρ = r_p / r_d.
+//! ```
+//!
+//! The traffic split `n_p / n_d` is whatever was *measured* in that interval — a DNS split
+//! that has not converged, or Poisson noise in arrivals, changes `θ_k`, not the validity.
+//! For an alternative `ρ₁` the likelihood ratio against the boundary `ρ₀` is
+//!
+//! ```text
+//!     L_k(ρ₁) = (θ_k(ρ₁)/θ_k(ρ₀))^x_p · ((1-θ_k(ρ₁))/(1-θ_k(ρ₀)))^x_d .
+//! ```
+//!
+//! For `ρ₁ > ρ₀` its conditional expectation is `(θ θ₁/θ₀ + (1-θ)(1-θ₁)/(1-θ₀))^E`, which is
+//! increasing in the true `θ` and equals 1 at `θ₀`: so `∏_k L_k(ρ₁)` is a non-negative
+//! supermartingale under *every* `ρ <= ρ₀`, even a ratio that drifts from interval to
+//! interval. The same holds mirrored for `ρ₁ < ρ₀` under `ρ >= ρ₀`. Averaging over a grid of
+//! alternatives keeps the supermartingale property (the method of mixtures; Howard et al.
+//! 2021) and adapts to the size of the effect without knowing it in advance: harm averages
+//! `ρ₁ = ρ₀·c`, `c ∈ {1.2, 1.5, 2, 3, 5, 10}` with equal weights; no worse puts half its
+//! weight on `ρ₁ = 1` (as good as DR, the usual truth of a repaired primary) and half on
+//! `ρ₀/c` over the same grid. Intervals where
+//! one site served nothing, or nobody failed, carry no information and change nothing.
+//!
+//! # The absolute part: mixtures on the primary alone
+//!
+//! With `S` bad out of `S + F` primary requests and the boundary `δ`, each alternative
+//! rate `r₁` has the per-request likelihood ratio `(r₁/δ)^S ((1-r₁)/(1-δ))^F`, a
+//! supermartingale under every `r <= δ` when `r₁ > δ` (and under every `r >= δ` when
+//! `r₁ < δ`).
+//!
+//! * **harm** averages the alternatives `r₁ = δ·c` over the same grid as the relative test,
+//!   `c ∈ {1.2, 1.5, 2, 3, 5, 10}` (points with `r₁ >= 1` dropped), with equal weights:
+//!   the prior is concentrated where regressions are, a few times the tolerance. A uniform
+//!   prior over `[δ, 1]` (the earlier choice) puts almost all its mass on error rates no
+//!   service has: against `δ` = 0.1 %, a primary at 0.5 % took it a median 19 intervals of
+//!   150 requests (95 % within 43) to cross `1/α` at `α` = 0.2 %; the grid takes 13 (28).
+//! * **no worse** keeps the conjugate uniform prior on `[0, δ]`, whose closed form is
+//!
+//! ```text
+//!   M = ∫₀^δ r^S (1-r)^F dr / (δ · δ^S (1-δ)^F)
+//!     = B(S+1, F+1) · I_δ(S+1, F+1) / (δ^(S+1) (1-δ)^F)
+//! ```
+//!
+//! with `B` the beta function and `I` the regularized incomplete beta function (`statrs`).
+//! Each is a mixture of per-request likelihood ratios, each a supermartingale under its null.
+//!
+//! # Combining them, and the alpha budget
+//!
+//! A gate's `alpha` is split evenly over the plan's stages and over the policy's sequential
+//! gates: each (gate, stage) pair gets `α_s = α / (stages × sequential gates)`, so by a union
+//! bound a whole run of an acceptable primary rolls back with probability at most `α`.
+//!
+//! * Rollback when relative harm `>= 1/α_s` **and** (with `δ > 0`) absolute harm `>= 1/α_s`:
+//!   if the primary is acceptable, one of the two nulls (`r_p <= ρ₀ r_d` or `r_p <= δ`) is
+//!   true, and that e-process crosses with probability at most `α_s`.
+//! * Certify when relative no-worse `>= 2/β` **or** absolute no-worse `>= 2/β` (each at
+//!   half the budget; `1/β` for the relative one alone when `δ = 0`).
+//! * When DR serves nothing (the 100 % stage), the relative test has no data: both sides use
+//!   the absolute test against `max(ρ₀ · r̂_d, δ)`, with `r̂_d` DR's rate as the last
+//!   analysis of the stage before measured it — one estimate, taken as exact (its
+//!   uncertainty is not accounted for) and older than the data it is compared with. This
+//!   stage's guarantee is therefore approximate, and a rise common to both sites that starts
+//!   once the primary serves 100 % reads as harm: nothing concurrent tells it apart. A
+//!   policy's `final_holdout` avoids the case (the last judged stage keeps DR traffic).
+//!
+//! The reported *evidence* is `ln(e) / ln(boundary)`: 0 is none, 1 is the boundary.
+//! Certification sticks for the rest of the stage (the test stopped there); harm is still
+//! monitored and overrides it.
+//!
+//! # Assumptions, stated
+//!
+//! Bad requests are Poisson given the requests served (the binomial-conditional model is
+//! exact for Poisson counts and close for per-request Bernoulli failures at rates well below
+//! 50 %). Overdispersed (bursty) failures violate it and raise the false-rollback rate; the
+//! benchmark measures by how much.
+//!
+//! # References
+//!
+//! * M. Lindon, A. Malek. *Anytime-Valid Inference for Multinomial Count Data.* NeurIPS 2022,
+//!   §4 (time-inhomogeneous Poisson processes, conditioning on the total).
+//! * S. R. Howard, A. Ramdas, J. McAuliffe, J. Sekhon. *Time-uniform, nonparametric,
+//!   nonasymptotic confidence sequences.* Annals of Statistics 49(2), 2021 (method of mixtures).
+//! * A. Ramdas, P. Grünwald, V. Vovk, G. Shafer. *Game-theoretic statistics and safe anytime-valid
+//!   inference.* Statistical Science 38(4), 2023 (e-processes, Ville's inequality).
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+mod tempering;
+pub use tempering::{BLOCK, CONFIDENCE, Dispersion};
+use tempering::{eta_absolute, eta_relative};
+
+/// Multipliers of the boundary ratio that the relative mixture averages over.
+pub const GRID: [f64; 6] = [1.2, 1.5, 2.0, 3.0, 5.0, 10.0];
+
+/// A change detector's start, `ln 0`, kept finite so that a record can be written as JSON.
+const LN_ZERO: f64 = -1e300;
+
+/// The share of the rollback budget given to regressions that start after the stage does
+/// (the change detector); the rest goes to the stage's e-process.
+pub const DETECTOR_SHARE: f64 = 0.3;
+
+/// Of the detector's share, what the changes within the stage's `max_duration` get; the
+/// rest is spread over the doubling epochs a held stage keeps watching for.
+const FIRST_EPOCH: f64 = 0.9;
+
+/// Requests and bad requests at one site in one interval (or summed over a stage).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Tally {
+    /// Requests served.
+    pub total: f64,
+    /// Of those, bad ones (errors, or slower than the bucket edge).
+    pub bad: f64,
+}
+
+impl Tally {
+    /// The bad share, if any request was served.
+    pub fn rate(&self) -> Option<f64> {
+        (self.total > 0.0).then(|| self.bad / self.total)
+    }
+}
+
+/// The parameters of one sequential test, for one stage.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Test {
+    /// `ρ₀ = 1 + tolerance`.
+    pub ratio: f64,
+    /// `δ`, the absolute tolerance (0: none).
+    pub absolute: f64,
+    /// `α_s`, this stage's share of the gate's alpha (false rollback).
+    pub alpha: f64,
+    /// `β`, this stage's false-certification budget (advancing a primary that is worse).
+    pub beta: f64,
+}
+
+impl Test {
+    /// The rate the absolute tests compare the primary with: `δ`, or at a stage where DR
+    /// serves nothing by plan, `max(ρ₀ · r̂_d, δ)` with DR's earlier rate `r̂_d`. 0: none.
+    pub fn bound(&self, dr_baseline: Option<f64>) -> f64 {
+        match dr_baseline {
+            Some(r) => (self.ratio * r).max(self.absolute),
+            None => self.absolute,
+        }
+    }
+}
+
+fn zeros() -> Vec<f64> {
+    vec![0.0; GRID.len()]
+}
+
+fn ok_zeros() -> Vec<f64> {
+    vec![0.0; GRID.len() + 1]
+}
+
+fn detector_start() -> Vec<f64> {
+    vec![LN_ZERO; GRID.len()]
+}
+
+/// The state of a sequential gate within one stage. Starts empty at each weight change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EProcess {
+    /// `ln ∏ L_k(ρ₀·c)^η` per grid point: relative harm.
+    pub harm: Vec<f64>,
+    /// Relative no worse: `ln ∏ L_k(1)^η` ("as good as DR") first, then `ln ∏ L_k(ρ₀/c)^η`
+    /// per grid point.
+    pub ok: Vec<f64>,
+    /// Absolute harm, `ln ∏` of the tempered ratios of `r₁ = bound·c` per grid point.
+    #[serde(default = "zeros")]
+    pub abs_harm: Vec<f64>,
+    /// Absolute no worse, `ln ∏` of the tempered ratios of `r₁ = bound/c` per grid point.
+    #[serde(default = "zeros")]
+    pub abs_ok: Vec<f64>,
+    /// The relative change detector: `ln R` per grid point (Shiryaev–Roberts).
+    #[serde(default = "detector_start")]
+    pub detect: Vec<f64>,
+    /// The absolute change detector: `ln R` per grid point.
+    #[serde(default = "detector_start")]
+    pub abs_detect: Vec<f64>,
+    /// The primary's totals over the stage.
+    pub primary: Tally,
+    /// DR's totals over the stage.
+    pub dr: Tally,
+    /// Intervals observed.
+    pub intervals: u32,
+    /// Intervals the stage's `max_duration` holds: the change detector's first epoch.
+    #[serde(default)]
+    pub looks: u32,
+    /// Whether "no worse" crossed its boundary in this stage (it stays certified).
+    pub certified: bool,
+    /// The end of the last interval counted: the next one starts here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counted_to: Option<std::time::SystemTime>,
+    /// The dispersion the last interval was tempered with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dispersion: Option<Dispersion>,
+}
+
+impl Default for EProcess {
+    fn default() -> Self {
+        EProcess {
+            harm: zeros(),
+            ok: ok_zeros(),
+            abs_harm: zeros(),
+            abs_ok: zeros(),
+            detect: detector_start(),
+            abs_detect: detector_start(),
+            primary: Tally::default(),
+            dr: Tally::default(),
+            intervals: 0,
+            looks: 0,
+            certified: false,
+            counted_to: None,
+            dispersion: None,
+        }
+    }
+}
+
+/// `ln(mean(exp(x)))`, computed without overflow.
+fn ln_mean_exp(xs: &[f64]) -> f64 {
+    let m = xs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if !m.is_finite() || xs.is_empty() {
+        return m;
+    }
+    m + (xs.iter().map(|x| (x - m).exp()).sum::<f64>() / xs.len() as f64).ln()
+}
+
+/// `ln(1 + e^x)`.
+fn softplus(x: f64) -> f64 {
+    if x > 30.0 {
+        x + (-x).exp()
+    } else {
+        x.exp().ln_1p()
+    }
+}
+
+/// `ln L_k(ρ₁)` against `ρ₀` for one interval, with its `ln a`, `ln b`.
+fn relative_terms(rho1: f64, rho0: f64, p: Tally, d: Tally) -> (f64, f64, f64) {
+    let theta = |rho: f64| rho * p.total / (rho * p.total + d.total);
+    let (t1, t0) = (theta(rho1), theta(rho0));
+    let (la, lb) = ((t1 / t0).ln(), ((1.0 - t1) / (1.0 - t0)).ln());
+    let mut l = 0.0;
+    if p.bad > 0.0 {
+        l += p.bad * la;
+    }
+    if d.bad > 0.0 {
+        l += d.bad * lb;
+    }
+    (l, la, lb)
+}
+
+/// `ln L_k(ρ₁)` against `ρ₀` for one interval (untempered).
+pub fn ln_ratio(rho1: f64, rho0: f64, p: Tally, d: Tally) -> f64 {
+    relative_terms(rho1, rho0, p, d).0
+}
+
+/// `ln` of one absolute ratio of `r₁` against `bound` on `t`, with its `ln a`, `ln b`
+/// (`x ln a + n ln b`).
+fn absolute_terms(r1: f64, bound: f64, t: Tally) -> (f64, f64, f64) {
+    let la = (r1 / bound).ln() - ((1.0 - r1) / (1.0 - bound)).ln();
+    let lb = ((1.0 - r1) / (1.0 - bound)).ln();
+    let mut l = t.total * lb;
+    if t.bad > 0.0 {
+        l += t.bad * la;
+    }
+    (l, la, lb)
+}
+
+/// `ln π_t`: the prior weight of a change starting at interval `t` (1-based), with `n` of
+/// them in the stage's first epoch. Within it each gets `DETECTOR_SHARE · FIRST_EPOCH / n`;
+/// the `n·2^(m-1)` changes of epoch `m >= 1` share `DETECTOR_SHARE · (1 - FIRST_EPOCH) · 2^-m`.
+/// The weights sum to `DETECTOR_SHARE` over an unbounded stage.
+pub fn ln_change_weight(t: u32, n: u32) -> f64 {
+    let n = f64::from(n.max(1));
+    let t = f64::from(t.max(1));
+    if t <= n {
+        (DETECTOR_SHARE * FIRST_EPOCH / n).ln()
+    } else {
+        let m = (t / n).log2().ceil();
+        (DETECTOR_SHARE * (1.0 - FIRST_EPOCH) * 2f64.powf(-m) / (n * 2f64.powf(m - 1.0))).ln()
+    }
+}
+
+/// `ln(e^a + e^b)`.
+fn ln_add_exp(a: f64, b: f64) -> f64 {
+    let m = a.max(b);
+    m + softplus(a.min(b) - m)
+}
+
+impl EProcess {
+    /// Takes one interval's counts at both sites, `dt` long. `bound` is the absolute tests'
+    /// rate ([`Test::bound`]; 0: none) and `dispersion` the gate's calibration (tempering).
+    pub fn observe(
+        &mut self,
+        test: &Test,
+        bound: f64,
+        p: Tally,
+        d: Tally,
+        dispersion: &Dispersion,
+        dt: Duration,
+    ) {
+        // Predictable: DR's rate before this interval, or its history's.
+        let r_ref = match self.dr.rate() {
+            Some(r) if self.dr.bad > 0.0 => r,
+            _ => dispersion.rate,
+        };
+        let kappa = dispersion.kappa;
+        let scale = (BLOCK.as_secs_f64() / dt.as_secs_f64().max(1e-3)).max(1.0);
+        self.dispersion = Some(*dispersion);
+        self.intervals += 1;
+        let w = ln_change_weight(self.intervals, self.looks);
+        self.primary.total += p.total;
+        self.primary.bad += p.bad;
+        self.dr.total += d.total;
+        self.dr.bad += d.bad;
+        let rho0 = test.ratio;
+        let informative = p.total > 0.0 && d.total > 0.0 && p.bad + d.bad > 0.0;
+        let (mu_p, mu_d) = (rho0 * r_ref * p.total * scale, r_ref * d.total * scale);
+        let rel = |rho1: f64| -> f64 {
+            if !informative {
+                return 0.0;
+            }
+            let (l, la, lb) = relative_terms(rho1, rho0, p, d);
+            eta_relative(la, lb, mu_p, mu_d, kappa) * l
+        };
+        self.ok[0] += rel(1.0);
+        for (j, c) in GRID.iter().enumerate() {
+            let h = rel(rho0 * c);
+            self.harm[j] += h;
+            self.detect[j] = ln_add_exp(self.detect[j], w) + h;
+            self.ok[j + 1] += rel(rho0 / c);
+        }
+        if !(bound > 0.0 && bound < 1.0) || p.total <= 0.0 {
+            return;
+        }
+        let abs = |r1: f64| -> f64 {
+            let (l, la, lb) = absolute_terms(r1, bound, p);
+            eta_absolute(la, lb, p.total * scale, bound, kappa) * l
+        };
+        for (j, c) in GRID.iter().enumerate() {
+            if bound * c < 1.0 {
+                let h = abs(bound * c);
+                self.abs_harm[j] += h;
+                self.abs_detect[j] = ln_add_exp(self.abs_detect[j], w) + h;
+            }
+            self.abs_ok[j] += abs(bound / c);
+        }
+    }
+
+    /// `ln e` of the relative harm mixture.
+    pub fn ln_relative_harm(&self) -> f64 {
+        ln_mean_exp(&self.harm)
+    }
+
+    /// `ln e` of the relative no-worse mixture: half its weight on "as good as DR", half
+    /// spread over the grid.
+    pub fn ln_relative_ok(&self) -> f64 {
+        ln_mean_exp(&[self.ok[0], ln_mean_exp(&self.ok[1..])])
+    }
+
+    /// The grid points of the absolute harm mixture that are rates below 1.
+    fn abs_points(&self, bound: f64) -> usize {
+        GRID.iter().filter(|c| bound * *c < 1.0).count()
+    }
+
+    /// `ln e` of the absolute harm mixture against `r_p <= bound`.
+    pub fn ln_absolute_harm(&self, bound: f64) -> f64 {
+        ln_mean_exp(&self.abs_harm[..self.abs_points(bound)])
+    }
+
+    /// `ln e` of the absolute no-worse mixture against `r_p >= bound`.
+    pub fn ln_absolute_ok(&self) -> f64 {
+        ln_mean_exp(&self.abs_ok)
+    }
+}
+
+/// What a sequential gate concludes after an analysis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Conclusion {
+    /// Evidence of harm crossed its boundary: roll back.
+    Harm,
+    /// The primary is certified no worse than DR within tolerance.
+    NoWorse,
+    /// Neither yet.
+    Undecided,
+}
+
+/// The conclusion and both evidences (0 none, 1 at the boundary).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Judgement {
+    /// What to conclude.
+    pub conclusion: Conclusion,
+    /// Evidence of harm, `ln e / ln(boundary)`: the larger of the stage's e-process and the
+    /// change detector's.
+    pub harm: f64,
+    /// Evidence of "no worse", scaled to its boundary the same way.
+    pub no_worse: f64,
+    /// Whether harm was seen by the change detector (a regression that started after the
+    /// stage did) rather than by the stage's e-process.
+    pub detector: bool,
+}
+
+impl EProcess {
+    /// Scaled harm of one test from its e-process's and its change detector's grid
+    /// (`ln` values): `ln M / ln(1/α)` with `M = mean_c((1 - DETECTOR_SHARE)·E_c + W_c)`,
+    /// and whether the detector's part is the larger.
+    fn scaled_harm(e: &[f64], w: &[f64], alpha: f64) -> (f64, bool) {
+        let keep = (1.0 - DETECTOR_SHARE).ln();
+        let both: Vec<f64> = e
+            .iter()
+            .zip(w)
+            .map(|(e, w)| ln_add_exp(keep + e, *w))
+            .collect();
+        let m = ln_mean_exp(&both);
+        let from_detector = ln_mean_exp(w) > keep + ln_mean_exp(e);
+        ((m / (1.0 / alpha).ln()).max(0.0), from_detector)
+    }
+
+    /// Judges the stage so far. `dr_baseline` is given for a stage where DR serves nothing by
+    /// plan (100 %): DR's rate from earlier stages, the one-sample tests' reference (DR's few
+    /// requests still counted while the split switched carry too little to compare with).
+    /// Without it, a stage where DR served nothing uses the absolute tolerance alone. Marks
+    /// the stage certified once "no worse" crosses its boundary.
+    pub fn judge(&mut self, test: Test, dr_baseline: Option<f64>) -> Judgement {
+        let ok_boundary = (1.0 / test.beta).ln();
+        let scaled = |ln_e: f64, b: f64| (ln_e / b).max(0.0);
+        let one_sample = dr_baseline.is_some() || self.dr.total <= 0.0;
+        let bound = test.bound(dr_baseline);
+        let points = self.abs_points(bound);
+        let absolute = || {
+            Self::scaled_harm(
+                &self.abs_harm[..points],
+                &self.abs_detect[..points],
+                test.alpha,
+            )
+        };
+        let relative = || Self::scaled_harm(&self.harm, &self.detect, test.alpha);
+        let ((harm, detector), no_worse) = if one_sample {
+            if bound <= 0.0 {
+                ((0.0, false), 0.0)
+            } else {
+                (absolute(), scaled(self.ln_absolute_ok(), ok_boundary))
+            }
+        } else if test.absolute > 0.0 {
+            let half = (2.0 / test.beta).ln();
+            let (r, a) = (relative(), absolute());
+            (
+                if r.0 <= a.0 { r } else { a },
+                scaled(self.ln_relative_ok(), half).max(scaled(self.ln_absolute_ok(), half)),
+            )
+        } else {
+            (relative(), scaled(self.ln_relative_ok(), ok_boundary))
+        };
+        if no_worse >= 1.0 {
+            self.certified = true;
+        }
+        let conclusion = if harm >= 1.0 {
+            Conclusion::Harm
+        } else if self.certified {
+            Conclusion::NoWorse
+        } else {
+            Conclusion::Undecided
+        };
+        Judgement {
+            conclusion,
+            harm,
+            no_worse: if self.certified {
+                no_worse.max(1.0)
+            } else {
+                no_worse
+            },
+            detector,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
