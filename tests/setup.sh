@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Installs what the end-to-end tests need, if it is missing:
-#   prometheus, prometheus-pushgateway — Debian's packages (tests start their own on loopback)
+#   prometheus, prometheus-pushgateway — Debian's packages (tests start their own on loopback;
+#   the backtest and tune tests backfill history with the package's promtool)
 #   moto[server] — the Route 53 emulator, from PyPI
 # Safe to run again; does nothing when everything is there. Needs root (or sudo) for apt.
 set -euo pipefail
 
 need_apt=()
 command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
+# promtool (the same package) backfills history for the backtest and tune tests.
+command -v promtool >/dev/null 2>&1 || [[ " ${need_apt[*]} " == *" prometheus "* ]] || need_apt+=(prometheus)
 command -v prometheus-pushgateway >/dev/null 2>&1 || need_apt+=(prometheus-pushgateway)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 if [ ${#need_apt[@]} -gt 0 ]; then

@@ -189,10 +189,19 @@ impl PrometheusSource {
 
     /// Runs an instant query that must return one number (or nothing).
     pub async fn query_one(&self, promql: &str) -> Result<Sample, MetricError> {
+        self.query_one_at(promql, None).await
+    }
+
+    /// Runs an instant query evaluated at `at` (unix seconds; `None`: the server's now) and
+    /// expects one number: what a replay of a past window (`cutover backtest`) asks.
+    pub async fn query_one_at(&self, promql: &str, at: Option<f64>) -> Result<Sample, MetricError> {
         let mut q = self
             .client
             .query(promql)
             .timeout(self.timeout.as_millis() as i64);
+        if let Some(at) = at {
+            q = q.query("time", format!("{at:.3}"));
+        }
         if let Some(value) = self.auth_header()? {
             q = q.header(reqwest::header::AUTHORIZATION, value);
         }

@@ -13,12 +13,15 @@
 //! * [`simulated_backend`] — the backend of simulated cutovers, which simulated traffic follows;
 //! * [`manifests`] — the Kubernetes objects that run a policy as a Job (`cutover manifests`);
 //! * [`demo`] — a cutover on simulated traffic and the file backend (`cutover demo`);
+//! * [`backtest`] — the real run replayed over a past window of Prometheus (`cutover backtest`);
+//! * [`tune`] — bounds suggested from a service's own history (`cutover tune`);
 //! * [`bench`](mod@bench) — four judges on the same seeded simulated cutovers (`cutover bench`).
 //!
 //! The command line itself (one module per command) is the binary's, in `src/cli/`.
 #![deny(warnings, rust_2018_idioms)]
 #![forbid(unsafe_code)]
 
+pub mod backtest;
 pub mod bench;
 pub mod clock;
 pub mod demo;
@@ -29,3 +32,4 @@ pub mod manifests;
 pub mod observe;
 pub mod readiness;
 pub mod simulated_backend;
+pub mod tune;

@@ -150,6 +150,10 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// Replay POLICY over a past window of its Prometheus, in virtual time.
+    Backtest(cli::backtest::BacktestArgs),
+    /// Suggest POLICY's bounds and settings from the service's own history.
+    Tune(cli::tune::TuneArgs),
     /// Print the policy JSON Schema (policies/policy.schema.json).
     Schema,
     /// Print the Kubernetes objects that run POLICY as a Job: policy ConfigMap,
@@ -260,6 +264,8 @@ async fn dispatch(args: Cli, asked_json: bool) -> anyhow::Result<u8> {
             dir,
             report,
         } => cli::demo::demo(scenario, speed, seed, dir, report, asked_json).await,
+        Command::Backtest(a) => cli::backtest::backtest(a).await,
+        Command::Tune(a) => cli::tune::tune(a).await,
         Command::Schema => Ok(cli::schema::schema()),
         Command::Manifests {
             policy,

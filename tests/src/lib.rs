@@ -7,6 +7,7 @@
 //! and what it printed is shown only if the test fails ([`logs::Logs`]).
 #![forbid(unsafe_code)]
 
+pub mod backfill;
 pub mod cli;
 pub mod env;
 pub mod exporter;

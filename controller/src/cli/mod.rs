@@ -7,6 +7,8 @@
 //! * [`rollback`] — the emergency brake;
 //! * [`fleet`](mod@fleet) — a site failed back as a fleet of cutovers;
 //! * [`operate`] — pause, resume, promote, abort, approve a live run;
+//! * [`backtest`], [`tune`] — a policy replayed over its service's history; bounds
+//!   suggested from it;
 //! * [`demo`], [`bench`](mod@bench) — simulated cutovers: a demo, and the judges' benchmark;
 //! * [`docs`] — shell completions and the man page;
 //! * [`manifests`] — the Kubernetes objects that run a policy as a Job;
@@ -14,6 +16,7 @@
 //! * [`common`], [`output`] — options, state and backend opening, signals; log format and
 //!   progress output.
 
+pub(crate) mod backtest;
 pub(crate) mod bench;
 pub(crate) mod common;
 pub(crate) mod demo;
@@ -30,6 +33,7 @@ pub(crate) mod rollback;
 pub(crate) mod run;
 pub(crate) mod schema;
 pub(crate) mod status;
+pub(crate) mod tune;
 pub(crate) mod validate;
 
 use std::path::Path;
