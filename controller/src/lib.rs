@@ -30,6 +30,7 @@ pub mod fleet;
 pub mod lock;
 pub mod manifests;
 pub mod observe;
+pub mod predict;
 pub mod readiness;
 pub mod simulated_backend;
 pub mod tune;

@@ -47,10 +47,7 @@ enum Command {
         policies: Vec<PathBuf>,
     },
     /// Show what a run would do: stages, timings, worst-case duration, each gate's PromQL.
-    Plan {
-        /// The policy file.
-        policy: PathBuf,
-    },
+    Plan(cli::plan_predict::PlanArgs),
     /// Run a cutover: preflight, then each stage, judged from Prometheus.
     Run {
         /// The policy file.
@@ -214,8 +211,8 @@ async fn dispatch(args: Cli, asked_json: bool) -> anyhow::Result<u8> {
     use cli::load_or_report as load;
     match args.command {
         Command::Validate { policies } => Ok(cli::validate::validate(&policies)),
-        Command::Plan { policy } => Ok(match load(&policy) {
-            Some(p) => cli::plan::plan(&p, &policy),
+        Command::Plan(a) => Ok(match load(&a.policy) {
+            Some(p) => cli::plan::plan(&p, &a).await,
             None => EXIT_USAGE,
         }),
         Command::Run {

@@ -269,3 +269,45 @@ fn validating_any_64k_policy_stays_under_64_mb() {
         assert!(kb < 64 * 1024, "{name}: {kb} KB peak\n{out}");
     }
 }
+
+/// `cutover plan` predicts, per stage and sequential gate, the time to certify a healthy
+/// primary from `--rps` (or Prometheus), and warns where `max_duration` makes a hold likely.
+#[test]
+fn plan_predicts_the_time_to_certify_and_warns_of_likely_holds() {
+    let dir = TempDir::new("plan-predict");
+    let policy = workspace().join("policies/web-sequential.yaml");
+    let text = std::fs::read_to_string(&policy)
+        .unwrap()
+        .replace("http://prometheus.monitoring:9090", "http://127.0.0.1:9");
+    let file = dir.path().join("web.yaml");
+    std::fs::write(&file, &text).unwrap();
+    let file = file.to_str().unwrap();
+    let (code, out) = cutover(&["plan", file, "--rps", "1000", "--bad-rate", "0.01"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("Predicted time to certify a healthy primary"),
+        "{out}"
+    );
+    let rows = out
+        .lines()
+        .filter(|l| l.trim_start().starts_with("10%") && l.contains("errors-vs-dr"))
+        .count();
+    assert_eq!(rows, 1, "a row for the 10 % stage:\n{out}");
+    assert!(
+        !out.contains("warning: at"),
+        "1000 rps certifies in time:\n{out}"
+    );
+    // A quiet service: the first stage is warned about.
+    let (code, out) = cutover(&["plan", file, "--rps", "5", "--bad-rate", "0.01"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("warning: at 10% the gate errors-vs-dr is not certified"),
+        "{out}"
+    );
+    // No Prometheus and no --rps: said, not guessed; --no-predict leaves it out.
+    let (code, out) = cutover(&["plan", file]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("pass --rps"), "{out}");
+    let (_, out) = cutover(&["plan", file, "--no-predict"]);
+    assert!(!out.contains("Predicted time"), "{out}");
+}

@@ -29,6 +29,7 @@ pub(crate) mod operate;
 pub(crate) mod out;
 pub(crate) mod output;
 pub(crate) mod plan;
+pub(crate) mod plan_predict;
 pub(crate) mod rollback;
 pub(crate) mod run;
 pub(crate) mod schema;

@@ -2,7 +2,6 @@
 //! each gate and preflight check will run.
 
 use std::fmt::Write;
-use std::path::Path;
 use std::time::Duration;
 
 use cutover_core::Site;
@@ -11,9 +10,12 @@ use cutover_core::policy::LoadedPolicy;
 use cutover_core::policy::backend::Backend;
 use cutover_core::run::fmt_d;
 
-/// Prints the plan of a loaded policy file; exit 0.
-pub(crate) fn plan(p: &LoadedPolicy, path: &Path) -> u8 {
-    super::out::print(&render(p, &path.display().to_string()));
+/// Prints the plan of a loaded policy file, and the predicted time to certify each
+/// sequential gate; exit 0.
+pub(crate) async fn plan(p: &LoadedPolicy, args: &super::plan_predict::PlanArgs) -> u8 {
+    let mut text = render(p, &args.policy.display().to_string());
+    text.push_str(&super::plan_predict::render(p, args).await);
+    super::out::print(&text);
     0
 }
 
