@@ -150,7 +150,7 @@ fn draw(rng: &mut StdRng, traffic: Traffic, w: f64, dt: f64) -> (Tally, Tally) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cutover_core::units::StageWeight;
+    use cutover_core::StageWeight;
 
     fn stage(weight: u32, max_minutes: u64) -> Stage {
         Stage {
