@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use rand_distr::{Binomial, Distribution, Gamma, Poisson};
+use rand_distr::{Binomial, Distribution, Poisson};
 
 use cutover_core::Site;
 use cutover_core::metrics::counters::{MAX_GAP, pair_growth, series_growth};
@@ -16,6 +16,7 @@ use cutover_core::metrics::source::{
 };
 
 use super::scenario::*;
+use super::traffic::Bursts;
 
 /// One pod's counters as a scrape sees them: requests, errors and cumulative buckets.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -81,12 +82,19 @@ struct World {
     ramps: [Option<(u64, f64)>; 2],
     /// When the first scripted change happened.
     onset: Option<u64>,
+    /// Per site: the error bursts' multipliers (their own RNG stream, so every judge sees
+    /// the same bursts for a seed).
+    bursts: Bursts,
+    /// Per site: a load-dependent error multiplier, once a change installs one.
+    load_curves: [Option<LoadCurve>; 2],
+    /// Per change: when the primary's target weight first reached its
+    /// [`Trigger::AfterWeight`] weight.
+    reached: Vec<Option<u64>>,
+    /// How long generated seconds and scrapes are kept: [`RETAIN_SECS`] after the warmup.
+    retain: u64,
 }
 
-/// History generated before a world's start.
-pub const WARMUP: Duration = Duration::from_secs(600);
-
-/// How long generated seconds are kept for queries.
+/// How long generated seconds are kept for queries, beyond the warmup.
 const RETAIN_SECS: u64 = 3 * 3600;
 
 fn unix_f64(t: SystemTime) -> f64 {
@@ -110,8 +118,9 @@ fn idx(site: Site) -> usize {
 
 impl World {
     fn advance_to(&mut self, now: u64) {
-        // Bounded: at most RETAIN_SECS seconds are generated per call.
-        let from = self.last.max(now.saturating_sub(RETAIN_SECS));
+        // Bounded: at most `retain` seconds are generated per call.
+        let retain = self.retain;
+        let from = self.last.max(now.saturating_sub(retain));
         for s in from + 1..=now {
             self.apply_changes(s);
             self.step_share();
@@ -121,14 +130,14 @@ impl World {
         }
         self.last = self.last.max(now);
         while let Some((s, _)) = self.seconds.front() {
-            if *s + RETAIN_SECS < now {
+            if *s + retain < now {
                 self.seconds.pop_front();
             } else {
                 break;
             }
         }
         while let Some((s, _)) = self.scrapes.front() {
-            if *s + RETAIN_SECS < now {
+            if *s + retain < now {
                 self.scrapes.pop_front();
             } else {
                 break;
@@ -235,6 +244,9 @@ impl World {
             let due = match c.when {
                 Trigger::PrimaryWeightAtLeast(w) => self.target_weight >= w,
                 Trigger::After(d) => second >= self.start + d.as_secs(),
+                Trigger::AfterWeight { after, .. } => {
+                    self.reached[i].is_some_and(|r| second >= r + after.as_secs())
+                }
             };
             if !due {
                 continue;
@@ -258,8 +270,13 @@ impl World {
                 if let Some(r) = c.error_ramp {
                     self.ramps[s] = Some((second, r));
                 }
+                if let Some(curve) = &c.load_errors {
+                    self.load_curves[s] = Some(curve.clone());
+                }
             }
-            self.onset.get_or_insert(second);
+            if c.is_immediate() {
+                self.onset.get_or_insert(second);
+            }
         }
     }
 
@@ -273,7 +290,13 @@ impl World {
     }
 
     fn generate(&mut self, second: u64) -> [Counts; 2] {
-        let rps = self.scenario.total_rps;
+        let factor = self.scenario.traffic_factor(second, self.start);
+        let rps = self.scenario.total_rps * factor;
+        let bursts = self.bursts.factors(
+            self.scenario.error_burst_shape,
+            self.scenario.burst_period,
+            second,
+        );
         let mut share = self.share;
         if !self.sites[0].reachable {
             share = 0.0;
@@ -295,12 +318,18 @@ impl World {
             if let Some((start, per_min)) = self.ramps[i] {
                 p_err += per_min * second.saturating_sub(start) as f64 / 60.0;
             }
-            let k = self.scenario.error_burst_shape;
-            if k > 0.0 {
-                p_err *= Gamma::new(k, 1.0 / k)
-                    .map(|g| g.sample(&mut self.rng))
-                    .unwrap_or(1.0);
+            if let Some(curve) = &self.load_curves[i] {
+                let load = match curve.of {
+                    LoadOf::Site => lambda / self.scenario.total_rps.max(f64::MIN_POSITIVE),
+                    LoadOf::Total => factor,
+                };
+                let f = curve.factor(load);
+                if f > 1.0 + 1e-9 {
+                    self.onset.get_or_insert(second);
+                }
+                p_err *= f;
             }
+            p_err *= bursts[i];
             out[i].errors = binomial(&mut self.rng, n, p_err.min(1.0));
             // Multinomial over buckets as a chain of binomials.
             let mut left = n;
@@ -393,26 +422,42 @@ pub struct SimWorld {
 }
 
 impl SimWorld {
-    /// Starts a world at `start` with all traffic on DR, and [`WARMUP`] of history before it
-    /// (DR has been serving all along).
+    /// Starts a world at `start` with all traffic on DR, and the scenario's `warmup` of
+    /// history before it (DR has been serving all along). Every pod is scraped at the
+    /// warmup's first second with its counters at zero, so counts over any part of the
+    /// warmup are exact, as during the run.
     pub fn new(scenario: Scenario, start: SystemTime) -> SimWorld {
         let s = unix(start);
         let n = scenario.changes.len();
         let sites = [scenario.primary, scenario.dr];
+        let first = s.saturating_sub(scenario.warmup.as_secs());
+        let pods = vec![PodCounters::default(); scenario.scrape.pods.max(1) as usize];
+        let reached = scenario
+            .changes
+            .iter()
+            .map(|c| match c.when {
+                Trigger::AfterWeight { weight: 0, .. } => Some(s),
+                _ => None,
+            })
+            .collect();
         let world = SimWorld {
             inner: Arc::new(Mutex::new(World {
                 rng: StdRng::seed_from_u64(scenario.seed),
+                bursts: Bursts::new(scenario.seed),
+                load_curves: [None, None],
+                reached,
+                retain: RETAIN_SECS + scenario.warmup.as_secs(),
                 scenario,
                 start: s,
-                last: s.saturating_sub(WARMUP.as_secs()),
+                last: first,
                 share: 0.0,
                 target: 0.0,
                 target_weight: 0,
                 sites,
                 applied: vec![false; n],
                 seconds: VecDeque::new(),
-                pods: [Vec::new(), Vec::new()],
-                scrapes: VecDeque::new(),
+                pods: [pods.clone(), pods.clone()],
+                scrapes: VecDeque::from([(first, [pods.clone(), pods])]),
                 ramps: [None, None],
                 onset: None,
             })),
@@ -428,9 +473,18 @@ impl SimWorld {
     /// Generates traffic up to `now` under the current split, then moves the split's target.
     pub fn set_primary_weight(&self, now: SystemTime, weight: u8) {
         let mut w = self.lock();
-        w.advance_to(unix(now));
+        let t = unix(now);
+        w.advance_to(t);
         w.target_weight = weight;
         w.target = f64::from(weight) / 100.0;
+        for i in 0..w.scenario.changes.len() {
+            if let Trigger::AfterWeight { weight: at, .. } = w.scenario.changes[i].when
+                && weight >= at
+                && w.reached[i].is_none()
+            {
+                w.reached[i] = Some(t);
+            }
+        }
     }
 
     /// Generates traffic up to `now`.
@@ -547,6 +601,9 @@ mod tests {
                 mean_time_between_resets: resets,
             },
             error_burst_shape: 0.0,
+            burst_period: Duration::ZERO,
+            traffic_profile: Vec::new(),
+            warmup: WARMUP,
         }
     }
 
