@@ -134,6 +134,13 @@ enum Command {
         /// Seeded runs per scenario and judge.
         #[arg(long, default_value_t = 1000)]
         runs: usize,
+        /// At least this many runs where the primary is acceptable (a false-rollback rate
+        /// <= 1 % is claimed there).
+        #[arg(long, default_value_t = 2000)]
+        rate_runs: usize,
+        /// Seconds of history generated before each run (DR at 100 %), for every scenario.
+        #[arg(long, default_value_t = cutover_analyzers::simulated::WARMUP.as_secs())]
+        warmup_secs: u64,
         /// The first seed; run i uses seed + i.
         #[arg(long, default_value_t = 1)]
         seed: u64,
@@ -283,11 +290,25 @@ async fn dispatch(args: Cli, asked_json: bool) -> anyhow::Result<u8> {
         Command::Fleet(cmd) => cli::fleet::fleet(cmd).await,
         Command::Bench {
             runs,
+            rate_runs,
+            warmup_secs,
             seed,
             scenario,
             judge,
             jobs,
             check,
-        } => cli::bench::bench(runs, seed, scenario, judge, jobs, check).await,
+        } => {
+            cli::bench::bench(
+                runs,
+                rate_runs,
+                std::time::Duration::from_secs(warmup_secs),
+                seed,
+                scenario,
+                judge,
+                jobs,
+                check,
+            )
+            .await
+        }
     }
 }

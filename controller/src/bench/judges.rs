@@ -18,6 +18,9 @@
 //! * **seq+holdout** — the same with `final_holdout: 2%`: the last stage is judged at 98 %
 //!   against DR's concurrent 2 %, then 100 % is written unjudged.
 //!
+//! A scenario's [`StageTiming`](super::scenarios::StageTiming) gives one stage its own bake and
+//! `max_duration` in every judge's policy (e.g. a stage that lasts past a mid-stage onset).
+//!
 //! The state machine counts failed checks per stage, so `flagger` here forgives more than
 //! Flagger itself (whose count runs over the whole canary): that favours it, not us.
 
@@ -103,6 +106,18 @@ impl Judge {
                 ),
             ),
         };
+        let mut stages = String::new();
+        for w in [10u8, 25, 50, 75, 100] {
+            stages.push_str(&format!("  - weight: {w}\n"));
+            if let Some(t) = sc.stage_timing.filter(|t| t.weight == w) {
+                stages.push_str(&format!(
+                    "    bake: {}s\n    max_duration: {}s\n",
+                    t.bake.as_secs(),
+                    t.max_duration.as_secs()
+                ));
+            }
+        }
+        let max_duration = super::scenarios::MAX_DURATION.as_secs();
         let holdout = if self == Judge::SequentialHoldout {
             "final_holdout: 2%\n"
         } else {
@@ -126,14 +141,9 @@ traffic:
 defaults:
   bake: {bake}
   interval: 15s
-  max_duration: 15m
+  max_duration: {max_duration}s
 stages:
-  - weight: 10
-  - weight: 25
-  - weight: 50
-  - weight: 75
-  - weight: 100
-{holdout}gates:
+{stages}{holdout}gates:
 {gates}analysis:
   min_requests: 20
   failure_limit: {failure_limit}

@@ -5,17 +5,24 @@ use cutover::bench::{self, judges, scenarios};
 
 use super::EXIT_USAGE;
 
-/// Runs the benchmark and prints its table; with `check`, exit 1 if an acceptance check
+/// Runs the benchmark and prints its table: `runs` runs per scenario and judge, at least
+/// `rate_runs` where the primary is acceptable, each after `warmup` of history; with `check`, exit 1 if an acceptance check
 /// fails; exit 2 for an unknown scenario.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn bench(
     runs: usize,
+    rate_runs: usize,
+    warmup: std::time::Duration,
     seed: u64,
     only: Vec<String>,
     judges: Vec<judges::Judge>,
     jobs: usize,
     check: bool,
 ) -> anyhow::Result<u8> {
-    let all = scenarios::all();
+    let mut all = scenarios::all();
+    for sc in &mut all {
+        sc.warmup = warmup;
+    }
     for name in &only {
         if !all.iter().any(|s| s.name == name) {
             let names: Vec<&str> = all.iter().map(|s| s.name).collect();
@@ -33,8 +40,8 @@ pub(crate) async fn bench(
     };
     let started = std::time::Instant::now();
     super::out::line(&format!(
-        "cutover bench --runs {runs} --seed {seed}: {} runs per scenario and judge, 100/1000 rps as named, 15 s scrape and analysis interval, stages 10/25/50/75/100 %\n",
-        runs
+        "cutover bench --runs {runs} --rate-runs {rate_runs} --seed {seed}: {runs} runs per scenario and judge, {} where the primary is acceptable (the same seeds for every judge), 100/1000 rps as named, 15 s scrape and analysis interval, stages 10/25/50/75/100 %\n",
+        runs.max(rate_runs)
     ));
     super::out::line(bench::TABLE_HEADER);
     let mut results = Vec::new();
@@ -43,7 +50,8 @@ pub(crate) async fn bench(
         .filter(|s| only.is_empty() || only.iter().any(|n| n == s.name))
     {
         for j in &judges {
-            let records = bench::run_many(*j, sc, runs, seed, jobs).await?;
+            let n = bench::runs_for(sc, runs, rate_runs);
+            let records = bench::run_many(*j, sc, n, seed, jobs).await?;
             let s = bench::summarize(sc, *j, &records);
             super::out::line(&bench::table_row(&s));
             results.push(s);
@@ -54,7 +62,17 @@ pub(crate) async fn bench(
         .iter()
         .filter(|s| only.is_empty() || only.iter().any(|n| n == s.name))
     {
-        super::out::line(&format!("* `{}`: {}", sc.name, sc.description));
+        super::out::line(&format!(
+            "* `{}` ({}, {} runs): {}",
+            sc.name,
+            if sc.acceptable {
+                "acceptable"
+            } else {
+                "regression"
+            },
+            bench::runs_for(sc, runs, rate_runs),
+            sc.description
+        ));
     }
     let checks = bench::acceptance(&results);
     let mut failed = 0;
