@@ -308,6 +308,68 @@ mod tests {
         assert_eq!(a.phase, Phase::RolledBack, "{a:?}");
     }
 
+    fn record(phase: Phase, onset: Option<u64>, ttr: Option<u64>) -> RunRecord {
+        RunRecord {
+            phase,
+            elapsed: Duration::from_secs(3600),
+            time_to_rollback: ttr.map(Duration::from_secs),
+            bad_served: 0,
+            onset: onset.map(Duration::from_secs),
+        }
+    }
+
+    /// "Still serving 60 minutes after onset" counts held and promoted runs and runs rolled
+    /// back later than that; runs that never reached the onset are left out.
+    #[test]
+    fn still_serving_counts_held_runs_and_late_rollbacks() {
+        let sc = scenarios::all()
+            .into_iter()
+            .find(|s| s.name == "step-1-2")
+            .unwrap();
+        let records = [
+            record(Phase::RolledBack, Some(60), Some(30)),
+            record(Phase::RolledBack, Some(60), Some(90)),
+            record(Phase::RolledBack, Some(60), Some(3601)),
+            record(Phase::Held, Some(60), None),
+            record(Phase::Promoted, Some(60), None),
+            record(Phase::Held, None, None),
+        ];
+        let s = summarize(&sc, Judge::Sequential, &records);
+        assert_eq!(s.reached_onset, 5);
+        assert_eq!(s.still_serving, Some(3.0 / 5.0));
+        assert_eq!(s.rolled_back_within(Duration::from_secs(60)), Some(0.2));
+        assert_eq!(s.rolled_back_within(Duration::from_secs(120)), Some(0.4));
+        assert_eq!(s.rolled_back_after_onset(), Some(0.6));
+        assert_eq!(s.median_onset_ttr(), Some(Duration::from_secs(90)));
+        let healthy = scenarios::all()
+            .into_iter()
+            .find(|s| s.name == "healthy-1pct")
+            .unwrap();
+        let h = summarize(&healthy, Judge::Sequential, &records);
+        assert_eq!(h.still_serving, None, "not a regression");
+        assert_eq!(runs_for(&healthy, 300, 2000), 2000);
+        assert_eq!(runs_for(&sc, 300, 2000), 300);
+    }
+
+    /// A mid-stage onset: the stage lasts (its own bake) and the onset is 12 minutes into it,
+    /// for every judge on the same seed.
+    #[tokio::test]
+    async fn a_mid_stage_onset_happens_12_minutes_into_the_stage() {
+        let sc = scenarios::all()
+            .into_iter()
+            .find(|s| s.name == "onset-mid-stage")
+            .unwrap();
+        for j in [Judge::Sequential, Judge::Flagger] {
+            let plan = policy::parse("bench.yaml", &j.policy_yaml(&sc), Default::default())
+                .unwrap()
+                .plan;
+            assert_eq!(plan.stages[0].bake, Duration::from_secs(20 * 60), "{j}");
+            assert_eq!(plan.stages[1].bake, j.policy_bake(), "{j}");
+            let r = run_one(j, &sc, 3).await.unwrap();
+            assert_eq!(r.onset, Some(Duration::from_secs(12 * 60)), "{j}: {r:?}");
+        }
+    }
+
     /// The whole state machine under the null: simulated A/A cutovers (both sites at 1 %
     /// errors, 100 rps, 15 s scrapes, five stages, two sequential gates) must roll back no
     /// more often than the gates' alpha (0.01), over many seeds.
