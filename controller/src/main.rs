@@ -130,33 +130,7 @@ enum Command {
     /// Compare four judges (Flagger-, Argo-, Kayenta-style and cutover's sequential gates)
     /// on the same seeded simulated cutovers, in virtual time; prints a Markdown table
     /// (BENCHMARKS.md) and the acceptance checks.
-    Bench {
-        /// Seeded runs per scenario and judge.
-        #[arg(long, default_value_t = 1000)]
-        runs: usize,
-        /// At least this many runs where the primary is acceptable (a false-rollback rate
-        /// <= 1 % is claimed there).
-        #[arg(long, default_value_t = 2000)]
-        rate_runs: usize,
-        /// Seconds of history generated before each run (DR at 100 %), for every scenario.
-        #[arg(long, default_value_t = cutover_analyzers::simulated::WARMUP.as_secs())]
-        warmup_secs: u64,
-        /// The first seed; run i uses seed + i.
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        /// Only these scenarios (comma-separated names); default: all.
-        #[arg(long, value_delimiter = ',')]
-        scenario: Vec<String>,
-        /// Only these judges; default: all four.
-        #[arg(long, value_enum, value_delimiter = ',')]
-        judge: Vec<cutover::bench::judges::Judge>,
-        /// Runs in flight at once.
-        #[arg(long, default_value_t = 32)]
-        jobs: usize,
-        /// Exit 1 if an acceptance check fails.
-        #[arg(long)]
-        check: bool,
-    },
+    Bench(cli::bench::BenchArgs),
     /// Print the policy JSON Schema (policies/policy.schema.json).
     Schema,
     /// Print the Kubernetes objects that run POLICY as a Job: policy ConfigMap,
@@ -288,27 +262,6 @@ async fn dispatch(args: Cli, asked_json: bool) -> anyhow::Result<u8> {
         Command::Completions { shell } => Ok(cli::docs::completions(shell, &mut Cli::command())),
         Command::Man => Ok(cli::docs::man(Cli::command())),
         Command::Fleet(cmd) => cli::fleet::fleet(cmd).await,
-        Command::Bench {
-            runs,
-            rate_runs,
-            warmup_secs,
-            seed,
-            scenario,
-            judge,
-            jobs,
-            check,
-        } => {
-            cli::bench::bench(
-                runs,
-                rate_runs,
-                std::time::Duration::from_secs(warmup_secs),
-                seed,
-                scenario,
-                judge,
-                jobs,
-                check,
-            )
-            .await
-        }
+        Command::Bench(args) => cli::bench::bench(args).await,
     }
 }

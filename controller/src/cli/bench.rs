@@ -5,20 +5,51 @@ use cutover::bench::{self, judges, scenarios};
 
 use super::EXIT_USAGE;
 
+/// `cutover bench`'s options.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct BenchArgs {
+    /// Seeded runs per scenario and judge.
+    #[arg(long, default_value_t = 1000)]
+    pub(crate) runs: usize,
+    /// At least this many runs where the primary is acceptable (a false-rollback rate
+    /// <= 1 % is claimed there).
+    #[arg(long, default_value_t = 2000)]
+    pub(crate) rate_runs: usize,
+    /// Seconds of history generated before each run (DR at 100 %), for every scenario.
+    #[arg(long, default_value_t = cutover_analyzers::simulated::WARMUP.as_secs())]
+    pub(crate) warmup_secs: u64,
+    /// The first seed; run i uses seed + i.
+    #[arg(long, default_value_t = 1)]
+    pub(crate) seed: u64,
+    /// Only these scenarios (comma-separated names); default: all.
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) scenario: Vec<String>,
+    /// Only these judges; default: all four.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub(crate) judge: Vec<cutover::bench::judges::Judge>,
+    /// Runs in flight at once.
+    #[arg(long, default_value_t = 32)]
+    pub(crate) jobs: usize,
+    /// Exit 1 if an acceptance check fails.
+    #[arg(long)]
+    pub(crate) check: bool,
+}
+
 /// Runs the benchmark and prints its table: `runs` runs per scenario and judge, at least
-/// `rate_runs` where the primary is acceptable, each after `warmup` of history; with `check`, exit 1 if an acceptance check
-/// fails; exit 2 for an unknown scenario.
-#[allow(clippy::too_many_arguments)]
-pub(crate) async fn bench(
-    runs: usize,
-    rate_runs: usize,
-    warmup: std::time::Duration,
-    seed: u64,
-    only: Vec<String>,
-    judges: Vec<judges::Judge>,
-    jobs: usize,
-    check: bool,
-) -> anyhow::Result<u8> {
+/// `rate_runs` where the primary is acceptable, each after `warmup_secs` of history; with
+/// `check`, exit 1 if an acceptance check fails; exit 2 for an unknown scenario.
+pub(crate) async fn bench(args: BenchArgs) -> anyhow::Result<u8> {
+    let BenchArgs {
+        runs,
+        rate_runs,
+        warmup_secs,
+        seed,
+        scenario: only,
+        judge: judges,
+        jobs,
+        check,
+    } = args;
+    let warmup = std::time::Duration::from_secs(warmup_secs);
     let mut all = scenarios::all();
     for sc in &mut all {
         sc.warmup = warmup;
