@@ -10,16 +10,17 @@ fn bench(args: &[&str]) -> (i32, String) {
     cutover(&all)
 }
 
-/// Every check of this subset passes with today's judge. Issue 12's checks that do not yet
+/// Every check of this subset passes with today's judge (300 runs per scenario in the
+/// debug build keeps the suite within minutes; BENCHMARKS.md's command runs the full table). Issue 12's checks that do not yet
 /// (bursts, aligned spikes and a common rise at 100 % for `sequential`, the mid-stage onset,
 /// 1 % -> 2 % still serving, the zero baseline) are left out until the judge meets them.
 #[test]
-fn the_acceptance_checks_pass_with_1000_runs_per_scenario() {
+fn the_acceptance_checks_pass_that_todays_judge_meets() {
     let (code, text) = bench(&[
         "--runs",
-        "1000",
+        "300",
         "--rate-runs",
-        "1000",
+        "300",
         "--scenario",
         "healthy-1pct,step-1-5,traffic-1000rps,slow-leak-1000rps",
         "--check",
@@ -35,9 +36,9 @@ fn the_acceptance_checks_pass_with_1000_runs_per_scenario() {
     // The holdout's check on a shared cause at the end (the plain judge's fails today).
     let (code, text) = bench(&[
         "--runs",
-        "1000",
+        "300",
         "--rate-runs",
-        "1000",
+        "300",
         "--scenario",
         "common-rise-at-100",
         "--judge",
@@ -52,9 +53,9 @@ fn the_acceptance_checks_pass_with_1000_runs_per_scenario() {
     // Issue 12's checks that pass today, on fewer runs of the sequential judge.
     let (code, text) = bench(&[
         "--runs",
-        "300",
+        "200",
         "--rate-runs",
-        "300",
+        "200",
         "--scenario",
         "dr-worse,varying-traffic,step-1-5-at-100",
         "--judge",
@@ -67,7 +68,7 @@ fn the_acceptance_checks_pass_with_1000_runs_per_scenario() {
         3,
         "{text}"
     );
-    assert!(text.contains("(300 runs; fewer than the 2000"), "{text}");
+    assert!(text.contains("(200 runs; fewer than the 2000"), "{text}");
     // And --check fails on a check that fails today.
     let (code, text) = bench(&[
         "--runs",
