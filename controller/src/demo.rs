@@ -55,6 +55,7 @@ impl DemoScenario {
             latency_factor,
             reachable,
             error_ramp: None,
+            load_errors: None,
         };
         let (name, changes) = match self {
             DemoScenario::Healthy => ("healthy", vec![]),
@@ -88,6 +89,9 @@ impl DemoScenario {
             seed,
             scrape: Default::default(),
             error_burst_shape: 0.0,
+            burst_period: Duration::ZERO,
+            traffic_profile: Vec::new(),
+            warmup: cutover_analyzers::simulated::WARMUP,
         }
     }
 }

@@ -127,26 +127,7 @@ enum Command {
     /// Compare four judges (Flagger-, Argo-, Kayenta-style and cutover's sequential gates)
     /// on the same seeded simulated cutovers, in virtual time; prints a Markdown table
     /// (BENCHMARKS.md) and the acceptance checks.
-    Bench {
-        /// Seeded runs per scenario and judge.
-        #[arg(long, default_value_t = 1000)]
-        runs: usize,
-        /// The first seed; run i uses seed + i.
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        /// Only these scenarios (comma-separated names); default: all.
-        #[arg(long, value_delimiter = ',')]
-        scenario: Vec<String>,
-        /// Only these judges; default: all four.
-        #[arg(long, value_enum, value_delimiter = ',')]
-        judge: Vec<cutover::bench::judges::Judge>,
-        /// Runs in flight at once.
-        #[arg(long, default_value_t = 32)]
-        jobs: usize,
-        /// Exit 1 if an acceptance check fails.
-        #[arg(long)]
-        check: bool,
-    },
+    Bench(cli::bench::BenchArgs),
     /// Replay POLICY over a past window of its Prometheus, in virtual time.
     Backtest(cli::backtest::BacktestArgs),
     /// Suggest POLICY's bounds and settings from the service's own history.
@@ -284,13 +265,6 @@ async fn dispatch(args: Cli, asked_json: bool) -> anyhow::Result<u8> {
         Command::Completions { shell } => Ok(cli::docs::completions(shell, &mut Cli::command())),
         Command::Man => Ok(cli::docs::man(Cli::command())),
         Command::Fleet(cmd) => cli::fleet::fleet(cmd).await,
-        Command::Bench {
-            runs,
-            seed,
-            scenario,
-            judge,
-            jobs,
-            check,
-        } => cli::bench::bench(runs, seed, scenario, judge, jobs, check).await,
+        Command::Bench(args) => cli::bench::bench(args).await,
     }
 }

@@ -7,6 +7,7 @@
 //! changes a site's behaviour at a virtual time or when the primary weight reaches a stage.
 
 mod scenario;
+mod traffic;
 mod world;
 
 use std::time::SystemTime;
@@ -85,12 +86,16 @@ mod tests {
                 latency_factor: None,
                 reachable: None,
                 error_ramp: None,
+                load_errors: None,
             }],
             convergence: Duration::ZERO,
             custom: BTreeMap::new(),
             seed: 7,
             scrape: ScrapeSpec::default(),
             error_burst_shape: 0.0,
+            burst_period: Duration::ZERO,
+            traffic_profile: Vec::new(),
+            warmup: WARMUP,
         }
     }
 

@@ -46,6 +46,74 @@ pub enum Trigger {
     PrimaryWeightAtLeast(u8),
     /// This long after the simulation starts.
     After(#[serde(with = "cutover_core::serde_secs")] Duration),
+    /// `after` this long once the primary's target weight has first reached `weight`
+    /// percent (stage-relative: e.g. 12 minutes into the 10 % stage). The change is in force
+    /// from the second `weight reached + after` on, like [`Trigger::After`].
+    AfterWeight {
+        /// The primary weight, percent.
+        weight: u8,
+        /// How long after the weight was first written.
+        #[serde(with = "cutover_core::serde_secs")]
+        after: Duration,
+    },
+}
+
+/// What the load of a [`LoadCurve`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LoadOf {
+    /// The site's own arrival rate as a fraction of the scenario's `total_rps` (its
+    /// share of traffic, times the traffic profile's factor).
+    Site,
+    /// The total arrival rate as a fraction of `total_rps`: the traffic profile's factor.
+    Total,
+}
+
+/// A load-dependent multiplier of a site's error probability: piecewise linear through
+/// `points` (`(load, factor)`, sorted by load), constant beyond the first and last point.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoadCurve {
+    /// What the load is.
+    pub of: LoadOf,
+    /// `(load, factor)` points, sorted by load.
+    pub points: Vec<(f64, f64)>,
+}
+
+impl LoadCurve {
+    /// The multiplier at `load`.
+    pub fn factor(&self, load: f64) -> f64 {
+        let pts = &self.points;
+        let (Some(first), Some(last)) = (pts.first(), pts.last()) else {
+            return 1.0;
+        };
+        if load <= first.0 {
+            return first.1;
+        }
+        if load >= last.0 {
+            return last.1;
+        }
+        for w in pts.windows(2) {
+            let ((x0, y0), (x1, y1)) = (w[0], w[1]);
+            if load <= x1 {
+                if x1 <= x0 {
+                    return y1;
+                }
+                return y0 + (y1 - y0) * (load - x0) / (x1 - x0);
+            }
+        }
+        last.1
+    }
+}
+
+/// One phase of a cyclic traffic profile: the total request rate is `total_rps × factor`
+/// for `duration`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct TrafficPhase {
+    /// How long the phase lasts.
+    #[serde(with = "cutover_core::serde_secs")]
+    pub duration: Duration,
+    /// The multiplier of `total_rps` during it.
+    pub factor: f64,
 }
 
 /// One scripted change of a site's behaviour.
@@ -64,6 +132,21 @@ pub struct Change {
     /// From now on the error probability grows by this much per minute (a slow leak).
     #[serde(default)]
     pub error_ramp: Option<f64>,
+    /// From now on the error probability is multiplied by this load-dependent factor. Not
+    /// an onset by itself: the world's onset is the first second the factor exceeds 1 at a
+    /// site serving traffic.
+    #[serde(default)]
+    pub load_errors: Option<LoadCurve>,
+}
+
+impl Change {
+    /// Whether the change alters a site's behaviour the moment it applies (an onset).
+    pub fn is_immediate(&self) -> bool {
+        self.error_rate.is_some()
+            || self.latency_factor.is_some()
+            || self.reachable.is_some()
+            || self.error_ramp.is_some()
+    }
 }
 
 /// A whole simulated world: traffic, both sites, and what changes when.
@@ -89,10 +172,53 @@ pub struct Scenario {
     /// How the simulated Prometheus scrapes the counters that sequential gates count.
     #[serde(default)]
     pub scrape: ScrapeSpec,
-    /// Overdispersion of errors: each second's error probability at each site is multiplied
-    /// by a Gamma(k, 1/k) draw (mean 1) with this shape `k`; smaller is burstier. 0: none.
+    /// Overdispersion of errors: the error probability at each site is multiplied by a
+    /// Gamma(k, 1/k) draw (mean 1, variance 1/k) with this shape `k`, drawn independently per
+    /// site and held for [`Scenario::burst_period`]; smaller is burstier. 0: none.
     #[serde(default)]
     pub error_burst_shape: f64,
+    /// How long one burst draw holds (periods aligned to multiples of it in Unix time);
+    /// zero or 1 s: redrawn every second.
+    #[serde(default, with = "cutover_core::serde_secs")]
+    pub burst_period: Duration,
+    /// A cyclic profile of the total request rate, starting at the world's start (and
+    /// running backwards into the warmup); empty: `total_rps` throughout.
+    #[serde(default)]
+    pub traffic_profile: Vec<TrafficPhase>,
+    /// History generated before the world's start (DR serving everything); counts over
+    /// any part of it work as they do during the run. Default [`WARMUP`].
+    #[serde(default = "default_warmup", with = "cutover_core::serde_secs")]
+    pub warmup: Duration,
+}
+
+/// The default history generated before a world's start: 30 minutes.
+pub const WARMUP: Duration = Duration::from_secs(1800);
+
+fn default_warmup() -> Duration {
+    WARMUP
+}
+
+impl Scenario {
+    /// The traffic profile's factor at `second` (Unix), counting phases from `start`.
+    pub fn traffic_factor(&self, second: u64, start: u64) -> f64 {
+        let cycle: u64 = self
+            .traffic_profile
+            .iter()
+            .map(|p| p.duration.as_secs())
+            .sum();
+        if cycle == 0 {
+            return 1.0;
+        }
+        let mut t = (second as i64 - start as i64).rem_euclid(cycle as i64) as u64;
+        for p in &self.traffic_profile {
+            let d = p.duration.as_secs();
+            if t < d {
+                return p.factor;
+            }
+            t -= d;
+        }
+        1.0
+    }
 }
 
 /// The simulated scrape of each site's counters: several pods, each its own series.

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use rand_distr::{Binomial, Distribution, Gamma, Poisson};
+use rand_distr::{Binomial, Distribution, Poisson};
 
 use cutover_core::Site;
 use cutover_core::metrics::counters::{MAX_GAP, pair_growth, series_growth};
@@ -16,6 +16,7 @@ use cutover_core::metrics::source::{
 };
 
 use super::scenario::*;
+use super::traffic::Bursts;
 
 /// One pod's counters as a scrape sees them: requests, errors and cumulative buckets.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -81,12 +82,19 @@ struct World {
     ramps: [Option<(u64, f64)>; 2],
     /// When the first scripted change happened.
     onset: Option<u64>,
+    /// Per site: the error bursts' multipliers (their own RNG stream, so every judge sees
+    /// the same bursts for a seed).
+    bursts: Bursts,
+    /// Per site: a load-dependent error multiplier, once a change installs one.
+    load_curves: [Option<LoadCurve>; 2],
+    /// Per change: when the primary's target weight first reached its
+    /// [`Trigger::AfterWeight`] weight.
+    reached: Vec<Option<u64>>,
+    /// How long generated seconds and scrapes are kept: [`RETAIN_SECS`] after the warmup.
+    retain: u64,
 }
 
-/// History generated before a world's start.
-pub const WARMUP: Duration = Duration::from_secs(600);
-
-/// How long generated seconds are kept for queries.
+/// How long generated seconds are kept for queries, beyond the warmup.
 const RETAIN_SECS: u64 = 3 * 3600;
 
 fn unix_f64(t: SystemTime) -> f64 {
@@ -110,8 +118,9 @@ fn idx(site: Site) -> usize {
 
 impl World {
     fn advance_to(&mut self, now: u64) {
-        // Bounded: at most RETAIN_SECS seconds are generated per call.
-        let from = self.last.max(now.saturating_sub(RETAIN_SECS));
+        // Bounded: at most `retain` seconds are generated per call.
+        let retain = self.retain;
+        let from = self.last.max(now.saturating_sub(retain));
         for s in from + 1..=now {
             self.apply_changes(s);
             self.step_share();
@@ -121,14 +130,14 @@ impl World {
         }
         self.last = self.last.max(now);
         while let Some((s, _)) = self.seconds.front() {
-            if *s + RETAIN_SECS < now {
+            if *s + retain < now {
                 self.seconds.pop_front();
             } else {
                 break;
             }
         }
         while let Some((s, _)) = self.scrapes.front() {
-            if *s + RETAIN_SECS < now {
+            if *s + retain < now {
                 self.scrapes.pop_front();
             } else {
                 break;
@@ -235,6 +244,9 @@ impl World {
             let due = match c.when {
                 Trigger::PrimaryWeightAtLeast(w) => self.target_weight >= w,
                 Trigger::After(d) => second >= self.start + d.as_secs(),
+                Trigger::AfterWeight { after, .. } => {
+                    self.reached[i].is_some_and(|r| second >= r + after.as_secs())
+                }
             };
             if !due {
                 continue;
@@ -258,8 +270,13 @@ impl World {
                 if let Some(r) = c.error_ramp {
                     self.ramps[s] = Some((second, r));
                 }
+                if let Some(curve) = &c.load_errors {
+                    self.load_curves[s] = Some(curve.clone());
+                }
             }
-            self.onset.get_or_insert(second);
+            if c.is_immediate() {
+                self.onset.get_or_insert(second);
+            }
         }
     }
 
@@ -273,7 +290,13 @@ impl World {
     }
 
     fn generate(&mut self, second: u64) -> [Counts; 2] {
-        let rps = self.scenario.total_rps;
+        let factor = self.scenario.traffic_factor(second, self.start);
+        let rps = self.scenario.total_rps * factor;
+        let bursts = self.bursts.factors(
+            self.scenario.error_burst_shape,
+            self.scenario.burst_period,
+            second,
+        );
         let mut share = self.share;
         if !self.sites[0].reachable {
             share = 0.0;
@@ -295,12 +318,18 @@ impl World {
             if let Some((start, per_min)) = self.ramps[i] {
                 p_err += per_min * second.saturating_sub(start) as f64 / 60.0;
             }
-            let k = self.scenario.error_burst_shape;
-            if k > 0.0 {
-                p_err *= Gamma::new(k, 1.0 / k)
-                    .map(|g| g.sample(&mut self.rng))
-                    .unwrap_or(1.0);
+            if let Some(curve) = &self.load_curves[i] {
+                let load = match curve.of {
+                    LoadOf::Site => lambda / self.scenario.total_rps.max(f64::MIN_POSITIVE),
+                    LoadOf::Total => factor,
+                };
+                let f = curve.factor(load);
+                if f > 1.0 + 1e-9 {
+                    self.onset.get_or_insert(second);
+                }
+                p_err *= f;
             }
+            p_err *= bursts[i];
             out[i].errors = binomial(&mut self.rng, n, p_err.min(1.0));
             // Multinomial over buckets as a chain of binomials.
             let mut left = n;
@@ -393,26 +422,42 @@ pub struct SimWorld {
 }
 
 impl SimWorld {
-    /// Starts a world at `start` with all traffic on DR, and [`WARMUP`] of history before it
-    /// (DR has been serving all along).
+    /// Starts a world at `start` with all traffic on DR, and the scenario's `warmup` of
+    /// history before it (DR has been serving all along). Every pod is scraped at the
+    /// warmup's first second with its counters at zero, so counts over any part of the
+    /// warmup are exact, as during the run.
     pub fn new(scenario: Scenario, start: SystemTime) -> SimWorld {
         let s = unix(start);
         let n = scenario.changes.len();
         let sites = [scenario.primary, scenario.dr];
+        let first = s.saturating_sub(scenario.warmup.as_secs());
+        let pods = vec![PodCounters::default(); scenario.scrape.pods.max(1) as usize];
+        let reached = scenario
+            .changes
+            .iter()
+            .map(|c| match c.when {
+                Trigger::AfterWeight { weight: 0, .. } => Some(s),
+                _ => None,
+            })
+            .collect();
         let world = SimWorld {
             inner: Arc::new(Mutex::new(World {
                 rng: StdRng::seed_from_u64(scenario.seed),
+                bursts: Bursts::new(scenario.seed),
+                load_curves: [None, None],
+                reached,
+                retain: RETAIN_SECS + scenario.warmup.as_secs(),
                 scenario,
                 start: s,
-                last: s.saturating_sub(WARMUP.as_secs()),
+                last: first,
                 share: 0.0,
                 target: 0.0,
                 target_weight: 0,
                 sites,
                 applied: vec![false; n],
                 seconds: VecDeque::new(),
-                pods: [Vec::new(), Vec::new()],
-                scrapes: VecDeque::new(),
+                pods: [pods.clone(), pods.clone()],
+                scrapes: VecDeque::from([(first, [pods.clone(), pods])]),
                 ramps: [None, None],
                 onset: None,
             })),
@@ -428,9 +473,18 @@ impl SimWorld {
     /// Generates traffic up to `now` under the current split, then moves the split's target.
     pub fn set_primary_weight(&self, now: SystemTime, weight: u8) {
         let mut w = self.lock();
-        w.advance_to(unix(now));
+        let t = unix(now);
+        w.advance_to(t);
         w.target_weight = weight;
         w.target = f64::from(weight) / 100.0;
+        for i in 0..w.scenario.changes.len() {
+            if let Trigger::AfterWeight { weight: at, .. } = w.scenario.changes[i].when
+                && weight >= at
+                && w.reached[i].is_none()
+            {
+                w.reached[i] = Some(t);
+            }
+        }
     }
 
     /// Generates traffic up to `now`.
@@ -521,162 +575,5 @@ impl SimWorld {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::collections::BTreeMap;
-
-    use cutover_core::metrics::source::Counts as SiteCounts;
-
-    use super::*;
-    use crate::prometheus::{Series, count_errors, count_slow};
-
-    const EDGE: usize = 5;
-
-    fn scenario(pods: u32, resets: Duration) -> Scenario {
-        Scenario {
-            name: "resets".into(),
-            total_rps: 100.0,
-            primary: SiteProfile::healthy(0.01),
-            dr: SiteProfile::healthy(0.01),
-            changes: Vec::new(),
-            convergence: Duration::ZERO,
-            custom: BTreeMap::new(),
-            seed: 11,
-            scrape: ScrapeSpec {
-                interval: Duration::from_secs(15),
-                pods,
-                mean_time_between_resets: resets,
-            },
-            error_burst_shape: 0.0,
-        }
-    }
-
-    /// The series a Prometheus scraping the simulated pods of `site` would hold for a count
-    /// of `(from, to]`: per pod a `status="200"` and a `status="500"` requests series (the
-    /// latter the errors) and the histogram's `+Inf` and edge buckets.
-    fn as_prometheus(
-        w: &World,
-        site: usize,
-        from: f64,
-        to: f64,
-    ) -> (Vec<Series>, Vec<Series>, Vec<Series>) {
-        let scrapes: Vec<_> = w
-            .scrapes
-            .iter()
-            .filter(|(s, _)| (*s as f64) > from - MAX_GAP && (*s as f64) <= to)
-            .collect();
-        let one = |name: &str, p: usize, label: (&str, String), f: &dyn Fn(&PodCounters) -> f64| {
-            let mut labels: BTreeMap<String, String> = [
-                ("__name__", name.to_string()),
-                ("job", "sim".to_string()),
-                ("instance", format!("pod-{p}:8080")),
-                ("site", ["primary", "dr"][site].to_string()),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect();
-            labels.insert(label.0.into(), label.1);
-            Series {
-                labels,
-                samples: scrapes
-                    .iter()
-                    .map(|(s, pods)| (*s as f64, f(&pods[site][p])))
-                    .collect(),
-            }
-        };
-        let (mut total, mut bad, mut buckets) = (Vec::new(), Vec::new(), Vec::new());
-        for p in 0..w.scenario.scrape.pods as usize {
-            let requests = "http_requests_total";
-            total.push(one(requests, p, ("status", "200".into()), &|c| {
-                c.requests - c.errors
-            }));
-            let errors = one(requests, p, ("status", "500".into()), &|c| c.errors);
-            total.push(errors.clone());
-            bad.push(errors);
-            let histogram = "http_request_duration_seconds_bucket";
-            buckets.push(one(histogram, p, ("le", "+Inf".into()), &|c| {
-                c.le[BUCKETS.len()]
-            }));
-            buckets.push(one(histogram, p, ("le", BUCKETS[EDGE].to_string()), &|c| {
-                c.le[EDGE]
-            }));
-        }
-        (total, bad, buckets)
-    }
-
-    fn query(counted: Counted, site: Site, from: u64) -> CountQuery {
-        CountQuery {
-            counted,
-            site,
-            from: UNIX_EPOCH + Duration::from_secs(from),
-        }
-    }
-
-    fn both(w: &World, site: Site, from: u64, to: u64) -> [(SiteCounts, SiteCounts); 2] {
-        let (total, bad, buckets) = as_prometheus(w, idx(site), from as f64, to as f64);
-        let slow = Counted::SlowerThan(BUCKETS[EDGE]);
-        [
-            (
-                w.count(&query(Counted::Errors, site, from), to).unwrap(),
-                count_errors(&total, &bad, from as f64, to as f64),
-            ),
-            (
-                w.count(&query(slow, site, from), to).unwrap(),
-                count_slow(&buckets, from as f64, to as f64).unwrap(),
-            ),
-        ]
-    }
-
-    /// Issue 12 (a) in the simulator and on the Prometheus path alike: a pod going from 10
-    /// requests of which 9 fast to 9 of 9 restarted and served 9 fast ones, none slow.
-    #[test]
-    fn the_simulator_and_prometheus_count_a_restart_alike() {
-        let t0 = 1_000_000;
-        let world = SimWorld::new(
-            scenario(1, Duration::ZERO),
-            UNIX_EPOCH + Duration::from_secs(t0),
-        );
-        let mut w = world.lock();
-        let pod = |requests: f64, fast: f64| {
-            let mut c = PodCounters {
-                requests,
-                ..PodCounters::default()
-            };
-            c.le[EDGE] = fast;
-            c.le[BUCKETS.len()] = requests;
-            c
-        };
-        let (a, b) = (t0 + 15, t0 + 30);
-        w.scrapes.clear();
-        w.scrapes
-            .push_back((a, [vec![pod(10.0, 9.0)], vec![pod(10.0, 9.0)]]));
-        w.scrapes
-            .push_back((b, [vec![pod(9.0, 9.0)], vec![pod(9.0, 9.0)]]));
-        let [errors, slow] = both(&w, Site::Primary, a, b);
-        assert_eq!(slow.0, slow.1, "simulator vs Prometheus path");
-        assert_eq!((slow.0.total, slow.0.bad, slow.0.resets), (9.0, 0.0, 1));
-        assert_eq!(errors.0, errors.1, "simulator vs Prometheus path");
-        assert_eq!(errors.0.total, 9.0);
-    }
-
-    /// Pods restarting every 20 s on average: every interval's counts agree.
-    #[test]
-    fn the_simulator_and_prometheus_agree_through_frequent_restarts() {
-        let t0 = 1_000_000;
-        let start = UNIX_EPOCH + Duration::from_secs(t0);
-        let world = SimWorld::new(scenario(3, Duration::from_secs(20)), start);
-        world.set_primary_weight(start, 50);
-        world.advance_to(start + Duration::from_secs(1800));
-        let w = world.lock();
-        let mut resets = 0;
-        for from in (t0 + 300..t0 + 1785).step_by(15) {
-            for site in [Site::Primary, Site::Dr] {
-                for (sim, prom) in both(&w, site, from, from + 15) {
-                    assert_eq!(sim, prom, "({from}, {}] at the {site:?}", from + 15);
-                    assert!(sim.bad <= sim.total && sim.bad >= 0.0, "{sim:?}");
-                    resets += sim.resets;
-                }
-            }
-        }
-        assert!(resets > 50, "restarts were seen: {resets}");
-    }
-}
+#[path = "world_tests.rs"]
+mod tests;

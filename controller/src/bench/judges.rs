@@ -18,6 +18,9 @@
 //! * **seq+holdout** — the same with `final_holdout: 2%`: the last stage is judged at 98 %
 //!   against DR's concurrent 2 %, then 100 % is written unjudged.
 //!
+//! A scenario's [`StageTiming`](super::scenarios::StageTiming) gives one stage its own bake and
+//! `max_duration` in every judge's policy (e.g. a stage that lasts past a mid-stage onset).
+//!
 //! The state machine counts failed checks per stage, so `flagger` here forgives more than
 //! Flagger itself (whose count runs over the whole canary): that favours it, not us.
 
@@ -63,13 +66,21 @@ pub const ALL: [Judge; 5] = [
 ];
 
 impl Judge {
+    /// The bake of this judge's stages (unless a scenario's stage timing overrides it).
+    pub fn policy_bake(self) -> std::time::Duration {
+        std::time::Duration::from_secs(match self {
+            Judge::Flagger | Judge::Argo | Judge::Kayenta => 300,
+            Judge::Sequential | Judge::SequentialHoldout => 60,
+        })
+    }
+
     /// The policy this judge runs for a scenario, as YAML (validated like any policy).
     pub fn policy_yaml(self, sc: &BenchScenario) -> String {
         let max_err = sc.error_rate * 1.5 * 100.0;
         let max_p99 = sc.dr_p99() * 1.5 * 1000.0;
-        let (bake, failure_limit, gates) = match self {
+        let bake = format!("{}s", self.policy_bake().as_secs());
+        let (failure_limit, gates) = match self {
             Judge::Flagger => (
-                "5m",
                 5,
                 format!(
                     "  - name: error-rate\n    window: 1m\n    error_rate: {{ max: {max_err:.4}% }}\n\
@@ -77,14 +88,12 @@ impl Judge {
                 ),
             ),
             Judge::Argo => (
-                "5m",
                 3,
                 "  - name: error-rate-vs-dr\n    window: 1m\n    error_rate: { max_vs_dr: 50%, slack: 0% }\n\
                  \x20 - name: p99-vs-dr\n    window: 1m\n    latency: { quantile: 0.99, max_vs_dr: 50%, slack: 0ms }\n"
                     .to_string(),
             ),
             Judge::Kayenta => (
-                "5m",
                 1,
                 format!(
                     "  - name: kayenta-errors\n    query: {}\n    max: 0.5\n\
@@ -94,7 +103,6 @@ impl Judge {
                 ),
             ),
             Judge::Sequential | Judge::SequentialHoldout => (
-                "1m",
                 3,
                 format!(
                     "  - name: errors-vs-dr\n    error_rate: {{ vs_dr: {{ tolerance: 50%, alpha: 0.01, absolute_tolerance: 0.2% }} }}\n\
@@ -103,6 +111,18 @@ impl Judge {
                 ),
             ),
         };
+        let mut stages = String::new();
+        for w in [10u8, 25, 50, 75, 100] {
+            stages.push_str(&format!("  - weight: {w}\n"));
+            if let Some(t) = sc.stage_timing.filter(|t| t.weight == w) {
+                stages.push_str(&format!(
+                    "    bake: {}s\n    max_duration: {}s\n",
+                    t.bake.as_secs(),
+                    t.max_duration.as_secs()
+                ));
+            }
+        }
+        let max_duration = super::scenarios::MAX_DURATION.as_secs();
         let holdout = if self == Judge::SequentialHoldout {
             "final_holdout: 2%\n"
         } else {
@@ -126,14 +146,9 @@ traffic:
 defaults:
   bake: {bake}
   interval: 15s
-  max_duration: 15m
+  max_duration: {max_duration}s
 stages:
-  - weight: 10
-  - weight: 25
-  - weight: 50
-  - weight: 75
-  - weight: 100
-{holdout}gates:
+{stages}{holdout}gates:
 {gates}analysis:
   min_requests: 20
   failure_limit: {failure_limit}

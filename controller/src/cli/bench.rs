@@ -5,17 +5,55 @@ use cutover::bench::{self, judges, scenarios};
 
 use super::EXIT_USAGE;
 
-/// Runs the benchmark and prints its table; with `check`, exit 1 if an acceptance check
-/// fails; exit 2 for an unknown scenario.
-pub(crate) async fn bench(
-    runs: usize,
-    seed: u64,
-    only: Vec<String>,
-    judges: Vec<judges::Judge>,
-    jobs: usize,
-    check: bool,
-) -> anyhow::Result<u8> {
-    let all = scenarios::all();
+/// `cutover bench`'s options.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct BenchArgs {
+    /// Seeded runs per scenario and judge.
+    #[arg(long, default_value_t = 1000)]
+    pub(crate) runs: usize,
+    /// At least this many runs where the primary is acceptable (a false-rollback rate
+    /// <= 1 % is claimed there).
+    #[arg(long, default_value_t = 2000)]
+    pub(crate) rate_runs: usize,
+    /// Seconds of history generated before each run (DR at 100 %), for every scenario.
+    #[arg(long, default_value_t = cutover_analyzers::simulated::WARMUP.as_secs())]
+    pub(crate) warmup_secs: u64,
+    /// The first seed; run i uses seed + i.
+    #[arg(long, default_value_t = 1)]
+    pub(crate) seed: u64,
+    /// Only these scenarios (comma-separated names); default: all.
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) scenario: Vec<String>,
+    /// Only these judges; default: all four.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub(crate) judge: Vec<cutover::bench::judges::Judge>,
+    /// Runs in flight at once.
+    #[arg(long, default_value_t = 32)]
+    pub(crate) jobs: usize,
+    /// Exit 1 if an acceptance check fails.
+    #[arg(long)]
+    pub(crate) check: bool,
+}
+
+/// Runs the benchmark and prints its table: `runs` runs per scenario and judge, at least
+/// `rate_runs` where the primary is acceptable, each after `warmup_secs` of history; with
+/// `check`, exit 1 if an acceptance check fails; exit 2 for an unknown scenario.
+pub(crate) async fn bench(args: BenchArgs) -> anyhow::Result<u8> {
+    let BenchArgs {
+        runs,
+        rate_runs,
+        warmup_secs,
+        seed,
+        scenario: only,
+        judge: judges,
+        jobs,
+        check,
+    } = args;
+    let warmup = std::time::Duration::from_secs(warmup_secs);
+    let mut all = scenarios::all();
+    for sc in &mut all {
+        sc.warmup = warmup;
+    }
     for name in &only {
         if !all.iter().any(|s| s.name == name) {
             let names: Vec<&str> = all.iter().map(|s| s.name).collect();
@@ -33,8 +71,8 @@ pub(crate) async fn bench(
     };
     let started = std::time::Instant::now();
     super::out::line(&format!(
-        "cutover bench --runs {runs} --seed {seed}: {} runs per scenario and judge, 100/1000 rps as named, 15 s scrape and analysis interval, stages 10/25/50/75/100 %\n",
-        runs
+        "cutover bench --runs {runs} --rate-runs {rate_runs} --seed {seed}: {runs} runs per scenario and judge, {} where the primary is acceptable (the same seeds for every judge), 100/1000 rps as named, 15 s scrape and analysis interval, stages 10/25/50/75/100 %\n",
+        runs.max(rate_runs)
     ));
     super::out::line(bench::TABLE_HEADER);
     let mut results = Vec::new();
@@ -43,7 +81,8 @@ pub(crate) async fn bench(
         .filter(|s| only.is_empty() || only.iter().any(|n| n == s.name))
     {
         for j in &judges {
-            let records = bench::run_many(*j, sc, runs, seed, jobs).await?;
+            let n = bench::runs_for(sc, runs, rate_runs);
+            let records = bench::run_many(*j, sc, n, seed, jobs).await?;
             let s = bench::summarize(sc, *j, &records);
             super::out::line(&bench::table_row(&s));
             results.push(s);
@@ -54,7 +93,17 @@ pub(crate) async fn bench(
         .iter()
         .filter(|s| only.is_empty() || only.iter().any(|n| n == s.name))
     {
-        super::out::line(&format!("* `{}`: {}", sc.name, sc.description));
+        super::out::line(&format!(
+            "* `{}` ({}, {} runs): {}",
+            sc.name,
+            if sc.acceptable {
+                "acceptable"
+            } else {
+                "regression"
+            },
+            bench::runs_for(sc, runs, rate_runs),
+            sc.description
+        ));
     }
     let checks = bench::acceptance(&results);
     let mut failed = 0;

@@ -1,0 +1,182 @@
+//! The acceptance checks `cutover bench` prints (and `--check` enforces): the earlier issues'
+//! and one per "Done when" line of issue 12, each with its numbers.
+
+use std::time::Duration;
+
+use super::judges::Judge;
+use super::{Summary, fmt_d};
+
+/// The issue's acceptance checks, evaluated on printed results: `(what, passed)`.
+pub fn acceptance(results: &[Summary]) -> Vec<(String, bool)> {
+    let get = |sc: &str, j: Judge| results.iter().find(|s| s.scenario == sc && s.judge == j);
+    let mut out = Vec::new();
+    if let Some(s) = get("healthy-1pct", Judge::Sequential) {
+        out.push((
+            format!(
+                "healthy 1%/1% at 100 rps: sequential false rollback {:.1}% <= 1%",
+                s.rolled_back * 100.0
+            ),
+            s.rolled_back <= 0.01,
+        ));
+        for other in [Judge::Flagger, Judge::Argo] {
+            if let Some(o) = get("healthy-1pct", other) {
+                out.push((
+                    format!(
+                        "healthy 1%/1%: sequential false rollback {:.1}% < {other} {:.1}%",
+                        s.rolled_back * 100.0,
+                        o.rolled_back * 100.0
+                    ),
+                    s.rolled_back < o.rolled_back,
+                ));
+            }
+        }
+    }
+    if let Some(s) = get("step-1-5", Judge::Sequential) {
+        let m = s.ttr.map(|t| t.0);
+        out.push((
+            format!(
+                "1% -> 5% at the 10% stage: sequential median time to rollback {} <= 60s",
+                fmt_d(m)
+            ),
+            m.is_some_and(|m| m <= Duration::from_secs(60)),
+        ));
+        if let Some(k) = get("step-1-5", Judge::Kayenta) {
+            let km = k.ttr.map(|t| t.0);
+            out.push((
+                format!(
+                    "1% -> 5%: sequential median time to rollback {} < kayenta {}",
+                    fmt_d(m),
+                    fmt_d(km)
+                ),
+                m.is_some_and(|m| km.is_none_or(|k| m < k)),
+            ));
+        }
+    }
+    if let Some(s) = get("traffic-1000rps", Judge::Sequential) {
+        out.push((
+            format!(
+                "healthy at 1000 rps: sequential median time to promote {} well under 25m",
+                fmt_d(s.time_to_promote)
+            ),
+            s.time_to_promote
+                .is_some_and(|t| t <= Duration::from_secs(15 * 60)),
+        ));
+    }
+    if let Some(s) = get("common-rise-at-100", Judge::SequentialHoldout) {
+        out.push((
+            format!(
+                "common rise at the end: seq+holdout false rollback {:.1}% <= 1%",
+                s.rolled_back * 100.0
+            ),
+            s.rolled_back <= 0.01,
+        ));
+    }
+    if let Some(s) = get("slow-leak-1000rps", Judge::Sequential) {
+        out.push((
+            format!(
+                "slow leak at 1000 rps: sequential rolled back {:.1}% >= 95%",
+                s.rolled_back * 100.0
+            ),
+            s.rolled_back >= 0.95,
+        ));
+    }
+    issue12(results, &mut out);
+    out
+}
+
+/// The runs a rate <= 1 % needs to be claimed (issue 12).
+pub const RATE_RUNS: usize = 2000;
+
+fn pct(x: f64) -> String {
+    format!("{:.1}%", x * 100.0)
+}
+
+/// Issue 12's "Done when" lines, one check each (with the numbers), for the sequential judge.
+fn issue12(results: &[Summary], out: &mut Vec<(String, bool)>) {
+    let seq = |sc: &str| {
+        results
+            .iter()
+            .find(|s| s.scenario == sc && s.judge == Judge::Sequential)
+    };
+    // Acceptable primaries: false rollback <= 1 % in every such scenario (healthy-1pct has
+    // its own line above).
+    for s in results
+        .iter()
+        .filter(|s| s.acceptable && s.judge == Judge::Sequential && s.scenario != "healthy-1pct")
+    {
+        let few = if s.runs < RATE_RUNS {
+            format!("; fewer than the {RATE_RUNS} runs a rate <= 1% needs")
+        } else {
+            String::new()
+        };
+        out.push((
+            format!(
+                "acceptable {}: sequential false rollback {} <= 1% ({} runs{few})",
+                s.scenario,
+                pct(s.rolled_back),
+                s.runs
+            ),
+            s.rolled_back <= 0.01,
+        ));
+    }
+    let reached = |s: &Summary| format!("{} of {} runs reached the onset", s.reached_onset, s.runs);
+    if let Some(s) = seq("onset-mid-stage") {
+        let rb = s.rolled_back_after_onset().unwrap_or(0.0);
+        let m = s.median_onset_ttr();
+        out.push((
+            format!(
+                "1% -> 5% mid-stage after 12 min healthy: sequential rolled back {} >= 98%, median {} <= 60s from onset ({})",
+                pct(rb),
+                fmt_d(m),
+                reached(s)
+            ),
+            rb >= 0.98 && m.is_some_and(|m| m <= Duration::from_secs(60)),
+        ));
+    }
+    if let Some(s) = seq("step-1-2") {
+        let still = s.still_serving.unwrap_or(1.0);
+        out.push((
+            format!(
+                "1% -> 2% at the 10% stage: sequential still serving it 60 min after onset {} <= 10% (held runs count as serving; {})",
+                pct(still),
+                reached(s)
+            ),
+            still <= 0.10,
+        ));
+    }
+    if let Some(s) = seq("step-1-5-at-100") {
+        let w = s
+            .rolled_back_within(Duration::from_secs(120))
+            .unwrap_or(0.0);
+        out.push((
+            format!(
+                "1% -> 5% at the last stage: sequential rolled back within 2 min of onset {} >= 95% ({})",
+                pct(w),
+                reached(s)
+            ),
+            w >= 0.95,
+        ));
+    }
+    if let Some(s) = seq("zero-baseline") {
+        let rb = s.rolled_back_after_onset().unwrap_or(0.0);
+        let m = s.median_onset_ttr();
+        out.push((
+            format!(
+                "0% -> 0.5% vs a 0% DR: sequential rolled back {} >= 95%, median {} <= 5m ({})",
+                pct(rb),
+                fmt_d(m),
+                reached(s)
+            ),
+            rb >= 0.95 && m.is_some_and(|m| m <= Duration::from_secs(300)),
+        ));
+    }
+    if let Some(s) = seq("healthy-1pct") {
+        out.push((
+            format!(
+                "healthy 1% at 100 rps: sequential promoted {} >= 75%",
+                pct(s.promoted)
+            ),
+            s.promoted >= 0.75,
+        ));
+    }
+}
