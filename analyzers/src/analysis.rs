@@ -95,6 +95,9 @@ pub fn reads_per_analysis(gates: &[Gate], interval: Duration) -> usize {
 struct Calibration {
     dispersion: Dispersion,
     until: SystemTime,
+    /// When the gate was first calibrated: once `history` has passed since, what is missing
+    /// from the history is DR being idle, not Prometheus being young.
+    first: SystemTime,
     complete: bool,
 }
 
@@ -309,6 +312,10 @@ impl Analyzer {
             }
         }
         let d = Dispersion::estimate(&blocks);
+        let first = self
+            .lock()
+            .get(&g.name)
+            .map_or(until, |c| c.first.min(until));
         tracing::info!(
             gate = %g.name,
             blocks = d.blocks,
@@ -321,7 +328,9 @@ impl Analyzer {
             Calibration {
                 dispersion: d,
                 until,
-                complete: u64::from(d.blocks) * 10 >= n as u64 * 8,
+                first,
+                complete: u64::from(d.blocks) * 10 >= n as u64 * 8
+                    || until.duration_since(first).unwrap_or_default() >= history,
             },
         );
         Some(d)

@@ -64,6 +64,15 @@ pub fn certify_times(
         let mut rng = StdRng::seed_from_u64(seed.wrapping_add(u64::from(r)));
         let mut ep = EProcess {
             looks,
+            // Where DR serves nothing: DR's earlier stages pooled, taken as ten minutes of
+            // DR at the whole rate.
+            reference: (w >= 1.0).then(|| {
+                let total = traffic.rps * 600.0;
+                Tally {
+                    total,
+                    bad: total * traffic.bad_rate,
+                }
+            }),
             ..EProcess::default()
         };
         if let Some((before, Certify::Cumulative)) = carried {
@@ -127,7 +136,7 @@ fn simulate(rng: &mut StdRng, test: Test, stage: &Stage, traffic: Traffic, looks
 }
 
 fn observe(ep: &mut EProcess, test: Test, baseline: Option<f64>, p: Tally, d: Tally, dt: Duration) {
-    ep.observe(&test, test.bound(baseline), p, d, &Dispersion::POISSON, dt);
+    ep.observe(&test, baseline, p, d, &Dispersion::POISSON, dt);
 }
 
 /// One interval's counts at the primary (share `w`) and DR.

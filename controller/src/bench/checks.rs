@@ -100,10 +100,18 @@ fn issue12(results: &[Summary], out: &mut Vec<(String, bool)>) {
     };
     // Acceptable primaries: false rollback <= 1 % in every such scenario (healthy-1pct has
     // its own line above).
-    for s in results
-        .iter()
-        .filter(|s| s.acceptable && s.judge == Judge::Sequential && s.scenario != "healthy-1pct")
-    {
+    // A rise common to both sites once the primary serves 100 % cannot be told from the
+    // primary's harm without concurrent DR traffic: those are judged with `final_holdout`.
+    let at_100 = |sc: &str| matches!(sc, "common-rise-at-100" | "spikes-aligned-at-100");
+    for s in results.iter().filter(|s| {
+        s.acceptable
+            && s.scenario != "healthy-1pct"
+            && if at_100(s.scenario) {
+                s.judge == Judge::SequentialHoldout
+            } else {
+                s.judge == Judge::Sequential
+            }
+    }) {
         let few = if s.runs < RATE_RUNS {
             format!("; fewer than the {RATE_RUNS} runs a rate <= 1% needs")
         } else {
@@ -111,8 +119,9 @@ fn issue12(results: &[Summary], out: &mut Vec<(String, bool)>) {
         };
         out.push((
             format!(
-                "acceptable {}: sequential false rollback {} <= 1% ({} runs{few})",
+                "acceptable {}: {} false rollback {} <= 1% ({} runs{few})",
                 s.scenario,
+                s.judge,
                 pct(s.rolled_back),
                 s.runs
             ),
@@ -168,6 +177,37 @@ fn issue12(results: &[Summary], out: &mut Vec<(String, bool)>) {
                 reached(s)
             ),
             rb >= 0.95 && m.is_some_and(|m| m <= Duration::from_secs(300)),
+        ));
+    }
+    // The documented faster option, and its cost where a regression appears only at a
+    // higher weight.
+    let cumulative = |sc: &str| {
+        results
+            .iter()
+            .find(|s| s.scenario == sc && s.judge == Judge::SequentialCumulative)
+    };
+    if let Some(s) = cumulative("healthy-1pct") {
+        let cost = cumulative("load-dependent")
+            .map(|l| {
+                format!(
+                    "; its cost on load-dependent: rolled back {}, promoted {} (sequential: {})",
+                    pct(l.rolled_back),
+                    pct(l.promoted),
+                    seq("load-dependent")
+                        .map(|q| format!("{} / {}", pct(q.rolled_back), pct(q.promoted)))
+                        .unwrap_or_else(|| "-".into())
+                )
+            })
+            .unwrap_or_default();
+        out.push((
+            format!(
+                "healthy 1% at 100 rps with certify: cumulative: promoted {} >= 95%, median {} <= 15m{cost}",
+                pct(s.promoted),
+                fmt_d(s.time_to_promote)
+            ),
+            s.promoted >= 0.95
+                && s.time_to_promote
+                    .is_some_and(|m| m <= Duration::from_secs(900)),
         ));
     }
     if let Some(s) = seq("healthy-1pct") {

@@ -42,6 +42,9 @@ pub enum Judge {
     /// The same, with a 2 % DR holdout while the last stage is judged.
     #[value(name = "seq+holdout")]
     SequentialHoldout,
+    /// The same as `sequential`, with `certify: cumulative` (the documented faster option).
+    #[value(name = "seq+cumulative")]
+    SequentialCumulative,
 }
 
 impl fmt::Display for Judge {
@@ -52,25 +55,37 @@ impl fmt::Display for Judge {
             Judge::Kayenta => "kayenta",
             Judge::Sequential => "sequential",
             Judge::SequentialHoldout => "seq+holdout",
+            Judge::SequentialCumulative => "seq+cumulative",
         })
     }
 }
 
 /// Every judge, in report order.
-pub const ALL: [Judge; 5] = [
+pub const ALL: [Judge; 6] = [
     Judge::Flagger,
     Judge::Argo,
     Judge::Kayenta,
     Judge::Sequential,
     Judge::SequentialHoldout,
+    Judge::SequentialCumulative,
 ];
+
+impl Judge {
+    /// Whether this is one of cutover's sequential judges.
+    pub fn is_sequential(self) -> bool {
+        matches!(
+            self,
+            Judge::Sequential | Judge::SequentialHoldout | Judge::SequentialCumulative
+        )
+    }
+}
 
 impl Judge {
     /// The bake of this judge's stages (unless a scenario's stage timing overrides it).
     pub fn policy_bake(self) -> std::time::Duration {
         std::time::Duration::from_secs(match self {
             Judge::Flagger | Judge::Argo | Judge::Kayenta => 300,
-            Judge::Sequential | Judge::SequentialHoldout => 60,
+            Judge::Sequential | Judge::SequentialHoldout | Judge::SequentialCumulative => 60,
         })
     }
 
@@ -79,6 +94,8 @@ impl Judge {
         let max_err = sc.error_rate * 1.5 * 100.0;
         let max_p99 = sc.dr_p99() * 1.5 * 1000.0;
         let bake = format!("{}s", self.policy_bake().as_secs());
+        // The gates calibrate their dispersion on the simulated history before the run.
+        let history = sc.warmup.as_secs().clamp(600, 86_400);
         let (failure_limit, gates) = match self {
             Judge::Flagger => (
                 5,
@@ -102,11 +119,11 @@ impl Judge {
                     super::kayenta::LATENCY
                 ),
             ),
-            Judge::Sequential | Judge::SequentialHoldout => (
+            Judge::Sequential | Judge::SequentialHoldout | Judge::SequentialCumulative => (
                 3,
                 format!(
-                    "  - name: errors-vs-dr\n    error_rate: {{ vs_dr: {{ tolerance: 50%, alpha: 0.01, absolute_tolerance: 0.2% }} }}\n\
-                     \x20 - name: slow-vs-dr\n    latency: {{ above: {}ms, vs_dr: {{ tolerance: 50%, alpha: 0.01 }} }}\n",
+                    "  - name: errors-vs-dr\n    error_rate: {{ vs_dr: {{ tolerance: 50%, alpha: 0.01, absolute_tolerance: 0.2%, history: {history}s }} }}\n\
+                     \x20 - name: slow-vs-dr\n    latency: {{ above: {}ms, vs_dr: {{ tolerance: 50%, alpha: 0.01, history: {history}s }} }}\n",
                     super::scenarios::SLOW_EDGE * 1000.0
                 ),
             ),
@@ -127,6 +144,12 @@ impl Judge {
             "final_holdout: 2%\n"
         } else {
             ""
+        };
+        // Ours watch a held stage for an hour (the default); the others' tools do not.
+        let analysis_extra = match self {
+            Judge::SequentialCumulative => "  certify: cumulative\n",
+            j if j.is_sequential() => "",
+            _ => "  watch_held: 0s\n",
         };
         format!(
             r#"service: bench
@@ -154,7 +177,7 @@ stages:
   failure_limit: {failure_limit}
   consecutive_error_limit: 3
   on_inconclusive: hold
-settle:
+{analysis_extra}settle:
   tolerance: 5%
   burn_in: 0s
 "#

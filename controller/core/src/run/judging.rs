@@ -226,6 +226,10 @@ impl Run {
                 }
                 push("inconclusive".into(), ev);
                 let reason = match self.state.held.take() {
+                    Some(h) if self.state.drift.is_some() => format!(
+                        "{}; watched until a drift ended the watch: no harm seen",
+                        h.reason
+                    ),
                     Some(h) => format!(
                         "{}; watched for {} more (analysis.watch_held): no harm seen",
                         h.reason,

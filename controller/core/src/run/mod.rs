@@ -76,6 +76,7 @@ impl Run {
             dr_baselines: BTreeMap::new(),
             evidence: BTreeMap::new(),
             evidence_of: None,
+            dr_pooled: BTreeMap::new(),
             weights: None,
             pending: None,
             rollback: None,
@@ -164,7 +165,19 @@ impl Run {
                 "the run's deadline of {} has passed without promotion",
                 fmt_d(deadline)
             );
-            let request = self.begin_rollback(RollbackCause::Deadline, reason, now, &mut ev);
+            // A held stage being watched was already held: the deadline ends the watch, as
+            // it would have found the run held without one.
+            let request = match self.state.held.take() {
+                Some(h) => self.finish(
+                    Phase::Held,
+                    format!(
+                        "{}; watched until {reason}: no harm seen; traffic held at {}",
+                        h.reason,
+                        self.weights_text()
+                    ),
+                ),
+                None => self.begin_rollback(RollbackCause::Deadline, reason, now, &mut ev),
+            };
             return Step {
                 events: ev,
                 request,

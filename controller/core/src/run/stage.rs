@@ -234,6 +234,14 @@ impl Run {
         self.state.phase = Phase::Settling;
         self.state.held = None;
         let previous = std::mem::take(&mut self.state.evidence);
+        // DR's counts at every stage it served, pooled: the reference (with its uncertainty)
+        // of a stage where DR serves nothing.
+        for (name, ep) in &previous {
+            let pooled = self.state.dr_pooled.entry(name.clone()).or_default();
+            pooled.total += ep.dr.total;
+            pooled.bad += ep.dr.bad;
+        }
+        let dr_serves = self.plan.stages[i].weight < StageWeight::FULL;
         let cumulative = self.plan.certify == crate::policy::model::Certify::Cumulative;
         self.state.evidence = self
             .plan
@@ -247,6 +255,9 @@ impl Run {
                     looks: looks(st.max_duration, st.interval),
                     ..EProcess::default()
                 };
+                if !dr_serves {
+                    ep.reference = self.state.dr_pooled.get(&g.name).copied();
+                }
                 // `certify: cumulative`: "no worse" carries over; harm starts afresh.
                 if let Some(before) = previous.get(&g.name).filter(|_| cumulative) {
                     ep.ok.clone_from(&before.ok);

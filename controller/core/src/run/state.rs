@@ -215,6 +215,9 @@ pub struct RunState {
     /// a record written before restarts kept evidence: such a record's evidence starts over.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evidence_of: Option<EvidenceOf>,
+    /// Per sequential gate, DR's counts pooled over the stages it served so far.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub dr_pooled: BTreeMap<String, crate::judge::eprocess::Tally>,
     /// The last weights confirmed live.
     pub weights: Option<Weights>,
     /// A write under way or to retry.

@@ -225,6 +225,10 @@ pub struct EProcess {
     /// The dispersion the last interval was tempered with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dispersion: Option<Dispersion>,
+    /// At a stage where DR serves nothing by plan: DR's counts pooled over the earlier
+    /// stages, whose uncertainty the one-sample tests' bounds take into account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<Tally>,
 }
 
 impl Default for EProcess {
@@ -243,6 +247,7 @@ impl Default for EProcess {
             certified: false,
             counted_to: None,
             dispersion: None,
+            reference: None,
         }
     }
 }
@@ -318,23 +323,62 @@ fn ln_add_exp(a: f64, b: f64) -> f64 {
     m + softplus(a.min(b) - m)
 }
 
+/// A Poisson confidence bound on a rate from `t`'s counts: the upper one at `confidence`
+/// (`upper`), or the lower one.
+pub fn rate_bound(t: Tally, confidence: f64, upper: bool) -> f64 {
+    use statrs::distribution::{ContinuousCDF, Gamma};
+    if t.total <= 0.0 {
+        return if upper { 1.0 } else { 0.0 };
+    }
+    let (shape, q) = if upper {
+        (t.bad + 1.0, confidence)
+    } else if t.bad <= 0.0 {
+        return 0.0;
+    } else {
+        (t.bad, 1.0 - confidence)
+    };
+    Gamma::new(shape, 1.0)
+        .map(|g| g.inverse_cdf(q) / t.total)
+        .unwrap_or(if upper { 1.0 } else { 0.0 })
+        .clamp(0.0, 1.0)
+}
+
+/// The confidence of the lower bound on DR's pooled rate that certification at a stage where
+/// DR serves nothing compares with.
+const REFERENCE_LOWER: f64 = 0.95;
+
 impl EProcess {
-    /// Takes one interval's counts at both sites, `dt` long. `bound` is the absolute tests'
-    /// rate ([`Test::bound`]; 0: none) and `dispersion` the gate's calibration (tempering).
+    /// The absolute tests' rates: `(harm, no worse)`. `δ`; or, where DR serves nothing by plan
+    /// (`dr_baseline`), `max(ρ₀ · r̂_d, δ)` — with DR's pooled earlier counts (`reference`),
+    /// an upper confidence bound of `r̂_d` (at `1 - α_s`) for harm and a lower one for no
+    /// worse, so that the estimate's own uncertainty is never read as the primary's harm.
+    pub fn bounds(&self, test: &Test, dr_baseline: Option<f64>) -> (f64, f64) {
+        match (dr_baseline, self.reference) {
+            (Some(_), Some(r)) if r.total > 0.0 => (
+                (test.ratio * rate_bound(r, 1.0 - test.alpha, true)).max(test.absolute),
+                (test.ratio * rate_bound(r, REFERENCE_LOWER, false)).max(test.absolute),
+            ),
+            _ => (test.bound(dr_baseline), test.bound(dr_baseline)),
+        }
+    }
+
+    /// Takes one interval's counts at both sites, `dt` long. `dr_baseline` is DR's earlier
+    /// rate at a stage where DR serves nothing by plan ([`EProcess::bounds`]) and
+    /// `dispersion` the gate's calibration (tempering).
     pub fn observe(
         &mut self,
         test: &Test,
-        bound: f64,
+        dr_baseline: Option<f64>,
         p: Tally,
         d: Tally,
         dispersion: &Dispersion,
         dt: Duration,
     ) {
-        // Predictable: DR's rate before this interval, or its history's.
-        let r_ref = match self.dr.rate() {
-            Some(r) if self.dr.bad > 0.0 => r,
-            _ => dispersion.rate,
-        };
+        let (bound, ok_bound) = self.bounds(test, dr_baseline);
+        // Predictable, and on the safe side: the larger of DR's rate before this interval
+        // and its history's (a larger rate needs more tempering, and a stage's first bursty
+        // intervals often underestimate it).
+        let r_ref = self.dr.rate().unwrap_or(0.0).max(dispersion.rate);
         let kappa = dispersion.kappa;
         let scale = (BLOCK.as_secs_f64() / dt.as_secs_f64().max(1e-3)).max(1.0);
         self.dispersion = Some(*dispersion);
@@ -361,20 +405,22 @@ impl EProcess {
             self.detect[j] = ln_add_exp(self.detect[j], w) + h;
             self.ok[j + 1] += rel(rho0 / c);
         }
-        if !(bound > 0.0 && bound < 1.0) || p.total <= 0.0 {
+        if p.total <= 0.0 {
             return;
         }
-        let abs = |r1: f64| -> f64 {
+        let abs = |r1: f64, bound: f64| -> f64 {
             let (l, la, lb) = absolute_terms(r1, bound, p);
             eta_absolute(la, lb, p.total * scale, bound, kappa) * l
         };
         for (j, c) in GRID.iter().enumerate() {
-            if bound * c < 1.0 {
-                let h = abs(bound * c);
+            if bound > 0.0 && bound * c < 1.0 {
+                let h = abs(bound * c, bound);
                 self.abs_harm[j] += h;
                 self.abs_detect[j] = ln_add_exp(self.abs_detect[j], w) + h;
             }
-            self.abs_ok[j] += abs(bound / c);
+            if ok_bound > 0.0 && ok_bound < 1.0 {
+                self.abs_ok[j] += abs(ok_bound / c, ok_bound);
+            }
         }
     }
 
@@ -445,7 +491,16 @@ impl EProcess {
             .collect();
         let m = ln_mean_exp(&both);
         let from_detector = ln_mean_exp(w) > keep + ln_mean_exp(e);
-        ((m / (1.0 / alpha).ln()).max(0.0), from_detector)
+        // A NaN must never read as "no evidence": it is as much harm as can be said.
+        let scaled = m / (1.0 / alpha).ln();
+        (
+            if scaled.is_nan() {
+                1.0
+            } else {
+                scaled.max(0.0)
+            },
+            from_detector,
+        )
     }
 
     /// Judges the stage so far. `dr_baseline` is given for a stage where DR serves nothing by
@@ -457,7 +512,7 @@ impl EProcess {
         let ok_boundary = (1.0 / test.beta).ln();
         let scaled = |ln_e: f64, b: f64| (ln_e / b).max(0.0);
         let one_sample = dr_baseline.is_some() || self.dr.total <= 0.0;
-        let bound = test.bound(dr_baseline);
+        let (bound, _) = self.bounds(&test, dr_baseline);
         let points = self.abs_points(bound);
         let absolute = || {
             Self::scaled_harm(

@@ -81,6 +81,15 @@ impl Dispersion {
     /// bad request at all, give the Poisson model with what rate there is.
     pub fn estimate(blocks: &[Tally]) -> Dispersion {
         let used: Vec<Tally> = blocks.iter().copied().filter(|b| b.total > 0.0).collect();
+        // Pairs of *adjacent* minutes (a pair with an empty minute is left out).
+        let pairs: Vec<Tally> = blocks
+            .chunks_exact(2)
+            .filter(|c| c[0].total > 0.0 && c[1].total > 0.0)
+            .map(|c| Tally {
+                total: c[0].total + c[1].total,
+                bad: c[0].bad + c[1].bad,
+            })
+            .collect();
         let (n, x) = used
             .iter()
             .fold((0.0, 0.0), |(n, x), b| (n + b.total, x + b.bad));
@@ -93,13 +102,6 @@ impl Dispersion {
         if used.len() < 3 || x <= 0.0 {
             return d;
         }
-        let pairs: Vec<Tally> = used
-            .chunks_exact(2)
-            .map(|c| Tally {
-                total: c[0].total + c[1].total,
-                bad: c[0].bad + c[1].bad,
-            })
-            .collect();
         // κ at one minute directly; at two minutes, the κ at one minute that gives the same
         // index at the two-minute mean (κ₂ μ₂ = κ₁ μ₁ with μ₂ = 2 μ₁).
         let (k1, i1) = kappa_upper(&used, rate);
@@ -170,7 +172,21 @@ fn root(g: impl Fn(f64) -> (f64, f64), hi: f64) -> f64 {
         }
         eta = next;
     }
-    (eta * (1.0 - 1e-6)).clamp(1e-6, 1.0)
+    let eta = eta * (1.0 - 1e-6);
+    if g(eta).0 <= 0.0 {
+        return eta.min(1.0);
+    }
+    // Not converged (or left of nothing): bisect on [0, eta] for a point where g <= 0.
+    let (mut lo, mut hi) = (0.0, eta);
+    for _ in 0..60 {
+        let mid = 0.5 * (lo + hi);
+        if g(mid).0 <= 0.0 {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    lo
 }
 
 /// The largest `s / ln(ratio)`-scale keeping `κ μ (e^s - 1) < 1` for `s = η ln_a > 0`.

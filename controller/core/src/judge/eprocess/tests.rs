@@ -20,7 +20,7 @@ fn test(alpha: f64, beta: f64, absolute: f64) -> Test {
 
 /// One interval of Poisson (untempered) counts, against the test's own bound.
 fn see(e: &mut EProcess, test: &Test, p: Tally, d: Tally) {
-    e.observe(test, test.bound(None), p, d, &Dispersion::POISSON, DT);
+    e.observe(test, None, p, d, &Dispersion::POISSON, DT);
 }
 
 #[test]
@@ -151,7 +151,7 @@ fn the_full_stage_uses_drs_earlier_rate() {
         // 1 %, DR serves nothing; against DR's earlier 1 %: bound 1.5 %.
         e.observe(
             &tt,
-            tt.bound(Some(0.01)),
+            Some(0.01),
             t(6000.0, 60.0),
             t(0.0, 0.0),
             &Dispersion::POISSON,
@@ -253,7 +253,7 @@ fn stage(
         let rp = if k >= primary.1 { primary.0 } else { 0.01 };
         let xp = Poisson::new(150.0 * rp * mp).unwrap().sample(&mut rng);
         let xd = Poisson::new(1350.0 * 0.01 * md).unwrap().sample(&mut rng);
-        e.observe(&tt, 0.0, t(150.0, xp), t(1350.0, xd), disp, DT);
+        e.observe(&tt, None, t(150.0, xp), t(1350.0, xd), disp, DT);
         if e.judge(tt, None).conclusion == Conclusion::Harm {
             return Some(k);
         }
@@ -375,4 +375,43 @@ fn a_late_regression_is_seen_within_minutes_of_its_onset() {
     eprintln!("late onset: median {median}, p90 {p90} intervals");
     assert!(median <= 6, "median {median} intervals after the onset");
     assert!(p90 <= 10, "90th percentile {p90}");
+}
+
+/// At a stage where DR serves nothing, a DR estimate from few earlier requests (2 errors of
+/// 500: 0.4 %) is no reason to roll back a primary at DR's true 1 %: with DR's pooled counts
+/// as the reference, harm is judged above the estimate's upper confidence bound.
+#[test]
+fn the_full_stage_takes_the_uncertainty_of_drs_pooled_counts() {
+    let tt = test(0.001, 0.05, 0.0);
+    let feed = |reference: Option<Tally>| {
+        let mut rng = StdRng::seed_from_u64(5);
+        let mut e = EProcess {
+            looks: 60,
+            reference,
+            ..EProcess::default()
+        };
+        for _ in 0..40 {
+            let x = Binomial::new(1500, 0.01).unwrap().sample(&mut rng) as f64;
+            e.observe(
+                &tt,
+                Some(0.004),
+                t(1500.0, x),
+                t(0.0, 0.0),
+                &Dispersion::POISSON,
+                DT,
+            );
+        }
+        e.judge(tt, Some(0.004)).conclusion
+    };
+    assert_eq!(
+        feed(None),
+        Conclusion::Harm,
+        "the point estimate, taken as exact"
+    );
+    assert_ne!(feed(Some(t(500.0, 2.0))), Conclusion::Harm);
+    // The bounds: an upper one well above the estimate, a lower one below it.
+    let r = t(500.0, 2.0);
+    assert!(rate_bound(r, 0.999, true) > 0.015);
+    assert!(rate_bound(r, 0.95, false) < 0.004);
+    assert_eq!(rate_bound(t(500.0, 0.0), 0.95, false), 0.0);
 }

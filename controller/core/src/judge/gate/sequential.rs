@@ -204,19 +204,15 @@ impl Gate {
         let dt = at
             .duration_since(ep.counted_to.unwrap_or(c.from))
             .unwrap_or_default();
-        ep.observe(
-            &test,
-            test.bound(dr_baseline),
-            tally(p),
-            tally(d),
-            &dispersion,
-            dt,
-        );
+        ep.observe(&test, dr_baseline, tally(p), tally(d), &dispersion, dt);
         ep.counted_to = Some(at);
         let j = ep.judge(test, dr_baseline);
         r.primary = ep.primary.rate();
         r.dr = dr_baseline.or(ep.dr.rate());
-        r.max = r.dr.map(|d| (d * test.ratio).max(test.absolute));
+        r.max = match dr_baseline {
+            Some(_) => Some(ep.bounds(&test, dr_baseline).0),
+            None => r.dr.map(|d| (d * test.ratio).max(test.absolute)),
+        };
         r.evidence = Some(j.harm);
         r.no_worse = Some(j.no_worse);
         let fmt = |t: Tally| match t.rate() {
@@ -226,9 +222,14 @@ impl Gate {
         let numbers = format!(
             "primary {} vs DR {} this stage",
             fmt(ep.primary),
-            match dr_baseline {
-                Some(b) => format!("{} (earlier stages)", self.unit().format(b)),
-                None => fmt(ep.dr),
+            match (dr_baseline, ep.reference) {
+                (Some(_), Some(r)) if r.total > 0.0 => format!(
+                    "{} (earlier stages; harm only above {})",
+                    fmt(r),
+                    self.unit().format(ep.bounds(&test, dr_baseline).0)
+                ),
+                (Some(b), _) => format!("{} (earlier stages)", self.unit().format(b)),
+                (None, _) => fmt(ep.dr),
             }
         );
         let bound = format!(
