@@ -316,7 +316,7 @@ impl Analyzer {
             .lock()
             .get(&g.name)
             .map_or(until, |c| c.first.min(until));
-        tracing::info!(
+        tracing::debug!(
             gate = %g.name,
             blocks = d.blocks,
             index = d.index,
