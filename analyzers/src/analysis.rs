@@ -13,7 +13,9 @@ use cutover_core::Analysis;
 use cutover_core::Site;
 use cutover_core::judge::eprocess::{BLOCK, Dispersion, Tally};
 use cutover_core::judge::gate::{Gate, GateKind, GateMeasurement, IntervalCounts};
-use cutover_core::metrics::source::{CountQuery, CountReading, Measure, MetricSource, Reading};
+use cutover_core::metrics::source::{
+    CountQuery, CountReading, Measure, MetricError, MetricSource, Reading,
+};
 
 /// Where a gate's readings will be found among an analysis's answers.
 enum Planned {
@@ -198,7 +200,7 @@ impl Analyzer {
         let mut dispersions: BTreeMap<String, Dispersion> = BTreeMap::new();
         for (g, _, _, plan) in &planned {
             if let Planned::Counts { from, .. } = plan
-                && let Some(d) = self.dispersion(g, *from).await
+                && let Some(d) = self.dispersion(g, *from, deadline).await
             {
                 dispersions.insert(g.name.clone(), d);
             }
@@ -280,7 +282,14 @@ impl Analyzer {
     /// there; until then measured again every five minutes (a young Prometheus gains
     /// history as the run goes). `None` for a gate that assumes Poisson counts, or when counting the
     /// history failed (the gate then reports an error for the interval).
-    async fn dispersion(&self, g: &Gate, until: SystemTime) -> Option<Dispersion> {
+    /// All the history's blocks are counted at once, under the analysis's `deadline`: a
+    /// slow source delays the first analysis by at most that.
+    async fn dispersion(
+        &self,
+        g: &Gate,
+        until: SystemTime,
+        deadline: Duration,
+    ) -> Option<Dispersion> {
         let GateKind::Sequential { test, counted } = &g.kind else {
             return None;
         };
@@ -292,21 +301,34 @@ impl Analyzer {
         }
         let n = (history.as_secs() / BLOCK.as_secs()).max(1) as usize;
         let start = until - BLOCK * n as u32;
-        let mut blocks = Vec::with_capacity(n);
-        for k in 0..n {
-            let from = start + BLOCK * k as u32;
-            let q = CountQuery {
+        let queries: Vec<CountQuery> = (0..n)
+            .map(|k| CountQuery {
                 counted: *counted,
                 site: Site::Dr,
-                from,
-            };
-            match self.source.count(&q, from + BLOCK).await {
-                Ok(c) => blocks.push(Tally {
+                from: start + BLOCK * k as u32,
+            })
+            .collect();
+        type Counted = Result<cutover_core::metrics::source::Counts, MetricError>;
+        let jobs: Vec<Pin<Box<dyn Future<Output = Counted> + Send + '_>>> = queries
+            .iter()
+            .map(|q| {
+                Box::pin(async move { self.source.count(q, q.from + BLOCK).await })
+                    as Pin<Box<dyn Future<Output = Counted> + Send + '_>>
+            })
+            .collect();
+        let mut blocks = Vec::with_capacity(n);
+        for answer in all_within(jobs, deadline).await {
+            match answer {
+                Some(Ok(c)) => blocks.push(Tally {
                     total: c.total.max(0.0),
                     bad: c.bad.clamp(0.0, c.total.max(0.0)),
                 }),
-                Err(e) => {
+                Some(Err(e)) => {
                     tracing::warn!(gate = %g.name, error = %e, "counting DR's history to calibrate dispersion failed");
+                    return None;
+                }
+                None => {
+                    tracing::warn!(gate = %g.name, "counting DR's history to calibrate dispersion took longer than the analysis deadline");
                     return None;
                 }
             }
