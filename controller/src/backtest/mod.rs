@@ -177,12 +177,7 @@ impl Replayer {
     pub fn new(policy: &LoadedPolicy, opts: &Options) -> anyhow::Result<Replayer> {
         let prom = PrometheusSource::new(&policy.policy.prometheus, policy.promql.clone())
             .map_err(|e| anyhow::anyhow!("{}: {e}", policy.path.display()))?;
-        let interval = policy
-            .plan
-            .stages
-            .first()
-            .map(|s| s.interval)
-            .unwrap_or(Duration::from_secs(15));
+        let interval = policy.plan.first_interval();
         let split = Arc::new(Mutex::new(Weights::ALL_DR));
         let source = Arc::new(HistorySource::new(
             Arc::new(prom),
@@ -205,12 +200,7 @@ impl Replayer {
 pub fn gate_queries(policy: &LoadedPolicy, source: &HistorySource) -> Vec<String> {
     use cutover_core::Site;
     use cutover_core::metrics::source::{Measure, MetricSource};
-    let interval = policy
-        .plan
-        .stages
-        .first()
-        .map(|s| s.interval)
-        .unwrap_or(Duration::from_secs(15));
+    let interval = policy.plan.first_interval();
     let mut out = Vec::new();
     for site in [Site::Primary, Site::Dr] {
         out.push(source.render(&Measure::RequestRate {

@@ -195,12 +195,7 @@ pub async fn tune(policy: &LoadedPolicy, text: &str, opts: &Options) -> anyhow::
     })?;
     src.prefetch(&backtest::gate_queries(policy, &src), opts.from)
         .await;
-    let interval = policy
-        .plan
-        .stages
-        .first()
-        .map(|s| s.interval)
-        .unwrap_or(Duration::from_secs(15));
+    let interval = policy.plan.first_interval();
     let mut suggestions = Vec::new();
     let mut notes = Vec::new();
     let mut intervals = 0;

@@ -76,6 +76,14 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// The first stage's analysis interval (a valid plan has one; 15 s otherwise): the
+    /// interval history is read at when a plan is replayed or tuned.
+    pub fn first_interval(&self) -> Duration {
+        self.stages
+            .first()
+            .map_or(Duration::from_secs(15), |s| s.interval)
+    }
+
     /// How long a run lasts at best (every stage passes at its first chance: one interval
     /// to settle, then its bake in whole intervals) and at worst (every judged stage runs
     /// to its `max_duration`, plus an interval, and one is held and watched for
