@@ -9,6 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::{Duration, SystemTime};
 
+use futures::StreamExt;
+
 use cutover_core::Analysis;
 use cutover_core::Site;
 use cutover_core::judge::eprocess::{BLOCK, Dispersion, Tally};
@@ -106,6 +108,9 @@ struct Calibration {
 /// How long an incomplete calibration (a young Prometheus) is used before DR's history is
 /// counted again.
 const RECALIBRATE: Duration = Duration::from_secs(300);
+
+/// How many of a calibration's one-minute blocks are counted at once.
+pub const CALIBRATION_IN_FLIGHT: usize = 16;
 
 /// Takes analyses: measures every gate through a [`MetricSource`].
 #[derive(Clone)]
@@ -282,8 +287,9 @@ impl Analyzer {
     /// there; until then measured again every five minutes (a young Prometheus gains
     /// history as the run goes). `None` for a gate that assumes Poisson counts, or when counting the
     /// history failed (the gate then reports an error for the interval).
-    /// All the history's blocks are counted at once, under the analysis's `deadline`: a
-    /// slow source delays the first analysis by at most that.
+    /// The history's blocks are counted concurrently (at most [`CALIBRATION_IN_FLIGHT`] at
+    /// once), under the analysis's `deadline`: a slow source delays the first analysis by at
+    /// most that.
     async fn dispersion(
         &self,
         g: &Gate,
@@ -308,6 +314,8 @@ impl Analyzer {
                 from: start + BLOCK * k as u32,
             })
             .collect();
+        // At most `CALIBRATION_IN_FLIGHT` blocks are asked at once: a day's history is 1440
+        // blocks, and Prometheus queues queries past its own concurrency limit anyway.
         type Counted = Result<cutover_core::metrics::source::Counts, MetricError>;
         let jobs: Vec<Pin<Box<dyn Future<Output = Counted> + Send + '_>>> = queries
             .iter()
@@ -316,19 +324,26 @@ impl Analyzer {
                     as Pin<Box<dyn Future<Output = Counted> + Send + '_>>
             })
             .collect();
+        let answers = tokio::time::timeout(
+            deadline,
+            futures::stream::iter(jobs)
+                .buffered(CALIBRATION_IN_FLIGHT)
+                .collect::<Vec<_>>(),
+        )
+        .await;
+        let Ok(answers) = answers else {
+            tracing::warn!(gate = %g.name, "counting DR's history to calibrate dispersion took longer than the analysis deadline");
+            return None;
+        };
         let mut blocks = Vec::with_capacity(n);
-        for answer in all_within(jobs, deadline).await {
+        for answer in answers {
             match answer {
-                Some(Ok(c)) => blocks.push(Tally {
+                Ok(c) => blocks.push(Tally {
                     total: c.total.max(0.0),
                     bad: c.bad.clamp(0.0, c.total.max(0.0)),
                 }),
-                Some(Err(e)) => {
+                Err(e) => {
                     tracing::warn!(gate = %g.name, error = %e, "counting DR's history to calibrate dispersion failed");
-                    return None;
-                }
-                None => {
-                    tracing::warn!(gate = %g.name, "counting DR's history to calibrate dispersion took longer than the analysis deadline");
                     return None;
                 }
             }

@@ -79,11 +79,12 @@ pub fn certify_times(
             let prev = simulate(&mut rng, test, before, traffic, before_looks(before));
             ep.ok = prev.ok;
             ep.abs_ok = prev.abs_ok;
+            ep.ok_share = prev.ok_share;
         }
         for k in 1..=looks {
-            let (p, d) = draw(&mut rng, traffic, w, dt);
+            let counts = draw(&mut rng, traffic, w, dt);
             let baseline = (w >= 1.0).then_some(traffic.bad_rate);
-            observe(&mut ep, test, baseline, p, d, stage.interval);
+            observe(&mut ep, test, traffic, baseline, counts, stage.interval);
             match ep.judge(test, baseline).conclusion {
                 Conclusion::Harm => {
                     harms += 1;
@@ -126,8 +127,8 @@ fn simulate(rng: &mut StdRng, test: Test, stage: &Stage, traffic: Traffic, looks
     // A stage the run leaves once certified: carry what it had then, at most its
     // max_duration.
     for _ in 0..looks {
-        let (p, d) = draw(rng, traffic, w, dt);
-        observe(&mut ep, test, None, p, d, stage.interval);
+        let counts = draw(rng, traffic, w, dt);
+        observe(&mut ep, test, traffic, None, counts, stage.interval);
         if ep.judge(test, None).conclusion != Conclusion::Undecided {
             break;
         }
@@ -135,8 +136,22 @@ fn simulate(rng: &mut StdRng, test: Test, stage: &Stage, traffic: Traffic, looks
     ep
 }
 
-fn observe(ep: &mut EProcess, test: Test, baseline: Option<f64>, p: Tally, d: Tally, dt: Duration) {
-    ep.observe(&test, baseline, p, d, &Dispersion::POISSON, dt);
+/// One interval, untempered, with DR's history taken to be at the traffic's bad rate (which
+/// sets the certification budget's split as a live run's calibration would).
+fn observe(
+    ep: &mut EProcess,
+    test: Test,
+    traffic: Traffic,
+    baseline: Option<f64>,
+    (p, d): (Tally, Tally),
+    dt: Duration,
+) {
+    let history = Dispersion {
+        rate: traffic.bad_rate,
+        blocks: 1,
+        ..Dispersion::POISSON
+    };
+    ep.observe(&test, baseline, p, d, &history, dt);
 }
 
 /// One interval's counts at the primary (share `w`) and DR.

@@ -191,8 +191,9 @@ pub struct Scenario {
     pub warmup: Duration,
 }
 
-/// The default history generated before a world's start: 30 minutes.
-pub const WARMUP: Duration = Duration::from_secs(1800);
+/// The default history generated before a world's start: two hours (the sequential gates'
+/// default `vs_dr.history`).
+pub const WARMUP: Duration = Duration::from_secs(7200);
 
 fn default_warmup() -> Duration {
     WARMUP

@@ -63,9 +63,21 @@ pub fn acceptance(results: &[Summary]) -> Vec<(String, bool)> {
         ));
     }
     if let Some(s) = get("common-rise-at-100", Judge::SequentialHoldout) {
+        // The holdout's price on a healthy service: what it promotes beside the plain judge.
+        let price = match (
+            get("healthy-1pct", Judge::SequentialHoldout),
+            get("healthy-1pct", Judge::Sequential),
+        ) {
+            (Some(h), Some(q)) => format!(
+                " (healthy-1pct promoted {:.1}% with the holdout, {:.1}% without)",
+                h.promoted * 100.0,
+                q.promoted * 100.0
+            ),
+            _ => String::new(),
+        };
         out.push((
             format!(
-                "common rise at the end: seq+holdout false rollback {:.1}% <= 1%",
+                "common rise at the end: seq+holdout false rollback {:.1}% <= 1%{price}",
                 s.rolled_back * 100.0
             ),
             s.rolled_back <= 0.01,
@@ -157,9 +169,24 @@ fn issue12(results: &[Summary], out: &mut Vec<(String, bool)>) {
         let w = s
             .rolled_back_within(Duration::from_secs(120))
             .unwrap_or(0.0);
+        // What telling a common cause apart costs here: the holdout's 2 % of DR is little
+        // to compare with.
+        let holdout = results
+            .iter()
+            .find(|h| h.scenario == s.scenario && h.judge == Judge::SequentialHoldout)
+            .map(|h| {
+                format!(
+                    "; seq+holdout: {} within 2 min, median {}",
+                    pct(h
+                        .rolled_back_within(Duration::from_secs(120))
+                        .unwrap_or(0.0)),
+                    fmt_d(h.median_onset_ttr())
+                )
+            })
+            .unwrap_or_default();
         out.push((
             format!(
-                "1% -> 5% at the last stage: sequential rolled back within 2 min of onset {} >= 95% ({})",
+                "1% -> 5% at the last stage: sequential rolled back within 2 min of onset {} >= 95% ({}{holdout})",
                 pct(w),
                 reached(s)
             ),

@@ -96,6 +96,7 @@ impl Judge {
         let bake = format!("{}s", self.policy_bake().as_secs());
         // The gates calibrate their dispersion on the simulated history before the run.
         let history = sc.warmup.as_secs().clamp(600, 86_400);
+        let beta = sc.beta.map(|b| format!(", beta: {b}")).unwrap_or_default();
         let (failure_limit, gates) = match self {
             Judge::Flagger => (
                 5,
@@ -122,8 +123,8 @@ impl Judge {
             Judge::Sequential | Judge::SequentialHoldout | Judge::SequentialCumulative => (
                 3,
                 format!(
-                    "  - name: errors-vs-dr\n    error_rate: {{ vs_dr: {{ tolerance: 50%, alpha: 0.01, absolute_tolerance: 0.2%, history: {history}s }} }}\n\
-                     \x20 - name: slow-vs-dr\n    latency: {{ above: {}ms, vs_dr: {{ tolerance: 50%, alpha: 0.01, history: {history}s }} }}\n",
+                    "  - name: errors-vs-dr\n    error_rate: {{ vs_dr: {{ tolerance: 50%, alpha: 0.01, absolute_tolerance: 0.2%, history: {history}s{beta} }} }}\n\
+                     \x20 - name: slow-vs-dr\n    latency: {{ above: {}ms, vs_dr: {{ tolerance: 50%, alpha: 0.01, history: {history}s{beta} }} }}\n",
                     super::scenarios::SLOW_EDGE * 1000.0
                 ),
             ),

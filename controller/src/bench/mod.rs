@@ -365,7 +365,7 @@ mod tests {
                 .plan;
             assert_eq!(plan.stages[0].bake, Duration::from_secs(20 * 60), "{j}");
             assert_eq!(plan.stages[1].bake, j.policy_bake(), "{j}");
-            let r = run_one(j, &sc, 3).await.unwrap();
+            let r = run_one(j, &sc, 5).await.unwrap();
             assert_eq!(r.onset, Some(Duration::from_secs(12 * 60)), "{j}: {r:?}");
         }
     }

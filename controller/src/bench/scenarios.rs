@@ -63,6 +63,9 @@ pub struct BenchScenario {
     pub stage_timing: Option<StageTiming>,
     /// History before the run (DR at 100 %).
     pub warmup: Duration,
+    /// The sequential judges' `beta` (per-stage false-certification budget); `None`: the
+    /// policy default.
+    pub beta: Option<f64>,
 }
 
 fn at_weight(w: u8, site: Option<Site>) -> Change {
@@ -109,6 +112,7 @@ impl BenchScenario {
             resets: Duration::ZERO,
             stage_timing: None,
             warmup: WARMUP,
+            beta: None,
         }
     }
 

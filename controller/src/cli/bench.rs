@@ -18,6 +18,10 @@ pub(crate) struct BenchArgs {
     /// Seconds of history generated before each run (DR at 100 %), for every scenario.
     #[arg(long, default_value_t = cutover_analyzers::simulated::WARMUP.as_secs())]
     pub(crate) warmup_secs: u64,
+    /// The sequential judges' `vs_dr.beta` (each stage's false-certification budget), e.g.
+    /// 0.3 to measure faster certification at its cost; default: the policy default (0.05).
+    #[arg(long, value_parser = parse_beta)]
+    pub(crate) beta: Option<f64>,
     /// The first seed; run i uses seed + i.
     #[arg(long, default_value_t = 1)]
     pub(crate) seed: u64,
@@ -35,6 +39,15 @@ pub(crate) struct BenchArgs {
     pub(crate) check: bool,
 }
 
+fn parse_beta(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(b) if b > 0.0 && b < 1.0 => Ok(b),
+        _ => Err(format!(
+            "{s} is not a beta; write a number between 0 and 1, e.g. 0.3"
+        )),
+    }
+}
+
 /// Runs the benchmark and prints its table: `runs` runs per scenario and judge, at least
 /// `rate_runs` where the primary is acceptable, each after `warmup_secs` of history; with
 /// `check`, exit 1 if an acceptance check fails; exit 2 for an unknown scenario.
@@ -43,6 +56,7 @@ pub(crate) async fn bench(args: BenchArgs) -> anyhow::Result<u8> {
         runs,
         rate_runs,
         warmup_secs,
+        beta,
         seed,
         scenario: only,
         judge: judges,
@@ -53,6 +67,7 @@ pub(crate) async fn bench(args: BenchArgs) -> anyhow::Result<u8> {
     let mut all = scenarios::all();
     for sc in &mut all {
         sc.warmup = warmup;
+        sc.beta = beta;
     }
     for name in &only {
         if !all.iter().any(|s| s.name == name) {
@@ -71,7 +86,8 @@ pub(crate) async fn bench(args: BenchArgs) -> anyhow::Result<u8> {
     };
     let started = std::time::Instant::now();
     super::out::line(&format!(
-        "cutover bench --runs {runs} --rate-runs {rate_runs} --seed {seed}: {runs} runs per scenario and judge, {} where the primary is acceptable (the same seeds for every judge), 100/1000 rps as named, 15 s scrape and analysis interval, stages 10/25/50/75/100 %\n",
+        "cutover bench --runs {runs} --rate-runs {rate_runs} --seed {seed}{}: {runs} runs per scenario and judge, {} where the primary is acceptable (the same seeds for every judge), 100/1000 rps as named, 15 s scrape and analysis interval, stages 10/25/50/75/100 %\n",
+        beta.map(|b| format!(" --beta {b}")).unwrap_or_default(),
         runs.max(rate_runs)
     ));
     super::out::line(bench::TABLE_HEADER);

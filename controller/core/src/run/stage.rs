@@ -242,6 +242,9 @@ impl Run {
             pooled.bad += ep.dr.bad;
         }
         let dr_serves = self.plan.stages[i].weight < StageWeight::FULL;
+        // A final holdout's stage (the unjudged 100 % follows): DR's pooled earlier counts
+        // are its no-worse side's reference too.
+        let holdout = self.plan.stages.get(i + 1).is_some_and(|next| !next.judged);
         let cumulative = self.plan.certify == crate::policy::model::Certify::Cumulative;
         self.state.evidence = self
             .plan
@@ -255,13 +258,15 @@ impl Run {
                     looks: looks(st.max_duration, st.interval),
                     ..EProcess::default()
                 };
-                if !dr_serves {
+                if !dr_serves || holdout {
                     ep.reference = self.state.dr_pooled.get(&g.name).copied();
                 }
                 // `certify: cumulative`: "no worse" carries over; harm starts afresh.
                 if let Some(before) = previous.get(&g.name).filter(|_| cumulative) {
                     ep.ok.clone_from(&before.ok);
                     ep.abs_ok.clone_from(&before.abs_ok);
+                    // The same evidence against the same thresholds: its share of `β` too.
+                    ep.ok_share = before.ok_share;
                 }
                 (g.name.clone(), ep)
             })

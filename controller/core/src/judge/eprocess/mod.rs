@@ -229,6 +229,10 @@ pub struct EProcess {
     /// stages, whose uncertainty the one-sample tests' bounds take into account.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reference: Option<Tally>,
+    /// The relative test's share of `β` where both tests can certify ([`ok_share`]), fixed
+    /// at the stage's first interval from DR's history alone (so it is predictable).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ok_share: Option<f64>,
 }
 
 impl Default for EProcess {
@@ -248,6 +252,7 @@ impl Default for EProcess {
             counted_to: None,
             dispersion: None,
             reference: None,
+            ok_share: None,
         }
     }
 }
@@ -317,6 +322,27 @@ pub fn ln_change_weight(t: u32, n: u32) -> f64 {
     }
 }
 
+/// The relative no-worse test's share of `β` when the absolute one can certify too (`δ > 0`),
+/// from DR's bad-request rate over its history (`None`: no history). A primary as good as DR
+/// is certified by the test that can see it: at or above `δ` only the relative test can
+/// (0.9 of `β`); with no bad request at DR only the absolute one can (0.1); in between, or
+/// without history, half each. Chosen before the stage's data, so by a union bound the stage
+/// still certifies a primary that is not acceptable with probability at most `β`.
+pub fn ok_share(test: &Test, dr_history_rate: Option<f64>) -> f64 {
+    match dr_history_rate {
+        _ if test.absolute <= 0.0 => 1.0,
+        Some(r) if r >= test.absolute => 0.9,
+        Some(r) if r <= 0.0 => 0.1,
+        _ => 0.5,
+    }
+}
+
+/// At a stage where DR serves nothing by plan, or only a final holdout, the relative
+/// no-worse test's share of `β` (unless `certify: cumulative` carried the run's share): DR's
+/// traffic there is little or none, so most of the budget goes to the comparison with DR's
+/// pooled earlier stages.
+pub const SCARCE_DR_OK_SHARE: f64 = 0.1;
+
 /// `ln(e^a + e^b)`.
 fn ln_add_exp(a: f64, b: f64) -> f64 {
     let m = a.max(b);
@@ -358,6 +384,13 @@ impl EProcess {
                 (test.ratio * rate_bound(r, 1.0 - test.alpha, true)).max(test.absolute),
                 (test.ratio * rate_bound(r, REFERENCE_LOWER, false)).max(test.absolute),
             ),
+            // A final holdout: harm against DR's concurrent traffic (and `δ`) only, so that a
+            // common cause is never read as harm; no worse against the pooled earlier
+            // stages too, since DR's holdout is too small to certify against alone.
+            (None, Some(r)) if r.total > 0.0 => (
+                test.absolute,
+                (test.ratio * rate_bound(r, REFERENCE_LOWER, false)).max(test.absolute),
+            ),
             _ => (test.bound(dr_baseline), test.bound(dr_baseline)),
         }
     }
@@ -382,6 +415,16 @@ impl EProcess {
         let kappa = dispersion.kappa;
         let scale = (BLOCK.as_secs_f64() / dt.as_secs_f64().max(1e-3)).max(1.0);
         self.dispersion = Some(*dispersion);
+        if self.ok_share.is_none() {
+            let history = (dispersion.blocks > 0).then_some(dispersion.rate);
+            // Where DR serves nothing or only a holdout, the relative test has little to
+            // compare with: most of `β` goes to the absolute one.
+            self.ok_share = Some(if dr_baseline.is_some() || self.is_holdout(dr_baseline) {
+                SCARCE_DR_OK_SHARE
+            } else {
+                ok_share(test, history)
+            });
+        }
         self.intervals += 1;
         let w = ln_change_weight(self.intervals, self.looks);
         self.primary.total += p.total;
@@ -422,6 +465,12 @@ impl EProcess {
                 self.abs_ok[j] += abs(ok_bound / c, ok_bound);
             }
         }
+    }
+
+    /// Whether this is a final holdout's stage: DR serves (no `dr_baseline`) and its pooled
+    /// earlier counts are the no-worse side's second reference.
+    fn is_holdout(&self, dr_baseline: Option<f64>) -> bool {
+        dr_baseline.is_none() && self.reference.is_some_and(|r| r.total > 0.0)
     }
 
     /// `ln e` of the relative harm mixture.
@@ -528,19 +577,33 @@ impl EProcess {
             } else {
                 // Relative "no worse" evidence counts too: DR's few requests while the
                 // split switched, or evidence carried from earlier stages
-                // (`certify: cumulative`).
-                let half = (2.0 / test.beta).ln();
+                // (`certify: cumulative`, which carries its share of `β` with it).
+                let share = self.ok_share.unwrap_or(0.5).clamp(0.01, 0.99);
                 (
                     absolute(),
-                    scaled(self.ln_absolute_ok(), half).max(scaled(self.ln_relative_ok(), half)),
+                    scaled(
+                        self.ln_absolute_ok(),
+                        (1.0 / ((1.0 - share) * test.beta)).ln(),
+                    )
+                    .max(scaled(
+                        self.ln_relative_ok(),
+                        (1.0 / (share * test.beta)).ln(),
+                    )),
                 )
             }
-        } else if test.absolute > 0.0 {
-            let half = (2.0 / test.beta).ln();
-            let (r, a) = (relative(), absolute());
+        } else if test.absolute > 0.0 || self.is_holdout(dr_baseline) {
+            let share = self.ok_share.unwrap_or(0.5).clamp(0.01, 0.99);
+            let r = relative();
             (
-                if r.0 <= a.0 { r } else { a },
-                scaled(self.ln_relative_ok(), half).max(scaled(self.ln_absolute_ok(), half)),
+                match absolute() {
+                    _ if bound <= 0.0 => r,
+                    a if a.0 < r.0 => a,
+                    _ => r,
+                },
+                scaled(self.ln_relative_ok(), (1.0 / (share * test.beta)).ln()).max(scaled(
+                    self.ln_absolute_ok(),
+                    (1.0 / ((1.0 - share) * test.beta)).ln(),
+                )),
             )
         } else {
             (relative(), scaled(self.ln_relative_ok(), ok_boundary))

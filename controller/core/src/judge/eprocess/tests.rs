@@ -415,3 +415,141 @@ fn the_full_stage_takes_the_uncertainty_of_drs_pooled_counts() {
     assert!(rate_bound(r, 0.95, false) < 0.004);
     assert_eq!(rate_bound(t(500.0, 0.0), 0.95, false), 0.0);
 }
+
+#[test]
+fn certification_budget_goes_to_the_test_that_can_certify() {
+    let tt = test(0.01, 0.05, 0.002);
+    // DR at 1 % over its history: a primary as good as DR is above δ = 0.2 %.
+    assert_eq!(ok_share(&tt, Some(0.01)), 0.9);
+    // DR without errors: only the absolute test can certify.
+    assert_eq!(ok_share(&tt, Some(0.0)), 0.1);
+    // In between, or without history: half each; without δ, all of it is the relative one's.
+    assert_eq!(ok_share(&tt, Some(0.001)), 0.5);
+    assert_eq!(ok_share(&tt, None), 0.5);
+    assert_eq!(ok_share(&test(0.01, 0.05, 0.0), Some(0.01)), 1.0);
+    // Fixed at the stage's first interval, from the history alone.
+    let mut e = EProcess::default();
+    let disp = Dispersion {
+        rate: 0.01,
+        blocks: 60,
+        ..Dispersion::POISSON
+    };
+    e.observe(&tt, None, t(150.0, 1.0), t(1350.0, 14.0), &disp, DT);
+    assert_eq!(e.ok_share, Some(0.9));
+    let later = Dispersion { rate: 0.0, ..disp };
+    e.observe(&tt, None, t(150.0, 1.0), t(1350.0, 14.0), &later, DT);
+    assert_eq!(e.ok_share, Some(0.9));
+}
+
+/// A primary at the relative boundary (ρ = ρ₀, above δ) is not acceptable: with the
+/// certification budget weighted towards the relative test, false certification stays
+/// within β over many seeds.
+#[test]
+fn weighted_certification_at_the_boundary_stays_within_beta() {
+    let tt = test(0.01, 0.05, 0.002);
+    let disp = Dispersion {
+        rate: 0.01,
+        blocks: 120,
+        ..Dispersion::POISSON
+    };
+    let runs: u32 = 3000;
+    let mut certified: u32 = 0;
+    for seed in 0..runs {
+        let mut rng = StdRng::seed_from_u64(20_000 + u64::from(seed));
+        let mut e = EProcess {
+            looks: 60,
+            ..EProcess::default()
+        };
+        for _ in 0..240 {
+            let xp = Poisson::new(150.0 * 0.015).unwrap().sample(&mut rng);
+            let xd = Poisson::new(1350.0 * 0.01).unwrap().sample(&mut rng);
+            e.observe(&tt, None, t(150.0, xp), t(1350.0, xd), &disp, DT);
+            if e.judge(tt, None).conclusion == Conclusion::NoWorse {
+                certified += 1;
+                break;
+            }
+        }
+    }
+    let rate = f64::from(certified) / f64::from(runs);
+    assert!(
+        rate <= tt.beta,
+        "boundary false certification {rate} > beta"
+    );
+}
+
+/// A final holdout's stage: 98 rps at the primary, DR's 2 rps holdout, DR's earlier stages
+/// pooled (`reference`). Harm is judged against the concurrent holdout only, so a rise
+/// common to both sites is not harm; no worse is certified against the pooled stages too.
+#[test]
+fn a_holdout_stage_ignores_a_common_rise_and_certifies_against_the_pooled_stages() {
+    let tt = test(0.001, 0.05, 0.002);
+    let pooled = t(200_000.0, 2000.0); // DR at 1 % over the earlier stages
+    let feed = |seed: u64, rate: f64, reference: Option<Tally>| {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut e = EProcess {
+            looks: 60,
+            reference,
+            ..EProcess::default()
+        };
+        let disp = Dispersion {
+            rate: 0.01,
+            blocks: 120,
+            ..Dispersion::POISSON
+        };
+        for k in 0..60 {
+            let xp = Binomial::new(1470, rate).unwrap().sample(&mut rng) as f64;
+            let xd = Binomial::new(30, rate).unwrap().sample(&mut rng) as f64;
+            e.observe(&tt, None, t(1470.0, xp), t(30.0, xd), &disp, DT);
+            match e.judge(tt, None).conclusion {
+                Conclusion::Undecided => {}
+                c => return (c, k),
+            }
+        }
+        (Conclusion::Undecided, 60)
+    };
+    // Both sites at 3 %, three times DR's pooled rate: never harm (certified only when the
+    // small concurrent holdout shows it, which it may: the primary is as good as DR now).
+    for seed in 0..50 {
+        assert_ne!(
+            feed(seed, 0.03, Some(pooled)).0,
+            Conclusion::Harm,
+            "seed {seed}"
+        );
+    }
+    // Both at 1 %: certified through the pooled stages in most seeds; without them, the
+    // holdout alone rarely certifies in a stage.
+    let with: usize = (0..50)
+        .filter(|s| feed(*s, 0.01, Some(pooled)).0 == Conclusion::NoWorse)
+        .count();
+    let without: usize = (0..50)
+        .filter(|s| feed(*s, 0.01, None).0 == Conclusion::NoWorse)
+        .count();
+    assert!(
+        with >= 45 && without <= 15,
+        "certified {with} of 50 with the pooled stages, {without} on the holdout alone"
+    );
+    // The budget's split: most of it to the pooled comparison.
+    let mut e = EProcess {
+        reference: Some(pooled),
+        ..EProcess::default()
+    };
+    e.observe(
+        &tt,
+        None,
+        t(1470.0, 15.0),
+        t(30.0, 0.0),
+        &Dispersion::POISSON,
+        DT,
+    );
+    assert_eq!(e.ok_share, Some(SCARCE_DR_OK_SHARE));
+    let mut full = EProcess::default();
+    full.observe(
+        &tt,
+        Some(0.01),
+        t(1500.0, 15.0),
+        t(0.0, 0.0),
+        &Dispersion::POISSON,
+        DT,
+    );
+    assert_eq!(full.ok_share, Some(SCARCE_DR_OK_SHARE));
+}
