@@ -42,16 +42,27 @@ pub struct Prediction {
     pub harm: f64,
 }
 
+/// Where a simulated stage sits in its plan.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Context<'a> {
+    /// The stage before it and how the plan certifies: with `certify: cumulative` that
+    /// stage's evidence is carried.
+    pub carried: Option<(&'a Stage, Certify)>,
+    /// Whether it is a final holdout's stage: "no worse" may then also be shown against
+    /// DR's pooled earlier stages.
+    pub holdout: bool,
+}
+
 /// Simulates `runs` stages of a gate's `test` at `stage` (judged against DR's concurrent
 /// traffic, or at 100 % against DR's rate), at most `min_requests` primary requests before a
-/// certificate counts. With `carried` (certify: cumulative), each stage starts with the
-/// "no worse" evidence of a previous simulated stage at `carried`'s weight.
+/// certificate counts. With `context.carried` (certify: cumulative), each stage starts with
+/// the "no worse" evidence of a previous simulated stage at that stage's weight.
 pub fn certify_times(
     test: Test,
     stage: &Stage,
     min_requests: u64,
     traffic: Traffic,
-    carried: Option<(&Stage, Certify)>,
+    context: Context<'_>,
     runs: u32,
     seed: u64,
 ) -> Prediction {
@@ -64,9 +75,9 @@ pub fn certify_times(
         let mut rng = StdRng::seed_from_u64(seed.wrapping_add(u64::from(r)));
         let mut ep = EProcess {
             looks,
-            // Where DR serves nothing: DR's earlier stages pooled, taken as ten minutes of
-            // DR at the whole rate.
-            reference: (w >= 1.0).then(|| {
+            // Where DR serves nothing, or only a final holdout: DR's earlier stages pooled,
+            // taken as ten minutes of DR at the whole rate.
+            reference: (w >= 1.0 || context.holdout).then(|| {
                 let total = traffic.rps * 600.0;
                 Tally {
                     total,
@@ -75,7 +86,7 @@ pub fn certify_times(
             }),
             ..EProcess::default()
         };
-        if let Some((before, Certify::Cumulative)) = carried {
+        if let Some((before, Certify::Cumulative)) = context.carried {
             let prev = simulate(&mut rng, test, before, traffic, before_looks(before));
             ep.ok = prev.ok;
             ep.abs_ok = prev.abs_ok;
@@ -201,12 +212,36 @@ mod tests {
             rps,
             bad_rate: 0.01,
         };
-        let slow = certify_times(test(), &stage(10, 15), 20, t(100.0), None, 200, 1);
-        let fast = certify_times(test(), &stage(10, 15), 20, t(1000.0), None, 200, 1);
+        let slow = certify_times(
+            test(),
+            &stage(10, 15),
+            20,
+            t(100.0),
+            Context::default(),
+            200,
+            1,
+        );
+        let fast = certify_times(
+            test(),
+            &stage(10, 15),
+            20,
+            t(1000.0),
+            Context::default(),
+            200,
+            1,
+        );
         assert!(fast.median < slow.median, "{fast:?} vs {slow:?}");
         assert!(fast.certified > 0.95, "{fast:?}");
         assert_eq!(slow.primary_rps, 10.0);
-        let short = certify_times(test(), &stage(10, 2), 20, t(100.0), None, 200, 1);
+        let short = certify_times(
+            test(),
+            &stage(10, 2),
+            20,
+            t(100.0),
+            Context::default(),
+            200,
+            1,
+        );
         assert!(short.certified < slow.certified, "{short:?} vs {slow:?}");
         assert!(slow.harm < 0.02, "{slow:?}");
     }
@@ -218,16 +253,38 @@ mod tests {
             bad_rate: 0.01,
         };
         let first = stage(10, 15);
-        let alone = certify_times(test(), &stage(25, 15), 20, t, None, 200, 3);
+        let alone = certify_times(test(), &stage(25, 15), 20, t, Context::default(), 200, 3);
         let carried = certify_times(
             test(),
             &stage(25, 15),
             20,
             t,
-            Some((&first, Certify::Cumulative)),
+            Context {
+                carried: Some((&first, Certify::Cumulative)),
+                holdout: false,
+            },
             200,
             3,
         );
         assert!(carried.median < alone.median, "{carried:?} vs {alone:?}");
+    }
+
+    #[test]
+    fn a_final_holdout_certifies_against_drs_pooled_stages() {
+        let t = Traffic {
+            rps: 100.0,
+            bad_rate: 0.01,
+        };
+        let at_98 = stage(98, 15);
+        let alone = certify_times(test(), &at_98, 20, t, Context::default(), 200, 5);
+        let holdout = Context {
+            holdout: true,
+            ..Context::default()
+        };
+        let pooled = certify_times(test(), &at_98, 20, t, holdout, 200, 5);
+        assert!(
+            pooled.certified > 0.9 && pooled.certified > alone.certified + 0.2,
+            "{pooled:?} vs {alone:?}"
+        );
     }
 }

@@ -14,7 +14,7 @@ use cutover_core::metrics::source::{Measure, MetricSource};
 use cutover_core::policy::LoadedPolicy;
 use cutover_core::run::fmt_d;
 
-use cutover::predict::{Traffic, certify_times};
+use cutover::predict::{Context, Traffic, certify_times};
 
 /// `cutover plan`'s arguments.
 #[derive(Debug, clap::Args)]
@@ -123,13 +123,17 @@ pub(crate) async fn render(loaded: &LoadedPolicy, args: &PlanArgs) -> String {
         let traffic = Traffic { rps, bad_rate };
         let judged: Vec<_> = loaded.plan.stages.iter().filter(|s| s.judged).collect();
         for (k, st) in judged.iter().enumerate() {
-            let carried = k.checked_sub(1).map(|j| (judged[j], loaded.plan.certify));
+            let context = Context {
+                carried: k.checked_sub(1).map(|j| (judged[j], loaded.plan.certify)),
+                // The last judged stage of a plan whose 100 % is written unjudged.
+                holdout: k + 1 == judged.len() && judged.len() < loaded.plan.stages.len(),
+            };
             let p = certify_times(
                 test.test(),
                 st,
                 g.min_requests,
                 traffic,
-                carried,
+                context,
                 args.runs,
                 1,
             );

@@ -84,15 +84,25 @@
 //! * Rollback when the relative harm statistic `M_t >= 1/α_s` **and** (with `δ > 0`) the
 //!   absolute one does: if the primary is acceptable, one of the two nulls (`r_p <= ρ₀ r_d`
 //!   or `r_p <= δ`) is true, and its statistic crosses with probability at most `α_s`.
-//! * Certify when relative no-worse `>= 2/β` **or** absolute no-worse `>= 2/β` (each at
-//!   half the budget; `1/β` for the relative one alone when `δ = 0`).
+//! * Certify when relative no-worse `>= 1/(w β)` **or** absolute no-worse
+//!   `>= 1/((1 - w) β)`, by a union bound at most `β` together. The share `w` is fixed at
+//!   the stage's first interval from data the stage has not seen ([`ok_share`]): with
+//!   `δ = 0` all of `β` (`w = 1`); when DR's rate over its history is at or above `δ`,
+//!   where only the relative test can certify a primary as good as DR, `w = 0.9`; with no
+//!   bad request in DR's history, `w = 0.1`; otherwise half each. Where DR serves nothing
+//!   or only a final holdout, `w = 0.1` ([`SCARCE_DR_OK_SHARE`]); `certify: cumulative`
+//!   carries `w` with the evidence it carries.
 //! * When DR serves nothing (the 100 % stage), the relative test has no data: both sides use
-//!   the absolute test against `max(ρ₀ · r̂_d, δ)`, with `r̂_d` DR's rate as the last
-//!   analysis of the stage before measured it — one estimate, taken as exact (its
-//!   uncertainty is not accounted for) and older than the data it is compared with. This
-//!   stage's guarantee is therefore approximate, and a rise common to both sites that starts
-//!   once the primary serves 100 % reads as harm: nothing concurrent tells it apart. A
-//!   policy's `final_holdout` avoids the case (the last judged stage keeps DR traffic).
+//!   the absolute test against `max(ρ₀ · r̂_d, δ)`, with DR's counts pooled over every
+//!   earlier stage and their uncertainty: an upper `1 - α_s` confidence bound of `r̂_d` for
+//!   harm, a 95 % lower one for no worse ([`EProcess::bounds`]). The pooled rate is older
+//!   than the data it is compared with, so a rise common to both sites that starts once
+//!   the primary serves 100 % still reads as harm: nothing concurrent tells it apart.
+//! * A policy's `final_holdout` avoids that: its stage keeps DR's holdout, and harm is
+//!   judged against the concurrent holdout only (with `δ`), so a common cause is never
+//!   harm; no worse may also be shown against DR's pooled earlier stages (the holdout alone
+//!   is too small to certify against). The price: a regression at that stage is seen
+//!   through the holdout's few requests, minutes rather than seconds (BENCHMARKS.md).
 //!
 //! The reported *evidence* is `ln(e) / ln(boundary)`: 0 is none, 1 is the boundary.
 //! Certification sticks for the rest of the stage (the test stopped there); harm is still

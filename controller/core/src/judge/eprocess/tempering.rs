@@ -31,14 +31,14 @@
 //!
 //! # Calibration from DR's history
 //!
-//! `κ` is measured per gate from DR's own counts over the last `history` (default one hour)
+//! `κ` is measured per gate from DR's own counts over the last `history` (default two hours)
 //! in one-minute blocks, before the first analysis. Bursts can last longer than a block, so
 //! it is measured at one and two minutes (pairs of blocks) and the larger dispersion is
 //! used. The estimate is an upper confidence bound (90 %, chi-square on the blocks' Pearson
 //! statistic), so a short history tempers more, not less. DR's traffic is the same service
 //! as the primary's; a primary burstier than DR is not covered (the primary has no history).
 //! Not covered either: correlation beyond two minutes (bursts lasting many minutes), which
-//! the one-hour history cannot measure with any precision.
+//! a history of hours cannot measure with any precision.
 
 use std::time::Duration;
 

@@ -261,8 +261,14 @@ impl Gate {
             Conclusion::Harm => {
                 r.status = GateStatus::Fail;
                 r.decisive = true;
+                // Without concurrent DR traffic, say what the evidence cannot tell apart.
+                let common = if dr_baseline.is_some() {
+                    "; DR serves nothing at this stage, so a cause common to both sites (a shared dependency, a traffic peak) is not ruled out: compare DR's rate after the rollback, and consider final_holdout, which judges the last stage against DR's concurrent traffic"
+                } else {
+                    ""
+                };
                 r.reason = format!(
-                    "evidence of harm crossed its boundary (e >= 1/{:.2e}): the primary is worse than {bound}; {numbers}{tempered}",
+                    "evidence of harm crossed its boundary (e >= 1/{:.2e}): the primary is worse than {bound}; {numbers}{tempered}{common}",
                     test.alpha
                 );
             }
@@ -369,6 +375,34 @@ mod tests {
         assert_eq!(feed(&healthy, 200, 100), GateStatus::Pass);
         // Certified, but with fewer primary requests over the stage than min_requests.
         assert_eq!(feed(&healthy, 200, 1_000_000), GateStatus::Undecided);
+    }
+
+    /// Harm at a stage where DR serves nothing says what it cannot rule out; harm against
+    /// concurrent DR traffic does not.
+    #[test]
+    fn harm_without_concurrent_dr_names_the_common_cause_it_cannot_rule_out() {
+        let g = gate(seq());
+        let at = |i: u64| SystemTime::UNIX_EPOCH + Duration::from_secs(15 * i);
+        let mut ep = EProcess::default();
+        let full = counted((1000.0, 50.0), (0.0, 0.0));
+        let r = (1..=40)
+            .map(|i| g.evaluate_sequential(&full, at(i), &mut ep, Some(0.01)))
+            .find(|r| r.status == GateStatus::Fail)
+            .expect("5 % against DR's earlier 1 % is harm");
+        assert!(
+            r.reason.contains("common to both sites")
+                && r.reason.contains("final_holdout")
+                && r.reason.contains("(earlier stages)"),
+            "{}",
+            r.reason
+        );
+        let mut ep = EProcess::default();
+        let both = counted((300.0, 30.0), (700.0, 7.0));
+        let r = (1..=40)
+            .map(|i| g.evaluate_sequential(&both, at(i), &mut ep, None))
+            .find(|r| r.status == GateStatus::Fail)
+            .expect("harm against concurrent DR");
+        assert!(!r.reason.contains("common to both sites"), "{}", r.reason);
     }
 
     #[test]
