@@ -29,10 +29,13 @@ pub struct Policy {
     /// Primary weights in percent, strictly increasing, the last one 100.
     pub stages: Vec<StageSpec>,
     /// Keep this share of traffic on DR while the last stage is judged, e.g. `2%`: the last
-    /// stage is judged at `100% - final_holdout` against DR's concurrent traffic, then 100 %
-    /// is written without judging again. Without it the 100 % stage has no concurrent DR
-    /// data and compares with DR's earlier rate, so a rise common to both sites that starts
-    /// there reads as harm. A whole percent from 1 % to 50 %. Default: none.
+    /// stage is judged at `100% - final_holdout`, harm against DR's concurrent traffic only
+    /// (certification also against DR's earlier stages, pooled), then 100 % is written
+    /// without judging again. Without it the 100 % stage has no concurrent DR data and
+    /// compares with DR's earlier stages, so a rise common to both sites that starts there
+    /// reads as harm. The price: a regression starting at that stage is seen through DR's
+    /// small share, in minutes rather than seconds. A whole percent from 1 % to 50 %.
+    /// Default: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub final_holdout: Option<Percent>,
     /// The checks of the primary; at least one (never advance blind).
