@@ -51,6 +51,9 @@ pub struct Context<'a> {
     /// Whether it is a final holdout's stage: "no worse" may then also be shown against
     /// DR's pooled earlier stages.
     pub holdout: bool,
+    /// Whether the gate assumes Poisson counts (`dispersion: poisson`): it has no
+    /// calibration, so no DR history to split the certification budget by.
+    pub poisson: bool,
 }
 
 /// Simulates `runs` stages of a gate's `test` at `stage` (judged against DR's concurrent
@@ -87,15 +90,26 @@ pub fn certify_times(
             ..EProcess::default()
         };
         if let Some((before, Certify::Cumulative)) = context.carried {
-            let prev = simulate(&mut rng, test, before, traffic, before_looks(before));
+            let looks = before_looks(before);
+            let prev = simulate(&mut rng, test, before, traffic, looks, context.poisson);
             ep.ok = prev.ok;
             ep.abs_ok = prev.abs_ok;
-            ep.ok_share = prev.ok_share;
+            if w < 1.0 && !context.holdout {
+                ep.ok_share = prev.ok_share;
+            }
         }
         for k in 1..=looks {
             let counts = draw(&mut rng, traffic, w, dt);
             let baseline = (w >= 1.0).then_some(traffic.bad_rate);
-            observe(&mut ep, test, traffic, baseline, counts, stage.interval);
+            observe(
+                &mut ep,
+                test,
+                traffic,
+                context,
+                baseline,
+                counts,
+                stage.interval,
+            );
             match ep.judge(test, baseline).conclusion {
                 Conclusion::Harm => {
                     harms += 1;
@@ -128,7 +142,14 @@ fn before_looks(stage: &Stage) -> u32 {
 }
 
 /// One whole simulated stage (its evidence, for carrying over).
-fn simulate(rng: &mut StdRng, test: Test, stage: &Stage, traffic: Traffic, looks: u32) -> EProcess {
+fn simulate(
+    rng: &mut StdRng,
+    test: Test,
+    stage: &Stage,
+    traffic: Traffic,
+    looks: u32,
+    poisson: bool,
+) -> EProcess {
     let w = f64::from(stage.weight.get()) / 100.0;
     let dt = stage.interval.as_secs_f64().max(1.0);
     let mut ep = EProcess {
@@ -139,7 +160,19 @@ fn simulate(rng: &mut StdRng, test: Test, stage: &Stage, traffic: Traffic, looks
     // max_duration.
     for _ in 0..looks {
         let counts = draw(rng, traffic, w, dt);
-        observe(&mut ep, test, traffic, None, counts, stage.interval);
+        let context = Context {
+            poisson,
+            ..Context::default()
+        };
+        observe(
+            &mut ep,
+            test,
+            traffic,
+            context,
+            None,
+            counts,
+            stage.interval,
+        );
         if ep.judge(test, None).conclusion != Conclusion::Undecided {
             break;
         }
@@ -153,13 +186,14 @@ fn observe(
     ep: &mut EProcess,
     test: Test,
     traffic: Traffic,
+    context: Context<'_>,
     baseline: Option<f64>,
     (p, d): (Tally, Tally),
     dt: Duration,
 ) {
     let history = Dispersion {
         rate: traffic.bad_rate,
-        blocks: 1,
+        blocks: u32::from(!context.poisson),
         ..Dispersion::POISSON
     };
     ep.observe(&test, baseline, p, d, &history, dt);
@@ -261,7 +295,7 @@ mod tests {
             t,
             Context {
                 carried: Some((&first, Certify::Cumulative)),
-                holdout: false,
+                ..Context::default()
             },
             200,
             3,

@@ -9,6 +9,7 @@
 pub mod checks;
 pub mod judges;
 pub mod kayenta;
+pub mod oracle;
 pub mod scenarios;
 
 use std::sync::{Arc, Mutex};

@@ -127,6 +127,7 @@ pub(crate) async fn render(loaded: &LoadedPolicy, args: &PlanArgs) -> String {
                 carried: k.checked_sub(1).map(|j| (judged[j], loaded.plan.certify)),
                 // The last judged stage of a plan whose 100 % is written unjudged.
                 holdout: k + 1 == judged.len() && judged.len() < loaded.plan.stages.len(),
+                poisson: test.history.is_none(),
             };
             let p = certify_times(
                 test.test(),

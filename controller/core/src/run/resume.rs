@@ -233,6 +233,12 @@ impl Run {
                     left_out |= ep.counted_to.is_some_and(|c| c < floor);
                     let at = ep.counted_to.map_or(now, |c| c.max(floor));
                     ep.counted_to = Some(at);
+                    // A record written before the certification budget's split was
+                    // recorded: keep the rule it was gathered under (half each), rather than
+                    // choose one now from a history that overlaps the stage's own data.
+                    if ep.intervals > 0 && ep.ok_share.is_none() {
+                        ep.ok_share = Some(0.5);
+                    }
                     from = Some(from.map_or(at, |f| f.min(at)));
                     continued.insert(name.clone(), ep);
                 }

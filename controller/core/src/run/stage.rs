@@ -265,8 +265,12 @@ impl Run {
                 if let Some(before) = previous.get(&g.name).filter(|_| cumulative) {
                     ep.ok.clone_from(&before.ok);
                     ep.abs_ok.clone_from(&before.abs_ok);
-                    // The same evidence against the same thresholds: its share of `β` too.
-                    ep.ok_share = before.ok_share;
+                    // The same evidence against the same thresholds where the stage is
+                    // judged like the one before (a stage where DR serves nothing or only a
+                    // holdout chooses its own split, from the plan alone).
+                    if dr_serves && !holdout {
+                        ep.ok_share = before.ok_share;
+                    }
                 }
                 (g.name.clone(), ep)
             })

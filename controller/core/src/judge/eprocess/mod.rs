@@ -95,7 +95,8 @@
 //! * When DR serves nothing (the 100 % stage), the relative test has no data: both sides use
 //!   the absolute test against `max(ρ₀ · r̂_d, δ)`, with DR's counts pooled over every
 //!   earlier stage and their uncertainty: an upper `1 - α_s` confidence bound of `r̂_d` for
-//!   harm, a 95 % lower one for no worse ([`EProcess::bounds`]). The pooled rate is older
+//!   harm, a lower one for no worse whose error is charged to the absolute test's share of
+//!   `β` (half of it; [`EProcess::bounds`]). The pooled rate is older
 //!   than the data it is compared with, so a rise common to both sites that starts once
 //!   the primary serves 100 % still reads as harm: nothing concurrent tells it apart.
 //! * A policy's `final_holdout` avoids that: its stage keeps DR's holdout, and harm is
@@ -235,8 +236,9 @@ pub struct EProcess {
     /// The dispersion the last interval was tempered with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dispersion: Option<Dispersion>,
-    /// At a stage where DR serves nothing by plan: DR's counts pooled over the earlier
-    /// stages, whose uncertainty the one-sample tests' bounds take into account.
+    /// At a stage where DR serves nothing by plan, or only a final holdout: DR's counts
+    /// pooled over the earlier stages, whose uncertainty the absolute tests' bounds take
+    /// into account.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reference: Option<Tally>,
     /// The relative test's share of `β` where both tests can certify ([`ok_share`]), fixed
@@ -379,27 +381,23 @@ pub fn rate_bound(t: Tally, confidence: f64, upper: bool) -> f64 {
         .clamp(0.0, 1.0)
 }
 
-/// The confidence of the lower bound on DR's pooled rate that certification at a stage where
-/// DR serves nothing compares with.
-const REFERENCE_LOWER: f64 = 0.95;
-
 impl EProcess {
-    /// The absolute tests' rates: `(harm, no worse)`. `δ`; or, where DR serves nothing by plan
-    /// (`dr_baseline`), `max(ρ₀ · r̂_d, δ)` — with DR's pooled earlier counts (`reference`),
-    /// an upper confidence bound of `r̂_d` (at `1 - α_s`) for harm and a lower one for no
-    /// worse, so that the estimate's own uncertainty is never read as the primary's harm.
+    /// The absolute tests' rates: `(harm, no worse)`. `δ`; or, with DR's pooled earlier
+    /// counts (`reference`: where DR serves nothing by plan, or at a final holdout),
+    /// `max(ρ₀ · r̂_d, δ)` with an upper confidence bound of `r̂_d` (at `1 - α_s`) for harm
+    /// and a lower one for no worse (its error charged to `β`), so that the estimate's own
+    /// uncertainty is never read as the primary's harm nor as its health. Without a
+    /// reference, where DR serves nothing: `max(ρ₀ · dr_baseline, δ)`.
     pub fn bounds(&self, test: &Test, dr_baseline: Option<f64>) -> (f64, f64) {
         match (dr_baseline, self.reference) {
-            (Some(_), Some(r)) if r.total > 0.0 => (
+            // Where DR serves nothing; and at a final holdout, where harm needs the
+            // concurrent relative test too (so a common cause is never read as harm), and
+            // no worse may be shown against the pooled earlier stages (DR's holdout is too
+            // small to certify against alone).
+            (_, Some(r)) if r.total > 0.0 => (
                 (test.ratio * rate_bound(r, 1.0 - test.alpha, true)).max(test.absolute),
-                (test.ratio * rate_bound(r, REFERENCE_LOWER, false)).max(test.absolute),
-            ),
-            // A final holdout: harm against DR's concurrent traffic (and `δ`) only, so that a
-            // common cause is never read as harm; no worse against the pooled earlier
-            // stages too, since DR's holdout is too small to certify against alone.
-            (None, Some(r)) if r.total > 0.0 => (
-                test.absolute,
-                (test.ratio * rate_bound(r, REFERENCE_LOWER, false)).max(test.absolute),
+                (test.ratio * rate_bound(r, self.reference_confidence(test), false))
+                    .max(test.absolute),
             ),
             _ => (test.bound(dr_baseline), test.bound(dr_baseline)),
         }
@@ -417,6 +415,22 @@ impl EProcess {
         dispersion: &Dispersion,
         dt: Duration,
     ) {
+        if self.ok_share.is_none() {
+            // Where DR serves nothing or only a holdout, the relative test has little to
+            // compare with: most of `β` goes to the absolute one, if it can certify at all
+            // (not with `δ = 0` and a reference without bad requests).
+            let history = (dispersion.blocks > 0).then_some(dispersion.rate);
+            let absolute_can = test.absolute > 0.0 || self.reference.is_some_and(|r| r.bad > 0.0);
+            self.ok_share = Some(if dr_baseline.is_some() || self.is_holdout(dr_baseline) {
+                if absolute_can {
+                    SCARCE_DR_OK_SHARE
+                } else {
+                    1.0
+                }
+            } else {
+                ok_share(test, history)
+            });
+        }
         let (bound, ok_bound) = self.bounds(test, dr_baseline);
         // Predictable, and on the safe side: the larger of DR's rate before this interval
         // and its history's (a larger rate needs more tempering, and a stage's first bursty
@@ -425,16 +439,6 @@ impl EProcess {
         let kappa = dispersion.kappa;
         let scale = (BLOCK.as_secs_f64() / dt.as_secs_f64().max(1e-3)).max(1.0);
         self.dispersion = Some(*dispersion);
-        if self.ok_share.is_none() {
-            let history = (dispersion.blocks > 0).then_some(dispersion.rate);
-            // Where DR serves nothing or only a holdout, the relative test has little to
-            // compare with: most of `β` goes to the absolute one.
-            self.ok_share = Some(if dr_baseline.is_some() || self.is_holdout(dr_baseline) {
-                SCARCE_DR_OK_SHARE
-            } else {
-                ok_share(test, history)
-            });
-        }
         self.intervals += 1;
         let w = ln_change_weight(self.intervals, self.looks);
         self.primary.total += p.total;
@@ -475,6 +479,21 @@ impl EProcess {
                 self.abs_ok[j] += abs(ok_bound / c, ok_bound);
             }
         }
+    }
+
+    /// The confidence of the lower bound on DR's pooled rate that certification against the
+    /// pooled earlier stages compares with: it spends half of the absolute no-worse test's
+    /// share of `β` (the test itself the other half), so that the bound's own error is
+    /// charged to the budget.
+    fn reference_confidence(&self, test: &Test) -> f64 {
+        let w = self.ok_share.unwrap_or(SCARCE_DR_OK_SHARE).clamp(0.0, 1.0);
+        1.0 - (1.0 - w) * test.beta / 2.0
+    }
+
+    /// Whether "no worse" is shown against DR's pooled earlier stages here.
+    fn against_reference(&self, dr_baseline: Option<f64>) -> bool {
+        self.reference.is_some_and(|r| r.total > 0.0)
+            && (dr_baseline.is_some() || self.is_holdout(dr_baseline))
     }
 
     /// Whether this is a final holdout's stage: DR serves (no `dr_baseline`) and its pooled
@@ -581,28 +600,33 @@ impl EProcess {
             )
         };
         let relative = || Self::scaled_harm(&self.harm, &self.detect, test.alpha);
+        // Certification by either test, each at its share of `β`; against DR's pooled
+        // earlier stages the absolute test spends half of its share on the reference's
+        // lower bound ([`EProcess::reference_confidence`]).
+        let share = self.ok_share.unwrap_or(0.5).clamp(0.01, 0.99);
+        let reference = if self.against_reference(dr_baseline) {
+            2.0
+        } else {
+            1.0
+        };
+        let either = || {
+            scaled(self.ln_relative_ok(), (1.0 / (share * test.beta)).ln()).max(scaled(
+                self.ln_absolute_ok(),
+                (reference / ((1.0 - share) * test.beta)).ln(),
+            ))
+        };
         let ((harm, detector), no_worse) = if one_sample {
             if bound <= 0.0 {
                 ((0.0, false), 0.0)
             } else {
                 // Relative "no worse" evidence counts too: DR's few requests while the
                 // split switched, or evidence carried from earlier stages
-                // (`certify: cumulative`, which carries its share of `β` with it).
-                let share = self.ok_share.unwrap_or(0.5).clamp(0.01, 0.99);
-                (
-                    absolute(),
-                    scaled(
-                        self.ln_absolute_ok(),
-                        (1.0 / ((1.0 - share) * test.beta)).ln(),
-                    )
-                    .max(scaled(
-                        self.ln_relative_ok(),
-                        (1.0 / (share * test.beta)).ln(),
-                    )),
-                )
+                // (`certify: cumulative`).
+                (absolute(), either())
             }
         } else if test.absolute > 0.0 || self.is_holdout(dr_baseline) {
-            let share = self.ok_share.unwrap_or(0.5).clamp(0.01, 0.99);
+            // Harm needs both nulls rejected (the relative one against DR's concurrent
+            // traffic); with no absolute bound, the relative test alone.
             let r = relative();
             (
                 match absolute() {
@@ -610,10 +634,7 @@ impl EProcess {
                     a if a.0 < r.0 => a,
                     _ => r,
                 },
-                scaled(self.ln_relative_ok(), (1.0 / (share * test.beta)).ln()).max(scaled(
-                    self.ln_absolute_ok(),
-                    (1.0 / ((1.0 - share) * test.beta)).ln(),
-                )),
+                either(),
             )
         } else {
             (relative(), scaled(self.ln_relative_ok(), ok_boundary))

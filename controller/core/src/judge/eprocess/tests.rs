@@ -542,6 +542,25 @@ fn a_holdout_stage_ignores_a_common_rise_and_certifies_against_the_pooled_stages
         DT,
     );
     assert_eq!(e.ok_share, Some(SCARCE_DR_OK_SHARE));
+    // Harm at the holdout: both nulls, the absolute one at DR's pooled rate's upper bound
+    // (never below δ), so DR's few concurrent requests never leave δ alone to judge by.
+    assert!(e.bounds(&tt, None).0 > tt.ratio * 0.01);
+    // With δ = 0 and no bad request in the reference, only the relative test can certify:
+    // all of β is its.
+    let mut none = EProcess {
+        reference: Some(t(200_000.0, 0.0)),
+        ..EProcess::default()
+    };
+    let tt0 = test(0.001, 0.05, 0.0);
+    none.observe(
+        &tt0,
+        None,
+        t(1470.0, 0.0),
+        t(30.0, 0.0),
+        &Dispersion::POISSON,
+        DT,
+    );
+    assert_eq!(none.ok_share, Some(1.0));
     let mut full = EProcess::default();
     full.observe(
         &tt,

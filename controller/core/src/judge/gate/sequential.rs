@@ -229,6 +229,12 @@ impl Gate {
                     self.unit().format(ep.bounds(&test, dr_baseline).0)
                 ),
                 (Some(b), _) => format!("{} (earlier stages)", self.unit().format(b)),
+                (None, Some(r)) if r.total > 0.0 => format!(
+                    "{} (the holdout; certification may also rest on DR's earlier stages, {}: no worse below {})",
+                    fmt(ep.dr),
+                    fmt(r),
+                    self.unit().format(ep.bounds(&test, dr_baseline).1)
+                ),
                 (None, _) => fmt(ep.dr),
             }
         );

@@ -234,6 +234,22 @@ fn a_resume_of_the_same_stage_continues_harm_no_worse_and_counting() {
     assert_eq!(since["seq"], t(45));
 }
 
+/// A record from before the certification budget's split was recorded keeps the rule its
+/// evidence was gathered under (half each); a record with its split keeps it.
+#[test]
+fn a_resumed_record_without_its_certification_split_keeps_half_each() {
+    let mut state = healthy_at(45);
+    let recorded = seq(&state).ok_share;
+    assert!(recorded.is_some(), "a record now carries its split");
+    let keep = state.clone();
+    state.evidence.get_mut("seq").unwrap().ok_share = None;
+    let at_10 = Weights::at(StageWeight::new(10).unwrap());
+    let (run, _) = resume_at(sequential_plan(), state, 100, at_10);
+    assert_eq!(seq(run.state()).ok_share, Some(0.5));
+    let (run, _) = resume_at(sequential_plan(), keep, 100, at_10);
+    assert_eq!(seq(run.state()).ok_share, recorded);
+}
+
 #[test]
 fn after_a_long_stop_counting_resumes_at_most_max_duration_before_the_restart() {
     let state = healthy_at(45);
