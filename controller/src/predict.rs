@@ -13,7 +13,9 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand_distr::{Binomial, Distribution, Poisson};
 
-use cutover_core::judge::eprocess::{Conclusion, Dispersion, EProcess, Tally, Test};
+use cutover_core::judge::eprocess::{
+    CUMULATIVE_SCARCE_DR_OK_SHARE, Conclusion, Dispersion, EProcess, Tally, Test,
+};
 use cutover_core::policy::model::Certify;
 use cutover_core::policy::plan::Stage;
 
@@ -94,9 +96,11 @@ pub fn certify_times(
             let prev = simulate(&mut rng, test, before, traffic, looks, context.poisson);
             ep.ok = prev.ok;
             ep.abs_ok = prev.abs_ok;
-            if w < 1.0 && !context.holdout {
-                ep.ok_share = prev.ok_share;
-            }
+            ep.ok_share = if w < 1.0 && !context.holdout {
+                prev.ok_share
+            } else {
+                Some(CUMULATIVE_SCARCE_DR_OK_SHARE)
+            };
         }
         for k in 1..=looks {
             let counts = draw(&mut rng, traffic, w, dt);

@@ -268,9 +268,14 @@ impl Run {
                     // The same evidence against the same thresholds where the stage is
                     // judged like the one before (a stage where DR serves nothing or only a
                     // holdout chooses its own split, from the plan alone).
-                    if dr_serves && !holdout {
-                        ep.ok_share = before.ok_share;
-                    }
+                    // Where DR serves nothing or only a holdout, the carried relative
+                    // evidence and the comparison with DR's pooled stages get half each
+                    // (chosen from the plan, before the stage's data).
+                    ep.ok_share = if dr_serves && !holdout {
+                        before.ok_share
+                    } else {
+                        Some(crate::judge::eprocess::CUMULATIVE_SCARCE_DR_OK_SHARE)
+                    };
                 }
                 (g.name.clone(), ep)
             })

@@ -355,6 +355,11 @@ pub fn ok_share(test: &Test, dr_history_rate: Option<f64>) -> f64 {
 /// pooled earlier stages.
 pub const SCARCE_DR_OK_SHARE: f64 = 0.1;
 
+/// With `certify: cumulative`, at a stage where DR serves nothing or only a holdout: the
+/// relative test's share of `β`. Its evidence, carried from the stages before, may certify
+/// as much as the comparison with DR's pooled stages.
+pub const CUMULATIVE_SCARCE_DR_OK_SHARE: f64 = 0.5;
+
 /// `ln(e^a + e^b)`.
 fn ln_add_exp(a: f64, b: f64) -> f64 {
     let m = a.max(b);
