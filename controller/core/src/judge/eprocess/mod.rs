@@ -90,8 +90,12 @@
 //!   `δ = 0` all of `β` (`w = 1`); when DR's rate over its history is at or above `δ`,
 //!   where only the relative test can certify a primary as good as DR, `w = 0.9`; with no
 //!   bad request in DR's history, `w = 0.1`; otherwise half each. Where DR serves nothing
-//!   or only a final holdout, `w = 0.1` ([`SCARCE_DR_OK_SHARE`]); `certify: cumulative`
-//!   carries `w` with the evidence it carries.
+//!   or only a final holdout, `w = 0.1` ([`SCARCE_DR_OK_SHARE`]). `certify: cumulative`
+//!   carries `w` with the evidence it carries between stages judged alike; at a stage where
+//!   DR serves nothing or only a holdout it takes `w = 0.5`
+//!   ([`CUMULATIVE_SCARCE_DR_OK_SHARE`]): the carried relative evidence may certify as much
+//!   as the pooled comparison. Against DR's pooled stages, the absolute test spends half of
+//!   its share on the pooled rate's lower bound.
 //! * When DR serves nothing (the 100 % stage), the relative test has no data: both sides use
 //!   the absolute test against `max(ρ₀ · r̂_d, δ)`, with DR's counts pooled over every
 //!   earlier stage and their uncertainty: an upper `1 - α_s` confidence bound of `r̂_d` for

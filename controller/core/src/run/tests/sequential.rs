@@ -337,7 +337,8 @@ fn cumulative_certification_carries_no_worse_evidence_across_stages() {
             })
             .drive();
         let o = d.outcome.expect("an end");
-        (o.phase, d.asked.len())
+        let share = d.state.evidence.get("seq").and_then(|e| e.ok_share);
+        (o.phase, d.asked.len(), share)
     };
     let per_stage = analyses(crate::policy::model::Certify::PerStage);
     let cumulative = analyses(crate::policy::model::Certify::Cumulative);
@@ -346,4 +347,11 @@ fn cumulative_certification_carries_no_worse_evidence_across_stages() {
         per_stage.0 == Phase::Held || cumulative.1 < per_stage.1,
         "{cumulative:?} vs {per_stage:?}"
     );
+    // At 100 %, where DR serves nothing: the carried evidence and the comparison with DR's
+    // pooled stages share beta; without carried evidence, most of it is the comparison's.
+    use crate::judge::eprocess::{CUMULATIVE_SCARCE_DR_OK_SHARE, SCARCE_DR_OK_SHARE};
+    assert_eq!(cumulative.2, Some(CUMULATIVE_SCARCE_DR_OK_SHARE));
+    if per_stage.0 == Phase::Promoted {
+        assert_eq!(per_stage.2, Some(SCARCE_DR_OK_SHARE));
+    }
 }
