@@ -9,8 +9,9 @@ use super::judges::Judge;
 use super::oracle::{Stream, shiryaev_roberts_median, sprt_median};
 use super::{Summary, fmt_d, scenarios};
 
-/// The issue's acceptance checks, evaluated on printed results: `(what, passed)`.
-pub fn acceptance(results: &[Summary]) -> Vec<(String, bool)> {
+/// The issue's acceptance checks, evaluated on printed results: `(what, passed)`. `beta`:
+/// the sequential judges' `beta` when the run set one (`--beta`, the faster option).
+pub fn acceptance(results: &[Summary], beta: Option<f64>) -> Vec<(String, bool)> {
     let get = |sc: &str, j: Judge| results.iter().find(|s| s.scenario == sc && s.judge == j);
     let mut out = Vec::new();
     if let Some(s) = get("healthy-1pct", Judge::Sequential) {
@@ -95,7 +96,7 @@ pub fn acceptance(results: &[Summary]) -> Vec<(String, bool)> {
             s.rolled_back >= 0.95,
         ));
     }
-    issue12(results, &mut out);
+    issue12(results, beta, &mut out);
     out
 }
 
@@ -157,7 +158,7 @@ fn pct(x: f64) -> String {
 }
 
 /// Issue 12's "Done when" lines, one check each (with the numbers), for the sequential judge.
-fn issue12(results: &[Summary], out: &mut Vec<(String, bool)>) {
+fn issue12(results: &[Summary], beta: Option<f64>, out: &mut Vec<(String, bool)>) {
     let seq = |sc: &str| {
         results
             .iter()
@@ -298,13 +299,39 @@ fn issue12(results: &[Summary], out: &mut Vec<(String, bool)>) {
                     .is_some_and(|m| m <= Duration::from_secs(900)),
         ));
     }
-    if let Some(s) = seq("healthy-1pct") {
-        out.push((
+    match (seq("healthy-1pct"), beta) {
+        (Some(s), None) => out.push((
             format!(
                 "healthy 1% at 100 rps: sequential promoted {} >= 75%",
                 pct(s.promoted)
             ),
             s.promoted >= 0.75,
-        ));
+        )),
+        // The other faster option: a larger per-stage false-certification budget, and what
+        // it lets through.
+        (Some(s), Some(b)) => {
+            let cost = |sc: &str| {
+                seq(sc).map_or(String::new(), |l| {
+                    format!(
+                        "; {sc}: rolled back {}, promoted {}",
+                        pct(l.rolled_back),
+                        pct(l.promoted)
+                    )
+                })
+            };
+            out.push((
+                format!(
+                    "healthy 1% at 100 rps with beta {b}: sequential promoted {} >= 95%, median {} <= 15m{}{}",
+                    pct(s.promoted),
+                    fmt_d(s.time_to_promote),
+                    cost("load-dependent"),
+                    cost("worse-at-low-traffic")
+                ),
+                s.promoted >= 0.95
+                    && s.time_to_promote
+                        .is_some_and(|m| m <= Duration::from_secs(900)),
+            ));
+        }
+        (None, _) => {}
     }
 }

@@ -121,7 +121,7 @@ pub(crate) async fn bench(args: BenchArgs) -> anyhow::Result<u8> {
             sc.description
         ));
     }
-    let checks = bench::acceptance(&results);
+    let checks = bench::acceptance(&results, beta);
     let mut failed = 0;
     if !checks.is_empty() {
         super::out::line("\nAcceptance checks:\n");
