@@ -152,7 +152,7 @@ pub(crate) async fn render(loaded: &LoadedPolicy, args: &PlanArgs) -> String {
             );
             if 1.0 - p.certified > HOLD_WARNING {
                 warnings.push(format!(
-                    "warning: at {}% the gate {} is not certified within max_duration {} in {:.0}% of simulated stages: the run would hold there; raise max_duration, or set analysis.certify: cumulative (see BENCHMARKS.md for its cost), or a larger tolerance or absolute_tolerance",
+                    "warning: at {}% the gate {} is not certified within max_duration {} in {:.0}% of simulated stages: the run would hold there; raise max_duration, or a larger beta (e.g. 0.3) or analysis.certify: cumulative (BENCHMARKS.md prints what each lets through), or a larger tolerance or absolute_tolerance",
                     st.weight,
                     g.name,
                     fmt_d(st.max_duration),
