@@ -1,5 +1,5 @@
 //! The fleet file's model: the services of a site, their order, how many run at once, and
-//! what a failure does. What serde reads; [`super::compile`] checks it.
+//! what a failure does. What serde reads; [`super::load::load`] reads and checks it.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};

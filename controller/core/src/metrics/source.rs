@@ -81,7 +81,7 @@ pub struct CountQuery {
     pub from: SystemTime,
 }
 
-/// A site's requests and bad requests over an interval (see [`crate::counters`]).
+/// A site's requests and bad requests over an interval (see [`crate::metrics::counters`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Counts {
     /// Requests.

@@ -1,7 +1,7 @@
 //! The policy file: one per service.
 //!
 //! * [`model`] — what serde reads, with the defaults;
-//! * [`load`] — the file, its [`screen`]ing, YAML with `CUTOVER_SECTION__FIELD` environment
+//! * [`load`](mod@load) — the file, its [`screen`]ing, YAML with `CUTOVER_SECTION__FIELD` environment
 //!   overrides (via the `config` crate) and serde;
 //! * [`validate`] — the checks serde cannot make, one function per section;
 //! * [`plan`] — the result: a [`Plan`] of typed values, made once by [`compile`];
