@@ -66,7 +66,7 @@ pub fn acceptance(results: &[Summary], beta: Option<f64>) -> Vec<(String, bool)>
                 .is_some_and(|t| t <= Duration::from_secs(15 * 60)),
         ));
     }
-    if let Some(s) = get("common-rise-at-100", Judge::SequentialHoldout) {
+    if let Some(s) = get("common-rise-at-100", Judge::Sequential) {
         // The holdout's price on a healthy service: what it promotes beside the plain judge.
         let price = match (
             get("healthy-1pct", Judge::SequentialHoldout),
@@ -81,7 +81,7 @@ pub fn acceptance(results: &[Summary], beta: Option<f64>) -> Vec<(String, bool)>
         };
         out.push((
             format!(
-                "common rise at the end: seq+holdout false rollback {:.1}% <= 1%{price}",
+                "common rise at the end: sequential (probing DR's concurrent traffic) false rollback {:.1}% <= 1%{price}",
                 s.rolled_back * 100.0
             ),
             s.rolled_back <= 0.01,
@@ -166,17 +166,15 @@ fn issue12(results: &[Summary], beta: Option<f64>, out: &mut Vec<(String, bool)>
     };
     // Acceptable primaries: false rollback <= 1 % in every such scenario (healthy-1pct has
     // its own line above).
-    // A rise common to both sites once the primary serves 100 % cannot be told from the
-    // primary's harm without concurrent DR traffic: those are judged with `final_holdout`.
+    // A rise common to both sites once the primary serves 100 %: the default judge probes
+    // DR's concurrent traffic before a rollback (`analysis.probe`); `final_holdout` keeps
+    // some throughout. Both are checked there.
     let at_100 = |sc: &str| matches!(sc, "common-rise-at-100" | "spikes-aligned-at-100");
     for s in results.iter().filter(|s| {
         s.acceptable
             && s.scenario != "healthy-1pct"
-            && if at_100(s.scenario) {
-                s.judge == Judge::SequentialHoldout
-            } else {
-                s.judge == Judge::Sequential
-            }
+            && (s.judge == Judge::Sequential
+                || (at_100(s.scenario) && s.judge == Judge::SequentialHoldout))
     }) {
         let few = if s.runs < RATE_RUNS {
             format!("; fewer than the {RATE_RUNS} runs a rate <= 1% needs")
@@ -227,8 +225,9 @@ fn issue12(results: &[Summary], beta: Option<f64>, out: &mut Vec<(String, bool)>
         let w = s
             .rolled_back_within(Duration::from_secs(120))
             .unwrap_or(0.0);
-        // What telling a common cause apart costs here: the holdout's 2 % of DR is little
-        // to compare with.
+        // The default judge sees the rise against DR's earlier rate, then confirms it
+        // against DR's concurrent traffic at the probe's split; the holdout's 2 % of DR is
+        // little to compare with.
         let holdout = results
             .iter()
             .find(|h| h.scenario == s.scenario && h.judge == Judge::SequentialHoldout)
@@ -244,7 +243,7 @@ fn issue12(results: &[Summary], beta: Option<f64>, out: &mut Vec<(String, bool)>
             .unwrap_or_default();
         out.push((
             format!(
-                "1% -> 5% at the last stage: sequential rolled back within 2 min of onset {} >= 95% ({}{holdout})",
+                "1% -> 5% at the last stage: sequential (a probe, then DR's concurrent traffic) rolled back within 2 min of onset {} >= 95% ({}{holdout})",
                 pct(w),
                 reached(s)
             ),

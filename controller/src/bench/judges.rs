@@ -14,7 +14,9 @@
 //!   "High" (rollback) when p < 0.05 and the mean is more than 1.5x DR's.
 //! * **sequential** — ours: `vs_dr` sequential gates on error counts and on counts of
 //!   requests slower than 250 ms, tolerance 50 %, alpha 0.01 over the run, a 1-minute
-//!   minimum soak, advance on certification.
+//!   minimum soak, advance on certification; at 100 %, where DR serves nothing, a rise
+//!   above DR's earlier rate is probed at 50 % against DR's concurrent traffic for 2 minutes
+//!   before any rollback (`analysis.probe`, the default).
 //! * **seq+holdout** — the same with `final_holdout: 2%`: the last stage is judged at 98 %
 //!   against DR's concurrent 2 %, then 100 % is written unjudged.
 //!

@@ -97,6 +97,24 @@ impl Observer for Announcer {
                 ),
                 true,
             )),
+            EventKind::ProbeStarted {
+                stage,
+                weights,
+                reason,
+            } => Some((
+                "Probing",
+                format!(
+                    "run {}: stage {}: {weights} to judge against DR's concurrent traffic: {reason}",
+                    state.run_id,
+                    stage + 1
+                ),
+                true,
+            )),
+            EventKind::ProbeCleared { stage, detail } => Some((
+                "ProbeCleared",
+                format!("run {}: stage {}: {detail}", state.run_id, stage + 1),
+                false,
+            )),
             EventKind::AwaitingApproval {
                 stage,
                 weight,

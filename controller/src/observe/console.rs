@@ -208,6 +208,17 @@ pub fn describe(e: &Event, state: &RunState) -> Option<String> {
             stages(*stage),
             humantime::format_rfc3339_seconds(*until)
         ),
+        EventKind::ProbeStarted {
+            stage,
+            weights,
+            reason,
+        } => format!(
+            "PROBE      {}: {weights} to judge against DR's concurrent traffic before any rollback: {reason}",
+            stages(*stage)
+        ),
+        EventKind::ProbeCleared { stage, detail } => {
+            format!("probe ok   {}: {detail}", stages(*stage))
+        }
         EventKind::LockLost { detail } => format!("LOCK LOST  {detail}"),
         EventKind::RollbackStarted { cause, reason } => format!("ROLLBACK   ({cause:?}) {reason}"),
         EventKind::Finished { outcome } => format!(

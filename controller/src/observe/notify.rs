@@ -137,6 +137,20 @@ pub fn message(e: &Event, state: &RunState) -> Option<String> {
             humantime::format_rfc3339_seconds(*until),
             state.run_id
         ),
+        EventKind::ProbeStarted {
+            stage,
+            weights,
+            reason,
+        } => format!(
+            ":mag: cutover {s}: stage {} PROBE at {weights} — judged against DR's concurrent traffic before any rollback: {reason} (run {})",
+            stage + 1,
+            state.run_id
+        ),
+        EventKind::ProbeCleared { stage, detail } => format!(
+            "cutover {s}: stage {} probe cleared — {detail} (run {})",
+            stage + 1,
+            state.run_id
+        ),
         EventKind::AwaitingApproval {
             stage,
             weight,

@@ -40,6 +40,7 @@ pub struct Telemetry {
     check_status: Family<Labels, FGauge>,
     check_value: Family<Labels, FGauge>,
     rollbacks: Family<Labels, Counter>,
+    probes: Family<Labels, Counter>,
     run_info: Family<Labels, FGauge>,
     awaiting_approval: Family<Labels, FGauge>,
     paused: Family<Labels, FGauge>,
@@ -135,6 +136,11 @@ impl Telemetry {
                 FGauge
             ),
             rollbacks: family!("cutover_rollbacks", "Rollbacks started", Counter),
+            probes: family!(
+                "cutover_probes",
+                "Probes started: a rise above DR's earlier rate judged against DR's concurrent traffic (analysis.probe)",
+                Counter
+            ),
             run_info: family!("cutover_run_info", "The run: its id and backend", FGauge),
             awaiting_approval: family!(
                 "cutover_awaiting_approval",
@@ -166,6 +172,7 @@ impl Telemetry {
         };
         let l = svc(service);
         t.rollbacks.get_or_create(&l).inc_by(0);
+        t.probes.get_or_create(&l).inc_by(0);
         t.primary_weight.get_or_create(&l).set(0.0);
         t.stage.get_or_create(&l).set(0.0);
         t.phase.get_or_create(&l).set(0.0);
@@ -230,6 +237,9 @@ impl Telemetry {
             }
             EventKind::RollbackStarted { .. } => {
                 self.rollbacks.get_or_create(&l).inc();
+            }
+            EventKind::ProbeStarted { .. } => {
+                self.probes.get_or_create(&l).inc();
             }
             EventKind::PreflightPassed { results }
             | EventKind::PreflightWaiting { results, .. } => self.checks("preflight", results),

@@ -130,6 +130,9 @@ pub struct StageCounters {
     pub consecutive_errors: u32,
     /// Analyses in a row in which every gate passed.
     pub consecutive_passes: u32,
+    /// Probes at this stage (`analysis.probe`).
+    #[serde(default)]
+    pub probes: u32,
 }
 
 /// The limits of `analysis:` in a policy.

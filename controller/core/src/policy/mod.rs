@@ -24,7 +24,7 @@ pub mod validate;
 pub use approval::{ApprovalRule, StageApproval};
 pub use load::{LoadedPolicy, PolicyError, PolicyErrors, env_overrides, from_model, load, parse};
 pub use model::*;
-pub use plan::{Compiled, Plan, Stage, compile};
+pub use plan::{Compiled, Plan, ProbePlan, Stage, compile};
 pub use validate::redact_url;
 
 /// The policy's JSON Schema, as written to `policies/policy.schema.json`.
@@ -113,5 +113,7 @@ mod tests {
 
 #[cfg(test)]
 mod approval_tests;
+#[cfg(test)]
+mod probe_tests;
 #[cfg(test)]
 mod table_tests;

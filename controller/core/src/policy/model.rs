@@ -213,6 +213,20 @@ pub struct AnalysisSpec {
     /// BENCHMARKS.md).
     #[serde(default)]
     pub certify: Certify,
+    /// At a stage where DR serves nothing (100 %): when the primary's errors or latency rise
+    /// above DR's earlier rate (nothing concurrent to compare with), how long to *probe* —
+    /// write `probe_weight`, judge the primary against DR's concurrent traffic there, and
+    /// go back to 100 % if it is no worse — instead of rolling back at once. A cause common
+    /// to both sites (a shared dependency, a traffic peak) then never rolls back; a
+    /// regression is rolled back from the probe, within a minute or so. Default `2m`;
+    /// `0s` rolls back on the comparison with DR's earlier rate alone.
+    #[serde(default = "d_probe")]
+    pub probe: Span,
+    /// The primary weight a probe writes: an earlier judged stage's weight. Default: the
+    /// earlier judged stage nearest 50 % (half of the traffic on each site tells a
+    /// regression apart fastest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe_weight: Option<Percent>,
 }
 
 /// `analysis.certify`: whether "no worse" evidence carries over between stages.
@@ -224,6 +238,10 @@ pub enum Certify {
     PerStage,
     /// "No worse" evidence accumulates across stages.
     Cumulative,
+}
+
+fn d_probe() -> Span {
+    Span(std::time::Duration::from_secs(120))
 }
 
 fn d_watch_held() -> Span {
@@ -249,6 +267,8 @@ impl Default for AnalysisSpec {
             on_inconclusive: OnInconclusive::Hold,
             watch_held: d_watch_held(),
             certify: Certify::PerStage,
+            probe: d_probe(),
+            probe_weight: None,
         }
     }
 }

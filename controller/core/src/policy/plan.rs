@@ -40,6 +40,16 @@ fn judged() -> bool {
     true
 }
 
+/// A probe: where DR serves nothing, evidence against DR's earlier rate first moves the
+/// primary to `weight` for `duration`, where harm is judged against DR's concurrent traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProbePlan {
+    /// The primary weight written (an earlier judged stage's).
+    pub weight: StageWeight,
+    /// How long the primary is judged there before going back (unless it is rolled back).
+    pub duration: Duration,
+}
+
 /// Everything the state machine needs, derived from a valid policy.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
@@ -57,6 +67,9 @@ pub struct Plan {
     pub watch_held: Duration,
     /// `analysis.certify`.
     pub certify: crate::policy::model::Certify,
+    /// `analysis.probe`: how a rise at a stage where DR serves nothing is checked against
+    /// DR's concurrent traffic before any rollback; `None`: it rolls back at once.
+    pub probe: Option<ProbePlan>,
     /// `settle.tolerance` as a fraction.
     pub settle_tolerance: f64,
     /// `settle.burn_in`.
@@ -127,6 +140,7 @@ pub fn compile(p: &Policy) -> Result<Compiled, Problems> {
     let stages = validate::stages(p, &mut out);
     let gates = validate::gates(p, &mut out);
     let approvals = super::approval::approvals(p, &mut out);
+    let probe = validate::probe(p, stages.as_deref(), &mut out);
     validate::analysis(p, &mut out);
     validate::preflight(p, &mut out);
     validate::settle_and_rollback(p, &mut out);
@@ -161,6 +175,7 @@ pub fn compile(p: &Policy) -> Result<Compiled, Problems> {
                 OnInconclusive::Rollback => Duration::ZERO,
             },
             certify: p.analysis.certify,
+            probe,
             settle_tolerance: p.settle.tolerance.fraction(),
             burn_in: p.settle.burn_in.get(),
             rollback: p.rollback.clone(),

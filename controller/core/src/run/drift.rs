@@ -96,7 +96,7 @@ impl Run {
         }
         match (self.plan.on_drift, act) {
             (OnDrift::Hold, _) | (_, false) => None,
-            (OnDrift::Reassert, true) => Some(self.request_stage(stage, now, ev)),
+            (OnDrift::Reassert, true) => Some(self.request_current(stage, now, ev)),
             (OnDrift::Rollback, true) => Some(self.begin_rollback(
                 RollbackCause::Drift,
                 format!("{what} (on_drift: rollback)"),

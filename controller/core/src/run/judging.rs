@@ -20,7 +20,9 @@ impl Run {
             return self.unexpected(now, "an analysis", ev);
         }
         let stage = self.plan.stages[i];
-        let dr_serves = stage.weight < StageWeight::FULL;
+        // During a probe DR serves the probe's share: judged like any stage where it serves.
+        let probing = self.state.probe.as_ref().is_some_and(|p| p.since.is_some());
+        let dr_serves = stage.weight < StageWeight::FULL || probing;
         let empty = BTreeMap::new();
         let baselines = if dr_serves {
             &empty
@@ -28,7 +30,7 @@ impl Run {
             &self.state.dr_baselines
         };
         let results = analysis.evaluate(&self.plan.gates, baselines, &mut self.state.evidence);
-        if dr_serves {
+        if dr_serves && !probing {
             for (g, r) in self.plan.gates.iter().zip(&results) {
                 if let (true, Some(d)) = (g.is_relative(), r.dr) {
                     self.state.dr_baselines.insert(g.name.clone(), d);
@@ -55,6 +57,13 @@ impl Run {
         };
         // A breach is acted on in either phase: settling never hides a failing primary.
         match &sv {
+            StageVerdict::Rollback { reason } if self.probes_harm(i, &verdict) => {
+                push(
+                    "probe: judge against DR's concurrent traffic first".into(),
+                    ev,
+                );
+                return self.start_probe(i, reason.clone(), now, ev);
+            }
             StageVerdict::Rollback { reason } => {
                 push("roll back".into(), ev);
                 let reason = format!("{} {reason}", self.stage_label(i));
@@ -87,6 +96,9 @@ impl Run {
                 return request;
             }
         };
+        if let Some(request) = self.during_probe(i, elapsed, now, &push, ev) {
+            return request;
+        }
         // The bake restarts after a drift (even one cleared just now); max_duration counts
         // from the stage's start.
         let baked = self

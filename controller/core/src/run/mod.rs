@@ -23,6 +23,7 @@ mod control;
 mod drift;
 mod guards;
 mod judging;
+mod probe;
 mod protocol;
 mod resume;
 mod rollback;
@@ -96,6 +97,7 @@ impl Run {
             promote: None,
             approvals: BTreeMap::new(),
             awaiting: None,
+            probe: None,
             dry_run: false,
             earlier_runs: Vec::new(),
         };

@@ -307,6 +307,25 @@ pub enum EventKind {
         /// When the watch ends and the run exits 5 if nothing happened.
         until: SystemTime,
     },
+    /// At a stage where DR serves nothing, the primary's rate rose above DR's earlier one:
+    /// the run writes an earlier stage's split to judge it against DR's concurrent traffic
+    /// (`analysis.probe`) before anything is rolled back.
+    ProbeStarted {
+        /// The stage judged (0-based).
+        stage: usize,
+        /// The probe's split.
+        weights: Weights,
+        /// The evidence that set it off.
+        reason: String,
+    },
+    /// A probe found the primary no worse than DR's concurrent traffic for its whole length:
+    /// the stage's split is written again (or, past `max_duration`, the stage is held).
+    ProbeCleared {
+        /// The stage judged (0-based).
+        stage: usize,
+        /// What the probe saw, in words.
+        detail: String,
+    },
     /// A stage's weight waits for approval; the stage before keeps being judged.
     AwaitingApproval {
         /// The stage waiting (0-based).

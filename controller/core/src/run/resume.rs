@@ -103,7 +103,8 @@ impl Run {
             .state
             .pending
             .as_ref()
-            .filter(|p| p.weights == live)
+            // A probe's split is an earlier stage's: a restart resumes that stage.
+            .filter(|p| p.weights == live && !p.probe)
             .and_then(|p| p.stage);
         let recorded_stage = self.state.stage;
         let live_stage = if live.primary() == 0 {

@@ -122,6 +122,7 @@ impl Run {
             weights,
             stage,
             attempts: 0,
+            probe: false,
         });
         ev.push(Event {
             at: now,
@@ -137,6 +138,24 @@ impl Run {
     ) -> Request {
         let weights = Weights::at(self.plan.stages[i].weight);
         self.pend_write(weights, Some(i), now, ev);
+        Request::SetWeights(weights)
+    }
+
+    /// Writes the split stage `i` is judged at now: a probe's while one is under way
+    /// (`analysis.probe`), else the stage's own (a drift's `reassert`).
+    pub(super) fn request_current(
+        &mut self,
+        i: usize,
+        now: SystemTime,
+        ev: &mut Vec<Event>,
+    ) -> Request {
+        let Some(weights) = self.state.probe.as_ref().map(|p| p.weights) else {
+            return self.request_stage(i, now, ev);
+        };
+        self.pend_write(weights, Some(i), now, ev);
+        if let Some(p) = self.state.pending.as_mut() {
+            p.probe = true;
+        }
         Request::SetWeights(weights)
     }
 
@@ -177,6 +196,15 @@ impl Run {
         });
         if self.state.phase == Phase::RollingBack {
             return self.rollback_step_done(now, ev);
+        }
+        if pending.probe {
+            // The probe's split is live: from here the primary is judged against DR's
+            // concurrent traffic (a write again after a drift keeps the probe's clock).
+            if let Some(p) = self.state.probe.as_mut() {
+                p.since.get_or_insert(now);
+            }
+            let i = self.state.stage.unwrap_or_default();
+            return Request::Sleep(self.plan.stages[i].interval);
         }
         let Some(i) = pending.stage else {
             return self.unexpected(now, "a rollback weight outside a rollback", ev);
@@ -233,6 +261,7 @@ impl Run {
         self.state.counters = StageCounters::default();
         self.state.phase = Phase::Settling;
         self.state.held = None;
+        self.state.probe = None;
         let previous = std::mem::take(&mut self.state.evidence);
         // DR's counts at every stage it served, pooled: the reference (with its uncertainty)
         // of a stage where DR serves nothing.

@@ -117,6 +117,11 @@ pub struct PendingWrite {
     pub stage: Option<usize>,
     /// Failed attempts so far.
     pub attempts: u32,
+    /// A probe's weights (`analysis.probe`): an earlier stage's split written while `stage`
+    /// (where DR serves nothing) is judged. A run restarted before it is read back resumes
+    /// at the stage whose weight is live.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub probe: bool,
 }
 
 /// A rollback in progress.
@@ -170,6 +175,20 @@ pub struct EvidenceTest {
     /// test from totals, no change detector) are not continued.
     #[serde(default = "first_model")]
     pub model: u32,
+}
+
+/// A probe under way (`analysis.probe`): at a stage where DR serves nothing, the primary's
+/// rate rose above DR's earlier one, and the primary is judged at an earlier stage's weight
+/// against DR's concurrent traffic before anything is rolled back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Probe {
+    /// The probe's split.
+    pub weights: Weights,
+    /// When it was read back; `None` while its write is pending.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<SystemTime>,
+    /// What set it off: the evidence against DR's earlier rate.
+    pub reason: String,
 }
 
 /// A held stage that is still being watched.
@@ -273,6 +292,9 @@ pub struct RunState {
     /// The stage whose weight waits for approval, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub awaiting: Option<Awaiting>,
+    /// A probe under way at the current stage (`analysis.probe`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe: Option<Probe>,
     /// A dry run: judges, writes nothing, persists nothing.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dry_run: bool,

@@ -133,6 +133,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+mod probe;
 mod tempering;
 pub use tempering::{BLOCK, CONFIDENCE, Dispersion};
 use tempering::{eta_absolute, eta_relative};
@@ -249,6 +250,12 @@ pub struct EProcess {
     /// at the stage's first interval from DR's history alone (so it is predictable).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ok_share: Option<f64>,
+    /// At a stage where DR serves nothing: DR's counts over the stage's probes that found
+    /// the primary no worse (`analysis.probe`). The one-sample harm test, which only sets
+    /// off probes there, then compares with the larger of DR's earlier and concurrent
+    /// rates, so that a cause common to both sites does not set off probe after probe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probed: Option<Tally>,
 }
 
 impl Default for EProcess {
@@ -269,6 +276,7 @@ impl Default for EProcess {
             dispersion: None,
             reference: None,
             ok_share: None,
+            probed: None,
         }
     }
 }
@@ -404,11 +412,16 @@ impl EProcess {
             // no worse may be shown against the pooled earlier stages (DR's holdout is too
             // small to certify against alone).
             (_, Some(r)) if r.total > 0.0 => (
-                (test.ratio * rate_bound(r, 1.0 - test.alpha, true)).max(test.absolute),
+                (test.ratio * rate_bound(r, 1.0 - test.alpha, true))
+                    .max(self.probed_bound(test))
+                    .max(test.absolute),
                 (test.ratio * rate_bound(r, self.reference_confidence(test), false))
                     .max(test.absolute),
             ),
-            _ => (test.bound(dr_baseline), test.bound(dr_baseline)),
+            _ => (
+                test.bound(dr_baseline).max(self.probed_bound(test)),
+                test.bound(dr_baseline),
+            ),
         }
     }
 

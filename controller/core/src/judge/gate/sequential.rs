@@ -230,7 +230,7 @@ impl Gate {
                 ),
                 (Some(b), _) => format!("{} (earlier stages)", self.unit().format(b)),
                 (None, Some(r)) if r.total > 0.0 => format!(
-                    "{} (the holdout; certification may also rest on DR's earlier stages, {}: no worse below {})",
+                    "{} (concurrent, at this stage; certification may also rest on DR's earlier stages, {}: no worse below {})",
                     fmt(ep.dr),
                     fmt(r),
                     self.unit().format(ep.bounds(&test, dr_baseline).1)
@@ -269,7 +269,7 @@ impl Gate {
                 r.decisive = true;
                 // Without concurrent DR traffic, say what the evidence cannot tell apart.
                 let common = if dr_baseline.is_some() {
-                    "; DR serves nothing at this stage, so a cause common to both sites (a shared dependency, a traffic peak) is not ruled out: compare DR's rate after the rollback, and consider final_holdout, which judges the last stage against DR's concurrent traffic"
+                    "; DR serves nothing at this stage, so a cause common to both sites (a shared dependency, a traffic peak) is not ruled out: analysis.probe checks it against DR's concurrent traffic before a rollback, and final_holdout judges the whole stage against it"
                 } else {
                     ""
                 };

@@ -498,6 +498,7 @@ fn a_promote_is_for_its_stage_and_refused_while_a_write_is_pending() {
         weights: Weights::from_primary(25).unwrap(),
         stage: Some(1),
         attempts: 1,
+        probe: false,
     });
     let mut c = cmd("p", Action::Promote { full: false }, "sre");
     c.run_id = "r".into();

@@ -15,6 +15,7 @@ mod control;
 mod guards;
 mod judging;
 mod operator;
+mod probe;
 mod resume;
 mod resume_evidence;
 mod rollback;
@@ -60,6 +61,7 @@ fn plan(weights: &[u8]) -> Plan {
         on_inconclusive: OnInconclusive::Hold,
         watch_held: Duration::ZERO,
         certify: Default::default(),
+        probe: None,
         settle_tolerance: 0.05,
         burn_in: Duration::ZERO,
         rollback: RollbackSpec {

@@ -146,6 +146,7 @@ fn a_rollback_interrupted_by_a_kill_is_finished_on_restart() {
         weights: Weights::ALL_DR,
         stage: None,
         attempts: 0,
+        probe: false,
     });
     let mut run = Run::resume(plan(&[10, 25, 100]), state.clone());
     let s = run.step(Observation::Started {

@@ -1,0 +1,205 @@
+//! Probes at the stage where DR serves nothing (`analysis.probe`): a rise common to both
+//! sites is never rolled back, a regression is rolled back from the probe, a rise seen only
+//! at full load is held at the probe's split, and a run killed during a probe resumes at a
+//! stage of the plan.
+
+use std::cell::Cell;
+
+use super::sequential::{Count, Driven, SeqDriver, sequential_plan};
+use super::*;
+use crate::policy::ProbePlan;
+
+/// [`sequential_plan`] (10, 50, 100 %) probing at 50 % for `secs`.
+fn probing(secs: u64) -> Plan {
+    let mut plan = sequential_plan();
+    plan.probe = Some(ProbePlan {
+        weight: StageWeight::new(50).unwrap(),
+        duration: Duration::from_secs(secs),
+    });
+    plan
+}
+
+/// 1000 requests a second split at the live weights; the primary fails `p` and DR `d` of
+/// theirs, each given whether the primary has served 100 % yet and the live primary weight.
+fn world<'a>(
+    reached: &'a Cell<bool>,
+    p: impl Fn(bool, u8) -> f64 + 'a,
+    d: impl Fn(bool, u8) -> f64 + 'a,
+) -> impl FnMut(u64, u64, Weights) -> (Count, Count) + 'a {
+    move |from, to, live| {
+        if live.primary() == 100 {
+            reached.set(true);
+        }
+        let n = 1000.0 * (to - from) as f64;
+        let share = f64::from(live.primary()) / 100.0;
+        let (pn, dn) = (n * share, n * (1.0 - share));
+        let (r, w) = (reached.get(), live.primary());
+        ((pn, (pn * p(r, w)).round()), (dn, (dn * d(r, w)).round()))
+    }
+}
+
+fn weights_written(d: &Driven) -> Vec<u8> {
+    d.state
+        .history
+        .iter()
+        .map(|h| h.weights.primary())
+        .collect()
+}
+
+fn probes(d: &Driven) -> (usize, usize) {
+    let started = d
+        .events
+        .iter()
+        .filter(|e| matches!(e.kind, EventKind::ProbeStarted { .. }))
+        .count();
+    let cleared = d
+        .events
+        .iter()
+        .filter(|e| matches!(e.kind, EventKind::ProbeCleared { .. }))
+        .count();
+    (started, cleared)
+}
+
+/// Both sites go from 1 % to 3 % once the primary serves 100 %: against DR's earlier 1 %
+/// that reads as harm, against DR's concurrent traffic at the probe it is none.
+#[test]
+fn a_rise_common_to_both_sites_at_100_is_probed_and_never_rolled_back() {
+    let reached = Cell::new(false);
+    let rate = |r: bool, _| if r { 0.03 } else { 0.01 };
+    let d = SeqDriver::new(probing(120), |_| 0.01)
+        .world(world(&reached, rate, rate))
+        .drive();
+    let o = d.outcome.clone().expect("an end");
+    assert_ne!(o.phase, Phase::RolledBack, "{o:?}");
+    assert_eq!(probes(&d), (1, 1), "one probe, cleared: {:?}", d.events);
+    let written = weights_written(&d);
+    assert_eq!(&written[..4], &[10, 50, 100, 50], "{written:?}");
+    assert_eq!(
+        written[4], 100,
+        "back to 100 % after the probe: {written:?}"
+    );
+    // Once cleared, the one-sample test compares with DR's rate at the probe too: no second
+    // probe for the same common cause.
+    let ep = &d.state.evidence["seq"];
+    assert!(ep.probed.is_some_and(|t| t.total > 0.0), "{ep:?}");
+    let cleared = d
+        .events
+        .iter()
+        .find_map(|e| match &e.kind {
+            EventKind::ProbeCleared { detail, .. } => Some(detail.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert!(
+        cleared.contains("no worse than DR's concurrent traffic"),
+        "{cleared}"
+    );
+}
+
+/// Without a probe, the same common cause is rolled back on DR's earlier rate alone.
+#[test]
+fn without_a_probe_a_common_rise_at_100_rolls_back() {
+    let reached = Cell::new(false);
+    let rate = |r: bool, _| if r { 0.03 } else { 0.01 };
+    let d = SeqDriver::new(sequential_plan(), |_| 0.01)
+        .world(world(&reached, rate, rate))
+        .drive();
+    let o = d.outcome.expect("an end");
+    assert_eq!(o.phase, Phase::RolledBack, "{o:?}");
+    assert!(o.reason.contains("not ruled out"), "{}", o.reason);
+    assert!(o.reason.contains("analysis.probe"), "{}", o.reason);
+}
+
+/// The primary alone goes from 1 % to 5 % at 100 % (and stays so): the probe's concurrent
+/// comparison rolls it back, within a minute of the probe.
+#[test]
+fn a_regression_at_100_is_rolled_back_from_the_probe() {
+    let reached = Cell::new(false);
+    let d = SeqDriver::new(probing(120), |_| 0.01)
+        .world(world(
+            &reached,
+            |r, _| if r { 0.05 } else { 0.01 },
+            |_, _| 0.01,
+        ))
+        .drive();
+    let o = d.outcome.clone().expect("an end");
+    assert_eq!(o.phase, Phase::RolledBack, "{o:?}");
+    assert_eq!(weights_written(&d), vec![10, 50, 100, 50, 0]);
+    assert_eq!(probes(&d), (1, 0));
+    let at = |w: u8| {
+        d.state
+            .history
+            .iter()
+            .rev()
+            .find(|h| h.weights.primary() == w)
+            .unwrap()
+            .at
+    };
+    let probe_took = at(0).duration_since(at(50)).unwrap();
+    assert!(probe_took <= Duration::from_secs(60), "{probe_took:?}");
+    assert!(o.reason.contains("stage 3"), "{}", o.reason);
+}
+
+/// A rise seen only at full load (the primary at 3 % while it serves 100 %, 1 % below):
+/// every probe clears, the rise comes back; past `max_duration` the stage is held at the
+/// probe's split, never at 100 %, for a person to judge.
+#[test]
+fn a_rise_seen_only_at_full_load_is_held_at_the_probes_split() {
+    let reached = Cell::new(false);
+    let d = SeqDriver::new(probing(60), |_| 0.01)
+        .world(world(
+            &reached,
+            |_, w| if w == 100 { 0.03 } else { 0.01 },
+            |_, _| 0.01,
+        ))
+        .drive();
+    let o = d.outcome.clone().expect("an end");
+    assert_eq!(o.phase, Phase::Held, "{o:?}");
+    assert_eq!(d.state.weights.map(|w| w.primary()), Some(50), "{o:?}");
+    let (started, cleared) = probes(&d);
+    assert!(started >= 2 && cleared == started, "{started} {cleared}");
+    assert!(o.reason.contains("only at full load"), "{}", o.reason);
+    for w in weights_written(&d) {
+        assert!([10, 50, 100].contains(&w), "{w}");
+    }
+}
+
+/// Killed after the probe's split was written: the restart resumes the stage whose weight
+/// is live (50 %), never judges 100 % at 50 %; killed before it landed: it resumes 100 %.
+/// Either way the regression is rolled back and only the plan's weights are written.
+#[test]
+fn a_run_killed_during_a_probe_resumes_at_a_stage_of_the_plan() {
+    let plan = probing(120);
+    for landed in [true, false] {
+        let reached = Cell::new(false);
+        // The plan writes 50 % once as a stage; the second write of 50 % is the probe's.
+        let mut fifty = 0;
+        let d = SeqDriver::new(plan.clone(), |_| 0.01)
+            .world(world(
+                &reached,
+                |r, _| if r { 0.05 } else { 0.01 },
+                |_, _| 0.01,
+            ))
+            .kill(move |r, _| match r {
+                Request::SetWeights(w) if w.primary() == 50 => {
+                    fifty += 1;
+                    (fifty == 2).then_some((30, landed))
+                }
+                _ => None,
+            })
+            .drive();
+        let o = d.outcome.clone().expect("an end");
+        let (_, state) = d.resumed.first().expect("a restart").clone();
+        let resumed_at = state.stage.map(|i| plan.stages[i].weight.get());
+        assert_eq!(
+            resumed_at,
+            Some(if landed { 50 } else { 100 }),
+            "landed {landed}"
+        );
+        assert!(state.probe.is_none(), "{:?}", state.probe);
+        assert_eq!(o.phase, Phase::RolledBack, "landed {landed}: {o:?}");
+        for w in weights_written(&d) {
+            assert!([0, 10, 50, 100].contains(&w), "{w}");
+        }
+    }
+}
