@@ -61,6 +61,19 @@ pub(crate) fn render(loaded: &LoadedPolicy, file: &str) -> String {
             fmt_d(st.max_duration)
         );
     }
+    if let Some(probe) = loaded.plan.probe {
+        let _ = writeln!(
+            s,
+            "  At 100 %, where DR serves nothing, a rise above DR's earlier rate is probed: {}% for up to {} against DR's concurrent traffic before any rollback (analysis.probe).",
+            probe.weight,
+            fmt_d(probe.duration)
+        );
+    } else if stages.iter().any(|s| s.judged && s.weight.get() == 100) {
+        let _ = writeln!(
+            s,
+            "  At 100 %, where DR serves nothing, harm against DR's earlier rate rolls back at once (analysis.probe: 0s): a cause common to both sites is not told apart."
+        );
+    }
     let _ = writeln!(
         s,
         "Duration: at best about {}, at worst {} before the run holds or rolls back.",

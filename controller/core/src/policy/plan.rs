@@ -100,7 +100,7 @@ impl Plan {
     /// How long a run lasts at best (every stage passes at its first chance: one interval
     /// to settle, then its bake in whole intervals) and at worst (every judged stage runs
     /// to its `max_duration`, plus an interval, and one is held and watched for
-    /// `watch_held`), preflight and rollback aside.
+    /// `watch_held`, plus one `analysis.probe`), preflight and rollback aside.
     pub fn duration_bounds(&self) -> (Duration, Duration) {
         let mut best = Duration::ZERO;
         let mut worst = Duration::ZERO;
@@ -113,8 +113,10 @@ impl Plan {
             best += st.interval + st.interval * intervals;
             worst += st.max_duration + st.interval;
         }
-        // A run holds at most once, and watches the held stage this long.
-        (best, worst + self.watch_held)
+        // A run holds at most once, and watches the held stage this long; a probe that
+        // starts just before the last stage's max_duration runs to its end.
+        let probe = self.probe.map_or(Duration::ZERO, |p| p.duration);
+        (best, worst + self.watch_held + probe)
     }
 }
 

@@ -102,7 +102,15 @@
 //!   harm, a lower one for no worse whose error is charged to the absolute test's share of
 //!   `β` (half of it; [`EProcess::bounds`]). The pooled rate is older
 //!   than the data it is compared with, so a rise common to both sites that starts once
-//!   the primary serves 100 % still reads as harm: nothing concurrent tells it apart.
+//!   the primary serves 100 % reads as harm: nothing concurrent tells it apart. With
+//!   `analysis.probe` (the default) that one-sample harm therefore decides nothing: it sets
+//!   off a probe, an earlier stage's split at which the relative test (and `δ`) judges the
+//!   primary against DR's *concurrent* traffic, as at a final holdout. The relative tests
+//!   are one e-process per stage with data only while DR serves, so however many probes a
+//!   stage has, it rolls back an acceptable primary with probability at most `α_s`; after
+//!   a probe that found no harm, the one-sample test restarts (it spends no budget) against
+//!   the larger of the pooled rate and DR's rate over the probes
+//!   ([`EProcess::probe_cleared`]). Certification is unchanged.
 //! * A policy's `final_holdout` avoids that: its stage keeps DR's holdout, and harm is
 //!   judged against the concurrent holdout only (with `δ`), so a common cause is never
 //!   harm; no worse may also be shown against DR's pooled earlier stages (the holdout alone
