@@ -26,6 +26,15 @@ fn a_bad_probe_is_refused_with_the_field_named() {
             "2h",
         ),
         (
+            "probe shorter than two analyses",
+            edit(
+                "  on_inconclusive: hold ",
+                "  probe: 45s\n  on_inconclusive: hold ",
+            ),
+            "analysis.probe",
+            "45s is shorter than two analyses at the 100% stage (interval 30s)",
+        ),
+        (
             "probe malformed",
             edit(
                 "  on_inconclusive: hold ",
@@ -65,7 +74,7 @@ fn a_probe_defaults_to_two_minutes_at_the_stage_nearest_half() {
         )
     };
     assert_eq!(probe(&with("probe_weight: 75%")), Some((75, 120)));
-    assert_eq!(probe(&with("probe: 45s")), Some((50, 45)));
+    assert_eq!(probe(&with("probe: 90s")), Some((50, 90)));
     assert_eq!(probe(&with("probe: 0s")), None, "0s turns probes off");
     // With a final holdout DR always serves: there is nothing to probe.
     assert_eq!(probe(&format!("{CHECKOUT}\nfinal_holdout: 2%\n")), None);

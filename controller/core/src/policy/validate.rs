@@ -466,9 +466,24 @@ pub fn probe(
             (d, std::cmp::Reverse(s.get()))
         }),
     }?;
-    let full_judged = stages
+    let full = stages
         .iter()
-        .any(|s| s.judged && s.weight == StageWeight::FULL);
+        .find(|s| s.judged && s.weight == StageWeight::FULL);
+    if let Some(f) = full
+        && !a.probe.0.is_zero()
+        && a.probe.0 < 2 * f.interval
+    {
+        out.push(
+            "analysis.probe",
+            format!(
+                "{} is shorter than two analyses at the 100% stage (interval {}); a probe must see DR's concurrent traffic more than once; write e.g. 2m, or 0s to roll back without probing",
+                a.probe,
+                crate::units::Span(f.interval)
+            ),
+        );
+        return None;
+    }
+    let full_judged = full.is_some();
     (full_judged && !a.probe.0.is_zero()).then_some(crate::policy::plan::ProbePlan {
         weight,
         duration: a.probe.0,

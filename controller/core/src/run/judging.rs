@@ -57,12 +57,12 @@ impl Run {
         };
         // A breach is acted on in either phase: settling never hides a failing primary.
         match &sv {
-            StageVerdict::Rollback { reason } if self.probes_harm(i, &verdict) => {
+            StageVerdict::Rollback { reason } if self.probes_harm(i, &verdict, &results) => {
                 push(
                     "probe: judge against DR's concurrent traffic first".into(),
                     ev,
                 );
-                return self.start_probe(i, reason.clone(), now, ev);
+                return self.start_probe(i, reason.clone(), &results, now, ev);
             }
             StageVerdict::Rollback { reason } => {
                 push("roll back".into(), ev);

@@ -4,34 +4,52 @@
 //! back on it, the run writes an earlier stage's split (a weight the plan names) and judges
 //! the primary there against DR's *concurrent* traffic for `probe` long:
 //!
-//! * harm against DR's concurrent traffic rolls back, as at any stage where DR serves;
-//! * no harm for the whole probe: the stage's split is written again, and the one-sample
-//!   test that set the probe off starts afresh against the larger of DR's earlier rate and
-//!   its rate over the probes ([`crate::judge::eprocess::EProcess::probe_cleared`]);
-//! * a probe that ends after the stage's `max_duration` ends the stage inconclusive at the
-//!   probe's split: a rise that keeps coming back at 100 % while the primary is no worse
-//!   at the probe's weight is a common cause or one seen only at full load, for a person
-//!   to judge.
+//! * harm against DR's concurrent traffic rolls back, as at any stage where DR serves (never
+//!   the one-sample test alone: an interval without DR traffic is no evidence);
+//! * no harm for the whole probe, and DR served at least
+//!   [`PROBE_MIN_DR_BAD`] bad requests at it for each gate that set it off: the stage's
+//!   split is written again; the no-worse evidence is put back as it was before the probe
+//!   (the probe's split certifies nothing about the stage's); the one-sample test starts
+//!   afresh, also allowing DR's rate at the probes when that is clearly above its earlier
+//!   one ([`crate::judge::eprocess::EProcess::probe_cleared`]). With fewer bad requests at
+//!   DR, the probe goes on;
+//! * paused, or the live split drifted: the probe's split stays until that ends;
+//! * past the stage's `max_duration`, the stage is held at the probe's split, watched for
+//!   `watch_held` (harm still rolls back), then inconclusive: a rise that keeps coming back
+//!   at 100 % while the primary is no worse at the probe's weight is a cause common to both
+//!   sites or one seen only at full load, for a person to judge.
 //!
 //! Only the relative tests decide a rollback at such a stage, and their budget is spent
 //! once per stage however many probes there are (one e-process, with data only while DR
-//! serves). A run killed during a probe resumes at the stage whose weight is live.
+//! serves). A run killed during a probe resumes at the stage whose weight is live: after
+//! the probe's split landed, that earlier stage, judged afresh (its budget spent again, as
+//! for any restart at another stage).
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use super::*;
+use crate::judge::eprocess::PROBE_MIN_DR_BAD;
+use crate::judge::gate::GateStatus;
 
 impl Run {
     /// Whether this analysis's rollback is a rise above DR's earlier rate that a probe
     /// checks first: a stage where DR serves nothing by plan, a probe configured and none
-    /// under way, and only sequential gates' evidence of harm (a fixed bound breached, or
-    /// queries failing, still roll back at once).
-    pub(super) fn probes_harm(&self, i: usize, verdict: &AnalysisVerdict) -> bool {
+    /// under way, and every failing gate a sequential one with evidence of harm (a fixed
+    /// bound breached, or queries failing, still roll back as before).
+    pub(super) fn probes_harm(
+        &self,
+        i: usize,
+        verdict: &AnalysisVerdict,
+        results: &[GateResult],
+    ) -> bool {
         self.plan.probe.is_some()
             && !self.state.dry_run
             && self.state.probe.is_none()
             && self.plan.stages[i].weight == StageWeight::FULL
             && matches!(verdict, AnalysisVerdict::Harm { .. })
+            && results
+                .iter()
+                .all(|r| r.status != GateStatus::Fail || r.decisive)
     }
 
     /// Starts a probe at stage `i`: writes the probe's split (persisted as such first).
@@ -39,6 +57,7 @@ impl Run {
         &mut self,
         i: usize,
         reason: String,
+        results: &[GateResult],
         now: SystemTime,
         ev: &mut Vec<Event>,
     ) -> Request {
@@ -48,11 +67,19 @@ impl Run {
         // Harm counted a failure; a probe is not one (its verdict is the probe's).
         self.state.counters.failures = self.state.counters.failures.saturating_sub(1);
         self.state.counters.probes += 1;
+        for ep in self.state.evidence.values_mut() {
+            ep.probe_started();
+        }
         let weights = Weights::at(plan.weight);
         self.state.probe = Some(Probe {
             weights,
             since: None,
             reason: reason.clone(),
+            gates: results
+                .iter()
+                .filter(|r| r.decisive)
+                .map(|r| r.name.clone())
+                .collect(),
         });
         ev.push(Event {
             at: now,
@@ -71,7 +98,7 @@ impl Run {
     pub(super) fn during_probe(
         &mut self,
         i: usize,
-        elapsed: std::time::Duration,
+        elapsed: Duration,
         now: SystemTime,
         push: &impl Fn(String, &mut Vec<Event>),
         ev: &mut Vec<Event>,
@@ -80,23 +107,36 @@ impl Run {
         let plan = self.plan.probe?;
         let stage = self.plan.stages[i];
         let ran = now.duration_since(since).unwrap_or_default();
+        let at = self.weights_text();
         if ran < plan.duration {
-            push(
+            let left = if now < since {
                 format!(
-                    "probing at {}: no harm against DR's concurrent traffic so far ({} left)",
-                    self.weights_text(),
-                    fmt_d(plan.duration - ran)
-                ),
+                    "its clock starts in {}",
+                    fmt_d(since.duration_since(now).unwrap_or_default())
+                )
+            } else {
+                format!("{} left", fmt_d(plan.duration - ran))
+            };
+            push(
+                format!("probing at {at}: no harm against DR's concurrent traffic so far ({left})"),
                 ev,
             );
             return Some(Request::Sleep(stage.interval));
         }
+        let waiting = self.state.paused.is_some() || self.state.awaiting.is_some();
+        if elapsed >= stage.max_duration && !waiting {
+            return Some(self.probe_held(i, ran, now, push, ev));
+        }
+        if let Some(why) = self.probe_stays(i) {
+            push(format!("probe over at {at}; {why}"), ev);
+            return Some(Request::Sleep(stage.interval));
+        }
         let probe = self.state.probe.take()?;
-        let seen = self.probe_numbers();
         let detail = format!(
-            "the primary was no worse than DR's concurrent traffic for {} at {} ({seen}); what set the probe off: {}",
+            "the primary was no worse than DR's concurrent traffic for {} at {} ({}); what set the probe off: {}",
             fmt_d(ran),
             probe.weights,
+            self.probe_numbers(),
             probe.reason
         );
         for ep in self.state.evidence.values_mut() {
@@ -104,23 +144,8 @@ impl Run {
         }
         ev.push(Event {
             at: now,
-            kind: EventKind::ProbeCleared {
-                stage: i,
-                detail: detail.clone(),
-            },
+            kind: EventKind::ProbeCleared { stage: i, detail },
         });
-        let waiting = self.state.paused.is_some() || self.state.awaiting.is_some();
-        if elapsed >= stage.max_duration && !waiting {
-            push("probe cleared past max_duration; inconclusive".into(), ev);
-            let reason = format!(
-                "{} undecided after max_duration {}: probe {} found no harm ({detail}); the rise above DR's earlier rate at {}% is a cause common to both sites or one seen only at full load; traffic stays at the probe's split",
-                self.stage_label(i),
-                fmt_d(stage.max_duration),
-                self.state.counters.probes,
-                stage.weight
-            );
-            return Some(self.inconclusive(reason, now, ev));
-        }
         push(
             format!(
                 "probe cleared: no worse than DR's concurrent traffic; back to {}%",
@@ -129,6 +154,105 @@ impl Run {
             ev,
         );
         Some(self.request_stage(i, now, ev))
+    }
+
+    /// Why a probe whose time is up keeps its split: paused, a drift, or too few bad
+    /// requests at DR to say anything about its concurrent rate. `None`: it may clear.
+    fn probe_stays(&self, i: usize) -> Option<String> {
+        if let Some(p) = &self.state.paused {
+            return Some(format!(
+                "paused by {}: staying at the probe's split until `cutover resume`",
+                p.by
+            ));
+        }
+        if let Some(d) = &self.state.drift {
+            return Some(format!(
+                "drift ({d}): staying at the probe's split until the live split is the run's"
+            ));
+        }
+        let probe = self.state.probe.as_ref()?;
+        let short: Vec<String> = probe
+            .gates
+            .iter()
+            .filter_map(|g| {
+                let bad = self.state.evidence.get(g)?.probed_bad();
+                (bad < PROBE_MIN_DR_BAD).then(|| format!("{g}: {bad}"))
+            })
+            .collect();
+        (!short.is_empty()).then(|| {
+            format!(
+                "DR served too few bad requests at the probe to compare with ({}; {PROBE_MIN_DR_BAD} needed): probing on, until {} at most",
+                short.join(", "),
+                fmt_d(self.plan.stages[i].max_duration)
+            )
+        })
+    }
+
+    /// A probe over past the stage's `max_duration`: held at the probe's split, watched for
+    /// `watch_held` (harm still rolls back), then inconclusive.
+    fn probe_held(
+        &mut self,
+        i: usize,
+        ran: Duration,
+        now: SystemTime,
+        push: &impl Fn(String, &mut Vec<Event>),
+        ev: &mut Vec<Event>,
+    ) -> Request {
+        let stage = self.plan.stages[i];
+        let reason = format!(
+            "{} undecided after max_duration {}: {} probe(s) at {} found no harm against DR's concurrent traffic ({}) in the last {}; the rise above DR's earlier rate at {}% is a cause common to both sites or one seen only at full load; traffic stays at the probe's split",
+            self.stage_label(i),
+            fmt_d(stage.max_duration),
+            self.state.counters.probes,
+            self.weights_text(),
+            self.probe_numbers(),
+            fmt_d(ran),
+            stage.weight
+        );
+        let watch = self.plan.watch_held;
+        let watched = match &self.state.held {
+            None if !watch.is_zero() => {
+                push(
+                    format!(
+                        "held at the probe's split {}; still judged for {} (analysis.watch_held): harm rolls back",
+                        self.weights_text(),
+                        fmt_d(watch)
+                    ),
+                    ev,
+                );
+                ev.push(Event {
+                    at: now,
+                    kind: EventKind::HeldWatching {
+                        stage: i,
+                        reason: reason.clone(),
+                        until: now + watch,
+                    },
+                });
+                self.state.held = Some(HeldWatch {
+                    since: now,
+                    reason: reason.clone(),
+                });
+                true
+            }
+            Some(h) if now.duration_since(h.since).unwrap_or_default() < watch => {
+                push("held at the probe's split; watching for harm".into(), ev);
+                true
+            }
+            _ => false,
+        };
+        if watched {
+            return Request::Sleep(stage.interval);
+        }
+        push("inconclusive at the probe's split".into(), ev);
+        let reason = match self.state.held.take() {
+            Some(h) => format!(
+                "{}; watched for {} more (analysis.watch_held): no harm seen",
+                h.reason,
+                fmt_d(watch)
+            ),
+            None => reason,
+        };
+        self.inconclusive(reason, now, ev)
     }
 
     /// Each sequential gate's rates at the stage so far, in words.

@@ -240,6 +240,11 @@ impl Run {
                     if ep.intervals > 0 && ep.ok_share.is_none() {
                         ep.ok_share = Some(0.5);
                     }
+                    // A probe whose split never landed: the stage goes on at its own split,
+                    // with its no-worse evidence as it was before the probe.
+                    if ep.probe.is_some() {
+                        ep.probe_cleared();
+                    }
                     from = Some(from.map_or(at, |f| f.min(at)));
                     continued.insert(name.clone(), ep);
                 }

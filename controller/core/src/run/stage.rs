@@ -198,13 +198,15 @@ impl Run {
             return self.rollback_step_done(now, ev);
         }
         if pending.probe {
-            // The probe's split is live: from here the primary is judged against DR's
-            // concurrent traffic (a write again after a drift keeps the probe's clock).
+            // The probe's split is live: its clock starts once the split has propagated and
+            // burnt in (a write again after a drift keeps the probe's clock). Meanwhile its
+            // intervals count, judged against DR's concurrent traffic.
+            let settle = self.propagation.max(self.plan.burn_in);
             if let Some(p) = self.state.probe.as_mut() {
-                p.since.get_or_insert(now);
+                p.since.get_or_insert(now + settle);
             }
             let i = self.state.stage.unwrap_or_default();
-            return Request::Sleep(self.plan.stages[i].interval);
+            return Request::Sleep(self.plan.stages[i].interval.max(settle));
         }
         let Some(i) = pending.stage else {
             return self.unexpected(now, "a rollback weight outside a rollback", ev);
@@ -410,8 +412,12 @@ impl Run {
         if retryable && attempts < FORWARD_WRITE_ATTEMPTS {
             return Request::Sleep(wait);
         }
-        let reason =
-            format!("could not write the next stage's weights after {attempts} attempts: {error}");
+        let what = if self.state.pending.as_ref().is_some_and(|p| p.probe) {
+            "the probe's weights (analysis.probe)"
+        } else {
+            "the next stage's weights"
+        };
+        let reason = format!("could not write {what} after {attempts} attempts: {error}");
         self.begin_rollback(RollbackCause::WriteFailed, reason, now, ev)
     }
 

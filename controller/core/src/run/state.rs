@@ -189,6 +189,10 @@ pub struct Probe {
     pub since: Option<SystemTime>,
     /// What set it off: the evidence against DR's earlier rate.
     pub reason: String,
+    /// The sequential gates whose evidence set it off: it clears only once DR's traffic at
+    /// it says enough about each ([`crate::judge::eprocess::PROBE_MIN_DR_BAD`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gates: Vec<String>,
 }
 
 /// A held stage that is still being watched.

@@ -143,6 +143,7 @@ use serde::{Deserialize, Serialize};
 
 mod probe;
 mod tempering;
+pub use probe::{Certification, PROBE_MIN_DR_BAD};
 pub use tempering::{BLOCK, CONFIDENCE, Dispersion};
 use tempering::{eta_absolute, eta_relative};
 
@@ -258,12 +259,17 @@ pub struct EProcess {
     /// at the stage's first interval from DR's history alone (so it is predictable).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ok_share: Option<f64>,
-    /// At a stage where DR serves nothing: DR's counts over the stage's probes that found
-    /// the primary no worse (`analysis.probe`). The one-sample harm test, which only sets
-    /// off probes there, then compares with the larger of DR's earlier and concurrent
-    /// rates, so that a cause common to both sites does not set off probe after probe.
+    /// At a stage where DR serves nothing: DR's counts over the stage's probes
+    /// (`analysis.probe`). Once a probe has cleared, the one-sample harm test, which only
+    /// sets off probes there, also allows DR's rate at the probes when it is clearly above
+    /// DR's earlier one (a cause common to both sites then sets off no probe after probe).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probed: Option<Tally>,
+    /// While a probe is under way: the no-worse evidence as the probe found it, put back
+    /// when it ends (the probe's split is not the stage's, and what it shows certifies
+    /// nothing about the stage). Also: judged against DR's concurrent traffic only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe: Option<Certification>,
 }
 
 impl Default for EProcess {
@@ -285,6 +291,7 @@ impl Default for EProcess {
             reference: None,
             ok_share: None,
             probed: None,
+            probe: None,
         }
     }
 }
@@ -421,13 +428,14 @@ impl EProcess {
             // small to certify against alone).
             (_, Some(r)) if r.total > 0.0 => (
                 (test.ratio * rate_bound(r, 1.0 - test.alpha, true))
-                    .max(self.probed_bound(test))
+                    .max(self.probed_bound(test, rate_bound(r, 1.0 - test.alpha, true)))
                     .max(test.absolute),
                 (test.ratio * rate_bound(r, self.reference_confidence(test), false))
                     .max(test.absolute),
             ),
             _ => (
-                test.bound(dr_baseline).max(self.probed_bound(test)),
+                test.bound(dr_baseline)
+                    .max(self.probed_bound(test, dr_baseline.unwrap_or(0.0))),
                 test.bound(dr_baseline),
             ),
         }
@@ -475,6 +483,11 @@ impl EProcess {
         self.primary.bad += p.bad;
         self.dr.total += d.total;
         self.dr.bad += d.bad;
+        if self.probe.is_some() {
+            let probed = self.probed.get_or_insert_default();
+            probed.total += d.total;
+            probed.bad += d.bad;
+        }
         let rho0 = test.ratio;
         let informative = p.total > 0.0 && d.total > 0.0 && p.bad + d.bad > 0.0;
         let (mu_p, mu_d) = (rho0 * r_ref * p.total * scale, r_ref * d.total * scale);
@@ -619,7 +632,12 @@ impl EProcess {
     pub fn judge(&mut self, test: Test, dr_baseline: Option<f64>) -> Judgement {
         let ok_boundary = (1.0 / test.beta).ln();
         let scaled = |ln_e: f64, b: f64| (ln_e / b).max(0.0);
-        let one_sample = dr_baseline.is_some() || self.dr.total <= 0.0;
+        // During a probe, or at a final holdout, harm is judged against DR's concurrent
+        // traffic only (an interval without any is no evidence), never on the one-sample
+        // test alone.
+        let probing = self.probe.is_some();
+        let one_sample = !probing
+            && (dr_baseline.is_some() || (self.dr.total <= 0.0 && !self.is_holdout(dr_baseline)));
         let (bound, _) = self.bounds(&test, dr_baseline);
         let points = self.abs_points(bound);
         let absolute = || {
@@ -654,7 +672,7 @@ impl EProcess {
                 // (`certify: cumulative`).
                 (absolute(), either())
             }
-        } else if test.absolute > 0.0 || self.is_holdout(dr_baseline) {
+        } else if test.absolute > 0.0 || self.is_holdout(dr_baseline) || probing {
             // Harm needs both nulls rejected (the relative one against DR's concurrent
             // traffic); with no absolute bound, the relative test alone.
             let r = relative();
@@ -669,7 +687,7 @@ impl EProcess {
         } else {
             (relative(), scaled(self.ln_relative_ok(), ok_boundary))
         };
-        if no_worse >= 1.0 {
+        if no_worse >= 1.0 && !probing {
             self.certified = true;
         }
         let conclusion = if harm >= 1.0 {
