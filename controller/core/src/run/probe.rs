@@ -21,9 +21,9 @@
 //!
 //! Only the relative tests decide a rollback at such a stage, and their budget is spent
 //! once per stage however many probes there are (one e-process, with data only while DR
-//! serves). A run killed during a probe resumes at the stage whose weight is live: after
-//! the probe's split landed, that earlier stage, judged afresh (its budget spent again, as
-//! for any restart at another stage).
+//! serves). A run killed during a probe goes on with it when its split is live on restart,
+//! the evidence continuing (no budget spent again); if the write was lost, the stage goes
+//! on at its own split.
 
 use std::time::{Duration, SystemTime};
 
@@ -253,6 +253,54 @@ impl Run {
             None => reason,
         };
         self.inconclusive(reason, now, ev)
+    }
+
+    /// A restart that finds the probe's split live, as recorded (its write confirmed, or
+    /// pending and landed): the stage goes on in its probe, its evidence continuing where
+    /// it stopped, so the restart spends no budget again. `None` otherwise (the live split
+    /// decides the stage, as for any restart).
+    pub(super) fn resume_probe(
+        &mut self,
+        live: Weights,
+        now: SystemTime,
+        ev: &mut Vec<Event>,
+    ) -> Option<Request> {
+        let i = self.state.stage?;
+        let probe = self.state.probe.as_ref()?;
+        if probe.weights != live || !matches!(self.state.phase, Phase::Settling | Phase::Judging) {
+            return None;
+        }
+        if self.state.pending.take().is_some() {
+            self.state.history.push(WeightChange {
+                at: now,
+                weights: live,
+                stage: Some(i),
+            });
+        }
+        let settle = self.propagation.max(self.plan.burn_in);
+        if let Some(p) = self.state.probe.as_mut() {
+            p.since.get_or_insert(now + settle);
+        }
+        let (continued, evidence) = self.evidence_to_continue(i, live, now);
+        if continued.is_empty() {
+            // Nothing to continue (gates changed since): judge the live split's stage.
+            self.state.probe = None;
+            return None;
+        }
+        self.state.evidence = continued;
+        self.state.evidence_of = Some(self.evidence_of(i));
+        ev.push(Event {
+            at: now,
+            kind: EventKind::Resumed {
+                live,
+                stage: Some(i),
+                detail: format!(
+                    "continuing {}'s probe at {live}{evidence}",
+                    self.stage_label(i)
+                ),
+            },
+        });
+        Some(Request::Sleep(self.plan.stages[i].interval.max(settle)))
     }
 
     /// Each sequential gate's rates at the stage so far, in words.

@@ -60,6 +60,9 @@ impl Run {
         let recorded = self.state.weights;
         self.state.weights = Some(live);
         self.state.last_live = Some(live);
+        if let Some(request) = self.resume_probe(live, now, ev) {
+            return request;
+        }
         let resumed = |stage: Option<usize>, detail: String, ev: &mut Vec<Event>| {
             ev.push(Event {
                 at: now,
@@ -103,7 +106,8 @@ impl Run {
             .state
             .pending
             .as_ref()
-            // A probe's split is an earlier stage's: a restart resumes that stage.
+            // A probe's split that landed was resumed above; one left here (its gates
+            // changed since) is an earlier stage's split: that stage is resumed.
             .filter(|p| p.weights == live && !p.probe)
             .and_then(|p| p.stage);
         let recorded_stage = self.state.stage;
@@ -190,7 +194,7 @@ impl Run {
     /// raw samples Prometheus may no longer keep (a series whose older samples are gone
     /// would look newly born and count its whole life), in a query that must answer within
     /// one interval.
-    fn evidence_to_continue(
+    pub(super) fn evidence_to_continue(
         &mut self,
         i: usize,
         live: Weights,
@@ -202,8 +206,10 @@ impl Run {
         }
         let recorded = self.state.evidence_of.take();
         let mut persisted = std::mem::take(&mut self.state.evidence);
+        // A probe's split, live as recorded: the same stage, judged at the probe.
+        let probe_live = self.state.probe.as_ref().is_some_and(|p| p.weights == live);
         let same_stage = self.state.stage == Some(i)
-            && live.primary() == here.weight
+            && (live.primary() == here.weight || probe_live)
             && recorded
                 .as_ref()
                 .is_some_and(|r| r.stage == here.stage && r.weight == here.weight);
@@ -242,7 +248,7 @@ impl Run {
                     }
                     // A probe whose split never landed: the stage goes on at its own split,
                     // with its no-worse evidence as it was before the probe.
-                    if ep.probe.is_some() {
+                    if ep.probe.is_some() && !probe_live {
                         ep.probe_cleared();
                     }
                     from = Some(from.map_or(at, |f| f.min(at)));

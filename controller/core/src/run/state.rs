@@ -118,8 +118,8 @@ pub struct PendingWrite {
     /// Failed attempts so far.
     pub attempts: u32,
     /// A probe's weights (`analysis.probe`): an earlier stage's split written while `stage`
-    /// (where DR serves nothing) is judged. A run restarted before it is read back resumes
-    /// at the stage whose weight is live.
+    /// (where DR serves nothing) is judged. A run restarted before it is read back goes on
+    /// with the probe if it landed, else with the stage at its own split.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub probe: bool,
 }

@@ -267,11 +267,12 @@ fn a_rise_seen_only_at_full_load_is_held_at_the_probes_split() {
     }
 }
 
-/// Killed after the probe's split was written: the restart resumes the stage whose weight
-/// is live (50 %), never judges 100 % at 50 %; killed before it landed: it resumes 100 %.
-/// Either way the regression is rolled back and only the plan's weights are written.
+/// Killed during a probe: with its split landed, the restart goes on with the probe of the
+/// 100 % stage, its evidence continuing (no budget spent again); with the write lost, the
+/// stage goes on at 100 %. Either way the regression is rolled back and only the plan's
+/// weights are written.
 #[test]
-fn a_run_killed_during_a_probe_resumes_at_a_stage_of_the_plan() {
+fn a_run_killed_during_a_probe_resumes_it_or_its_stage() {
     let plan = probing(120);
     for landed in [true, false] {
         let reached = Cell::new(false);
@@ -293,16 +294,62 @@ fn a_run_killed_during_a_probe_resumes_at_a_stage_of_the_plan() {
             .drive();
         let o = d.outcome.clone().expect("an end");
         let (_, state) = d.resumed.first().expect("a restart").clone();
-        let resumed_at = state.stage.map(|i| plan.stages[i].weight.get());
-        assert_eq!(
-            resumed_at,
-            Some(if landed { 50 } else { 100 }),
-            "landed {landed}"
-        );
-        assert!(state.probe.is_none(), "{:?}", state.probe);
+        assert_eq!(state.stage, Some(2), "landed {landed}");
+        assert_eq!(state.probe.is_some(), landed, "{:?}", state.probe);
+        let ep = &state.evidence["seq"];
+        assert!(ep.intervals > 0, "the stage's evidence continues: {ep:?}");
+        assert_eq!(ep.probe.is_some(), landed);
         assert_eq!(o.phase, Phase::RolledBack, "landed {landed}: {o:?}");
+        assert!(o.reason.contains("stage 3"), "{}", o.reason);
         for w in weights_written(&d) {
             assert!([0, 10, 50, 100].contains(&w), "{w}");
         }
     }
+}
+
+/// Paused during a probe: when the probe's time is up, its split stays (nothing is written
+/// while paused), and the primary is still judged there.
+#[test]
+fn a_paused_probe_keeps_its_split() {
+    let reached = Cell::new(false);
+    let rate = |r: bool, _| if r { 0.03 } else { 0.01 };
+    let d = SeqDriver::new(probing(60), |_| 0.01)
+        .world(world(&reached, rate, rate))
+        .command(
+            |s, _| s.probe.as_ref().is_some_and(|p| p.since.is_some()),
+            Action::Pause,
+        )
+        .until(3 * 3600)
+        .drive();
+    assert!(d.outcome.is_none(), "{:?}", d.outcome);
+    assert_eq!(d.state.weights.map(|w| w.primary()), Some(50));
+    assert!(d.state.probe.is_some());
+    let stays = d.events.iter().any(|e| match &e.kind {
+        EventKind::Analyzed { decision, .. } => decision.contains("staying at the probe's split"),
+        _ => false,
+    });
+    assert!(stays);
+    assert_eq!(weights_written(&d), vec![10, 50, 100, 50]);
+}
+
+/// A threshold gate failing in the same analysis as the sequential harm: a fixed bound was
+/// breached, so the run rolls back as before, without a probe.
+#[test]
+fn a_breached_threshold_gate_rolls_back_without_a_probe() {
+    let mut plan = probing(120);
+    let bound = serde_json::from_value::<GateSpec>(serde_json::json!({
+        "name": "errors", "error_rate": {"max": "2%"}
+    }))
+    .unwrap()
+    .compile(&GateBudget::new(100, 3, 1))
+    .unwrap();
+    plan.gates.push(bound);
+    let reached = Cell::new(false);
+    let rate = |r: bool, _| if r { 0.03 } else { 0.01 };
+    let d = SeqDriver::new(plan, |_| 0.01)
+        .world(world(&reached, rate, rate))
+        .drive();
+    let o = d.outcome.clone().expect("an end");
+    assert_eq!(o.phase, Phase::RolledBack, "{o:?}");
+    assert_eq!(probes(&d), (0, 0));
 }

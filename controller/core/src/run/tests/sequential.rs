@@ -26,6 +26,9 @@ pub(super) type Count = (f64, f64);
 /// Counts at (primary, DR) over `(from, to]` (seconds after `t(0)`) at the live weights.
 type World<'a> = Box<dyn FnMut(u64, u64, Weights) -> (Count, Count) + 'a>;
 
+/// When an operator command is delivered: a condition on the run's state and the time.
+type When<'a> = Box<dyn Fn(&RunState, u64) -> bool + 'a>;
+
 /// Whether to kill the run after a step: `Some((down, done))`.
 type Kill<'a> = Box<dyn FnMut(&Request, usize) -> Option<(u64, bool)> + 'a>;
 
@@ -46,6 +49,9 @@ pub(super) struct SeqDriver<'a> {
     fail_count: Option<usize>,
     /// Stop after this, the run still going.
     until: u64,
+    /// Operator commands, each delivered after the first sleep at whose end its condition
+    /// holds on the run's state.
+    commands: Vec<(When<'a>, Command)>,
 }
 
 /// What a driven run did.
@@ -83,6 +89,7 @@ impl<'a> SeqDriver<'a> {
             on_restart: Box::new(|_| {}),
             fail_count: None,
             until: 86_400,
+            commands: Vec::new(),
         }
     }
 
@@ -120,6 +127,24 @@ impl<'a> SeqDriver<'a> {
 
     pub(super) fn fail_count(mut self, n: usize) -> Self {
         self.fail_count = Some(n);
+        self
+    }
+
+    /// Delivers `action` after the first sleep at whose end `when(state, now)` holds.
+    pub(super) fn command(
+        mut self,
+        when: impl Fn(&RunState, u64) -> bool + 'a,
+        action: Action,
+    ) -> Self {
+        let command = Command {
+            id: format!("c{}", self.commands.len()),
+            run_id: "seq".into(),
+            action,
+            by: "sre".into(),
+            reason: None,
+            at: t(0),
+        };
+        self.commands.push((Box::new(when), command));
         self
     }
 
@@ -208,7 +233,14 @@ impl<'a> SeqDriver<'a> {
                         *d.at_stage_start.last_mut().unwrap() = n;
                     }
                     now += s.as_secs();
-                    Observation::Slept { now: t(now) }
+                    let state = run.state();
+                    match self.commands.iter().position(|(when, _)| when(state, now)) {
+                        Some(k) => Observation::Command {
+                            now: t(now),
+                            command: self.commands.remove(k).1,
+                        },
+                        None => Observation::Slept { now: t(now) },
+                    }
                 }
                 Request::Analyze { since, .. } => {
                     let from = since["seq"];
@@ -240,14 +272,27 @@ impl<'a> SeqDriver<'a> {
                             window: Duration::from_secs(15),
                             primary_rate: Reading::Value(pn / secs),
                             dr_rate: Reading::Value(dn / secs),
-                            gates: vec![GateMeasurement {
-                                name: "seq".into(),
-                                window: Duration::from_secs(15),
-                                primary_requests: Reading::Value(pn),
-                                primary: Reading::Empty,
-                                dr: Reading::Empty,
-                                counts: Some(c),
-                            }],
+                            // "seq", and any other (threshold) gate of the plan on the
+                            // same counts' rates.
+                            gates: self
+                                .plan
+                                .gates
+                                .iter()
+                                .map(|g| GateMeasurement {
+                                    name: g.name.clone(),
+                                    window: Duration::from_secs(15),
+                                    primary_requests: Reading::Value(pn),
+                                    primary: match g.name.as_str() {
+                                        "seq" => Reading::Empty,
+                                        _ => Reading::Value(pb / pn.max(1.0)),
+                                    },
+                                    dr: match g.name.as_str() {
+                                        "seq" => Reading::Empty,
+                                        _ => Reading::Value(db / dn.max(1.0)),
+                                    },
+                                    counts: (g.name == "seq").then(|| c.clone()),
+                                })
+                                .collect(),
                             guards: Vec::new(),
                         },
                         live: Some(Ok(live)),
