@@ -43,7 +43,6 @@ impl Run {
         results: &[GateResult],
     ) -> bool {
         self.plan.probe.is_some()
-            && !self.state.dry_run
             && self.state.probe.is_none()
             && self.plan.stages[i].weight == StageWeight::FULL
             && matches!(verdict, AnalysisVerdict::Harm { .. })
@@ -64,6 +63,17 @@ impl Run {
         let Some(plan) = self.plan.probe else {
             return self.unexpected(now, "a probe without analysis.probe", ev);
         };
+        if self.state.dry_run {
+            // Nothing is written: say what a run would do.
+            return self.finish(
+                Phase::Held,
+                format!(
+                    "a run would probe now, writing {} to judge the primary against DR's concurrent traffic for {} before any rollback (analysis.probe): {reason}",
+                    Weights::at(plan.weight),
+                    fmt_d(plan.duration)
+                ),
+            );
+        }
         // Harm counted a failure; a probe is not one (its verdict is the probe's).
         self.state.counters.failures = self.state.counters.failures.saturating_sub(1);
         self.state.counters.probes += 1;

@@ -5,7 +5,7 @@
 
 use std::cell::Cell;
 
-use super::sequential::{Count, Driven, SeqDriver, sequential_plan};
+use super::sequential::{Count, Driven, SeqDriver, sequential_plan, sequential_plan_with};
 use super::*;
 use crate::policy::ProbePlan;
 
@@ -352,4 +352,34 @@ fn a_breached_threshold_gate_rolls_back_without_a_probe() {
     let o = d.outcome.clone().expect("an end");
     assert_eq!(o.phase, Phase::RolledBack, "{o:?}");
     assert_eq!(probes(&d), (0, 0));
+}
+
+/// A dry run at 100 % that sees the primary above DR's earlier rate says a run would
+/// probe, and writes nothing.
+#[test]
+fn a_dry_run_at_100_says_a_run_would_probe() {
+    // A dry run has no earlier stages: the one-sample test compares with the absolute
+    // tolerance.
+    let mut plan = sequential_plan_with(
+        serde_json::json!({"tolerance": "50%", "alpha": 0.01, "absolute_tolerance": "1%"}),
+    );
+    plan.probe = probing(120).probe;
+    let d = SeqDriver::new(plan.clone(), |_| 0.05)
+        .dry(Weights::at(StageWeight::FULL))
+        .drive();
+    let o = d.outcome.expect("an end");
+    assert_eq!(o.phase, Phase::Held, "{o:?}");
+    assert!(o.reason.contains("a run would probe now"), "{}", o.reason);
+    assert!(d.state.history.is_empty());
+    plan.probe = None;
+    let o = SeqDriver::new(plan, |_| 0.05)
+        .dry(Weights::at(StageWeight::FULL))
+        .drive()
+        .outcome
+        .expect("an end");
+    assert!(
+        o.reason.contains("a run would roll back now"),
+        "{}",
+        o.reason
+    );
 }

@@ -52,6 +52,8 @@ pub(super) struct SeqDriver<'a> {
     /// Operator commands, each delivered after the first sleep at whose end its condition
     /// holds on the run's state.
     commands: Vec<(When<'a>, Command)>,
+    /// A dry run at this live split.
+    dry: Option<Weights>,
 }
 
 /// What a driven run did.
@@ -90,6 +92,7 @@ impl<'a> SeqDriver<'a> {
             fail_count: None,
             until: 86_400,
             commands: Vec::new(),
+            dry: None,
         }
     }
 
@@ -148,6 +151,12 @@ impl<'a> SeqDriver<'a> {
         self
     }
 
+    /// A dry run (`cutover run --dry-run`) of the stage live at `live`.
+    pub(super) fn dry(mut self, live: Weights) -> Self {
+        self.dry = Some(live);
+        self
+    }
+
     pub(super) fn until(mut self, until: u64) -> Self {
         self.until = until;
         self
@@ -156,9 +165,12 @@ impl<'a> SeqDriver<'a> {
     pub(super) fn drive(mut self) -> Driven {
         use crate::judge::gate::IntervalCounts;
         use crate::metrics::source::{CountReading, Counts};
-        let mut run = Run::new(self.plan.clone(), "seq".into());
+        let mut run = match self.dry {
+            Some(_) => Run::dry(self.plan.clone(), "seq".into()),
+            None => Run::new(self.plan.clone(), "seq".into()),
+        };
         let mut now = 0u64;
-        let mut live = Weights::ALL_DR;
+        let mut live = self.dry.unwrap_or(Weights::ALL_DR);
         let mut d = Driven {
             outcome: None,
             asked: Vec::new(),
