@@ -15,7 +15,12 @@ use cutover_tests::wait_until;
 
 /// The test policy with its gates replaced by sequential ones.
 fn sequential_policy(env: &Env) -> PathBuf {
-    let text = env.policy().max_duration("90s").text();
+    sequential_policy_with(env, "90s", "")
+}
+
+/// [`sequential_policy`] with every stage's `max_duration` and extra `analysis:` lines.
+fn sequential_policy_with(env: &Env, max_duration: &str, analysis: &str) -> PathBuf {
+    let text = env.policy().max_duration(max_duration).text();
     let (head, rest) = text.split_once("gates:\n").unwrap();
     let (_, tail) = rest.split_once("analysis:\n").unwrap();
     let gates = concat!(
@@ -26,7 +31,7 @@ fn sequential_policy(env: &Env) -> PathBuf {
         "    latency: { above: 250ms, vs_dr: { tolerance: 100%, alpha: 0.01, absolute_tolerance: 1% } }\n",
     );
     let p = env.path("checkout.yaml");
-    std::fs::write(&p, format!("{head}{gates}analysis:\n{tail}")).unwrap();
+    std::fs::write(&p, format!("{head}{gates}analysis:\n{analysis}{tail}")).unwrap();
     p
 }
 
@@ -256,4 +261,75 @@ async fn sequential_gates_roll_back_on_evidence_of_harm() {
         "{}",
         run.output
     );
+}
+
+/// Both sites' errors rise 2 % -> 8 % once the primary serves 100 % (a shared cause): the
+/// sequential gates see the primary above DR's earlier rate, probe at 50 % against DR's
+/// concurrent traffic on a real Prometheus, find it no worse and go back to 100 %; the
+/// stage is then held (not certified against DR's earlier rate), never rolled back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequential_gates_probe_a_common_rise_at_100_and_never_roll_it_back() {
+    let env = Env::builder("sequential-common-rise")
+        .rps(1000.0)
+        .start()
+        .await;
+    let base = Behaviour {
+        error_rate: 0.02,
+        ..Behaviour::default()
+    };
+    let risen = Behaviour {
+        error_rate: 0.08,
+        ..base
+    };
+    env.exporter().set(0, base);
+    env.exporter().set(1, base);
+    env.exporter().on_weight(100, 0, risen);
+    env.exporter().on_weight(100, 1, risen);
+    let policy = sequential_policy_with(&env, "60s", "  watch_held: 0s\n  probe: 20s\n");
+    let run = env.run(&policy).await;
+    assert_eq!(run.code, 5, "held, not rolled back:\n{}", run.output);
+    assert_eq!(run.primary_history(), [10, 25, 50, 100, 50, 100]);
+    assert_eq!(env.primary(), 100);
+    assert!(
+        run.output.contains("PROBE") && run.output.contains("probe ok"),
+        "the log says what the probe did:\n{}",
+        run.output
+    );
+}
+
+/// The primary alone goes 2 % -> 10 % at 100 %: the probe at 50 % sees it against DR's
+/// concurrent traffic and rolls back from there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequential_gates_probe_then_roll_back_a_regression_at_100() {
+    let env = Env::builder("sequential-probe-harm")
+        .rps(1000.0)
+        .start()
+        .await;
+    let base = Behaviour {
+        error_rate: 0.02,
+        ..Behaviour::default()
+    };
+    env.exporter().set(0, base);
+    env.exporter().set(1, base);
+    env.exporter().on_weight(
+        100,
+        0,
+        Behaviour {
+            error_rate: 0.10,
+            ..base
+        },
+    );
+    let policy = sequential_policy_with(&env, "60s", "  probe: 20s\n");
+    let run = env.run(&policy).await;
+    assert_eq!(run.code, 1, "{}", run.output);
+    assert_eq!(run.primary_history(), [10, 25, 50, 100, 50, 0]);
+    assert_eq!(env.primary(), 0, "DR at 100%");
+    let jump = env
+        .exporter()
+        .changed_at()
+        .expect("the regression happened");
+    let took = run.last_change_at().duration_since(jump).unwrap();
+    println!("rolled back {took:?} after the regression at 100 %");
+    assert!(took <= Duration::from_secs(60), "took {took:?}");
+    assert!(run.output.contains("PROBE"), "{}", run.output);
 }
