@@ -61,10 +61,19 @@ pub(crate) fn render(loaded: &LoadedPolicy, file: &str) -> String {
             fmt_d(st.max_duration)
         );
     }
-    if let Some(probe) = loaded.plan.probe {
+    let last = stages.iter().rev().find(|s| s.judged).map(|s| s.weight.get());
+    if let (Some(probe), Some(last)) = (loaded.plan.probe, last) {
+        let at = if last == 100 {
+            "At 100 %, where DR serves nothing, a rise above DR's earlier rate".to_string()
+        } else {
+            format!(
+                "At {last}% (the final holdout), a rise above DR's earlier rate that its {}% holdout does not show yet",
+                100 - u32::from(last)
+            )
+        };
         let _ = writeln!(
             s,
-            "  At 100 %, where DR serves nothing, a rise above DR's earlier rate is probed: {}% for up to {} against DR's concurrent traffic before any rollback (analysis.probe).",
+            "  {at} is probed: {}% for at least {} against DR's concurrent traffic (analysis.probe).",
             probe.weight,
             fmt_d(probe.duration)
         );

@@ -257,6 +257,7 @@ mod tests {
             decisive: false,
             evidence: None,
             no_worse: None,
+            suspect: false,
         }
     }
 

@@ -14,7 +14,7 @@ fn a_bad_probe_is_refused_with_the_field_named() {
                 "  probe_weight: 60%\n  on_inconclusive: hold ",
             ),
             "analysis.probe_weight",
-            "not the weight of a judged stage below 100% (10%, 25%, 50%, 75%)",
+            "not the weight of a judged stage below the last one (100%; stages below: 10%, 25%, 50%, 75%)",
         ),
         (
             "probe longer than half an hour",
@@ -32,7 +32,7 @@ fn a_bad_probe_is_refused_with_the_field_named() {
                 "  probe: 45s\n  on_inconclusive: hold ",
             ),
             "analysis.probe",
-            "45s is shorter than two analyses at the 100% stage (interval 30s)",
+            "45s is shorter than two analyses at the last stage (100%, interval 30s)",
         ),
         (
             "probe malformed",
@@ -76,8 +76,11 @@ fn a_probe_defaults_to_two_minutes_at_the_stage_nearest_half() {
     assert_eq!(probe(&with("probe_weight: 75%")), Some((75, 120)));
     assert_eq!(probe(&with("probe: 90s")), Some((50, 90)));
     assert_eq!(probe(&with("probe: 0s")), None, "0s turns probes off");
-    // With a final holdout DR always serves: there is nothing to probe.
-    assert_eq!(probe(&format!("{CHECKOUT}\nfinal_holdout: 2%\n")), None);
+    // With a final holdout, its stage (98 %) is the one probed, from below it.
+    assert_eq!(
+        probe(&format!("{CHECKOUT}\nfinal_holdout: 2%\n")),
+        Some((50, 120))
+    );
     // Nearest 50 %, the higher on a tie (40 and 60 are both 10 points away).
     let stages = CHECKOUT
         .replacen("  - weight: 25\n", "  - weight: 40\n", 1)

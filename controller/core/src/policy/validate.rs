@@ -14,6 +14,9 @@ use crate::policy::plan::Stage;
 use crate::weights::StageWeight;
 use crate::{Percent, Span};
 
+mod probe;
+pub use probe::probe;
+
 /// Every problem found so far: `(field path, message)`.
 #[derive(Debug, Default)]
 pub struct Problems(pub Vec<(String, String)>);
@@ -420,76 +423,6 @@ pub fn analysis(p: &Policy, out: &mut Problems) {
     }
 }
 
-/// `analysis.probe` and `analysis.probe_weight` against the resolved stages: the probe of a
-/// stage where DR serves nothing, or `None` when there is none (`probe: 0s`, no judged 100 %
-/// stage, or no judged stage below it).
-pub fn probe(
-    p: &Policy,
-    stages: Option<&[Stage]>,
-    out: &mut Problems,
-) -> Option<crate::policy::plan::ProbePlan> {
-    let a = &p.analysis;
-    out.span("analysis.probe", a.probe, &PROBE);
-    let stages = stages?;
-    let below: Vec<StageWeight> = stages
-        .iter()
-        .filter(|s| s.judged && s.weight < StageWeight::FULL)
-        .map(|s| s.weight)
-        .collect();
-    let weight = match a.probe_weight {
-        Some(w) => {
-            let points = w.fraction() * 100.0;
-            let found = below
-                .iter()
-                .copied()
-                .find(|s| (f64::from(s.get()) - points).abs() < 1e-9);
-            if found.is_none() {
-                let names: Vec<String> = below.iter().map(|s| format!("{}%", s.get())).collect();
-                out.push(
-                    "analysis.probe_weight",
-                    format!(
-                        "{w} is not the weight of a judged stage below 100% ({}); a probe writes a weight the plan names, so that a run killed during it resumes at a stage; write one of them",
-                        if names.is_empty() {
-                            "the plan has none".to_string()
-                        } else {
-                            names.join(", ")
-                        }
-                    ),
-                );
-                return None;
-            }
-            found
-        }
-        // Nearest 50 %, the higher on a tie.
-        None => below.iter().copied().min_by_key(|s| {
-            let d = (i32::from(s.get()) - 50).abs();
-            (d, std::cmp::Reverse(s.get()))
-        }),
-    }?;
-    let full = stages
-        .iter()
-        .find(|s| s.judged && s.weight == StageWeight::FULL);
-    if let Some(f) = full
-        && !a.probe.0.is_zero()
-        && a.probe.0 < 2 * f.interval
-    {
-        out.push(
-            "analysis.probe",
-            format!(
-                "{} is shorter than two analyses at the 100% stage (interval {}); a probe must see DR's concurrent traffic more than once; write e.g. 2m, or 0s to roll back without probing",
-                a.probe,
-                crate::units::Span(f.interval)
-            ),
-        );
-        return None;
-    }
-    let full_judged = full.is_some();
-    (full_judged && !a.probe.0.is_zero()).then_some(crate::policy::plan::ProbePlan {
-        weight,
-        duration: a.probe.0,
-    })
-}
-
 /// `preflight` and `guards`: exactly one kind per check, each kind's fields (see
 /// [`crate::readiness::validate`]).
 pub fn preflight(p: &Policy, out: &mut Problems) {
@@ -639,14 +572,6 @@ const BURN_IN: SpanBounds = SpanBounds {
     max: secs(DAY),
     why: "the time after a weight change that is never judged",
     example: "1m",
-};
-/// `analysis.probe`: off, or long enough for a few analyses and short enough that a
-/// regression is not served at the probe's weight for long.
-const PROBE: SpanBounds = SpanBounds {
-    min: secs(0),
-    max: secs(1800),
-    why: "how long a probe judges the primary against DR's concurrent traffic",
-    example: "2m",
 };
 /// `rollback.step_interval`: a stepped rollback must still end within the hour.
 const STEP_INTERVAL: SpanBounds = SpanBounds {

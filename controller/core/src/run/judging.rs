@@ -62,6 +62,8 @@ impl Run {
                     "probe: judge against DR's concurrent traffic first".into(),
                     ev,
                 );
+                // Harm counted a failure; a probe is not one (its verdict is the probe's).
+                self.state.counters.failures = self.state.counters.failures.saturating_sub(1);
                 return self.start_probe(i, reason.clone(), &results, now, ev);
             }
             StageVerdict::Rollback { reason } => {
@@ -79,6 +81,25 @@ impl Run {
                         self.weights_text()
                     ),
                 );
+            }
+            _ if self.probes_suspect(i, &results) => {
+                push(
+                    "probe: above DR's earlier rate; judge against more of DR's concurrent traffic"
+                        .into(),
+                    ev,
+                );
+                let reason = results
+                    .iter()
+                    .filter(|r| r.suspect)
+                    .map(|r| {
+                        format!(
+                            "{}: above DR's earlier stages, not yet above its holdout; {}",
+                            r.name, r.reason
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                return self.start_probe(i, reason, &results, now, ev);
             }
             _ => {}
         }

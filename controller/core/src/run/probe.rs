@@ -2,7 +2,10 @@
 //! rate above DR's *earlier* rate is not evidence that the primary is worse — a cause common
 //! to both sites (a shared dependency, a traffic peak) looks the same. Instead of rolling
 //! back on it, the run writes an earlier stage's split (a weight the plan names) and judges
-//! the primary there against DR's *concurrent* traffic for `probe` long:
+//! the primary there against DR's *concurrent* traffic for `probe` long. At a final
+//! holdout's stage harm is already judged against DR's concurrent holdout, but through its
+//! few requests; the same rise sets off a probe there too, where a regression is seen in
+//! seconds rather than minutes:
 //!
 //! * harm against DR's concurrent traffic rolls back, as at any stage where DR serves (never
 //!   the one-sample test alone: an interval without DR traffic is no evidence);
@@ -51,6 +54,18 @@ impl Run {
                 .all(|r| r.status != GateStatus::Fail || r.decisive)
     }
 
+    /// Whether this analysis at a final holdout's stage sets off a probe: a sequential gate
+    /// is above DR's earlier rate but not (yet) above DR's concurrent holdout, no gate
+    /// fails, and no probe is under way. The holdout's few requests would see a regression
+    /// in minutes; the probe's split, in seconds.
+    pub(super) fn probes_suspect(&self, i: usize, results: &[GateResult]) -> bool {
+        self.plan.probe.is_some()
+            && self.state.probe.is_none()
+            && self.plan.stages.get(i + 1).is_some_and(|next| !next.judged)
+            && results.iter().any(|r| r.suspect)
+            && results.iter().all(|r| r.status != GateStatus::Fail)
+    }
+
     /// Starts a probe at stage `i`: writes the probe's split (persisted as such first).
     pub(super) fn start_probe(
         &mut self,
@@ -74,8 +89,6 @@ impl Run {
                 ),
             );
         }
-        // Harm counted a failure; a probe is not one (its verdict is the probe's).
-        self.state.counters.failures = self.state.counters.failures.saturating_sub(1);
         self.state.counters.probes += 1;
         for ep in self.state.evidence.values_mut() {
             ep.probe_started();
@@ -87,7 +100,7 @@ impl Run {
             reason: reason.clone(),
             gates: results
                 .iter()
-                .filter(|r| r.decisive)
+                .filter(|r| r.decisive || r.suspect)
                 .map(|r| r.name.clone())
                 .collect(),
         });

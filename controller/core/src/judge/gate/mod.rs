@@ -215,6 +215,7 @@ impl Gate {
             decisive: false,
             evidence: None,
             no_worse: None,
+            suspect: false,
         }
     }
 }
@@ -299,6 +300,10 @@ pub struct GateResult {
     /// Sequential gates: evidence of "no worse", 1 at the certification boundary.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub no_worse: Option<f64>,
+    /// Sequential gates at a final holdout's stage: above DR's earlier rate, not (yet) above
+    /// DR's concurrent holdout. Decides nothing; with `analysis.probe` it sets off a probe.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub suspect: bool,
 }
 
 impl GateResult {

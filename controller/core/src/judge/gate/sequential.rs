@@ -215,6 +215,7 @@ impl Gate {
         };
         r.evidence = Some(j.harm);
         r.no_worse = Some(j.no_worse);
+        r.suspect = j.suspect;
         let fmt = |t: Tally| match t.rate() {
             Some(x) => format!("{} ({}/{})", self.unit().format(x), t.bad, t.total),
             None => "no requests".into(),

@@ -383,3 +383,73 @@ fn a_dry_run_at_100_says_a_run_would_probe() {
         o.reason
     );
 }
+
+/// [`probing`] with a 2 % final holdout: 10, 50, 98 % judged, then 100 % unjudged.
+fn holdout_probing(secs: u64) -> Plan {
+    let mut plan = probing(secs);
+    plan.stages = super::plan(&[10, 50, 98, 100]).stages;
+    plan.stages[3].judged = false;
+    plan
+}
+
+/// At a final holdout's stage, the primary alone goes 1 % -> 5 %: above DR's earlier rate
+/// at once, through the holdout's 2 % more slowly. A probe at 50 % sees it against DR's
+/// concurrent traffic and rolls it back.
+#[test]
+fn a_regression_at_the_holdout_stage_is_probed_and_rolled_back() {
+    let reached = Cell::new(false);
+    let d = SeqDriver::new(holdout_probing(120), |_| 0.01)
+        .world(move |from, to, live| {
+            if live.primary() >= 98 {
+                reached.set(true);
+            }
+            let n = 1000.0 * (to - from) as f64;
+            let share = f64::from(live.primary()) / 100.0;
+            let (pn, dn) = (n * share, n * (1.0 - share));
+            let p = if reached.get() { 0.05 } else { 0.01 };
+            ((pn, (pn * p).round()), (dn, (dn * 0.01).round()))
+        })
+        .drive();
+    let o = d.outcome.clone().expect("an end");
+    assert_eq!(o.phase, Phase::RolledBack, "{o:?}");
+    assert_eq!(weights_written(&d), vec![10, 50, 98, 50, 0]);
+    assert_eq!(probes(&d), (1, 0));
+    let at = |w: u8| {
+        d.state
+            .history
+            .iter()
+            .rev()
+            .find(|h| h.weights.primary() == w)
+            .unwrap()
+            .at
+    };
+    let took = at(0).duration_since(at(98)).unwrap();
+    assert!(took <= Duration::from_secs(120), "{took:?}");
+}
+
+/// At a final holdout's stage both sites rise 1 % -> 3 %: the probe finds no harm, DR rose,
+/// and nothing is rolled back; 100 % is written only if the stage is certified.
+#[test]
+fn a_common_rise_at_the_holdout_stage_is_probed_and_never_rolled_back() {
+    let reached = Cell::new(false);
+    let rate = |r: bool, _| if r { 0.03 } else { 0.01 };
+    let d = SeqDriver::new(holdout_probing(120), |_| 0.01)
+        .world(move |from, to, live| {
+            if live.primary() >= 98 {
+                reached.set(true);
+            }
+            let n = 1000.0 * (to - from) as f64;
+            let share = f64::from(live.primary()) / 100.0;
+            let (pn, dn) = (n * share, n * (1.0 - share));
+            let r = rate(reached.get(), live.primary());
+            ((pn, (pn * r).round()), (dn, (dn * r).round()))
+        })
+        .drive();
+    let o = d.outcome.clone().expect("an end");
+    assert_ne!(o.phase, Phase::RolledBack, "{o:?}");
+    let (started, cleared) = probes(&d);
+    assert!(started >= 1 && cleared >= 1, "{started} {cleared}");
+    for w in weights_written(&d) {
+        assert!([10, 50, 98, 100].contains(&w), "{w}");
+    }
+}
