@@ -37,7 +37,8 @@ fn the_acceptance_checks_pass_that_todays_judge_meets() {
     }
     assert!(!text.contains("* FAIL"), "{text}");
     // Bursts at the minute scale at 1000 rps, a worse DR, varying traffic, 1 % -> 5 % at
-    // the last stage; a shared cause and aligned spikes at the end with the holdout.
+    // the last stage; a shared cause and aligned spikes at the end, probed by the default
+    // judge and with the holdout.
     let (code, text) = bench(&[
         "--runs",
         "200",
@@ -54,10 +55,13 @@ fn the_acceptance_checks_pass_that_todays_judge_meets() {
         "* PASS acceptable bursts-60s-1000rps: sequential false rollback",
         "* PASS acceptable dr-worse: sequential false rollback",
         "* PASS acceptable varying-traffic: sequential false rollback",
+        "* PASS acceptable common-rise-at-100: sequential false rollback",
+        "* PASS acceptable spikes-aligned-at-100: sequential false rollback",
         "* PASS acceptable common-rise-at-100: seq+holdout false rollback",
         "* PASS acceptable spikes-aligned-at-100: seq+holdout false rollback",
-        "* PASS 1% -> 5% at the last stage: sequential rolled back within 2 min",
-        "* PASS common rise at the end: seq+holdout false rollback",
+        "* PASS 1% -> 5% at the last stage: sequential (a probe, then DR's concurrent traffic) rolled back within 2 min",
+        "* PASS common rise at the end: sequential (probing DR's concurrent traffic) false rollback",
+        "* PASS 1% -> 5% at the last stage: seq+holdout (probed from its 98%) rolled back within 2 min",
     ] {
         assert!(text.contains(check), "{check}:\n{text}");
     }

@@ -250,6 +250,22 @@ fn issue12(results: &[Summary], beta: Option<f64>, out: &mut Vec<(String, bool)>
             w >= 0.95,
         ));
     }
+    if let Some(h) = results
+        .iter()
+        .find(|h| h.scenario == "step-1-5-at-100" && h.judge == Judge::SequentialHoldout)
+    {
+        let w = h
+            .rolled_back_within(Duration::from_secs(120))
+            .unwrap_or(0.0);
+        out.push((
+            format!(
+                "1% -> 5% at the last stage: seq+holdout (probed from its 98%) rolled back within 2 min of onset {} >= 95% ({})",
+                pct(w),
+                reached(h)
+            ),
+            w >= 0.95,
+        ));
+    }
     if let Some(s) = seq("zero-baseline") {
         let rb = s.rolled_back_after_onset().unwrap_or(0.0);
         let m = s.median_onset_ttr();
