@@ -61,7 +61,11 @@ pub(crate) fn render(loaded: &LoadedPolicy, file: &str) -> String {
             fmt_d(st.max_duration)
         );
     }
-    let last = stages.iter().rev().find(|s| s.judged).map(|s| s.weight.get());
+    let last = stages
+        .iter()
+        .rev()
+        .find(|s| s.judged)
+        .map(|s| s.weight.get());
     if let (Some(probe), Some(last)) = (loaded.plan.probe, last) {
         let at = if last == 100 {
             "At 100 %, where DR serves nothing, a rise above DR's earlier rate".to_string()

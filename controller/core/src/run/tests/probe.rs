@@ -453,3 +453,29 @@ fn a_common_rise_at_the_holdout_stage_is_probed_and_never_rolled_back() {
         assert!([10, 50, 98, 100].contains(&w), "{w}");
     }
 }
+
+/// Someone writes 100 % back during a probe, with `on_drift: reassert`: the run writes the
+/// probe's split again (never the stage's 100 % while probing), and the probe goes on.
+#[test]
+fn a_drift_during_a_probe_reasserts_the_probes_split() {
+    let mut plan = probing(120);
+    plan.on_drift = OnDrift::Reassert;
+    let reached = Cell::new(false);
+    let rate = |r: bool, _| if r { 0.03 } else { 0.01 };
+    let d = SeqDriver::new(plan, |_| 0.01)
+        .world(world(&reached, rate, rate))
+        .tamper(
+            |s, _| s.probe.as_ref().is_some_and(|p| p.since.is_some()),
+            Weights::at(StageWeight::FULL),
+        )
+        .drive();
+    let o = d.outcome.clone().expect("an end");
+    assert_ne!(o.phase, Phase::RolledBack, "{o:?}");
+    let written = weights_written(&d);
+    assert_eq!(&written[..5], &[10, 50, 100, 50, 50], "{written:?}");
+    assert!(
+        d.events
+            .iter()
+            .any(|e| matches!(e.kind, EventKind::Drift { .. }))
+    );
+}

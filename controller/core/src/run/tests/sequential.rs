@@ -54,6 +54,9 @@ pub(super) struct SeqDriver<'a> {
     commands: Vec<(When<'a>, Command)>,
     /// A dry run at this live split.
     dry: Option<Weights>,
+    /// Someone else sets the live split, once, after the first sleep at whose end the
+    /// condition holds.
+    tamper: Option<(When<'a>, Weights)>,
 }
 
 /// What a driven run did.
@@ -93,6 +96,7 @@ impl<'a> SeqDriver<'a> {
             until: 86_400,
             commands: Vec::new(),
             dry: None,
+            tamper: None,
         }
     }
 
@@ -148,6 +152,16 @@ impl<'a> SeqDriver<'a> {
             at: t(0),
         };
         self.commands.push((Box::new(when), command));
+        self
+    }
+
+    /// Someone else writes `to` after the first sleep at whose end `when` holds.
+    pub(super) fn tamper(
+        mut self,
+        when: impl Fn(&RunState, u64) -> bool + 'a,
+        to: Weights,
+    ) -> Self {
+        self.tamper = Some((Box::new(when), to));
         self
     }
 
@@ -246,6 +260,13 @@ impl<'a> SeqDriver<'a> {
                     }
                     now += s.as_secs();
                     let state = run.state();
+                    if self
+                        .tamper
+                        .as_ref()
+                        .is_some_and(|(when, _)| when(state, now))
+                    {
+                        live = self.tamper.take().map_or(live, |(_, to)| to);
+                    }
                     match self.commands.iter().position(|(when, _)| when(state, now)) {
                         Some(k) => Observation::Command {
                             now: t(now),
