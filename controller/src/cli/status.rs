@@ -103,6 +103,9 @@ fn run_json(s: &RunState, p: &LoadedPolicy) -> Value {
         "restarts": s.restarts,
         "outcome": s.outcome.as_ref().map(|o| json!({"phase": o.phase, "exit_code": o.exit_code(), "reason": o.reason})),
         "paused": s.paused.as_ref().map(|c| json!({"by": c.by, "reason": c.reason, "at": time(Some(c.at))})),
+        "probe": s.probe.as_ref().filter(|_| !s.phase.is_terminal()).map(|pr| json!({
+            "weights": pr.weights.to_string(), "since": time(pr.since), "reason": pr.reason,
+        })),
         "awaiting_approval": s.awaiting.filter(|_| !s.phase.is_terminal()).map(|a| json!({
             "stage": a.stage + 1,
             "since": time(Some(a.since)),
@@ -184,6 +187,14 @@ fn print_text(d: &Value) {
                 a["stage"],
                 st(&a["since"]),
                 st(&a["needs"])
+            ));
+        }
+        if let Some(p) = r["probe"].as_object() {
+            super::out::line(&format!(
+                "probing: at {} since {}: judged against DR's concurrent traffic before any rollback (analysis.probe); set off by: {}",
+                st(&p["weights"]),
+                st(&p["since"]),
+                st(&p["reason"])
             ));
         }
         if let Some(p) = r["paused"].as_object() {

@@ -380,6 +380,9 @@ impl RunState {
             if self.held.is_some() {
                 return "held_watching".into();
             }
+            if self.probe.is_some() {
+                return "probing".into();
+            }
         }
         serde_json::to_value(self.phase)
             .ok()

@@ -296,6 +296,9 @@ fn a_run_killed_during_a_probe_resumes_it_or_its_stage() {
         let (_, state) = d.resumed.first().expect("a restart").clone();
         assert_eq!(state.stage, Some(2), "landed {landed}");
         assert_eq!(state.probe.is_some(), landed, "{:?}", state.probe);
+        if landed {
+            assert_eq!(state.display_phase(), "probing");
+        }
         let ep = &state.evidence["seq"];
         assert!(ep.intervals > 0, "the stage's evidence continues: {ep:?}");
         assert_eq!(ep.probe.is_some(), landed);
