@@ -115,7 +115,9 @@ impl Plan {
         }
         // A run holds at most once, and watches the held stage this long; a probe that
         // starts just before the last stage's max_duration runs to its end.
-        let probe = self.probe.map_or(Duration::ZERO, |p| p.duration);
+        let probe = self
+            .probe
+            .map_or(Duration::ZERO, |p| p.duration + self.burn_in);
         (best, worst + self.watch_held + probe)
     }
 }

@@ -25,8 +25,11 @@
 //! Only the relative tests decide a rollback at such a stage, and their budget is spent
 //! once per stage however many probes there are (one e-process, with data only while DR
 //! serves). A run killed during a probe goes on with it when its split is live on restart,
-//! the evidence continuing (no budget spent again); if the write was lost, the stage goes
-//! on at its own split.
+//! the evidence continuing (no budget spent again) and, as at any restart, the stage's and
+//! the probe's clocks starting over; if the write was lost, the stage goes on at its own
+//! split; if a gate's test changed meanwhile, the live split's stage is judged afresh.
+//! A probe that ends after the stage's `max_duration` (also one set off while a held stage
+//! is watched) holds at its split rather than going back.
 
 use std::time::{Duration, SystemTime};
 
@@ -280,8 +283,10 @@ impl Run {
 
     /// A restart that finds the probe's split live, as recorded (its write confirmed, or
     /// pending and landed): the stage goes on in its probe, its evidence continuing where
-    /// it stopped, so the restart spends no budget again. `None` otherwise (the live split
-    /// decides the stage, as for any restart).
+    /// it stopped, so the restart spends no budget again; as at any restart, the stage's
+    /// clock (bake, `max_duration`) and the probe's start over. `None` otherwise (the live
+    /// split decides the stage, as for any restart), and also when a gate's test changed
+    /// since: the probe's evidence is then not whole.
     pub(super) fn resume_probe(
         &mut self,
         live: Weights,
@@ -293,6 +298,12 @@ impl Run {
         if probe.weights != live || !matches!(self.state.phase, Phase::Settling | Phase::Judging) {
             return None;
         }
+        let expected = self.evidence_of(i).tests.len();
+        let (continued, evidence) = self.evidence_to_continue(i, live, now);
+        if expected == 0 || continued.len() < expected {
+            self.state.probe = None;
+            return None;
+        }
         if self.state.pending.take().is_some() {
             self.state.history.push(WeightChange {
                 at: now,
@@ -301,14 +312,11 @@ impl Run {
             });
         }
         let settle = self.propagation.max(self.plan.burn_in);
+        self.state.stage_started = Some(now);
+        self.state.held = None;
+        self.state.rebake_from = None;
         if let Some(p) = self.state.probe.as_mut() {
-            p.since.get_or_insert(now + settle);
-        }
-        let (continued, evidence) = self.evidence_to_continue(i, live, now);
-        if continued.is_empty() {
-            // Nothing to continue (gates changed since): judge the live split's stage.
-            self.state.probe = None;
-            return None;
+            p.since = Some(now + settle);
         }
         self.state.evidence = continued;
         self.state.evidence_of = Some(self.evidence_of(i));
@@ -318,7 +326,7 @@ impl Run {
                 live,
                 stage: Some(i),
                 detail: format!(
-                    "continuing {}'s probe at {live}{evidence}",
+                    "continuing {}'s probe at {live}, its clock and the stage's from now{evidence}",
                     self.stage_label(i)
                 ),
             },

@@ -43,6 +43,8 @@ impl Run {
                 .collect(),
         };
         remaining.push(0);
+        // A probe under way ends with the rollback.
+        self.state.probe = None;
         self.state.phase = Phase::RollingBack;
         self.state.rollback = Some(RollbackProgress {
             cause,

@@ -16,6 +16,9 @@ pub struct Certification {
     pub abs_ok: Vec<f64>,
     /// Whether the stage was certified.
     pub certified: bool,
+    /// DR's bad requests over the stage's earlier probes, when this one started.
+    #[serde(default)]
+    pub dr_bad: f64,
 }
 
 /// A probe clears only once DR has served this many bad requests at it, for each gate that
@@ -47,12 +50,14 @@ impl EProcess {
             ok: self.ok.clone(),
             abs_ok: self.abs_ok.clone(),
             certified: self.certified,
+            dr_bad: self.probed.map_or(0.0, |t| t.bad),
         });
     }
 
-    /// DR's bad requests over the stage's probes so far.
+    /// DR's bad requests at the probe under way (over the stage's probes, if none is).
     pub fn probed_bad(&self) -> f64 {
-        self.probed.map_or(0.0, |t| t.bad)
+        let all = self.probed.map_or(0.0, |t| t.bad);
+        all - self.probe.as_ref().map_or(0.0, |c| c.dr_bad)
     }
 
     /// A probe found the primary no worse than DR's concurrent traffic: the no-worse

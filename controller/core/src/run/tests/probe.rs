@@ -431,7 +431,7 @@ fn a_regression_at_the_holdout_stage_is_probed_and_rolled_back() {
 }
 
 /// At a final holdout's stage both sites rise 1 % -> 3 %: the probe finds no harm, DR rose,
-/// and nothing is rolled back; 100 % is written only if the stage is certified.
+/// and nothing is rolled back.
 #[test]
 fn a_common_rise_at_the_holdout_stage_is_probed_and_never_rolled_back() {
     let reached = Cell::new(false);
@@ -481,4 +481,71 @@ fn a_drift_during_a_probe_reasserts_the_probes_split() {
             .iter()
             .any(|e| matches!(e.kind, EventKind::Drift { .. }))
     );
+}
+
+/// Killed during a probe and restarted two hours later: the probe goes on, its clock and
+/// the stage's starting over (as at any restart), so it may still clear; a common cause is
+/// then not held at the probe's split for the time the run was down.
+#[test]
+fn a_probe_resumed_after_a_long_stop_starts_its_clock_again() {
+    let reached = Cell::new(false);
+    let rate = |r: bool, _| if r { 0.03 } else { 0.01 };
+    let (mut fifty, mut armed, mut killed) = (0, false, false);
+    let d = SeqDriver::new(probing(120), |_| 0.01)
+        .world(world(&reached, rate, rate))
+        .kill(move |r, _| match r {
+            Request::SetWeights(w) if w.primary() == 50 => {
+                fifty += 1;
+                armed = fifty == 2;
+                None
+            }
+            Request::Sleep(_) if armed && !killed => {
+                killed = true;
+                Some((7200, false))
+            }
+            _ => None,
+        })
+        .drive();
+    let (at, state) = d.resumed.first().expect("a restart").clone();
+    assert_eq!(state.stage, Some(2));
+    assert_eq!(state.stage_started, Some(t(at)));
+    assert_eq!(state.probe.as_ref().and_then(|p| p.since), Some(t(at)));
+    let o = d.outcome.clone().expect("an end");
+    assert_eq!(o.phase, Phase::Held, "{o:?}");
+    assert_eq!(d.state.weights.map(|w| w.primary()), Some(100), "{o:?}");
+    assert!(probes(&d).1 >= 1);
+}
+
+/// A gate's test changed between the kill and the restart: the probe's evidence is not
+/// whole, so the restart judges the live split's stage (50 %) afresh instead.
+#[test]
+fn a_probe_whose_gate_changed_on_restart_is_given_up() {
+    let reached = Cell::new(false);
+    let mut fifty = 0;
+    let d = SeqDriver::new(probing(120), |_| 0.01)
+        .world(world(
+            &reached,
+            |r, _| if r { 0.05 } else { 0.01 },
+            |_, _| 0.01,
+        ))
+        .kill(move |r, _| match r {
+            Request::SetWeights(w) if w.primary() == 50 => {
+                fifty += 1;
+                (fifty == 2).then_some((30, true))
+            }
+            _ => None,
+        })
+        .on_restart(|s| {
+            if let Some(e) = s.evidence_of.as_mut() {
+                for t in e.tests.values_mut() {
+                    t.ratio = 3.0;
+                }
+            }
+        })
+        .drive();
+    let (_, state) = d.resumed.first().expect("a restart").clone();
+    assert_eq!(state.stage, Some(1), "the 50 % stage");
+    assert!(state.probe.is_none());
+    assert_eq!(d.outcome.expect("an end").phase, Phase::RolledBack);
+    assert!(d.state.probe.is_none(), "a rollback ends the probe");
 }
