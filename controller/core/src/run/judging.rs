@@ -365,24 +365,12 @@ impl Run {
         let interval = self.plan.stages[i].interval;
         match &self.state.held {
             None => {
-                let until = now + watch;
-                push(
-                    format!(
-                        "held at {}; still judged for {} (analysis.watch_held): harm rolls back, `cutover promote` advances",
-                        self.weights_text(),
-                        fmt_d(watch)
-                    ),
-                    ev,
+                let decision = format!(
+                    "held at {}; still judged for {} (analysis.watch_held): harm rolls back, `cutover promote` advances",
+                    self.weights_text(),
+                    fmt_d(watch)
                 );
-                ev.push(Event {
-                    at: now,
-                    kind: EventKind::HeldWatching {
-                        stage: i,
-                        reason: reason.clone(),
-                        until,
-                    },
-                });
-                self.state.held = Some(HeldWatch { since: now, reason });
+                self.begin_watch(i, reason, decision, now, push, ev);
                 Some(Request::Sleep(interval))
             }
             Some(h) if now.duration_since(h.since).unwrap_or_default() < watch => {
@@ -395,6 +383,29 @@ impl Run {
             }
             Some(_) => None,
         }
+    }
+
+    /// A held stage starts being watched for `watch_held`: the decision, the event, the
+    /// record.
+    pub(super) fn begin_watch(
+        &mut self,
+        i: usize,
+        reason: String,
+        decision: String,
+        now: SystemTime,
+        push: &impl Fn(String, &mut Vec<Event>),
+        ev: &mut Vec<Event>,
+    ) {
+        push(decision, ev);
+        ev.push(Event {
+            at: now,
+            kind: EventKind::HeldWatching {
+                stage: i,
+                reason: reason.clone(),
+                until: now + self.plan.watch_held,
+            },
+        });
+        self.state.held = Some(HeldWatch { since: now, reason });
     }
 
     pub(super) fn inconclusive(

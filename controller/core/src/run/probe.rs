@@ -238,26 +238,12 @@ impl Run {
         let watch = self.plan.watch_held;
         let watched = match &self.state.held {
             None if !watch.is_zero() => {
-                push(
-                    format!(
-                        "held at the probe's split {}; still judged for {} (analysis.watch_held): harm rolls back",
-                        self.weights_text(),
-                        fmt_d(watch)
-                    ),
-                    ev,
+                let decision = format!(
+                    "held at the probe's split {}; still judged for {} (analysis.watch_held): harm rolls back",
+                    self.weights_text(),
+                    fmt_d(watch)
                 );
-                ev.push(Event {
-                    at: now,
-                    kind: EventKind::HeldWatching {
-                        stage: i,
-                        reason: reason.clone(),
-                        until: now + watch,
-                    },
-                });
-                self.state.held = Some(HeldWatch {
-                    since: now,
-                    reason: reason.clone(),
-                });
+                self.begin_watch(i, reason.clone(), decision, now, push, ev);
                 true
             }
             Some(h) if now.duration_since(h.since).unwrap_or_default() < watch => {

@@ -46,6 +46,17 @@ fn weights_written(d: &Driven) -> Vec<u8> {
         .collect()
 }
 
+/// When `w` % was last written.
+fn last_write_at(d: &Driven, w: u8) -> SystemTime {
+    d.state
+        .history
+        .iter()
+        .rev()
+        .find(|h| h.weights.primary() == w)
+        .expect("a write of that weight")
+        .at
+}
+
 fn probes(d: &Driven) -> (usize, usize) {
     let started = d
         .events
@@ -130,15 +141,7 @@ fn a_regression_at_100_is_rolled_back_from_the_probe() {
     assert_eq!(o.phase, Phase::RolledBack, "{o:?}");
     assert_eq!(weights_written(&d), vec![10, 50, 100, 50, 0]);
     assert_eq!(probes(&d), (1, 0));
-    let at = |w: u8| {
-        d.state
-            .history
-            .iter()
-            .rev()
-            .find(|h| h.weights.primary() == w)
-            .unwrap()
-            .at
-    };
+    let at = |w: u8| last_write_at(&d, w);
     let probe_took = at(0).duration_since(at(50)).unwrap();
     assert!(probe_took <= Duration::from_secs(60), "{probe_took:?}");
     assert!(o.reason.contains("stage 3"), "{}", o.reason);
@@ -417,15 +420,7 @@ fn a_regression_at_the_holdout_stage_is_probed_and_rolled_back() {
     assert_eq!(o.phase, Phase::RolledBack, "{o:?}");
     assert_eq!(weights_written(&d), vec![10, 50, 98, 50, 0]);
     assert_eq!(probes(&d), (1, 0));
-    let at = |w: u8| {
-        d.state
-            .history
-            .iter()
-            .rev()
-            .find(|h| h.weights.primary() == w)
-            .unwrap()
-            .at
-    };
+    let at = |w: u8| last_write_at(&d, w);
     let took = at(0).duration_since(at(98)).unwrap();
     assert!(took <= Duration::from_secs(120), "{took:?}");
 }
