@@ -121,12 +121,16 @@ pub(crate) async fn render(loaded: &LoadedPolicy, args: &PlanArgs) -> String {
             .unwrap_or(0.01),
         };
         let traffic = Traffic { rps, bad_rate };
-        let judged: Vec<_> = loaded.plan.stages.iter().filter(|s| s.judged).collect();
-        for (k, st) in judged.iter().enumerate() {
+        let judged: Vec<_> = (0..loaded.plan.stages.len())
+            .filter(|&i| loaded.plan.stages[i].judged)
+            .collect();
+        for (k, &i) in judged.iter().enumerate() {
+            let st = &loaded.plan.stages[i];
             let context = Context {
-                carried: k.checked_sub(1).map(|j| (judged[j], loaded.plan.certify)),
-                // The last judged stage of a plan whose 100 % is written unjudged.
-                holdout: k + 1 == judged.len() && judged.len() < loaded.plan.stages.len(),
+                carried: k
+                    .checked_sub(1)
+                    .map(|j| (&loaded.plan.stages[judged[j]], loaded.plan.certify)),
+                holdout: loaded.plan.is_holdout_stage(i),
                 poisson: test.history.is_none(),
             };
             let p = certify_times(

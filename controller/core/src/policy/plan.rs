@@ -89,6 +89,12 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// Whether stage `i` is a final holdout's: judged, with the unjudged 100 % after it.
+    pub fn is_holdout_stage(&self, i: usize) -> bool {
+        self.stages.get(i).is_some_and(|s| s.judged)
+            && self.stages.get(i + 1).is_some_and(|next| !next.judged)
+    }
+
     /// The first stage's analysis interval (a valid plan has one; 15 s otherwise): the
     /// interval history is read at when a plan is replayed or tuned.
     pub fn first_interval(&self) -> Duration {

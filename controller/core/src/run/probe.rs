@@ -64,7 +64,7 @@ impl Run {
     pub(super) fn probes_suspect(&self, i: usize, results: &[GateResult]) -> bool {
         self.plan.probe.is_some()
             && self.state.probe.is_none()
-            && self.plan.stages.get(i + 1).is_some_and(|next| !next.judged)
+            && self.plan.is_holdout_stage(i)
             && results.iter().any(|r| r.suspect)
             && results.iter().all(|r| r.status != GateStatus::Fail)
     }

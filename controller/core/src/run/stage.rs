@@ -275,7 +275,7 @@ impl Run {
         let dr_serves = self.plan.stages[i].weight < StageWeight::FULL;
         // A final holdout's stage (the unjudged 100 % follows): DR's pooled earlier counts
         // are its no-worse side's reference too.
-        let holdout = self.plan.stages.get(i + 1).is_some_and(|next| !next.judged);
+        let holdout = self.plan.is_holdout_stage(i);
         let cumulative = self.plan.certify == crate::policy::model::Certify::Cumulative;
         self.state.evidence = self
             .plan
