@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
+use cutover_core::judge::eprocess::Test;
 use cutover_core::judge::gate::GateKind;
+use cutover_core::policy::plan::Plan;
 
 use super::judges::Judge;
 use super::oracle::{Stream, shiryaev_roberts_median, sprt_median};
@@ -108,18 +110,7 @@ pub const RATE_RUNS: usize = 2000;
 /// test from the onset, against the absolute tolerance), only the rates for
 /// `onset-mid-stage` (a Shiryaev–Roberts detector against DR's rate × the tolerance).
 fn oracle(name: &str) -> Option<Duration> {
-    let sc = scenarios::all().into_iter().find(|s| s.name == name)?;
-    let plan = cutover_core::policy::parse(
-        "bench.yaml",
-        &Judge::Sequential.policy_yaml(&sc),
-        Default::default(),
-    )
-    .ok()?
-    .plan;
-    let test = plan.gates.iter().find_map(|g| match &g.kind {
-        GateKind::Sequential { test, .. } => Some(test.test()),
-        GateKind::Bounds { .. } => None,
-    })?;
+    let (sc, plan, test) = error_test(name)?;
     let stage = plan.stages.first()?;
     let dt = stage.interval.as_secs_f64().max(1.0);
     let n = sc.rps * f64::from(stage.weight.get()) / 100.0 * dt;
@@ -151,6 +142,24 @@ fn oracle(name: &str) -> Option<Duration> {
         }
     };
     Some(Duration::from_secs_f64(f64::from(k) * dt))
+}
+
+/// A scenario, the sequential judge's plan for it and that plan's first sequential test
+/// (the error gate's).
+fn error_test(name: &str) -> Option<(scenarios::BenchScenario, Plan, Test)> {
+    let sc = scenarios::all().into_iter().find(|s| s.name == name)?;
+    let plan = cutover_core::policy::parse(
+        "bench.yaml",
+        &Judge::Sequential.policy_yaml(&sc),
+        Default::default(),
+    )
+    .ok()?
+    .plan;
+    let test = plan.gates.iter().find_map(|g| match &g.kind {
+        GateKind::Sequential { test, .. } => Some(test.test()),
+        GateKind::Bounds { .. } => None,
+    })?;
+    Some((sc, plan, test))
 }
 
 fn pct(x: f64) -> String {
@@ -271,7 +280,11 @@ fn issue12(results: &[Summary], beta: Option<f64>, out: &mut Vec<(String, bool)>
         let m = s.median_onset_ttr();
         out.push((
             format!(
-                "0% -> 0.5% vs a 0% DR: sequential rolled back {} >= 95%, median {} <= 5m ({}{})",
+                "0% -> 0.5% vs a 0% DR: sequential{} rolled back {} >= 95%, median {} <= 5m ({}{})",
+                error_test("zero-baseline").map_or(String::new(), |(_, _, t)| format!(
+                    " (absolute_tolerance {})",
+                    pct(t.absolute)
+                )),
                 pct(rb),
                 fmt_d(m),
                 reached(s),

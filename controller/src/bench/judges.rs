@@ -13,8 +13,9 @@
 //!   Mann-Whitney U test of the primary's 15-second error rates (and p99s) against DR's;
 //!   "High" (rollback) when p < 0.05 and the mean is more than 1.5x DR's.
 //! * **sequential** — ours: `vs_dr` sequential gates on error counts and on counts of
-//!   requests slower than 250 ms, tolerance 50 %, alpha 0.01 over the run, a 1-minute
-//!   minimum soak, advance on certification; at 100 %, where DR serves nothing, a rise
+//!   requests slower than 250 ms, tolerance 50 %, alpha 0.01 over the run, and for errors
+//!   `absolute_tolerance: 0.1%` (a 99.9 % SLO's error budget, accepted whatever DR's rate),
+//!   a 1-minute minimum soak, advance on certification; at 100 %, where DR serves nothing, a rise
 //!   above DR's earlier rate is probed at 50 % against DR's concurrent traffic for 2 minutes
 //!   before any rollback (`analysis.probe`, the default).
 //! * **seq+holdout** — the same with `final_holdout: 2%`: the last stage is judged at 98 %
@@ -125,7 +126,7 @@ impl Judge {
             Judge::Sequential | Judge::SequentialHoldout | Judge::SequentialCumulative => (
                 3,
                 format!(
-                    "  - name: errors-vs-dr\n    error_rate: {{ vs_dr: {{ tolerance: 50%, alpha: 0.01, absolute_tolerance: 0.2%, history: {history}s{beta} }} }}\n\
+                    "  - name: errors-vs-dr\n    error_rate: {{ vs_dr: {{ tolerance: 50%, alpha: 0.01, absolute_tolerance: 0.1%, history: {history}s{beta} }} }}\n\
                      \x20 - name: slow-vs-dr\n    latency: {{ above: {}ms, vs_dr: {{ tolerance: 50%, alpha: 0.01, history: {history}s{beta} }} }}\n",
                     super::scenarios::SLOW_EDGE * 1000.0
                 ),
