@@ -433,3 +433,55 @@ fn cumulative_certification_carries_no_worse_evidence_across_stages() {
         assert_eq!(per_stage.2, Some(SCARCE_DR_OK_SHARE));
     }
 }
+
+/// `certify: cumulative` carries the absolute "no worse" evidence only where it is tested
+/// against the same rate: into a stage judged against `absolute_tolerance` again, not into
+/// the 100 % stage, whose absolute test is against DR's pooled stages. A primary at 1 %,
+/// far above a 0.1 % tolerance, would otherwise bring a deficit there that only depends
+/// on the tolerance.
+#[test]
+fn cumulative_absolute_evidence_carries_only_against_the_same_rate() {
+    use std::cell::RefCell;
+    let mut plan = sequential_plan_with(serde_json::json!(
+        {"tolerance": "50%", "alpha": 0.01, "absolute_tolerance": "0.1%"}
+    ));
+    plan.certify = crate::policy::model::Certify::Cumulative;
+    for st in &mut plan.stages {
+        st.bake = Duration::ZERO;
+    }
+    // The absolute no-worse evidence each stage starts with (before its first analysis),
+    // and whether the relative one was carried.
+    let seen: RefCell<Vec<(usize, f64, bool)>> = RefCell::new(Vec::new());
+    let d = SeqDriver::new(plan, |_| 0.01)
+        .world(|from, to, live| {
+            let n = 400.0 * (to - from) as f64;
+            let p = n * f64::from(live.primary()) / 100.0;
+            let d = n - p;
+            ((p, (p * 0.01).round()), (d, (d * 0.01).round()))
+        })
+        .command(
+            |s, _| {
+                if let (Some(i), Some(ep)) = (s.stage, s.evidence.get("seq")) {
+                    let mut seen = seen.borrow_mut();
+                    if ep.intervals == 0 && seen.last().is_none_or(|l| l.0 != i) {
+                        let abs = ep.abs_ok.iter().map(|x| x.abs()).sum::<f64>();
+                        seen.push((i, abs, ep.ok.iter().any(|x| *x != 0.0)));
+                    }
+                }
+                false
+            },
+            Action::Pause,
+        )
+        .drive();
+    assert_eq!(d.outcome.map(|o| o.phase), Some(Phase::Promoted));
+    let seen = seen.into_inner();
+    let at = |i: usize| seen.iter().find(|s| s.0 == i).copied();
+    // 50 %: both carried from 10 % (the same thresholds); the absolute evidence against
+    // 0.1 % is a deficit for a primary at 1 %.
+    let (_, abs_50, ok_50) = at(1).expect("the 50 % stage started");
+    assert!(abs_50 > 1.0 && ok_50, "{seen:?}");
+    // 100 %: the relative evidence carried, the absolute test afresh.
+    let (_, abs_100, ok_100) = at(2).expect("the 100 % stage started");
+    assert!(ok_100, "{seen:?}");
+    assert_eq!(abs_100, 0.0, "{seen:?}");
+}
