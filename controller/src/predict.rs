@@ -95,16 +95,16 @@ pub fn certify_times(
             let looks = before_looks(before);
             let prev = simulate(&mut rng, test, before, traffic, looks, context.poisson);
             ep.ok = prev.ok;
-            // As the run does: the absolute evidence carries only where it is tested against
-            // the same rate (`absolute_tolerance`), not against DR's pooled stages.
-            if ep.reference.is_none() {
-                ep.abs_ok = prev.abs_ok;
-            }
             ep.ok_share = if w < 1.0 && !context.holdout {
                 prev.ok_share
             } else {
                 Some(CUMULATIVE_SCARCE_DR_OK_SHARE)
             };
+            // As the run does: the absolute evidence carries only where it is tested against
+            // the same rate (`absolute_tolerance`).
+            if ep.tests_absolute_against_tolerance(&test) {
+                ep.abs_ok = prev.abs_ok;
+            }
         }
         for k in 1..=looks {
             let counts = draw(&mut rng, traffic, w, dt);

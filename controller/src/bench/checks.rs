@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use cutover_core::judge::eprocess::Test;
-use cutover_core::judge::gate::GateKind;
 use cutover_core::policy::plan::Plan;
 
 use super::judges::Judge;
@@ -155,10 +154,7 @@ fn error_test(name: &str) -> Option<(scenarios::BenchScenario, Plan, Test)> {
     )
     .ok()?
     .plan;
-    let test = plan.gates.iter().find_map(|g| match &g.kind {
-        GateKind::Sequential { test, .. } => Some(test.test()),
-        GateKind::Bounds { .. } => None,
-    })?;
+    let test = plan.gates.iter().find_map(|g| g.sequential_test())?;
     Some((sc, plan, test))
 }
 

@@ -295,20 +295,8 @@ impl Run {
                 // `certify: cumulative`: "no worse" carries over; harm starts afresh.
                 if let Some(before) = previous.get(&g.name).filter(|_| cumulative) {
                     ep.ok.clone_from(&before.ok);
-                    // The absolute evidence was gathered against `absolute_tolerance`; it
-                    // carries only where the stage tests against the same rate. Against
-                    // DR's pooled stages (a stage where DR serves nothing, or a holdout's)
-                    // the test starts afresh: evidence against `δ` is no evidence about
-                    // that rate, and a primary well above `δ` (as good as a DR above it)
-                    // would drag its deficit into the new test and spend its share of
-                    // `β` for nothing.
-                    if ep.reference.is_none() {
-                        ep.abs_ok.clone_from(&before.abs_ok);
-                    }
-                    // The same evidence against the same thresholds where the stage is
-                    // judged like the one before (a stage where DR serves nothing or only a
-                    // holdout chooses its own split, from the plan alone).
-                    // Where DR serves nothing or only a holdout, the carried relative
+                    // Where the stage is judged like the one before, the same shares of
+                    // `β`; where DR serves nothing or only a holdout, the carried relative
                     // evidence and the comparison with DR's pooled stages get half each
                     // (chosen from the plan, before the stage's data).
                     ep.ok_share = if dr_serves && !holdout {
@@ -316,6 +304,11 @@ impl Run {
                     } else {
                         Some(crate::judge::eprocess::CUMULATIVE_SCARCE_DR_OK_SHARE)
                     };
+                    if g.sequential_test()
+                        .is_some_and(|t| ep.tests_absolute_against_tolerance(&t))
+                    {
+                        ep.abs_ok.clone_from(&before.abs_ok);
+                    }
                 }
                 (g.name.clone(), ep)
             })

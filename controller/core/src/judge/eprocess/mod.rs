@@ -535,6 +535,22 @@ impl EProcess {
         1.0 - (1.0 - w) * test.beta / 2.0
     }
 
+    /// Whether this stage's absolute no-worse test is against `absolute_tolerance` itself,
+    /// as at every stage where DR serves: there, and only there, `certify: cumulative`
+    /// carries the absolute evidence of the stage before (gathered against the same rate).
+    /// Against DR's pooled stages the rate is `max(ρ₀ · lower bound, δ)`, fixed when the
+    /// stage starts; when that is above `δ` the evidence would be tested against another
+    /// rate, and a primary above `δ` (as good as a DR above it) would bring its deficit into
+    /// a test it could otherwise pass. Call after `reference` and `ok_share` are set.
+    pub fn tests_absolute_against_tolerance(&self, test: &Test) -> bool {
+        match self.reference {
+            None => true,
+            Some(r) if r.total > 0.0 => self.bounds(test, None).1 <= test.absolute,
+            // No pooled DR count: the rate depends on the baseline given at each analysis.
+            Some(_) => false,
+        }
+    }
+
     /// Whether "no worse" is shown against DR's pooled earlier stages here.
     fn against_reference(&self, dr_baseline: Option<f64>) -> bool {
         self.reference.is_some_and(|r| r.total > 0.0)

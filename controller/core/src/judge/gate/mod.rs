@@ -138,6 +138,14 @@ impl Gate {
         matches!(self.kind, GateKind::Sequential { .. })
     }
 
+    /// A sequential gate's test (its rates and budgets); `None` for a bounds gate.
+    pub fn sequential_test(&self) -> Option<crate::judge::eprocess::Test> {
+        match &self.kind {
+            GateKind::Sequential { test, .. } => Some(test.test()),
+            GateKind::Bounds { .. } => None,
+        }
+    }
+
     /// The measurement of this gate at a site (for a sequential gate: its bad share over
     /// the window, as preflight reads it).
     pub fn measure(&self, site: Site, window: Duration) -> Measure {

@@ -434,13 +434,11 @@ fn cumulative_certification_carries_no_worse_evidence_across_stages() {
     }
 }
 
-/// `certify: cumulative` carries the absolute "no worse" evidence only where it is tested
-/// against the same rate: into a stage judged against `absolute_tolerance` again, not into
-/// the 100 % stage, whose absolute test is against DR's pooled stages. A primary at 1 %,
-/// far above a 0.1 % tolerance, would otherwise bring a deficit there that only depends
-/// on the tolerance.
-#[test]
-fn cumulative_absolute_evidence_carries_only_against_the_same_rate() {
+/// The absolute "no worse" evidence each stage of a `certify: cumulative` run (10, 50,
+/// 100 %, absolute tolerance 0.1 %) starts with, before its first analysis, as `(stage,
+/// sum of |ln M| over the grid, whether relative evidence was carried)`, with both sites
+/// at `rate` (400 requests a second); and how the run ended.
+fn cumulative_start_evidence(rate: f64) -> (Option<Phase>, Vec<(usize, f64, bool)>) {
     use std::cell::RefCell;
     let mut plan = sequential_plan_with(serde_json::json!(
         {"tolerance": "50%", "alpha": 0.01, "absolute_tolerance": "0.1%"}
@@ -449,15 +447,13 @@ fn cumulative_absolute_evidence_carries_only_against_the_same_rate() {
     for st in &mut plan.stages {
         st.bake = Duration::ZERO;
     }
-    // The absolute no-worse evidence each stage starts with (before its first analysis),
-    // and whether the relative one was carried.
     let seen: RefCell<Vec<(usize, f64, bool)>> = RefCell::new(Vec::new());
-    let d = SeqDriver::new(plan, |_| 0.01)
+    let d = SeqDriver::new(plan, move |_| rate)
         .world(|from, to, live| {
             let n = 400.0 * (to - from) as f64;
             let p = n * f64::from(live.primary()) / 100.0;
             let d = n - p;
-            ((p, (p * 0.01).round()), (d, (d * 0.01).round()))
+            ((p, (p * rate).round()), (d, (d * rate).round()))
         })
         .command(
             |s, _| {
@@ -473,15 +469,36 @@ fn cumulative_absolute_evidence_carries_only_against_the_same_rate() {
             Action::Pause,
         )
         .drive();
-    assert_eq!(d.outcome.map(|o| o.phase), Some(Phase::Promoted));
-    let seen = seen.into_inner();
+    (d.outcome.map(|o| o.phase), seen.into_inner())
+}
+
+/// `certify: cumulative` carries the absolute "no worse" evidence only where it is tested
+/// against the same rate: into a stage judged against `absolute_tolerance` again, not into
+/// a 100 % stage whose absolute test is against DR's pooled stages at a higher rate. A
+/// primary at 1 %, far above a 0.1 % tolerance, would otherwise bring a deficit there that
+/// only depends on the tolerance.
+#[test]
+fn cumulative_absolute_evidence_carries_only_against_the_same_rate() {
+    let (phase, seen) = cumulative_start_evidence(0.01);
+    assert_eq!(phase, Some(Phase::Promoted));
     let at = |i: usize| seen.iter().find(|s| s.0 == i).copied();
     // 50 %: both carried from 10 % (the same thresholds); the absolute evidence against
     // 0.1 % is a deficit for a primary at 1 %.
     let (_, abs_50, ok_50) = at(1).expect("the 50 % stage started");
     assert!(abs_50 > 1.0 && ok_50, "{seen:?}");
-    // 100 %: the relative evidence carried, the absolute test afresh.
+    // 100 %: DR's pooled 1 % puts the rate at about 1.5 %: the relative evidence carried,
+    // the absolute test afresh.
     let (_, abs_100, ok_100) = at(2).expect("the 100 % stage started");
     assert!(ok_100, "{seen:?}");
     assert_eq!(abs_100, 0.0, "{seen:?}");
+}
+
+/// With no error at DR, the 100 % stage's absolute test is against the tolerance itself
+/// (DR's pooled rate bounds nothing above it): the evidence carries there too.
+#[test]
+fn cumulative_absolute_evidence_carries_into_100_against_an_error_free_dr() {
+    let (phase, seen) = cumulative_start_evidence(0.0);
+    assert_eq!(phase, Some(Phase::Promoted));
+    let at_100 = seen.iter().find(|s| s.0 == 2).copied();
+    assert!(at_100.is_some_and(|(_, abs, _)| abs > 0.0), "{seen:?}");
 }
